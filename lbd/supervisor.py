@@ -1,10 +1,452 @@
-"""Placeholder: replaced by the module's owner."""
+"""The supervisor: ``lbd run``. Starts the workers, owns reload, shutdown, the admin API and sd_notify.
+
+Process model (DESIGN.md section 2):
+
+- Every worker is ``python -m lbd.worker``, started fresh (no fork of a running event loop) and driven over
+  a control socketpair. Each binds its own SO_REUSEPORT sockets.
+- Reload (SIGHUP or ``POST /v1/reload``) is two-phase so that either every worker moves to the new config
+  or none does: the supervisor validates the file, then asks every worker to *prepare* (parse, build the
+  Snapshot, bind new sockets); only if all succeed does it send *commit*, else *abort*. An invalid file
+  is logged with every error and the old config keeps serving.
+- Shutdown (SIGTERM/SIGINT): readiness turns 503, workers stop accepting, drain their flows for up to
+  ``node.shutdown_timeout_seconds`` and exit; the supervisor exits 0.
+- A worker that dies is restarted with the current config, with exponential backoff.
+
+Exit codes: 0 clean shutdown, 1 internal error, 2 invalid config (or not supported yet), 3 a listener or
+the admin API could not bind, 4 workers could not be started.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import uvloop
 
-def register(sub: "argparse._SubParsersAction[Any]") -> None:
-    """Add this module's sub-commands to the ``lbd`` parser."""
+from lbd import systemd
+from lbd.admin.server import AdminRequest, AdminResponse, Router, start_admin_server
+from lbd.config.loader import ConfigError, parse_config
+from lbd.config.schema import Config
+from lbd.control import ControlProtocol, Message
+from lbd.listener.sockets import BindError, probe_free
+from lbd.observe.logs import FORMATS, LEVELS, setup_logging
+from lbd.observe.stats import StatsRegistry
+from lbd.runtime import Snapshot, UnsupportedConfig
+
+log = logging.getLogger("lbd.supervisor")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BIND, EXIT_WORKERS = 0, 1, 2, 3, 4
+WORKER_REPLY_TIMEOUT = 30.0
+RESTART_BACKOFF_MAX = 30.0
+
+
+class StartupError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    text: str
+    path: str
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    generation: int
+    errors: list[str] = field(default_factory=list)
+
+
+def load_checked(path: str) -> LoadedConfig:
+    """Read, validate and check that this build serves everything the config asks for."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from exc
+    config = parse_config(text, source=path)
+    Snapshot.build(config, 0, StatsRegistry())  # raises UnsupportedConfig
+    return LoadedConfig(config, text, str(Path(path).resolve()))
+
+
+def config_errors(exc: Exception) -> list[str]:
+    if isinstance(exc, ConfigError):
+        return [str(issue) for issue in exc.issues]
+    return [str(exc)]
+
+
+class WorkerHandle:
+    """One worker process and its control channel, with request/reply over the channel."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.channel: ControlProtocol | None = None
+        self._waiters: dict[tuple[str, int], asyncio.Future[Message]] = {}
+        self.started_at = 0.0
+
+    async def spawn(self, log_level: str, log_format: str) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "lbd.worker",
+                "--control-fd",
+                str(child.fileno()),
+                "--worker-id",
+                str(self.index),
+                "--log-level",
+                log_level,
+                "--log-format",
+                log_format,
+                pass_fds=(child.fileno(),),
+            )
+        finally:
+            child.close()
+        loop = asyncio.get_running_loop()
+        # Created before connecting: uvloop may deliver data before create_unix_connection returns.
+        channel = self.channel = ControlProtocol(self._on_message, self._on_close)
+        await loop.create_unix_connection(lambda: channel, sock=parent)
+        self.started_at = time.monotonic()
+
+    def _on_message(self, message: Message) -> None:
+        key = (str(message.get("op")), int(message.get("generation", 0)))
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
+    def _on_close(self) -> None:
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"worker {self.index} went away"))
+        self._waiters.clear()
+
+    async def request(self, message: Message, reply_op: str) -> Message:
+        if self.channel is None:
+            raise ConnectionError(f"worker {self.index} is not running")
+        key = (reply_op, int(message.get("generation", 0)))
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = waiter
+        self.channel.send(message)
+        return await asyncio.wait_for(waiter, WORKER_REPLY_TIMEOUT)
+
+    def send(self, message: Message) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signum)
+
+
+class Supervisor:
+    def __init__(self, loaded: LoadedConfig, workers: int, log_level: str, log_format: str) -> None:
+        self.current = loaded
+        self.worker_count = workers
+        self.log_level = log_level
+        self.log_format = log_format
+        self.generation = 1
+        self.workers = [WorkerHandle(i) for i in range(workers)]
+        self.ready = False
+        self.stopping = False
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._admin: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stats_seq = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_task, self.reload)
+        try:
+            self._probe_listeners(set())
+            await self._start_admin()
+            await asyncio.gather(*(self._start_worker(w) for w in self.workers))
+        except StartupError as exc:
+            log.error("%s", exc)
+            await self._stop_workers(deadline=5.0)
+            return exc.exit_code
+        for worker in self.workers:
+            self._spawn_task(self._watch, worker)
+        self.ready = True
+        listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
+        log.info(
+            "lbd ready: %d worker(s), config %s (generation %d), listening on %s",
+            self.worker_count,
+            self.current.path,
+            self.generation,
+            listeners or "nothing",
+        )
+        systemd.ready(f"serving {listeners}")
+        await self._stop.wait()
+        return await self.shutdown()
+
+    async def shutdown(self) -> int:
+        self.stopping = True
+        self.ready = False
+        systemd.stopping()
+        deadline = self.current.config.node.shutdown_timeout_seconds
+        log.info("shutting down: draining connections for up to %.0f s", deadline)
+        clean = await self._stop_workers(deadline + 5.0)
+        if self._admin is not None:
+            self._admin.close()
+        log.info("lbd stopped")
+        return EXIT_OK if clean else EXIT_ERROR
+
+    async def _stop_workers(self, deadline: float) -> bool:
+        running = [w for w in self.workers if w.process is not None and w.process.returncode is None]
+        for worker in running:
+            worker.signal(signal.SIGTERM)
+        clean = True
+        for worker in running:
+            assert worker.process is not None
+            try:
+                code = await asyncio.wait_for(worker.process.wait(), deadline)
+            except TimeoutError:
+                log.error("worker %d did not stop in time; killing it", worker.index)
+                worker.signal(signal.SIGKILL)
+                code = await worker.process.wait()
+            clean = clean and code == 0
+        return clean
+
+    def _spawn_task(self, func: Any, *args: Any) -> None:
+        task = asyncio.get_running_loop().create_task(func(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- workers ---------------------------------------------------------------------------------------
+
+    async def _start_worker(self, worker: WorkerHandle) -> None:
+        try:
+            await worker.spawn(self.log_level, self.log_format)
+            message = {
+                "op": "prepare",
+                "generation": self.generation,
+                "config_text": self.current.text,
+                "config_path": self.current.path,
+            }
+            reply = await worker.request(message, "prepared")
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            raise StartupError(f"worker {worker.index} failed to start: {exc}", EXIT_WORKERS) from exc
+        if not reply.get("ok"):
+            raise StartupError(f"worker {worker.index}: {reply.get('error')}", EXIT_BIND)
+        await worker.request({"op": "commit", "generation": self.generation}, "committed")
+
+    async def _watch(self, worker: WorkerHandle) -> None:
+        """Restart a worker that exits while lbd is running, backing off if it keeps dying."""
+        backoff = 0.5
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self.stopping:
+                return
+            uptime = time.monotonic() - worker.started_at
+            if uptime > 60:
+                backoff = 0.5
+            log.error(
+                "worker %d exited with code %s after %.1f s; restarting in %.1f s",
+                worker.index,
+                code,
+                uptime,
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+            if self.stopping:
+                return
+            async with self._reload_lock:
+                try:
+                    await self._start_worker(worker)
+                except StartupError as exc:
+                    log.error("%s", exc)
+                    continue
+            log.info("worker %d restarted", worker.index)
+
+    # -- reload ----------------------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadResult:
+        async with self._reload_lock:
+            systemd.reloading()
+            try:
+                return await self._reload()
+            finally:
+                systemd.ready(f"generation {self.generation}")
+
+    async def _reload(self) -> ReloadResult:
+        path = self.current.path
+        log.info("reloading %s", path)
+        try:
+            loaded = load_checked(path)
+            self._probe_listeners(set(self._snapshot_keys(self.current.config)), loaded.config)
+        except (ConfigError, UnsupportedConfig, StartupError) as exc:
+            errors = config_errors(exc)
+            for error in errors:
+                log.error("reload rejected: %s", error)
+            log.error(
+                "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
+            )
+            return ReloadResult(False, self.generation, errors)
+        generation = self.generation + 1
+        message = {"op": "prepare", "generation": generation, "config_text": loaded.text, "config_path": path}
+        replies = await asyncio.gather(
+            *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
+        )
+        errors = [
+            f"worker {w.index}: {r if isinstance(r, BaseException) else r.get('error')}"
+            for w, r in zip(self.workers, replies, strict=True)
+            if isinstance(r, BaseException) or not r.get("ok")
+        ]
+        if errors:
+            for worker in self.workers:
+                worker.send({"op": "abort", "generation": generation})
+            for error in errors:
+                log.error("reload rejected: %s", error)
+            return ReloadResult(False, self.generation, errors)
+        await asyncio.gather(
+            *(w.request({"op": "commit", "generation": generation}, "committed") for w in self.workers),
+            return_exceptions=True,
+        )
+        old_keys = set(self._snapshot_keys(self.current.config))
+        new_keys = set(self._snapshot_keys(loaded.config))
+        if loaded.config.admin != self.current.config.admin:
+            log.warning("admin settings changed; they take effect at the next restart")
+        self.current, self.generation = loaded, generation
+        log.info(
+            "reloaded: generation %d in service (%d listener(s) added, %d removed, %d kept)",
+            generation,
+            len(new_keys - old_keys),
+            len(old_keys - new_keys),
+            len(new_keys & old_keys),
+        )
+        return ReloadResult(True, generation)
+
+    @staticmethod
+    def _snapshot_keys(config: Config) -> list[Any]:
+        return list(Snapshot.build(config, 0, StatsRegistry()).listeners)
+
+    def _probe_listeners(self, held: set[Any], config: Config | None = None) -> None:
+        for key in self._snapshot_keys(config or self.current.config):
+            if key in held:
+                continue
+            try:
+                probe_free(key)
+            except BindError as exc:
+                raise StartupError(str(exc), EXIT_BIND) from exc
+
+    # -- admin API -------------------------------------------------------------------------------------
+
+    async def _start_admin(self) -> None:
+        admin = self.current.config.admin
+        token: str | None = None
+        if admin.token_file:
+            try:
+                token = Path(admin.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise StartupError(
+                    f"admin.token_file: cannot read {admin.token_file}: {exc}", EXIT_CONFIG
+                ) from exc
+            if not token:
+                raise StartupError(f"admin.token_file: {admin.token_file} is empty", EXIT_CONFIG)
+        router = Router()
+        router.add("GET", "/healthz", self._healthz)
+        router.add("GET", "/readyz", self._readyz)
+        router.add("POST", "/v1/reload", self._reload_endpoint)
+        router.add("GET", "/v1/stats", self._stats_endpoint)
+        try:
+            self._admin = await start_admin_server(admin.listen, router, token)
+        except OSError as exc:
+            raise StartupError(
+                f"admin.listen: cannot listen on {admin.listen}: {exc.strerror or exc}", EXIT_BIND
+            ) from exc
+        log.info("admin API on http://%s", admin.listen)
+
+    async def _healthz(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, {"status": "ok"})
+
+    async def _readyz(self, request: AdminRequest) -> AdminResponse:
+        if not self.ready:
+            return AdminResponse(503, {"status": "stopping" if self.stopping else "starting"})
+        return AdminResponse(
+            200, {"status": "ready", "generation": self.generation, "workers": self.worker_count}
+        )
+
+    async def _reload_endpoint(self, request: AdminRequest) -> AdminResponse:
+        result = await self.reload()
+        body = {"reloaded": result.ok, "generation": result.generation, "errors": result.errors}
+        return AdminResponse(200 if result.ok else 422, body)
+
+    async def _stats_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """Per-worker listener counters and their node totals (the Prometheus exporter builds on these)."""
+        self._stats_seq += 1
+        message = {"op": "stats", "generation": self._stats_seq}
+        replies = await asyncio.gather(
+            *(w.request(message, "stats") for w in self.workers), return_exceptions=True
+        )
+        per_worker: list[dict[str, Any]] = []
+        totals: dict[tuple[str, str], dict[str, int]] = {}
+        for worker, reply in zip(self.workers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                per_worker.append({"worker": worker.index, "error": str(reply)})
+                continue
+            per_worker.append({"worker": worker.index, "listeners": reply["listeners"]})
+            for entry in reply["listeners"]:
+                key = (entry["load_balancer"], entry["listener"])
+                total = totals.setdefault(key, {})
+                for name, value in entry.items():
+                    if isinstance(value, int):
+                        total[name] = total.get(name, 0) + value
+        listeners = [
+            {"load_balancer": lb, "listener": name, **values} for (lb, name), values in totals.items()
+        ]
+        return AdminResponse(
+            200, {"generation": self.generation, "listeners": listeners, "workers": per_worker}
+        )
+
+
+def resolve_workers(option: int | None, config: Config) -> int:
+    if option is not None:
+        return option
+    if config.node.workers == "auto":
+        return os.cpu_count() or 1
+    return int(config.node.workers)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level, args.log_format)
+    try:
+        loaded = load_checked(args.config)
+    except (ConfigError, UnsupportedConfig) as exc:
+        for error in config_errors(exc):
+            log.error("%s", error)
+        log.error("not starting: %s is invalid", args.config)
+        return EXIT_CONFIG
+    if args.workers is not None and args.workers < 1:
+        log.error("--workers must be 1 or more")
+        return EXIT_CONFIG
+    workers = resolve_workers(args.workers, loaded.config)
+    return uvloop.run(Supervisor(loaded, workers, args.log_level, args.log_format).run())
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    run = sub.add_parser("run", help="run the load balancer (supervisor and workers)")
+    run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument("--workers", type=int, help="number of worker processes (overrides node.workers)")
+    run.add_argument("--log-level", choices=LEVELS, default=os.environ.get("LBD_LOG_LEVEL", "info"))
+    run.add_argument("--log-format", choices=FORMATS, default=os.environ.get("LBD_LOG_FORMAT", "text"))
+    run.set_defaults(func=cmd_run)

@@ -1,0 +1,280 @@
+"""Load a YAML config into frozen schema objects, or fail with every problem named by its key path.
+
+Errors read like ``load_balancers[0].listeners[1].port: must be 1-65535, got 70000 (line 12)``: the exact
+place, what was wrong with the value found there, and what is allowed. Unknown keys are errors (a typo
+must not be silently ignored) with the nearest allowed key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lbd.config.schema import Config
+
+L4_PROTOCOLS = ("TCP", "TLS", "UDP", "TCP_UDP")
+ACTION_TAGS = frozenset({"forward", "redirect", "fixed-response"})
+
+
+class ConfigIssue(NamedTuple):
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(str(issue) for issue in issues))
+        self.issues = issues
+
+    @classmethod
+    def single(cls, path: str, message: str) -> ConfigError:
+        return cls([ConfigIssue(path, message)])
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from exc
+    config = parse_config(text, source=str(path))
+    return config.model_copy(update={"config_path": str(Path(path).resolve())})
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError.single("", f"{source}: invalid YAML{where}: {problem}") from exc
+    if raw is None:
+        raise ConfigError.single("", f"{source}: the file is empty; see conf/ for examples")
+    if not isinstance(raw, dict):
+        raise ConfigError.single(
+            "", f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}"
+        )
+    raw.pop("config_path", None)  # set by load_config, never by the file
+    resolve_defaults(raw)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_issues(exc, text)) from None
+    from lbd.config.validate import cross_check
+
+    issues = cross_check(config)
+    if issues:
+        raise ConfigError([_with_line(issue, text) for issue in issues])
+    return config
+
+
+# -- context-dependent defaults ------------------------------------------------------------------------------
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _forwarded_groups(listener: dict[str, Any]) -> list[str]:
+    actions = _dicts(listener.get("default_actions"))
+    for rule in _dicts(listener.get("rules")):
+        actions += _dicts(rule.get("actions"))
+    names: list[str] = []
+    for action in actions:
+        if isinstance(action.get("target_group"), str):
+            names.append(action["target_group"])
+        names += [g["name"] for g in _dicts(action.get("target_groups")) if isinstance(g.get("name"), str)]
+    return names
+
+
+def resolve_defaults(raw: dict[str, Any]) -> None:
+    """Fill in defaults that depend on other parts of the file, in place, before validation.
+
+    Only well-shaped parts are touched; anything else is left for validation to report.
+    """
+    node = raw.get("node") if isinstance(raw.get("node"), dict) else {}
+    zone = node.get("zone", "zone-a") if isinstance(node, dict) else "zone-a"
+    used_by: dict[str, set[str]] = {}
+    for lb in _dicts(raw.get("load_balancers")):
+        kind = lb.get("type")
+        lb.setdefault("cross_zone", kind == "application")
+        lb.setdefault("idle_timeout_seconds", 350 if kind == "network" else 60)
+        for listener in _dicts(lb.get("listeners")):
+            for name in _forwarded_groups(listener):
+                used_by.setdefault(name, set()).add(str(kind))
+        for instance in _dicts(lb.get("instances")):
+            instance.setdefault("zone", zone)
+            ports = [
+                lst.get("instance_port") for lst in _dicts(lb.get("listeners")) if lst.get("instance_port")
+            ]
+            if ports:
+                instance.setdefault("port", ports[0])
+    for group in _dicts(raw.get("target_groups")):
+        protocol = group.get("protocol")
+        version = group.get("protocol_version", "HTTP1")
+        group.setdefault("algorithm", "flow_hash" if protocol in L4_PROTOCOLS else "round_robin")
+        for target in _dicts(group.get("targets")):
+            target.setdefault("zone", zone)
+            if group.get("port") is not None:
+                target.setdefault("port", group["port"])
+        check = group.setdefault("health_check", {})
+        if not isinstance(check, dict):
+            continue
+        network = used_by.get(str(group.get("name")), set()) == {"network"} or protocol in L4_PROTOCOLS
+        if version == "GRPC":
+            check.setdefault("protocol", "GRPC")
+        else:
+            check.setdefault("protocol", protocol if protocol in ("HTTP", "HTTPS") else "TCP")
+        check.setdefault("path", "/AWS.ALB/healthcheck" if check["protocol"] == "GRPC" else "/")
+        # ELB's defaults: NLB 10 s for TCP checks and 6 s for HTTP(S); ALB 5 s.
+        timeout = (10 if check["protocol"] == "TCP" else 6) if network else 5
+        interval = check.get("interval_seconds", 30)
+        if isinstance(interval, int) and interval > 1:
+            timeout = min(timeout, interval - 1)
+        check.setdefault("timeout_seconds", timeout)
+        if check["protocol"] == "GRPC":
+            check.setdefault("matcher", "12")
+        else:
+            check.setdefault("matcher", "200-399" if network else "200")
+
+
+# -- error translation -------------------------------------------------------------------------------------
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ACTION_TAGS or str(part).startswith(("function-", "literal[", "int", "str", "tuple[")):
+            continue  # pydantic's union branch tags are not keys of the file
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_PATH_PREFIX = re.compile(r"^((?:\[\d+\])?(?:\.?[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
+
+
+def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        path = format_path(loc)
+        message = _message(error, loc)
+        # Model-level validators name the field they refer to as "field: message".
+        match = _PATH_PREFIX.match(message)
+        if match and error["type"] == "value_error":
+            sub, message = match.groups()
+            path = f"{path}{sub}" if sub.startswith("[") else (f"{path}.{sub}" if path else sub)
+        if (path, message) in seen:
+            continue
+        seen.add((path, message))
+        issues.append(_with_line(ConfigIssue(path, message), text))
+    return issues
+
+
+def _message(error: Any, loc: tuple[Any, ...]) -> str:
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        key = str(loc[-1])
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        suggestion = f"did you mean '{hint[0]}'? " if hint else ""
+        return f"unknown key; {suggestion}allowed: {', '.join(sorted(allowed))}"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"unknown action type {tag!r}; allowed: forward, redirect, fixed-response"
+    if kind == "union_tag_not_found":
+        return "an action needs a type: forward, redirect or fixed-response"
+    if kind == "literal_error":
+        return f"{message}, got {value!r}"
+    if isinstance(value, dict | list):
+        return f"{message}, got a {type(value).__name__}"
+    return f"{message}, got {value!r}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys of the model found at ``loc`` (for 'did you mean' hints)."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int) or (part in ACTION_TAGS and model is None):
+            continue
+        if part in ACTION_TAGS:
+            from lbd.config import schema
+
+            model = {
+                "forward": schema.ForwardAction,
+                "redirect": schema.RedirectAction,
+                "fixed-response": schema.FixedResponseAction,
+            }[part]
+            continue
+        field = (
+            model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        )
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [name for name, f in model.model_fields.items() if not f.exclude]
+    return []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    for meta in getattr(annotation, "__metadata__", ()):
+        del meta
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None:
+        return _model_of(origin)
+    return None
+
+
+def _with_line(issue: ConfigIssue, text: str) -> ConfigIssue:
+    line = _line_of(issue.path, text)
+    return issue._replace(message=f"{issue.message} (line {line})") if line else issue
+
+
+def _line_of(path: str, text: str) -> int | None:
+    """The 1-based line of the deepest node of ``path`` present in the YAML text."""
+    try:
+        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            index = int(part[1:-1])
+            if index >= len(node.value):
+                break
+            node = node.value[index]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,179 @@
+"""Message framing for the proxy: the request head sent to a target, the response head sent to a client.
+
+Framing follows RFC 9112 section 6: a message body is delimited by Transfer-Encoding: chunked, else by
+Content-Length, else (responses only) by the connection closing. lbd re-frames rather than copies framing
+headers, so what a target or client sees is always unambiguous, whatever the other side sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httptools
+
+if TYPE_CHECKING:
+    from lbd.http.proxy import Exchange
+    from lbd.runtime import HttpListenerRuntime
+
+
+class HttpError(Exception):  # interim: replaced by lbd.http.errors
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def error_response(status: int, close: bool) -> bytes:  # interim: replaced by lbd.http.errors
+    phrase = _REASONS.get(status, b"Error")
+    body = (
+        b"<html><head><title>%d %b</title></head><body><center><h1>%d %b</h1></center></body></html>\r\n"
+        % (status, phrase, status, phrase)
+    )
+    return b"HTTP/1.1 %d %b\r\nServer: lbd\r\nContent-Type: text/html\r\nContent-Length: %d\r\n%b\r\n%b" % (
+        status,
+        phrase,
+        len(body),
+        b"Connection: close\r\n" if close else b"",
+        body,
+    )
+
+
+# RFC 9110 7.6.1: connection-specific fields a proxy must not forward. Transfer-Encoding and
+# Content-Length are handled by re-framing.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+_REASONS = {
+    100: b"Continue",
+    101: b"Switching Protocols",
+    103: b"Early Hints",
+    200: b"OK",
+    201: b"Created",
+    202: b"Accepted",
+    204: b"No Content",
+    206: b"Partial Content",
+    301: b"Moved Permanently",
+    302: b"Found",
+    304: b"Not Modified",
+    307: b"Temporary Redirect",
+    308: b"Permanent Redirect",
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    463: b"Bad Request",
+    501: b"Not Implemented",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+@dataclass(slots=True)
+class RequestHead:
+    data: bytes  # request line and headers, ready to write to the target
+    chunked: bool
+    expect_continue: bool
+    host: bytes
+
+
+@dataclass(slots=True)
+class ResponseFraming:
+    headers: list[tuple[bytes, bytes]]
+    chunked: bool  # lbd sends the body chunked to the client
+    close_delimited: bool  # the body ends when the connection closes (HTTP/1.0 client, no length)
+    target_close_delimited: bool = False  # the target ends the body by closing (RFC 9112 6.3 rule 8)
+
+
+def parser_error(exc: httptools.HttpParserError) -> HttpError:
+    """Map an llhttp error to ALB's status code for it."""
+    return HttpError(400, "MalformedRequest")
+
+
+def prepare_request(exchange: Exchange, listener: HttpListenerRuntime) -> RequestHead:
+    """Check framing (desync mitigation), rewrite headers, and build the head sent to the target."""
+    client = exchange.client
+    rewritten = listener.rewrite_request(exchange, client.peer)
+    out = [exchange.method.encode(), b" ", exchange.url, b" HTTP/1.1\r\n"]
+    for name, value in rewritten.headers:
+        out += (name, b": ", value, b"\r\n")
+    if rewritten.chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    if exchange.upgrade:
+        out += (b"Connection: upgrade\r\nUpgrade: ", rewritten.upgrade, b"\r\n")
+    out.append(b"\r\n")
+    return RequestHead(b"".join(out), rewritten.chunked, rewritten.expect_continue, rewritten.host)
+
+
+def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding" or (lower == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def response_framing(
+    status: int, headers: list[tuple[bytes, bytes]], bodiless: bool, client_version: str
+) -> ResponseFraming:
+    """Drop hop-by-hop fields and decide how the body is delimited towards the client."""
+    if status == 101:
+        # Switching Protocols: Connection/Upgrade are the point of the message (RFC 9110 15.2.2).
+        return ResponseFraming(headers, False, False)
+    kept: list[tuple[bytes, bytes]] = []
+    listed: set[bytes] = set()
+    length: bytes | None = None
+    chunked = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"connection":
+            listed.update(token.strip().lower() for token in value.split(b","))
+        elif lower == b"transfer-encoding":
+            chunked = True
+        elif lower == b"content-length":
+            length = value
+        if lower not in HOP_BY_HOP and lower != b"content-length":
+            kept.append((name, value))
+    if listed:
+        kept = [(n, v) for n, v in kept if n.lower() not in listed]
+    if bodiless:
+        if length is not None:
+            kept.append((b"Content-Length", length))
+        return ResponseFraming(kept, False, False)
+    if not chunked and length is not None:
+        kept.append((b"Content-Length", length))
+        return ResponseFraming(kept, False, False)
+    until_close = not chunked
+    if client_version == "1.1":
+        return ResponseFraming(kept, True, False, until_close)
+    return ResponseFraming(kept, False, True, until_close)
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    chunked: bool,
+    close: bool,
+    interim: bool = False,
+) -> bytes:
+    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _REASONS.get(status, b"Unknown"))]
+    for name, value in headers:
+        out += (name, b": ", value, b"\r\n")
+    if not interim:
+        if chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        if status == 101:
+            pass  # Connection: upgrade and Upgrade were kept from the target's response
+        elif close:
+            out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)

@@ -1,0 +1,762 @@
+"""The HTTP/1.1 reverse proxy of application load balancer listeners.
+
+A thin asyncio Protocol over httptools (llhttp) in each direction, uvicorn-style: per-connection state
+lives on ``HttpClientSide``, per-request state on ``Exchange``. Everything is callbacks; the only coroutine
+is a target connect, when the pool has no idle connection.
+
+- Pipelining: requests are answered in order. Only the oldest exchange talks to a target; reading from
+  the client pauses while later ones wait, so a pipelining client cannot make lbd buffer without bound.
+- Bodies stream both ways. Requests are re-framed for the target (Content-Length kept, chunked re-chunked),
+  responses likewise for the client. Flow control: a full write buffer on one side pauses reading on the
+  other (DESIGN.md section 3).
+- Keep-alive on both sides; target connections go back to the UpstreamPool between requests.
+- ``Expect: 100-continue`` is answered by lbd at once and stripped, as ALB does (R19).
+- Upgrades (WebSocket): once the target answers 101 the connection is a byte tunnel pinned to that target;
+  rules no longer apply (R1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from lbd.http import messages
+from lbd.http.upstream import HIGH_WATER, LOW_WATER, HttpTargetSide, StopParsing, UpstreamPool
+from lbd.listener.tracker import ConnectionTracker
+from lbd.upstream.target import Target
+
+if TYPE_CHECKING:
+    from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
+
+log = logging.getLogger("lbd.http")
+
+# ALB limits (R6): request line 16K, one header 16K, all request headers 64K.
+MAX_URL = 16 * 1024
+MAX_HEADER = 16 * 1024
+MAX_HEADERS_TOTAL = 64 * 1024
+
+# Reasons reading from the client is paused; reading resumes only when none is left.
+PAUSE_PIPELINE = 1  # an earlier request is still being answered
+PAUSE_BACKPRESSURE = 2  # the target cannot take the request body as fast as the client sends it
+PAUSE_CONNECTING = 4  # body arriving before the target connection exists
+
+
+class HttpClientSide(asyncio.Protocol):
+    """One client connection on an application listener."""
+
+    __slots__ = (
+        "_header_bytes",
+        "_headers",
+        "_idle_handle",
+        "_loop",
+        "_moved",
+        "_moved_at_check",
+        "_paused",
+        "_quiet_checks",
+        "_request_started_at",
+        "_url",
+        "closing",
+        "draining",
+        "exchanges",
+        "listener",
+        "parser",
+        "peer",
+        "pool",
+        "tracker",
+        "transport",
+        "tunnel_eofs",
+        "tunnel_target",
+        "upgrading",
+    )
+
+    def __init__(self, listener: HttpListenerRuntime, tracker: ConnectionTracker, pool: UpstreamPool) -> None:
+        self.listener = listener
+        self.tracker = tracker
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.exchanges: deque[Exchange] = deque()
+        self.peer: tuple[str, int] = ("", 0)
+        self.closing = False
+        self.draining = False
+        self.tunnel_target: HttpTargetSide | None = None
+        self.tunnel_eofs = 0
+        self.upgrading = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._paused = 0
+        self._loop = asyncio.get_running_loop()
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._moved = 0
+        self._moved_at_check = 0
+        self._quiet_checks = 0
+        self._request_started_at = 0.0
+
+    # -- transport callbacks ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        peer = self.transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+        stats = self.listener.stats
+        stats.new_connections += 1
+        stats.active_connections += 1
+        self.tracker.add(self)
+        self._arm_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._moved += 1
+        self.listener.stats.processed_bytes += len(data)
+        if self.tunnel_target is not None:
+            self.tunnel_target.write(data)
+            return
+        if self.closing:
+            return
+        if self.upgrading:
+            # Sent after an upgrade request, before the target's answer: it belongs to the tunnel.
+            self.exchanges[-1].early_tunnel_data += data
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # The request that asked for the upgrade is complete; what follows belongs to the tunnel.
+            if self.exchanges:
+                self.upgrading = True
+                self.pause_reading(PAUSE_PIPELINE)
+                self.exchanges[-1].early_tunnel_data = data[upgrade.args[0] :]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, messages.HttpError):
+                self.reject(cause)
+            else:
+                log.exception("internal error while parsing a request", exc_info=cause)
+                self.reject(messages.HttpError(500, "InternalError"))
+        except httptools.HttpParserError as exc:
+            self.reject(messages.parser_error(exc))
+
+    def eof_received(self) -> bool:
+        if self.tunnel_target is not None:
+            if self.tunnel_target.transport is not None and self.tunnel_target.transport.can_write_eof():
+                self.tunnel_target.transport.write_eof()
+            return self.tunnel_eof()
+        # A client may half-close after its last request and still wait for the answer (RFC 9112 9.6).
+        return bool(self.exchanges)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.listener.stats.active_connections -= 1
+        self.tracker.discard(self)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        if self.tunnel_target is not None:
+            self.tunnel_target.close()
+        for exchange in self.exchanges:
+            exchange.client_lost()
+        self.exchanges.clear()
+
+    def pause_writing(self) -> None:
+        # Our client is slow: stop reading the response from the target.
+        if self.tunnel_target is not None:
+            if self.tunnel_target.transport is not None:
+                self.tunnel_target.transport.pause_reading()
+        elif self.exchanges:
+            self.exchanges[0].client_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.tunnel_target is not None:
+            if self.tunnel_target.transport is not None:
+                self.tunnel_target.transport.resume_reading()
+        elif self.exchanges:
+            self.exchanges[0].client_resume_writing()
+
+    # -- httptools request callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._request_started_at = self._loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_URL:
+            raise messages.HttpError(414, "RequestLineTooLong")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = len(name) + len(value)
+        self._header_bytes += size
+        if size > MAX_HEADER or self._header_bytes > MAX_HEADERS_TOTAL:
+            raise messages.HttpError(431, "HeaderTooLarge")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        exchange = Exchange(
+            self,
+            parser.get_method().decode("ascii", "replace"),
+            self._url,
+            parser.get_http_version(),
+            self._headers,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
+        self._request_started_at = 0.0
+        self.exchanges.append(exchange)
+        if len(self.exchanges) == 1:
+            exchange.start()
+        else:
+            self.pause_reading(PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        self.exchanges[-1].request_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchanges:
+            self.exchanges[-1].request_end()
+
+    # -- called by exchanges ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        if not self.exchanges or self.exchanges[0] is not exchange:
+            return
+        self.exchanges.popleft()
+        if not exchange.keep_client or self.closing or (self.draining and not self.exchanges):
+            self.close()
+            return
+        if self.exchanges:
+            self.exchanges[0].start()
+            if len(self.exchanges) == 1:
+                self.resume_reading(PAUSE_PIPELINE)
+        else:
+            self.resume_reading(PAUSE_PIPELINE)
+
+    def reject(self, error: messages.HttpError) -> None:
+        """Answer a request lbd cannot forward with ALB's status code, then close (the framing is lost)."""
+        self.listener.stats.elb_responses[error.status // 100] += 1
+        if error.status == 400 or error.reason.startswith("Desync"):
+            self.listener.stats.non_compliant_requests += 1
+        log.info(
+            "%s %s: rejected request from %s:%s with %d (%s)",
+            self.listener.load_balancer.name,
+            self.listener.name,
+            *self.peer,
+            error.status,
+            error.reason,
+        )
+        if self.exchanges and self.exchanges[0].response_started:
+            self.abort()
+            return
+        for exchange in self.exchanges:
+            exchange.client_lost()
+        self.exchanges.clear()
+        self.write(messages.error_response(error.status, close=True))
+        self.close()
+
+    def drain(self) -> None:
+        """Shutdown began: close now if idle, else after the responses in progress."""
+        self.draining = True
+        if not self.exchanges and self.tunnel_target is None:
+            self.close()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def become_tunnel(self, target_side: HttpTargetSide) -> None:
+        self.tunnel_target = target_side
+        self.upgrading = False
+        self._paused = 0
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def tunnel_data(self, data: bytes) -> None:
+        self._moved += 1
+        self.listener.stats.processed_bytes += len(data)
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def tunnel_eof(self) -> bool:
+        """One direction of the tunnel ended; when both have, close both (half-close as on L4)."""
+        self.tunnel_eofs += 1
+        if self.tunnel_eofs < 2:
+            return True
+        if self.tunnel_target is not None:
+            self.tunnel_target.close()
+        self.close()
+        return False
+
+    # -- timeouts ----------------------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._idle_handle = self._loop.call_later(self.listener.idle_timeout / 2, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        """Idle keep-alive connections close quietly after the idle timeout (ALB: idle_timeout).
+
+        A request whose headers have not all arrived by then gets 408 (R10): this is also the slowloris
+        defence, since trickling bytes does not extend the header deadline.
+        """
+        self._idle_handle = None
+        if self.transport is None:
+            return
+        started = self._request_started_at
+        if started and self._loop.time() - started >= self.listener.idle_timeout:
+            self.reject(messages.HttpError(408, "RequestTimeout"))
+            return
+        if self._moved != self._moved_at_check or (self.exchanges and self.tunnel_target is None):
+            self._moved_at_check = self._moved
+            self._quiet_checks = 0
+        else:
+            self._quiet_checks += 1
+            if self._quiet_checks >= 2:
+                self.close()
+                return
+        self._arm_timer()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("internal error in a target connect", exc_info=task.exception())
+
+
+class Exchange:
+    """One request and its response."""
+
+    __slots__ = (
+        "_connect_error_status",
+        "_pending_body",
+        "_response_chunked",
+        "_response_close",
+        "_response_headers",
+        "_response_timer",
+        "_switching",
+        "_target_until_close",
+        "_tried",
+        "action_priority",
+        "chunked_request",
+        "client",
+        "early_tunnel_data",
+        "head_request",
+        "headers",
+        "keep_alive",
+        "keep_client",
+        "method",
+        "request_complete",
+        "response_done",
+        "response_reason",
+        "response_started",
+        "target",
+        "target_group",
+        "target_side",
+        "upgrade",
+        "url",
+        "version",
+    )
+
+    def __init__(
+        self,
+        client: HttpClientSide,
+        method: str,
+        url: bytes,
+        version: str,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.client = client
+        self.method = method
+        self.url = url
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.keep_client = keep_alive
+        self.upgrade = upgrade
+        self.head_request = method == "HEAD"
+        self.chunked_request = False
+        self.request_complete = False
+        self.response_started = False
+        self.response_done = False
+        self.response_reason = b""
+        self.target: Target | None = None
+        self.target_group: TargetGroupRuntime | None = None
+        self.target_side: HttpTargetSide | None = None
+        self.early_tunnel_data = b""
+        self.action_priority = -1
+        self._pending_body: list[bytes] | None = []
+        self._response_headers: list[tuple[bytes, bytes]] = []
+        self._response_chunked = False
+        self._response_close = False
+        self._response_timer: asyncio.TimerHandle | None = None
+        self._target_until_close = False
+        self._switching = False
+        self._connect_error_status = 502
+        self._tried: set[Target] = set()
+
+    # -- request side --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route the request and act on the rule's action."""
+        listener = self.client.listener
+        try:
+            head = messages.prepare_request(self, listener)
+        except messages.HttpError as error:
+            self.client.reject(error)
+            return
+        self.chunked_request = head.chunked
+        if head.expect_continue:
+            # ALB answers 100 Continue itself and strips Expect (R19), so the body starts flowing at once.
+            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        action = listener.route(self, head)
+        if action.kind == "forward":
+            self.target_group = action.target_group
+            self._forward(head.data)
+        else:
+            self._respond_locally(action.response, close=not self.keep_alive)
+
+    def _forward(self, head: bytes) -> None:
+        group = self.target_group
+        assert group is not None
+        target = group.balancer.pick(None, self._tried)
+        if target is None:
+            if self._tried:
+                self._respond_error(self._connect_error_status, "TargetConnectionError")
+            else:
+                self._respond_error(503, "NoRegisteredTargets")
+            return
+        self.target = target
+        conn = self.client.pool.acquire(target)
+        if conn is not None:
+            self._attach(conn, head)
+            return
+        self.client.pause_reading(PAUSE_CONNECTING)
+        self.client._loop.create_task(self._connect(target, head)).add_done_callback(_report_crash)
+
+    async def _connect(self, target: Target, head: bytes) -> None:
+        group = self.target_group
+        assert group is not None
+        try:
+            conn = await self.client.pool.connect(target, group.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            self.client.listener.stats.target_connection_errors += 1
+            self._tried.add(target)
+            # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
+            self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
+            log.warning(
+                "%s %s: connect to target %s failed (%s); trying another target",
+                self.client.listener.load_balancer.name,
+                self.client.listener.name,
+                target.label,
+                "timeout" if isinstance(exc, TimeoutError) else exc,
+            )
+            if self.client.transport is None:
+                return
+            self._forward(head)
+            return
+        if self.client.transport is None or self.response_done:
+            self.client.pool.release(conn)
+            return
+        self.client.resume_reading(PAUSE_CONNECTING)
+        self._attach(conn, head)
+
+    def _attach(self, conn: HttpTargetSide, head: bytes) -> None:
+        self.target_side = conn
+        conn.exchange = self
+        assert self.target is not None
+        self.target.outstanding += 1
+        pending, self._pending_body = self._pending_body, None
+        data = [head]
+        if pending:
+            data.extend(self._frame(chunk) for chunk in pending)
+        if self.request_complete and self.chunked_request:
+            data.append(b"0\r\n\r\n")
+        conn.write(b"".join(data))
+        if self.request_complete:
+            self._arm_response_timer()
+
+    def _arm_response_timer(self) -> None:
+        # ALB: 504 when the target does not answer within the idle timeout (R10). Armed once the whole
+        # request is sent, so a long upload is not mistaken for a silent target.
+        self._response_timer = self.client._loop.call_later(
+            self.client.listener.idle_timeout, self._response_timeout
+        )
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self.chunked_request:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk
+
+    def request_body(self, chunk: bytes) -> None:
+        if self.response_done and self.target_side is None:
+            return  # answered locally: the body is read and dropped to keep the connection in sync
+        if self.target_side is not None:
+            self.target_side.write(self._frame(chunk))
+        elif self._pending_body is not None:
+            self._pending_body.append(chunk)
+
+    def request_end(self) -> None:
+        self.request_complete = True
+        if self.target_side is not None:
+            if self.chunked_request:
+                self.target_side.write(b"0\r\n\r\n")  # trailers are dropped: ALB does not forward them
+            if not self.response_started:
+                self._arm_response_timer()
+        if self.response_done:
+            self._finish()
+
+    # -- local responses -----------------------------------------------------------------------------------
+
+    def _respond_locally(self, response: bytes, *, close: bool) -> None:
+        self.response_started = True
+        self.response_done = True
+        if close:
+            self.keep_client = False
+        self.client.write(response)
+        if self.request_complete or close:
+            self._finish()
+
+    def _respond_error(self, status: int, reason: str) -> None:
+        stats = self.client.listener.stats
+        stats.elb_responses[status // 100] += 1
+        log.info(
+            "%s %s: %s %s -> %d (%s)",
+            self.client.listener.load_balancer.name,
+            self.client.listener.name,
+            self.method,
+            self.url.decode("latin-1")[:200],
+            status,
+            reason,
+        )
+        close = not self.request_complete or not self.keep_alive
+        self._respond_locally(messages.error_response(status, close=close), close=close)
+
+    # -- response side (called by HttpTargetSide) ----------------------------------------------------------
+
+    def response_header(self, name: bytes, value: bytes) -> None:
+        self._response_headers.append((name, value))
+
+    def response_headers_complete(self, status: int, parser: Any) -> None:
+        if self._response_timer is not None:
+            self._response_timer.cancel()
+            self._response_timer = None
+        if 100 <= status < 200 and status != 101:
+            # Interim responses: 100 Continue was already answered by lbd; others (103) pass through.
+            if status != 100:
+                self.client.write(
+                    messages.response_head(
+                        status,
+                        self.response_reason,
+                        self._response_headers,
+                        chunked=False,
+                        close=False,
+                        interim=True,
+                    )
+                )
+            self._response_headers = []
+            return
+        listener = self.client.listener
+        listener.stats.target_responses[status // 100] += 1
+        bodiless = self.head_request or status in (204, 304)
+        framing = messages.response_framing(status, self._response_headers, bodiless, self.version)
+        self._response_chunked = framing.chunked
+        self._target_until_close = framing.target_close_delimited
+        if self.upgrade and status != 101:
+            # The target declined the upgrade; the client may already be sending data for the new protocol.
+            self.keep_client = False
+        if framing.close_delimited or not self.keep_alive:
+            self.keep_client = False
+        self._response_close = not parser.should_keep_alive()
+        self.response_started = True
+        self.client.write(
+            messages.response_head(
+                status,
+                self.response_reason,
+                framing.headers,
+                chunked=framing.chunked,
+                close=not self.keep_client,
+            )
+        )
+        if status == 101:
+            # llhttp reports the 101 as a complete message, then raises HttpParserUpgrade, and
+            # target_upgraded takes over: the exchange must stay open until then.
+            self._switching = True
+            return
+        if self.head_request:
+            # llhttp cannot be told the request was HEAD, so it would wait for the announced body.
+            self.response_complete(keep_alive=not self._response_close)
+            raise StopParsing
+
+    def response_body(self, chunk: bytes) -> None:
+        if self._response_chunked:
+            self.client.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.client.write(chunk)
+
+    def response_complete(self, keep_alive: bool) -> None:
+        if self.response_done or self._switching:
+            return
+        if self._response_chunked:
+            self.client.write(b"0\r\n\r\n")
+        self.response_done = True
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            assert self.target is not None
+            self.target.outstanding -= 1
+            if keep_alive and self.request_complete and not self._response_close:
+                self.client.pool.release(conn)
+            else:
+                conn.exchange = None
+                conn.close()
+        if not self.request_complete:
+            # The target answered before the whole request arrived: the client connection cannot be
+            # reused, since the rest of the body would be read as a new request.
+            self.keep_client = False
+            self._finish()
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        self.client.listener.stats.requests += 1
+        self.client.exchange_done(self)
+
+    def target_lost(self, conn: HttpTargetSide, exc: Exception | None) -> None:
+        """The target closed or reset the connection before the response was complete."""
+        if self.target is not None and self.target_side is conn:
+            self.target.outstanding -= 1
+        self.target_side = None
+        if self.response_done:
+            return
+        if self._response_timer is not None:
+            self._response_timer.cancel()
+            self._response_timer = None
+        if self.response_started and self._target_until_close and exc is None:
+            self.response_complete(keep_alive=False)  # the close is how this body ends
+            return
+        if not self.response_started and conn.reused and self._pending_body is None and self._can_retry():
+            # A pooled connection the target closed while idle (a keep-alive race): nothing was answered,
+            # so send the request again on a fresh connection.
+            self._pending_body = []
+            head = messages.prepare_request(self, self.client.listener).data
+            self._forward(head)
+            return
+        if self.response_started:
+            # Cut short mid-body: the client must see a broken response, not a complete-looking one.
+            self.client.abort()
+            return
+        self._respond_error(502, "TargetClosedConnection")
+
+    def _can_retry(self) -> bool:
+        # Only requests without a body: a body already streamed to the dead connection is gone.
+        return self.request_complete and not self.chunked_request and not messages.has_body(self.headers)
+
+    def target_failed(self, reason: str, *, malformed: bool = False) -> None:
+        conn = self.target_side
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+            if self.target is not None:
+                self.target.outstanding -= 1
+        self.target_side = None
+        log.warning("%s %s: %s", self.client.listener.load_balancer.name, self.client.listener.name, reason)
+        if self.response_started:
+            self.client.abort()
+        else:
+            self._respond_error(502, "MalformedResponse" if malformed else "TargetError")
+
+    def _response_timeout(self) -> None:
+        self._response_timer = None
+        if self.response_started or self.response_done:
+            return
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+            if self.target is not None:
+                self.target.outstanding -= 1
+        self._respond_error(504, "TargetResponseTimeout")
+
+    def client_lost(self) -> None:
+        if self._response_timer is not None:
+            self._response_timer.cancel()
+            self._response_timer = None
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            if self.target is not None:
+                self.target.outstanding -= 1
+            conn.exchange = None
+            conn.close()  # mid-response: the connection cannot be reused
+
+    # -- flow control ------------------------------------------------------------------------------------
+
+    def target_pause_writing(self) -> None:
+        self.client.pause_reading(PAUSE_BACKPRESSURE)
+
+    def target_resume_writing(self) -> None:
+        self.client.resume_reading(PAUSE_BACKPRESSURE)
+
+    def client_pause_writing(self) -> None:
+        if self.target_side is not None and self.target_side.transport is not None:
+            self.target_side.transport.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        if self.target_side is not None and self.target_side.transport is not None:
+            self.target_side.transport.resume_reading()
+
+    # -- upgrades ----------------------------------------------------------------------------------------
+
+    def target_upgraded(self, rest: bytes) -> None:
+        """The target answered 101: splice the two connections from now on (R1: pinned to that target)."""
+        conn = self.target_side
+        assert conn is not None
+        client = self.client
+        conn.tunnel = client.tunnel_data
+        client.become_tunnel(conn)
+        if rest:
+            client.write(rest)
+        if self.early_tunnel_data:
+            conn.write(self.early_tunnel_data)
+            self.early_tunnel_data = b""
+
+    def tunnel_target_eof(self) -> bool:
+        transport = self.client.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        return self.client.tunnel_eof()
+
+    def tunnel_target_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ConnectionResetError):
+            self.client.abort()
+        else:
+            self.client.close()

@@ -1,0 +1,230 @@
+"""HTTP/1.1 connections to targets, and the keep-alive pool they return to between requests.
+
+ALB talks HTTP/1.1 keep-alive to targets and reuses back-end connections across clients (R19). The pool
+keeps idle connections per target, most recently used first (a warm connection is least likely to have
+been closed by the target's own keep-alive timeout), and retires them:
+- when they have been idle longer than the pool's idle timeout,
+- when the Snapshot generation that opened them is no longer current (asyncpg's trick: after a reload
+  a target's settings may have changed, so old connections are not handed out again),
+- when the target closes them (connection_lost while idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from lbd.upstream.target import Target
+
+if TYPE_CHECKING:
+    from lbd.http.proxy import Exchange
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class StopParsing(Exception):
+    """Raised from a parser callback to end a response early (HEAD: headers announce a body never sent)."""
+
+
+class HttpTargetSide(asyncio.Protocol):
+    """One HTTP/1.1 connection to a target; serves one Exchange at a time, then goes back to the pool."""
+
+    __slots__ = (
+        "exchange",
+        "generation",
+        "idle_since",
+        "parser",
+        "pool",
+        "reused",
+        "target",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, pool: UpstreamPool, target: Target, generation: int) -> None:
+        self.pool = pool
+        self.target = target
+        self.generation = generation
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.idle_since = 0.0
+        self.reused = False
+        self.tunnel: Callable[[bytes], None] | None = None
+
+    # -- transport callbacks ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
+        exchange = self.exchange
+        if exchange is None:
+            # A target must not talk while idle (RFC 9112 9.3: no unsolicited responses); drop it.
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            exchange.target_upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, StopParsing):
+                self.parser = httptools.HttpResponseParser(self)
+            else:
+                raise
+        except httptools.HttpParserError as exc:
+            exchange.target_failed(f"malformed response from target: {exc}", malformed=True)
+
+    def eof_received(self) -> bool:
+        if self.tunnel is not None and self.exchange is not None:
+            return self.exchange.tunnel_target_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            if self.tunnel is not None:
+                exchange.tunnel_target_lost(exc)
+            else:
+                exchange.target_lost(self, exc)
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.target_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.target_resume_writing()
+
+    # -- httptools response callbacks (forwarded to the exchange) ---------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_headers_complete(self.parser.get_status_code(), self.parser)
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.response_complete(self.parser.should_keep_alive())
+
+    # -- used by the exchange ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def alive(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections of one worker, per target."""
+
+    def __init__(self, *, max_idle_per_target: int = 64, idle_timeout: float = 30.0) -> None:
+        self.max_idle_per_target = max_idle_per_target
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple[str, int], list[HttpTargetSide]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.generation = 0
+        self.opened = 0  # connections opened over the pool's life (tests and metrics)
+
+    def acquire(self, target: Target) -> HttpTargetSide | None:
+        idle = self._idle.get((target.id, target.port))
+        while idle:
+            conn = idle.pop()
+            if conn.alive and conn.generation == self.generation:
+                conn.reused = True
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self, target: Target, timeout: float) -> HttpTargetSide:
+        async with asyncio.timeout(timeout):
+            _, conn = await self._loop.create_connection(
+                lambda: HttpTargetSide(self, target, self.generation), target.id, target.port
+            )
+        self.opened += 1
+        return conn
+
+    def release(self, conn: HttpTargetSide) -> None:
+        conn.exchange = None
+        if not conn.alive or conn.generation != self.generation:
+            conn.close()
+            return
+        idle = self._idle.setdefault((conn.target.id, conn.target.port), [])
+        if len(idle) >= self.max_idle_per_target:
+            conn.close()
+            return
+        conn.idle_since = self._loop.time()
+        idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(self.idle_timeout / 2, self._sweep)
+
+    def forget(self, conn: HttpTargetSide) -> None:
+        idle = self._idle.get((conn.target.id, conn.target.port))
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def retire(self, generation: int) -> None:
+        """A new Snapshot is in service: close idle connections opened under older ones."""
+        self.generation = generation
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+            idle.clear()
+
+    def close_all(self) -> None:
+        self.retire(self.generation)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        cutoff = self._loop.time() - self.idle_timeout
+        remaining = 0
+        for idle in self._idle.values():
+            keep = [conn for conn in idle if conn.idle_since > cutoff and conn.alive]
+            for conn in idle:
+                if conn not in keep:
+                    conn.close()
+            idle[:] = keep
+            remaining += len(keep)
+        if remaining:
+            self._sweeper = self._loop.call_later(self.idle_timeout / 2, self._sweep)
+
+    def stats(self) -> dict[str, Any]:
+        return {"opened": self.opened, "idle": sum(len(v) for v in self._idle.values())}

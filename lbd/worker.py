@@ -1,0 +1,224 @@
+"""A worker process: one uvloop event loop serving every listener through its own SO_REUSEPORT sockets.
+
+The supervisor starts each worker as ``python -m lbd.worker --control-fd N`` and drives it over the
+control channel (lbd/control.py):
+
+- ``start`` / ``prepare``: parse the config text, build a Snapshot and bind the sockets of listeners that
+  are new; nothing is served yet. Answered with ``prepared`` (ok or the error).
+- ``commit``: swap the prepared Snapshot in. Unchanged listeners keep their sockets (no accept backlog is
+  lost), new ones start accepting, removed ones stop accepting while their open flows run on (drain).
+- ``abort``: drop the prepared Snapshot and close the sockets it bound.
+
+SIGTERM/SIGINT (or the supervisor going away) starts a graceful shutdown: stop accepting, wait for open
+flows up to ``node.shutdown_timeout_seconds``, force-close the rest, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+import uvloop
+
+from lbd.config.loader import ConfigError, parse_config
+from lbd.control import ControlProtocol, Message
+from lbd.http.proxy import HttpClientSide
+from lbd.http.upstream import UpstreamPool
+from lbd.l4.tcp import TcpClientSide
+from lbd.listener.sockets import BACKLOG, BindError, bind_listener
+from lbd.listener.tracker import ConnectionTracker
+from lbd.observe.logs import setup_logging
+from lbd.observe.stats import StatsRegistry
+from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
+
+log = logging.getLogger("lbd.worker")
+
+
+@dataclass
+class BoundListener:
+    """A listening socket and the listener runtime new connections on it are served with."""
+
+    key: ListenerKey
+    sock: socket.socket
+    runtime: ListenerRuntime
+    server: asyncio.AbstractServer | None = None
+
+
+@dataclass
+class PreparedReload:
+    snapshot: Snapshot
+    new_sockets: dict[ListenerKey, socket.socket] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(self, worker_id: int, control_fd: int) -> None:
+        self.worker_id = worker_id
+        self.control_fd = control_fd
+        self.snapshot: Snapshot | None = None
+        self.listeners: dict[ListenerKey, BoundListener] = {}
+        self.prepared: dict[int, PreparedReload] = {}
+        self.stats = StatsRegistry()
+        self.tracker = ConnectionTracker()
+        self.pool: UpstreamPool | None = None
+        self.control: ControlProtocol | None = None
+        self._stop = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.pool = UpstreamPool()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        # SIGHUP goes to the supervisor, which validates and fans the reload out; a worker ignores it.
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        sock = socket.socket(fileno=self.control_fd)
+        # Created before connecting: uvloop may deliver data before create_unix_connection returns.
+        self.control = ControlProtocol(self._on_message, self._stop.set)
+        control = self.control
+        await loop.create_unix_connection(lambda: control, sock=sock)
+        await self._stop.wait()
+        await self.shutdown()
+        return 0
+
+    # -- control messages ------------------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        op = message.get("op")
+        generation = int(message.get("generation", 0))
+        if op == "prepare":
+            self._send(self._prepare(generation, str(message["config_text"]), message.get("config_path")))
+        elif op == "commit":
+            self._commit(generation)
+            self._send({"op": "committed", "generation": generation})
+        elif op == "abort":
+            self._abort(generation)
+        elif op == "stats":
+            self._send({"op": "stats", "generation": generation, "listeners": self._stats_report()})
+        else:
+            log.error("worker %d: unknown control message %r", self.worker_id, op)
+
+    def _send(self, message: Message) -> None:
+        if self.control is not None:
+            self.control.send(message)
+
+    def _prepare(self, generation: int, config_text: str, config_path: object) -> Message:
+        try:
+            config = parse_config(config_text, source=str(config_path or "<supervisor>"))
+            snapshot = Snapshot.build(config, generation, self.stats)
+        except (ConfigError, UnsupportedConfig) as exc:
+            return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
+        prepared = PreparedReload(snapshot)
+        try:
+            for key in snapshot.listeners:
+                if key not in self.listeners:
+                    prepared.new_sockets[key] = bind_listener(key)
+        except BindError as exc:
+            for sock in prepared.new_sockets.values():
+                sock.close()
+            return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
+        self.prepared[generation] = prepared
+        return {"op": "prepared", "generation": generation, "ok": True}
+
+    def _commit(self, generation: int) -> None:
+        prepared = self.prepared.pop(generation)
+        snapshot = prepared.snapshot
+        loop = asyncio.get_running_loop()
+        for key, bound in list(self.listeners.items()):
+            if key in snapshot.listeners:
+                bound.runtime = snapshot.listeners[key]
+            else:
+                # Removed: stop accepting; flows already open keep their old listener runtime and drain.
+                if bound.server is not None:
+                    bound.server.close()
+                del self.listeners[key]
+                log.info("worker %d: stopped listening on %s", self.worker_id, key)
+        for key, sock in prepared.new_sockets.items():
+            bound = BoundListener(key, sock, snapshot.listeners[key])
+            self.listeners[key] = bound
+            task = loop.create_task(self._serve(bound))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.snapshot = snapshot
+        if self.pool is not None:
+            self.pool.retire(generation)
+        log.debug("worker %d: generation %d in service", self.worker_id, generation)
+
+    def _abort(self, generation: int) -> None:
+        prepared = self.prepared.pop(generation, None)
+        if prepared is not None:
+            for sock in prepared.new_sockets.values():
+                sock.close()
+
+    async def _serve(self, bound: BoundListener) -> None:
+        loop = asyncio.get_running_loop()
+        tracker = self.tracker
+        pool = self.pool
+        assert pool is not None
+
+        def accept() -> asyncio.Protocol:
+            # Read at accept time, so a reload re-points new connections without touching the socket.
+            runtime = bound.runtime
+            if isinstance(runtime, HttpListenerRuntime):
+                return HttpClientSide(runtime, tracker, pool)
+            return TcpClientSide(runtime, tracker)
+
+        bound.server = await loop.create_server(accept, sock=bound.sock, backlog=BACKLOG)
+
+    def _stats_report(self) -> list[Message]:
+        return [
+            {"load_balancer": lb, "listener": name, **stats.as_dict()}
+            for (lb, name), stats in self.stats.items()
+        ]
+
+    # -- shutdown --------------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        for bound in self.listeners.values():
+            if bound.server is not None:
+                bound.server.close()
+            else:
+                bound.sock.close()
+        self.listeners.clear()
+        deadline = self.snapshot.config.node.shutdown_timeout_seconds if self.snapshot else 0.0
+        self.tracker.drain_all()
+        if self.tracker:
+            log.info(
+                "worker %d: draining %d open connections (up to %.0f s)",
+                self.worker_id,
+                len(self.tracker),
+                deadline,
+            )
+            try:
+                await asyncio.wait_for(self.tracker.wait_empty(), deadline)
+            except TimeoutError:
+                log.warning(
+                    "worker %d: shutdown deadline reached, closing %d connections",
+                    self.worker_id,
+                    len(self.tracker),
+                )
+                self.tracker.abort_all()
+        if self.pool is not None:
+            self.pool.close_all()
+        # Let aborted transports run their connection_lost callbacks before the loop stops.
+        await asyncio.sleep(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lbd.worker")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--worker-id", type=int, default=0)
+    parser.add_argument("--log-level", default=os.environ.get("LBD_LOG_LEVEL", "info"))
+    parser.add_argument("--log-format", default=os.environ.get("LBD_LOG_FORMAT", "text"))
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format, process=f"worker-{args.worker_id}")
+    return uvloop.run(Worker(args.worker_id, args.control_fd).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
