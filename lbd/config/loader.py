@@ -149,14 +149,23 @@ def resolve_defaults(raw: dict[str, Any]) -> None:
 # -- error translation -------------------------------------------------------------------------------------
 
 
+# pydantic names the branch of a union it tried ("literal['auto']", "constrained-int" ...) inside the error
+# location; those are not keys of the file.
+_UNION_TAG = re.compile(
+    r"^(literal\[.*\]|constrained-\w+|int|str|bool|float|function-.*|tuple\[.*\]|list\[.*\])$"
+)
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and (part in ACTION_TAGS or bool(_UNION_TAG.match(part)))
+
+
 def format_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ACTION_TAGS or str(part).startswith(("function-", "literal[", "int", "str", "tuple[")):
-            continue  # pydantic's union branch tags are not keys of the file
-        else:
+        elif not _is_tag(part):
             out += f".{part}" if out else str(part)
     return out
 
@@ -165,10 +174,12 @@ _PATH_PREFIX = re.compile(r"^((?:\[\d+\])?(?:\.?[A-Za-z_]\w*(?:\[\d+\])*)*): (.*
 
 
 def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
-    issues: list[ConfigIssue] = []
-    seen: set[tuple[str, str]] = set()
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
+    errors = exc.errors(include_url=False)
+    locs = [tuple(error["loc"]) for error in errors]
+    by_path: dict[str, list[str]] = {}
+    for error, loc in zip(errors, locs, strict=True):
+        if error["type"] == "too_short" and any(other[: len(loc)] == loc and other != loc for other in locs):
+            continue  # "needs at least 1 item" only because an item inside was invalid: the item says why
         path = format_path(loc)
         message = _message(error, loc)
         # Model-level validators name the field they refer to as "field: message".
@@ -176,11 +187,11 @@ def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
         if match and error["type"] == "value_error":
             sub, message = match.groups()
             path = f"{path}{sub}" if sub.startswith("[") else (f"{path}.{sub}" if path else sub)
-        if (path, message) in seen:
-            continue
-        seen.add((path, message))
-        issues.append(_with_line(ConfigIssue(path, message), text))
-    return issues
+        messages = by_path.setdefault(path, [])
+        if message not in messages:
+            messages.append(message)
+    # Several errors at one place come from the branches of a union: any one of them would do.
+    return [_with_line(ConfigIssue(path, " or: ".join(msgs)), text) for path, msgs in by_path.items()]
 
 
 def _message(error: Any, loc: tuple[Any, ...]) -> str:
