@@ -15,12 +15,13 @@ test: $(STAMP) lint  ## lint, type-check and run the whole test suite
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy lbd
+	$(BIN)/mypy lbd benchmarks
 
 check: $(STAMP)  ## lbd check on every example config
 	@for f in conf/*.yaml; do $(BIN)/lbd check -c $$f || exit 1; done
 
 bench: $(STAMP)  ## the benchmark harness (installs haproxy, nginx, wrk with apt-get if missing)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks
 
 bench-quick: $(STAMP)

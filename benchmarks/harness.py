@@ -1,0 +1,501 @@
+"""Benchmark harness: lbd against HAProxy and nginx on the same machine, in one run.
+
+Real backends (nginx serving a small and a 1 MiB response on two ports), each load balancer started with
+an equivalent config, wrk driving load through it. Repetitions are interleaved (lbd, haproxy, nginx, lbd,
+...) and medians reported, because a shared machine is noisy. Each load balancer's own CPU time comes from
+/proc (utime + stime of its whole process tree, before and after), so "CPU per request" is the price of
+the proxy alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+DEBIAN_PACKAGES = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk"}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    layer: str  # "l4" | "l7"
+    path: str
+    connections: int
+    description: str
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("tcp-small", "l4", "/small", 50, "L4 TCP, small keep-alive HTTP requests spliced through"),
+        Scenario("tcp-bulk", "l4", "/1m", 10, "L4 TCP, 1 MiB responses (throughput)"),
+        Scenario(
+            "http-small", "l7", "/small", 50, "L7 HTTP/1.1 keep-alive, small responses, one forward rule"
+        ),
+    )
+}
+LOAD_BALANCERS = ("direct", "lbd", "haproxy", "nginx")
+
+
+@dataclass
+class Sample:
+    rps: float
+    bytes_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    cpu_us_per_request: float
+    peak_rss_mib: float
+
+
+@dataclass
+class Result:
+    scenario: str
+    load_balancer: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return float(statistics.median(getattr(s, attribute) for s in self.samples))
+
+
+# -- tools and processes ---------------------------------------------------------------------------------
+
+
+def ensure_tools() -> None:
+    missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None]
+    if not Path("/usr/lib/nginx/modules/ngx_stream_module.so").exists():
+        missing.append("libnginx-mod-stream")
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"benchmarks need the Debian packages {' '.join(missing)}: apt-get install them")
+    print(f"installing {' '.join(missing)} with apt-get ...", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Process:
+    def __init__(self, command: list[str], log: Path, ready_port: int, ready_url: str | None = None) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            if ready_url:
+                _wait_url(ready_url)
+            wait_port(ready_port)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"{command[0]} did not start; log:\n{log.read_text()[-2000:]}") from None
+
+    def tree(self) -> list[int]:
+        pids, queue = [], [self.popen.pid]
+        while queue:
+            pid = queue.pop()
+            pids.append(pid)
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        queue += [int(c) for c in f.read().split()]
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+        return total / CLK_TCK
+
+    def peak_rss_mib(self) -> float:
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+
+
+def _wait_url(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if urllib.request.urlopen(url, timeout=1).status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200")
+
+
+# -- configs ------------------------------------------------------------------------------------------------
+
+
+def nginx_backend_conf(tmp: Path, ports: list[int]) -> str:
+    (tmp / "www").mkdir(exist_ok=True)
+    (tmp / "www/1m").write_bytes(os.urandom(1024 * 1024))
+    for path in (tmp / "www", tmp / "www/1m"):
+        path.chmod(0o755)
+    servers = "\n".join(
+        f"""server {{ listen 127.0.0.1:{port} reuseport backlog=4096; access_log off;
+           location = /small {{ return 200 "hello from {port}\\n"; }}
+           location = /1m {{ root {tmp}/www; }} }}"""
+        for port in ports
+    )
+    return _nginx_main(tmp, "backend", 1) + f"http {{ keepalive_requests 1000000; {servers} }}\n"
+
+
+def _nginx_main(tmp: Path, name: str, workers: int | str) -> str:
+    return (
+        f"worker_processes {workers}; pid {tmp}/{name}.pid; error_log {tmp}/{name}.error.log warn;\n"
+        f"events {{ worker_connections 16384; }}\n"
+    )
+
+
+def lbd_conf(scenario: Scenario, port: int, admin: int, targets: list[int], workers: int) -> str:
+    lb_type, listener, group = (
+        ("network", "TCP", "TCP") if scenario.layer == "l4" else ("application", "HTTP", "HTTP")
+    )
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+load_balancers:
+  - name: bench
+    type: {lb_type}
+    listeners:
+      - {{protocol: {listener}, port: {port}, address: 127.0.0.1,
+         default_actions: [{{type: forward, target_group: backends}}]}}
+target_groups:
+  - name: backends
+    protocol: {group}
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+"""
+
+
+def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int) -> str:
+    mode = "tcp" if scenario.layer == "l4" else "http"
+    servers = "\n".join(f"    server t{i} 127.0.0.1:{t}" for i, t in enumerate(targets))
+    keep = "    option http-keep-alive\n    http-reuse always\n" if mode == "http" else ""
+    return f"""global
+    nbthread {threads}
+    maxconn 8000
+defaults
+    mode {mode}
+    timeout connect 10s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    balance roundrobin
+{keep}{servers}
+"""
+
+
+def nginx_lb_conf(tmp: Path, scenario: Scenario, port: int, targets: list[int], workers: int | str) -> str:
+    upstream = "".join(f"server 127.0.0.1:{t}; " for t in targets)
+    main = _nginx_main(tmp, "lb", workers)
+    if scenario.layer == "l4":
+        return (
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+            + main
+            + f"stream {{ upstream be {{ {upstream} }} server {{ listen 127.0.0.1:{port} reuseport; "
+            f"proxy_pass be; }} }}\n"
+        )
+    return main + (
+        f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
+        f"server {{ listen 127.0.0.1:{port} reuseport backlog=4096; keepalive_requests 1000000; "
+        "location / { proxy_pass http://be; proxy_http_version 1.1; "
+        'proxy_set_header Connection ""; } } }\n'
+    )
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def load_balancer(
+    name: str, scenario: Scenario, tmp: Path, targets: list[int], workers: int
+) -> Iterator[tuple[Process | None, int]]:
+    if name == "direct":
+        yield None, targets[0]
+        return
+    port = free_port()
+    log = tmp / f"{name}.log"
+    if name == "lbd":
+        admin = free_port()
+        conf = tmp / "lbd.yaml"
+        conf.write_text(lbd_conf(scenario, port, admin, targets, workers))
+        proc = Process(
+            [sys.executable, "-m", "lbd", "run", "-c", str(conf), "--log-level", "warning"],
+            log,
+            port,
+            f"http://127.0.0.1:{admin}/readyz",
+        )
+    elif name == "haproxy":
+        conf = tmp / "haproxy.cfg"
+        conf.write_text(haproxy_conf(scenario, port, targets, workers))
+        proc = Process(["haproxy", "-db", "-f", str(conf)], log, port)
+    else:
+        conf = tmp / "nginx-lb.conf"
+        conf.write_text(nginx_lb_conf(tmp, scenario, port, targets, workers))
+        proc = Process(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], log, port)
+    try:
+        yield proc, port
+    finally:
+        proc.stop()
+
+
+WRK_LATENCY = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests/sec, Transfer/sec (bytes), p50/p99 latency (ms), requests and errors from wrk --latency."""
+
+    def number(pattern: str) -> float:
+        match = re.search(pattern, output)
+        return float(match.group(1)) if match else 0.0
+
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?B)", output)
+    scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+    latencies = {p: float(v) * UNITS[u] for p, v, u in WRK_LATENCY.findall(output)}
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    errors += int(number(r"Non-2xx or 3xx responses: (\d+)"))
+    return {
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
+        "bytes_per_s": float(transfer.group(1)) * scale[transfer.group(2)] if transfer else 0.0,
+        "p50_ms": latencies.get("50", 0.0),
+        "p99_ms": latencies.get("99", 0.0),
+        "requests": number(r"(\d+) requests in"),
+        "errors": errors,
+    }
+
+
+def measure(
+    name: str, scenario: Scenario, tmp: Path, targets: list[int], workers: int, seconds: float
+) -> Sample:
+    with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
+        url = f"http://127.0.0.1:{port}{scenario.path}"
+        # A short warm-up fills connection pools and caches, then the measured run.
+        subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True, check=True)
+        cpu_before = proc.cpu_seconds() if proc else 0.0
+        run = subprocess.run(
+            ["wrk", "-t1", f"-c{scenario.connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        cpu = (proc.cpu_seconds() - cpu_before) if proc else 0.0
+        stats = parse_wrk(run.stdout)
+        requests = max(stats["requests"], 1)
+        return Sample(
+            rps=stats["rps"],
+            bytes_per_s=stats["bytes_per_s"],
+            p50_ms=stats["p50_ms"],
+            p99_ms=stats["p99_ms"],
+            requests=int(stats["requests"]),
+            errors=int(stats["errors"]),
+            cpu_us_per_request=cpu / requests * 1e6,
+            peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
+        )
+
+
+def run(
+    scenarios: list[Scenario], names: list[str], workers: int, seconds: float, repetitions: int
+) -> list[Result]:
+    results = {(s.name, n): Result(s.name, n) for s in scenarios for n in names}
+    with tempfile.TemporaryDirectory(prefix="lbd-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
+        targets = [free_port(), free_port()]
+        backend = Process(
+            [
+                "nginx",
+                "-p",
+                str(tmp),
+                "-c",
+                _write(tmp / "backend.conf", nginx_backend_conf(tmp, targets)),
+                "-g",
+                "daemon off;",
+            ],
+            tmp / "backend.log",
+            targets[-1],
+        )
+        try:
+            total = len(scenarios) * len(names) * repetitions
+            done = 0
+            for scenario in scenarios:
+                for repetition in range(repetitions):
+                    for name in names:  # interleaved: A B C A B C
+                        done += 1
+                        print(
+                            f"\r[{done}/{total}] {scenario.name} {name} (run {repetition + 1})".ljust(60),
+                            end="",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        results[(scenario.name, name)].samples.append(
+                            measure(name, scenario, tmp, targets, workers, seconds)
+                        )
+            print(file=sys.stderr)
+        finally:
+            backend.stop()
+    return list(results.values())
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# -- reporting ---------------------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def table(results: list[Result], workers: int) -> str:
+    rows = [
+        f"workers/threads per load balancer: {workers}",
+        f"{'scenario':<11} {'lb':<8} {'req/s':>9} {'MB/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU us/req':>10} {'RSS MiB':>8} {'errors':>6}  vs haproxy / nginx (req/s; CPU/req)",
+    ]
+    by_key = {(r.scenario, r.load_balancer): r for r in results}
+    for r in results:
+        extra = ""
+        if r.load_balancer == "lbd":
+            parts = []
+            for peer in ("haproxy", "nginx"):
+                other = by_key.get((r.scenario, peer))
+                if other:
+                    parts.append(
+                        f"{ratio(r.median('rps'), other.median('rps'))}; "
+                        f"{ratio(r.median('cpu_us_per_request'), other.median('cpu_us_per_request'))}"
+                    )
+            extra = " / ".join(parts)
+        rows.append(
+            f"{r.scenario:<11} {r.load_balancer:<8} {r.median('rps'):>9.0f} "
+            f"{r.median('bytes_per_s') / 1e6:>8.1f} "
+            f"{r.median('p50_ms'):>7.2f} {r.median('p99_ms'):>7.2f} {r.median('cpu_us_per_request'):>10.1f} "
+            f"{r.median('peak_rss_mib'):>8.1f} {int(r.median('errors')):>6}  {extra}"
+        )
+    return "\n".join(rows)
+
+
+def chart(results: list[Result], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart (pip install matplotlib)", file=sys.stderr)
+        return None
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    names = list(dict.fromkeys(r.load_balancer for r in results))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        rows = [next(r for r in results if r.scenario == s and r.load_balancer == name) for s in scenarios]
+        xs = [x + i * width for x in range(len(scenarios))]
+        axes[0].bar(xs, [r.median("rps") for r in rows], width, label=name)
+        axes[1].bar(xs, [r.median("cpu_us_per_request") for r in rows], width, label=name)
+    for ax, title in zip(axes, ("requests/s (median)", "LB CPU µs per request (median)"), strict=True):
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(scenarios))], scenarios)
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default all"
+    )
+    parser.add_argument(
+        "--lb", default=",".join(LOAD_BALANCERS), help="comma list of " + ",".join(LOAD_BALANCERS)
+    )
+    parser.add_argument("--workers", default="1", help="workers/threads per load balancer: a number or 'all'")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2 s per run, one repetition: a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.repetitions = 2.0, 1
+    names = [n for n in args.lb.split(",") if n]
+    unknown = set(names) - set(LOAD_BALANCERS)
+    if unknown:
+        parser.error(f"unknown load balancer(s): {', '.join(sorted(unknown))}")
+    workers = os.cpu_count() or 1 if args.workers == "all" else int(args.workers)
+    ensure_tools()
+    scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
+    results = run(scenarios, names, workers, args.seconds, args.repetitions)
+    report = table(results, workers)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    payload = {
+        "date": stamp,
+        "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}, {os.uname().release}",
+        "workers": workers,
+        "seconds": args.seconds,
+        "repetitions": args.repetitions,
+        "results": [asdict(r) for r in results],
+    }
+    for name in (f"{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(payload, indent=2))
+    png = chart(results, RESULTS / f"{stamp}.png")
+    print(f"\nresults: {RESULTS / (stamp + '.json')}" + (f", chart: {png}" if png else ""))
+    return 0

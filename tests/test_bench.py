@@ -1,0 +1,77 @@
+"""The benchmark harness's pure parts: wrk parsing and config rendering (no load is generated here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from benchmarks.harness import (
+    SCENARIOS,
+    Result,
+    Sample,
+    haproxy_conf,
+    lbd_conf,
+    nginx_lb_conf,
+    parse_wrk,
+    ratio,
+    table,
+)
+from lbd.config.loader import parse_config
+
+WRK = """Running 10s test @ http://127.0.0.1:8080/small
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   710.00us  200.00us   5.00ms   90.00%
+  Latency Distribution
+     50%  690.00us
+     75%  800.00us
+     90%  1.00ms
+     99%    1.70ms
+  540000 requests in 10.00s, 88.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  53993.10
+Transfer/sec:      8.90MB
+"""
+
+
+def test_parse_wrk() -> None:
+    stats = parse_wrk(WRK)
+    assert stats["rps"] == 53993.10
+    assert stats["requests"] == 540000
+    assert abs(stats["p50_ms"] - 0.69) < 1e-9  # 690 us
+    assert stats["p99_ms"] == 1.7
+    assert stats["bytes_per_s"] == 8.9 * 1024 * 1024
+    assert stats["errors"] == 7
+
+
+def test_lbd_bench_configs_are_valid_lbd_configs() -> None:
+    for scenario in SCENARIOS.values():
+        config = parse_config(lbd_conf(scenario, 18080, 19900, [18001, 18002], 2))
+        lb = config.load_balancers[0]
+        assert lb.type == ("network" if scenario.layer == "l4" else "application")
+        assert [t.port for t in config.target_groups[0].targets] == [18001, 18002]
+        yaml.safe_load(lbd_conf(scenario, 1, 2, [3], 1))
+
+
+def test_peer_configs_match_the_scenario() -> None:
+    l4, l7 = SCENARIOS["tcp-small"], SCENARIOS["http-small"]
+    assert "mode tcp" in haproxy_conf(l4, 1, [2, 3], 1) and "nbthread 1" in haproxy_conf(l4, 1, [2, 3], 1)
+    assert "mode http" in haproxy_conf(l7, 1, [2, 3], 2) and "http-reuse always" in haproxy_conf(
+        l7, 1, [2], 2
+    )
+    assert "stream {" in nginx_lb_conf(Path("/tmp"), l4, 1, [2, 3], 1)
+    assert "keepalive 64" in nginx_lb_conf(Path("/tmp"), l7, 1, [2, 3], 1)
+
+
+def test_table_reports_ratios_of_medians() -> None:
+    def result(name: str, rps: list[float], cpu: list[float]) -> Result:
+        return Result(
+            "tcp-small", name, [Sample(r, 0, 1, 2, 100, 0, c, 10) for r, c in zip(rps, cpu, strict=True)]
+        )
+
+    results = [result("lbd", [90, 100, 200], [20, 22, 99]), result("haproxy", [100, 100, 1], [20, 20, 20])]
+    text = table(results, 1)
+    assert "1.00x; 1.10x" in text  # medians 100 vs 100 req/s and 22 vs 20 µs
+    assert ratio(1, 0) == "-"
