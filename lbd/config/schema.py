@@ -1,4 +1,4 @@
-"""The config schema: typed, frozen, validated once (DESIGN.md section 4; docs/config-model.md).
+"""The config schema: typed, frozen, validated once (DESIGN.md section 4; docs/configuration.md).
 
 Field-level rules (types, ranges, ELB's character sets and limits) live here; rules that relate one part
 of the file to another (references, ports used twice, protocol pairings) live in validate.py. Defaults

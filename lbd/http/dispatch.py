@@ -6,9 +6,9 @@ header list). Fixed responses are rendered to bytes here, so serving one costs a
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
+from random import getrandbits
 from typing import TYPE_CHECKING
 
 from lbd.config.schema import Action, FixedResponseAction, ForwardAction, Listener, RedirectAction
@@ -139,7 +139,7 @@ class HttpDispatcher:
         out.append(
             (
                 b"X-Amzn-Trace-Id",
-                trace or b"Root=1-%08x-%s" % (int(time.time()), os.urandom(12).hex().encode()),
+                trace or b"Root=1-%08x-%024x" % (int(time.time()), getrandbits(96)),
             )
         )
         return RewrittenRequest(out, chunked, expect_continue, upgrade, host)

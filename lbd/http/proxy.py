@@ -55,6 +55,7 @@ class HttpClientSide(asyncio.Protocol):
         "_loop",
         "_moved",
         "_moved_at_check",
+        "_out",
         "_paused",
         "_quiet_checks",
         "_request_started_at",
@@ -90,6 +91,7 @@ class HttpClientSide(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._paused = 0
+        self._out: list[bytes] | None = None
         self._loop = asyncio.get_running_loop()
         self._idle_handle: asyncio.TimerHandle | None = None
         self._moved = 0
@@ -225,8 +227,20 @@ class HttpClientSide(asyncio.Protocol):
     # -- called by exchanges ---------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
+        if self._out is not None:
+            self._out.append(data)
+        elif self.transport is not None:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes until uncork: a response head and body read together leave in one send()."""
+        if self._out is None:
+            self._out = []
+
+    def uncork(self) -> None:
+        out, self._out = self._out, None
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def exchange_done(self, exchange: Exchange) -> None:
         if not self.exchanges or self.exchanges[0] is not exchange:
@@ -272,11 +286,13 @@ class HttpClientSide(asyncio.Protocol):
 
     def close(self) -> None:
         self.closing = True
+        self.uncork()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closing = True
+        self._out = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -329,10 +345,14 @@ class HttpClientSide(asyncio.Protocol):
         self._idle_handle = None
         if self.transport is None:
             return
+        now = self._loop.time()
         started = self._request_started_at
-        if started and self._loop.time() - started >= self.listener.idle_timeout:
+        if started and now - started >= self.listener.idle_timeout:
             self.reject(messages.HttpError(408, "RequestTimeout"))
             return
+        waiting = self.exchanges[0].waiting_since if self.exchanges else 0.0
+        if waiting and now - waiting >= self.listener.idle_timeout:
+            self.exchanges[0].response_timeout()
         if self._moved != self._moved_at_check or (self.exchanges and self.tunnel_target is None):
             self._moved_at_check = self._moved
             self._quiet_checks = 0
@@ -358,7 +378,6 @@ class Exchange:
         "_response_chunked",
         "_response_close",
         "_response_headers",
-        "_response_timer",
         "_switching",
         "_target_until_close",
         "_tried",
@@ -381,6 +400,7 @@ class Exchange:
         "upgrade",
         "url",
         "version",
+        "waiting_since",
     )
 
     def __init__(
@@ -416,7 +436,7 @@ class Exchange:
         self._response_headers: list[tuple[bytes, bytes]] = []
         self._response_chunked = False
         self._response_close = False
-        self._response_timer: asyncio.TimerHandle | None = None
+        self.waiting_since = 0.0
         self._target_until_close = False
         self._switching = False
         self._connect_error_status = 502
@@ -504,11 +524,10 @@ class Exchange:
             self._arm_response_timer()
 
     def _arm_response_timer(self) -> None:
-        # ALB: 504 when the target does not answer within the idle timeout (R10). Armed once the whole
-        # request is sent, so a long upload is not mistaken for a silent target.
-        self._response_timer = self.client._loop.call_later(
-            self.client.listener.idle_timeout, self._response_timeout
-        )
+        # ALB: 504 when the target does not answer within the idle timeout (R10). Counted from when the
+        # whole request is sent, so a long upload is not mistaken for a silent target; the connection's
+        # periodic check enforces it, which costs no timer per request.
+        self.waiting_since = self.client._loop.time()
 
     def _frame(self, chunk: bytes) -> bytes:
         if self.chunked_request:
@@ -565,9 +584,7 @@ class Exchange:
         self._response_headers.append((name, value))
 
     def response_headers_complete(self, status: int, parser: Any) -> None:
-        if self._response_timer is not None:
-            self._response_timer.cancel()
-            self._response_timer = None
+        self.waiting_since = 0.0
         if 100 <= status < 200 and status != 101:
             # Interim responses: 100 Continue was already answered by lbd; others (103) pass through.
             if status != 100:
@@ -656,9 +673,7 @@ class Exchange:
         self.target_side = None
         if self.response_done:
             return
-        if self._response_timer is not None:
-            self._response_timer.cancel()
-            self._response_timer = None
+        self.waiting_since = 0.0
         if self.response_started and self._target_until_close and exc is None:
             self.response_complete(keep_alive=False)  # the close is how this body ends
             return
@@ -693,8 +708,8 @@ class Exchange:
         else:
             self._respond_error(502, "MalformedResponse" if malformed else "TargetError")
 
-    def _response_timeout(self) -> None:
-        self._response_timer = None
+    def response_timeout(self) -> None:
+        self.waiting_since = 0.0
         if self.response_started or self.response_done:
             return
         conn = self.target_side
@@ -707,9 +722,7 @@ class Exchange:
         self._respond_error(504, "TargetResponseTimeout")
 
     def client_lost(self) -> None:
-        if self._response_timer is not None:
-            self._response_timer.cancel()
-            self._response_timer = None
+        self.waiting_since = 0.0
         conn = self.target_side
         self.target_side = None
         if conn is not None:

@@ -71,6 +71,8 @@ class HttpTargetSide(asyncio.Protocol):
             # A target must not talk while idle (RFC 9112 9.3: no unsolicited responses); drop it.
             self.close()
             return
+        client = exchange.client
+        client.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -82,6 +84,8 @@ class HttpTargetSide(asyncio.Protocol):
                 raise
         except httptools.HttpParserError as exc:
             exchange.target_failed(f"malformed response from target: {exc}", malformed=True)
+        finally:
+            client.uncork()
 
     def eof_received(self) -> bool:
         if self.tunnel is not None and self.exchange is not None:
