@@ -40,6 +40,7 @@ from lbd.control import ControlProtocol, Message
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.stats import StatsRegistry
+from lbd.routing.stickiness import cookie_key
 from lbd.runtime import Snapshot, UnsupportedConfig
 
 log = logging.getLogger("lbd.supervisor")
@@ -174,6 +175,9 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_task, self.reload)
+        # One stickiness cookie key for all workers (inherited through the environment), so a cookie set
+        # by one worker is honoured by the others and by restarted ones.
+        cookie_key()
         try:
             self._probe_listeners(set())
             await self._start_admin()

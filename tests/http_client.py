@@ -72,8 +72,11 @@ class Client:
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> Response:
-        head = f"{method} {path} HTTP/1.1\r\nHost: example.com\r\n"
-        for name, value in (headers or {}).items():
+        headers = headers or {}
+        head = f"{method} {path} HTTP/1.1\r\n"
+        if not any(name.lower() == "host" for name in headers):
+            head += "Host: example.com\r\n"
+        for name, value in headers.items():
             head += f"{name}: {value}\r\n"
         if body or method in ("POST", "PUT"):
             head += f"Content-Length: {len(body)}\r\n"

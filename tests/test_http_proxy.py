@@ -51,16 +51,26 @@ Alb = Callable[..., Awaitable[tuple[Lbd, int, HttpBackend]]]
 async def test_get_is_forwarded_with_forwarded_headers(alb: Alb) -> None:
     _, port, backend = await alb()
     client = await Client.connect(port)
-    response = await client.request("GET", "/hello?x=1", headers={"User-Agent": "t"})
+    response = await client.request("GET", "/hello?x=1", headers={"User-Agent": "t", "Host": "Example.COM"})
     assert response.status == 200
     assert response.body == b"hello from b1\n"
     seen = backend.requests[0]
     assert (seen.method, seen.target) == ("GET", "/hello?x=1")
-    assert seen.header("host") == "example.com"  # Host kept as sent
+    # ALB without preserve_host_header: Host lowercased, the non-default listener port added.
+    assert seen.header("host") == f"example.com:{port}"
     assert seen.header("x-forwarded-for") == "127.0.0.1"
     assert seen.header("x-forwarded-proto") == "http"
     assert seen.header("x-forwarded-port") == str(port)
     assert (seen.header("x-amzn-trace-id") or "").startswith("Root=1-")
+    client.close()
+
+
+async def test_preserve_host_header_keeps_host_as_sent(alb: Alb) -> None:
+    _, port, backend = await alb(preserve_host_header=True)
+    client = await Client.connect(port)
+    response = await client.request("GET", "/", headers={"Host": "Example.COM"})
+    assert response.status == 200
+    assert backend.requests[0].header("host") == "Example.COM"
     client.close()
 
 

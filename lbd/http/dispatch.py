@@ -1,18 +1,26 @@
-"""Per-listener request handling for the HTTP proxy: which action a request gets, and the headers it carries.
+"""Per-listener request handling for the HTTP proxy: which action a request gets (the compiled rule table),
+and the headers it carries to the target.
 
 Compiled once per Snapshot (DESIGN.md section 3: rule tables compiled once, header rewriting on the raw
-header list). Fixed responses are rendered to bytes here, so serving one costs a dictionary lookup.
+header list). A listener whose only rule is the default forward to one group skips matching entirely.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from random import getrandbits
 from typing import TYPE_CHECKING
 
-from lbd.config.schema import Action, FixedResponseAction, ForwardAction, Listener, RedirectAction
-from lbd.http.messages import HttpError
+from lbd.config.schema import Listener
+from lbd.http import desync
+from lbd.http.errors import HttpError
+from lbd.http.messages import HOP_BY_HOP
+from lbd.routing.actions import Forward, Redirect
+from lbd.routing.request import RequestView
+from lbd.routing.stickiness import CookieSealer, cookie_key
+from lbd.routing.table import RuleTable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -20,13 +28,19 @@ if TYPE_CHECKING:
     from lbd.http.proxy import Exchange
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
+log = logging.getLogger("lbd.http")
+
+MAX_FORWARDED_FOR = 30  # ALB answers 463 when X-Forwarded-For holds more addresses (R10)
+MAX_TRACE_HEADER = 7 * 1024  # ALB replaces larger X-Amzn-Trace-Id headers with a new Root (R8)
+
 
 @dataclass(slots=True)
 class RouteDecision:
     kind: str  # "forward" | "respond"
     target_group: TargetGroupRuntime | None
-    response: bytes
+    response: bytes  # a whole response, for "respond"
     priority: int  # matched rule priority for the access log: 0 = default rule
+    set_cookie: bytes = b""  # Set-Cookie lines to add to the target's response (group stickiness)
 
 
 @dataclass(slots=True)
@@ -36,30 +50,12 @@ class RewrittenRequest:
     expect_continue: bool
     upgrade: bytes
     host: bytes
+    close_after: bool  # desync mitigation: close both connections once this exchange is done
 
 
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
 REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-port"})
-
-
-def render_fixed_response(action: FixedResponseAction) -> bytes:
-    body = action.message_body.encode()
-    head = [f"HTTP/1.1 {action.status_code} {_reason(action.status_code)}", "Server: lbd"]
-    if action.content_type:
-        head.append(f"Content-Type: {action.content_type}")
-    head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+# routing.http.drop_invalid_header_fields: valid names match [-A-Za-z0-9]+ (R9).
+_VALID_NAME = frozenset(b"-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
 
 class HttpDispatcher:
@@ -69,77 +65,144 @@ class HttpDispatcher:
         listener: Listener,
         target_groups: Mapping[str, TargetGroupRuntime],
     ) -> None:
+        lb = runtime.load_balancer
         self.runtime = runtime
-        self.target_groups = target_groups
+        self.table = RuleTable(listener, target_groups, CookieSealer(cookie_key(), b"AWSALBTG"))
+        self.listener_port = listener.port
         self.port = str(listener.port).encode()
-        self.scheme = b"https" if listener.protocol == "HTTPS" else b"http"
-        self.xff_mode = runtime.load_balancer.xff_header_processing
-        self.xff_client_port = runtime.load_balancer.xff_client_port
-        self.default = self._decide(listener.default_actions[-1], 0)
+        self.scheme = "https" if listener.protocol == "HTTPS" else "http"
+        self.scheme_bytes = self.scheme.encode()
+        self.default_port = listener.port == (443 if listener.protocol == "HTTPS" else 80)
+        self.xff_mode = lb.xff_header_processing
+        self.xff_client_port = lb.xff_client_port
+        self.desync_mode = lb.desync_mitigation_mode
+        self.preserve_host = lb.preserve_host_header
+        self.drop_invalid = lb.drop_invalid_header_fields
+        default = self.table.default
+        group = default.single if isinstance(default, Forward) else None
+        # The common case, one forward and no rules, routes without looking at the request.
+        self._fast = RouteDecision("forward", group, b"", 0) if group and not self.table.has_rules else None
 
-    def _decide(self, action: Action, priority: int) -> RouteDecision:
-        if isinstance(action, ForwardAction):
-            return RouteDecision("forward", self.target_groups[action.target_groups[0].name], b"", priority)
-        if isinstance(action, FixedResponseAction):
-            return RouteDecision("respond", None, render_fixed_response(action), priority)
-        assert isinstance(action, RedirectAction)
-        raise NotImplementedError("redirect actions arrive with the routing module")
+    # -- routing -----------------------------------------------------------------------------------------
 
-    def route(self, exchange: Exchange, head: object) -> RouteDecision:
-        return self.default
+    def route(self, exchange: Exchange) -> RouteDecision:
+        if self._fast is not None:
+            return self._fast
+        request = RequestView(exchange.method, exchange.url, exchange.headers, exchange.client.peer[0])
+        priority, action = self.table.match(request)
+        if isinstance(action, Forward):
+            group, cookies = action.pick(exchange.headers)
+            return RouteDecision("forward", group, b"", priority, cookies)
+        if isinstance(action, Redirect):
+            location = action.location(request, self.scheme, self.listener_port)
+            response = action.response(location, not exchange.keep_alive)
+            return RouteDecision("respond", None, response, priority)
+        return RouteDecision("respond", None, action.response, priority)
+
+    # -- header rewriting and request checks ----------------------------------------------------------------
 
     def rewrite_request(self, exchange: Exchange, peer: tuple[str, int]) -> RewrittenRequest:
+        """Check the request (desync classes, ALB's limits) and build the headers the target gets."""
+        if exchange.method == "TRACE":
+            raise HttpError(405, "MethodNotAllowed")  # ALB refuses TRACE (R10)
         out: list[tuple[bytes, bytes]] = []
-        chunked = False
+        transfer_encoding: bytes | None = None
+        content_length: bytes | None = None
         expect_continue = False
         upgrade = b""
-        host = b""
+        host: bytes | None = None
         forwarded_for: list[bytes] = []
         trace = b""
         connection_listed: set[bytes] = set()
         for name, value in exchange.headers:
             lower = name.lower()
             if lower in HOP_BY_HOP:
-                if lower == b"transfer-encoding":
-                    if value.strip().lower() != b"chunked":
-                        raise HttpError(501, "UnsupportedTransferEncoding")
-                    chunked = True
+                if lower == b"transfer-encoding":  # repeated fields form one list (RFC 9110 5.3)
+                    te = transfer_encoding
+                    transfer_encoding = value if te is None else te + b"," + value
                 elif lower == b"connection":
                     connection_listed.update(t.strip().lower() for t in value.split(b","))
                 elif lower == b"upgrade":
                     upgrade = value
                 continue
-            if lower == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
-                continue
-            if lower == b"x-forwarded-for":
+            if lower == b"content-length":
+                content_length = value
+            elif lower == b"host":
+                if host is not None:
+                    raise HttpError(400, "MultipleHostHeaders", desync=True)  # RFC 9112 3.2
+                host = value
+                if not self.preserve_host:
+                    value = self._target_host(value)
+            elif lower == b"expect":
+                if value.lower() == b"100-continue":
+                    expect_continue = True
+                    continue
+            elif lower == b"x-forwarded-for":
                 forwarded_for.append(value)
                 continue
-            if lower == b"x-amzn-trace-id":
+            elif lower == b"x-amzn-trace-id":
                 trace = value
                 continue
-            if lower in REPLACED:
+            elif lower in REPLACED or (self.drop_invalid and not _VALID_NAME.issuperset(name)):
                 continue
-            if lower == b"host":
-                host = value
             out.append((name, value))
+        if host is None and exchange.version == "1.1":
+            raise HttpError(400, "MissingHost")  # RFC 9112 3.2: a 1.1 request without Host is invalid
+        close_after = self._check_framing(exchange, content_length, transfer_encoding)
+        chunked = transfer_encoding is not None
         if connection_listed:
             out = [(n, v) for n, v in out if n.lower() not in connection_listed]
-        if chunked:
-            out = [(n, v) for n, v in out if n.lower() != b"content-length"]
-        client = peer[0].encode()
-        if self.xff_client_port:
-            client = (b"[%b]:%d" if b":" in client else b"%b:%d") % (client, peer[1])
+        if chunked and content_length is not None:
+            out = [(n, v) for n, v in out if n.lower() != b"content-length"]  # TE wins (RFC 9112 6.3)
+        if forwarded_for and sum(v.count(b",") + 1 for v in forwarded_for) > MAX_FORWARDED_FOR:
+            raise HttpError(463, "TooManyForwardedFor")
         if self.xff_mode == "append":
+            client = peer[0].encode()
+            if self.xff_client_port:
+                client = (b"[%b]:%d" if b":" in client else b"%b:%d") % (client, peer[1])
             out.append((b"X-Forwarded-For", b", ".join([*forwarded_for, client])))
         elif self.xff_mode == "preserve" and forwarded_for:
             out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
-        out.append((b"X-Forwarded-Proto", self.scheme))
+        out.append((b"X-Forwarded-Proto", self.scheme_bytes))
         out.append((b"X-Forwarded-Port", self.port))
-        out.append(
-            (
-                b"X-Amzn-Trace-Id",
-                trace or b"Root=1-%08x-%024x" % (int(time.time()), getrandbits(96)),
-            )
-        )
-        return RewrittenRequest(out, chunked, expect_continue, upgrade, host)
+        out.append((b"X-Amzn-Trace-Id", trace_header(trace)))
+        return RewrittenRequest(out, chunked, expect_continue, upgrade, host or b"", close_after)
+
+    def _target_host(self, value: bytes) -> bytes:
+        # Without preserve_host_header ALB lowercases Host and adds a non-default listener port (R19).
+        value = value.lower()
+        if not self.default_port and not value.endswith(b"]") and b":" not in value.rpartition(b"]")[2]:
+            value += b":" + self.port
+        return value
+
+    def _check_framing(
+        self, exchange: Exchange, content_length: bytes | None, transfer_encoding: bytes | None
+    ) -> bool:
+        """Apply desync mitigation to a parsed request; True when both connections close afterwards."""
+        if transfer_encoding is not None:
+            desync.check_transfer_encoding(transfer_encoding)
+        found = desync.classify_framing(exchange.method, content_length, transfer_encoding)
+        if found is None:
+            if not exchange.desync_reason:
+                return False
+            found = (desync.AMBIGUOUS, exchange.desync_reason)  # normalised by the connection before parsing
+        severity, reason = found
+        verdict = desync.verdict(self.desync_mode, severity)
+        if verdict is desync.Verdict.BLOCK:
+            raise HttpError(400, reason, desync=True)
+        outcome = "forwarded" if verdict is desync.Verdict.ALLOW else "forwarded, connections closed after"
+        exchange.client.count_non_compliant(reason, f"{severity}; {outcome} ({self.desync_mode} mode)")
+        return verdict is desync.Verdict.CLOSE
+
+
+def trace_header(existing: bytes) -> bytes:
+    """X-Amzn-Trace-Id (R8): a new Root when absent; Self= added or updated when a Root is present; custom
+    fields kept."""
+    stamp = b"1-%08x-%024x" % (int(time.time()), getrandbits(96))
+    if not existing or len(existing) > MAX_TRACE_HEADER:
+        return b"Root=" + stamp
+    fields = [f.strip() for f in existing.split(b";") if f.strip()]
+    if not any(f.startswith(b"Root=") for f in fields):
+        return b";".join([b"Root=" + stamp, *fields])
+    kept = [f for f in fields if not f.startswith(b"Self=")]
+    return b";".join([b"Self=" + stamp, *kept])

@@ -11,33 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httptools
+from lbd.http import errors
 
 if TYPE_CHECKING:
     from lbd.http.proxy import Exchange
     from lbd.runtime import HttpListenerRuntime
-
-
-class HttpError(Exception):  # interim: replaced by lbd.http.errors
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-
-
-def error_response(status: int, close: bool) -> bytes:  # interim: replaced by lbd.http.errors
-    phrase = _REASONS.get(status, b"Error")
-    body = (
-        b"<html><head><title>%d %b</title></head><body><center><h1>%d %b</h1></center></body></html>\r\n"
-        % (status, phrase, status, phrase)
-    )
-    return b"HTTP/1.1 %d %b\r\nServer: lbd\r\nContent-Type: text/html\r\nContent-Length: %d\r\n%b\r\n%b" % (
-        status,
-        phrase,
-        len(body),
-        b"Connection: close\r\n" if close else b"",
-        body,
-    )
 
 
 # RFC 9110 7.6.1: connection-specific fields a proxy must not forward. Transfer-Encoding and
@@ -45,35 +23,6 @@ def error_response(status: int, close: bool) -> bytes:  # interim: replaced by l
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
-_REASONS = {
-    100: b"Continue",
-    101: b"Switching Protocols",
-    103: b"Early Hints",
-    200: b"OK",
-    201: b"Created",
-    202: b"Accepted",
-    204: b"No Content",
-    206: b"Partial Content",
-    301: b"Moved Permanently",
-    302: b"Found",
-    304: b"Not Modified",
-    307: b"Temporary Redirect",
-    308: b"Permanent Redirect",
-    400: b"Bad Request",
-    408: b"Request Timeout",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-    463: b"Bad Request",
-    501: b"Not Implemented",
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    500: b"Internal Server Error",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
 
 
 @dataclass(slots=True)
@@ -82,6 +31,7 @@ class RequestHead:
     chunked: bool
     expect_continue: bool
     host: bytes
+    close_after: bool
 
 
 @dataclass(slots=True)
@@ -90,11 +40,6 @@ class ResponseFraming:
     chunked: bool  # lbd sends the body chunked to the client
     close_delimited: bool  # the body ends when the connection closes (HTTP/1.0 client, no length)
     target_close_delimited: bool = False  # the target ends the body by closing (RFC 9112 6.3 rule 8)
-
-
-def parser_error(exc: httptools.HttpParserError) -> HttpError:
-    """Map an llhttp error to ALB's status code for it."""
-    return HttpError(400, "MalformedRequest")
 
 
 def prepare_request(exchange: Exchange, listener: HttpListenerRuntime) -> RequestHead:
@@ -109,7 +54,9 @@ def prepare_request(exchange: Exchange, listener: HttpListenerRuntime) -> Reques
     if exchange.upgrade:
         out += (b"Connection: upgrade\r\nUpgrade: ", rewritten.upgrade, b"\r\n")
     out.append(b"\r\n")
-    return RequestHead(b"".join(out), rewritten.chunked, rewritten.expect_continue, rewritten.host)
+    return RequestHead(
+        b"".join(out), rewritten.chunked, rewritten.expect_continue, rewritten.host, rewritten.close_after
+    )
 
 
 def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -164,8 +111,9 @@ def response_head(
     chunked: bool,
     close: bool,
     interim: bool = False,
+    extra: bytes = b"",
 ) -> bytes:
-    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _REASONS.get(status, b"Unknown"))]
+    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _phrase(status))]
     for name, value in headers:
         out += (name, b": ", value, b"\r\n")
     if not interim:
@@ -175,5 +123,18 @@ def response_head(
             pass  # Connection: upgrade and Upgrade were kept from the target's response
         elif close:
             out.append(b"Connection: close\r\n")
+        if extra:
+            out.append(extra)
     out.append(b"\r\n")
     return b"".join(out)
+
+
+_phrases: dict[int, bytes] = {}
+
+
+def _phrase(status: int) -> bytes:
+    # A target may send an empty reason phrase (RFC 9112 4 allows it); lbd sends the standard one.
+    text = _phrases.get(status)
+    if text is None:
+        text = _phrases[status] = errors.phrase(status).encode()
+    return text

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from lbd.http import messages
+from lbd.http import desync, errors, messages
 from lbd.http.upstream import HIGH_WATER, LOW_WATER, HttpTargetSide, StopParsing, UpstreamPool
 from lbd.listener.tracker import ConnectionTracker
 from lbd.upstream.target import Target
@@ -49,15 +49,21 @@ class HttpClientSide(asyncio.Protocol):
     """One client connection on an application listener."""
 
     __slots__ = (
+        "_begun",
+        "_head_raw",
         "_header_bytes",
         "_headers",
         "_idle_handle",
+        "_in_head",
+        "_in_message",
         "_loop",
         "_moved",
         "_moved_at_check",
         "_out",
         "_paused",
         "_quiet_checks",
+        "_replay_reason",
+        "_replayable",
         "_request_started_at",
         "_url",
         "closing",
@@ -79,7 +85,8 @@ class HttpClientSide(asyncio.Protocol):
         self.tracker = tracker
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
+        self._replayable = desync.lenient_te_cl(listener.load_balancer.desync_mitigation_mode)
+        self.parser = self._new_parser()
         self.exchanges: deque[Exchange] = deque()
         self.peer: tuple[str, int] = ("", 0)
         self.closing = False
@@ -98,6 +105,21 @@ class HttpClientSide(asyncio.Protocol):
         self._moved_at_check = 0
         self._quiet_checks = 0
         self._request_started_at = 0.0
+        # Desync mitigation: the raw bytes of a request head that began at the start of a read, kept
+        # until the head is parsed, so an ambiguous head can be normalised and parsed again.
+        self._in_message = False
+        self._in_head = False
+        self._begun = 0
+        self._head_raw: bytes | None = None
+        self._replay_reason = ""
+
+    def _new_parser(self) -> httptools.HttpRequestParser:
+        parser = httptools.HttpRequestParser(self)
+        if self._replayable:
+            # Transfer-Encoding with Content-Length is ambiguous, not severe: let llhttp pass it (TE wins)
+            # so the dispatcher can classify it; strictest mode keeps llhttp strict.
+            parser.set_dangerous_leniencies(lenient_chunked_length=True)
+        return parser
 
     # -- transport callbacks ---------------------------------------------------------------------------
 
@@ -125,6 +147,12 @@ class HttpClientSide(asyncio.Protocol):
             # Sent after an upgrade request, before the target's answer: it belongs to the tunnel.
             self.exchanges[-1].early_tunnel_data += data
             return
+        self._feed(data, replay=self._replayable)
+
+    def _feed(self, data: bytes, *, replay: bool) -> None:
+        head_raw = self._head_raw
+        fresh = not self._in_message
+        self._begun = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -135,13 +163,44 @@ class HttpClientSide(asyncio.Protocol):
                 self.exchanges[-1].early_tunnel_data = data[upgrade.args[0] :]
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, messages.HttpError):
+            if isinstance(cause, errors.HttpError):
                 self.reject(cause)
             else:
                 log.exception("internal error while parsing a request", exc_info=cause)
-                self.reject(messages.HttpError(500, "InternalError"))
+                self.reject(errors.HttpError(500, "InternalError"))
         except httptools.HttpParserError as exc:
-            self.reject(messages.parser_error(exc))
+            error = errors.parser_error(exc)
+            if replay and error.reason in desync.REPLAYABLE:
+                raw = head_raw + data if head_raw is not None else None
+                if raw is None and fresh and self._begun == 1:
+                    raw = data  # the refused head is the first thing in this read
+                if raw is not None:
+                    self._replay(raw)
+                    return
+            self.reject(error)
+        else:
+            if not replay:
+                return
+            if self._in_head:
+                if head_raw is not None:
+                    self._head_raw = head_raw + data
+                elif fresh and self._begun == 1:
+                    self._head_raw = data
+            elif head_raw is not None:
+                self._head_raw = None
+
+    def _replay(self, raw: bytes) -> None:
+        """An ambiguous head llhttp refused (duplicate Content-Length, obs-fold): parse its normal form."""
+        try:
+            normalised, reason = desync.normalise_head(raw)
+        except errors.HttpError as error:
+            self.reject(error)
+            return
+        self.parser = self._new_parser()
+        self._head_raw = None
+        self._in_message = self._in_head = False
+        self._replay_reason = reason
+        self._feed(normalised, replay=False)
 
     def eof_received(self) -> bool:
         if self.tunnel_target is not None:
@@ -182,6 +241,8 @@ class HttpClientSide(asyncio.Protocol):
     # -- httptools request callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = self._in_head = True
+        self._begun += 1
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -190,16 +251,18 @@ class HttpClientSide(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > MAX_URL:
-            raise messages.HttpError(414, "RequestLineTooLong")
+            raise errors.HttpError(414, "RequestLineTooLong")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
         self._header_bytes += size
         if size > MAX_HEADER or self._header_bytes > MAX_HEADERS_TOTAL:
-            raise messages.HttpError(431, "HeaderTooLarge")
+            raise errors.HttpError(431, "HeaderTooLarge")
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_raw = None
         parser = self.parser
         exchange = Exchange(
             self,
@@ -210,6 +273,9 @@ class HttpClientSide(asyncio.Protocol):
             parser.should_keep_alive(),
             parser.should_upgrade(),
         )
+        if self._replay_reason:
+            exchange.desync_reason = self._replay_reason
+            self._replay_reason = ""
         self._request_started_at = 0.0
         self.exchanges.append(exchange)
         if len(self.exchanges) == 1:
@@ -221,6 +287,7 @@ class HttpClientSide(asyncio.Protocol):
         self.exchanges[-1].request_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self.exchanges:
             self.exchanges[-1].request_end()
 
@@ -256,10 +323,22 @@ class HttpClientSide(asyncio.Protocol):
         else:
             self.resume_reading(PAUSE_PIPELINE)
 
-    def reject(self, error: messages.HttpError) -> None:
+    def count_non_compliant(self, reason: str, outcome: str) -> None:
+        """A request ALB's desync mitigation calls non-compliant (lbd_non_compliant_requests_total)."""
+        self.listener.stats.non_compliant_requests += 1
+        log.info(
+            "%s %s: non-compliant request from %s:%s: %s (%s)",
+            self.listener.load_balancer.name,
+            self.listener.name,
+            *self.peer,
+            reason,
+            outcome,
+        )
+
+    def reject(self, error: errors.HttpError) -> None:
         """Answer a request lbd cannot forward with ALB's status code, then close (the framing is lost)."""
         self.listener.stats.elb_responses[error.status // 100] += 1
-        if error.status == 400 or error.reason.startswith("Desync"):
+        if error.desync:
             self.listener.stats.non_compliant_requests += 1
         log.info(
             "%s %s: rejected request from %s:%s with %d (%s)",
@@ -275,7 +354,7 @@ class HttpClientSide(asyncio.Protocol):
         for exchange in self.exchanges:
             exchange.client_lost()
         self.exchanges.clear()
-        self.write(messages.error_response(error.status, close=True))
+        self.write(errors.error_response(error.status, close=True))
         self.close()
 
     def drain(self) -> None:
@@ -348,7 +427,7 @@ class HttpClientSide(asyncio.Protocol):
         now = self._loop.time()
         started = self._request_started_at
         if started and now - started >= self.listener.idle_timeout:
-            self.reject(messages.HttpError(408, "RequestTimeout"))
+            self.reject(errors.HttpError(408, "RequestTimeout"))
             return
         waiting = self.exchanges[0].waiting_since if self.exchanges else 0.0
         if waiting and now - waiting >= self.listener.idle_timeout:
@@ -374,6 +453,7 @@ class Exchange:
 
     __slots__ = (
         "_connect_error_status",
+        "_head",
         "_pending_body",
         "_response_chunked",
         "_response_close",
@@ -384,6 +464,8 @@ class Exchange:
         "action_priority",
         "chunked_request",
         "client",
+        "close_target",
+        "desync_reason",
         "early_tunnel_data",
         "head_request",
         "headers",
@@ -394,6 +476,7 @@ class Exchange:
         "response_done",
         "response_reason",
         "response_started",
+        "set_cookie",
         "target",
         "target_group",
         "target_side",
@@ -441,6 +524,10 @@ class Exchange:
         self._switching = False
         self._connect_error_status = 502
         self._tried: set[Target] = set()
+        self._head = b""
+        self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
+        self.close_target = False
+        self.set_cookie = b""
 
     # -- request side --------------------------------------------------------------------------------------
 
@@ -449,23 +536,32 @@ class Exchange:
         listener = self.client.listener
         try:
             head = messages.prepare_request(self, listener)
-        except messages.HttpError as error:
+        except errors.HttpError as error:
             self.client.reject(error)
             return
         self.chunked_request = head.chunked
+        if head.close_after:
+            # Desync mitigation (defensive mode): forward the normalised request, then close both sides.
+            self.keep_client = False
+            self.close_target = True
         if head.expect_continue:
             # ALB answers 100 Continue itself and strips Expect (R19), so the body starts flowing at once.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        action = listener.route(self, head)
-        if action.kind == "forward":
-            self.target_group = action.target_group
+        decision = listener.route(self)
+        self.action_priority = decision.priority
+        if decision.kind == "forward":
+            self.target_group = decision.target_group
+            self.set_cookie = decision.set_cookie
+            self._head = head.data
             self._forward(head.data)
         else:
-            self._respond_locally(action.response, close=not self.keep_alive)
+            self._respond_locally(decision.response, close=not self.keep_alive)
 
     def _forward(self, head: bytes) -> None:
         group = self.target_group
-        assert group is not None
+        if group is None:
+            self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
+            return
         target = group.balancer.pick(None, self._tried)
         if target is None:
             if self._tried:
@@ -576,7 +672,7 @@ class Exchange:
             reason,
         )
         close = not self.request_complete or not self.keep_alive
-        self._respond_locally(messages.error_response(status, close=close), close=close)
+        self._respond_locally(errors.error_response(status, close=close), close=close)
 
     # -- response side (called by HttpTargetSide) ----------------------------------------------------------
 
@@ -620,6 +716,7 @@ class Exchange:
                 framing.headers,
                 chunked=framing.chunked,
                 close=not self.keep_client,
+                extra=self.set_cookie,
             )
         )
         if status == 101:
@@ -649,7 +746,7 @@ class Exchange:
         if conn is not None:
             assert self.target is not None
             self.target.outstanding -= 1
-            if keep_alive and self.request_complete and not self._response_close:
+            if keep_alive and self.request_complete and not self._response_close and not self.close_target:
                 self.client.pool.release(conn)
             else:
                 conn.exchange = None
@@ -681,8 +778,7 @@ class Exchange:
             # A pooled connection the target closed while idle (a keep-alive race): nothing was answered,
             # so send the request again on a fresh connection.
             self._pending_body = []
-            head = messages.prepare_request(self, self.client.listener).data
-            self._forward(head)
+            self._forward(self._head)
             return
         if self.response_started:
             # Cut short mid-body: the client must see a broken response, not a complete-looking one.

@@ -1,0 +1,121 @@
+"""Listener rule conditions compiled to predicates over a RequestView (ALB: elb-semantics.md section 1).
+
+Values inside one condition are ORed. Wildcards: ``*`` matches zero or more characters, ``?`` exactly
+one. Exact values (no wildcard) become a set lookup; only wildcard values become a regular expression,
+compiled once per Snapshot.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+
+from lbd.config.schema import Condition, QueryStringValue
+from lbd.routing.request import RequestView
+
+Predicate = Callable[[RequestView], bool]
+
+
+def wildcard_regex(pattern: str, *, ignore_case: bool, escapes: bool = False) -> re.Pattern[str]:
+    """``*`` and ``?`` as wildcards; with ``escapes``, ``\\*`` and ``\\?`` are literal (query-string)."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if escapes and char == "\\" and i + 1 < len(pattern) and pattern[i + 1] in "*?\\":
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
+        i += 1
+    return re.compile("".join(out), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _has_wildcard(value: str, escapes: bool = False) -> bool:
+    if not escapes:
+        return "*" in value or "?" in value
+    return re.search(r"(?<!\\)[*?]", value) is not None
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\([*?\\])", r"\1", value)
+
+
+class ValueMatcher:
+    """Does a string match any of a condition's values?"""
+
+    __slots__ = ("exact", "fold", "patterns")
+
+    def __init__(self, values: Iterable[str], *, ignore_case: bool, escapes: bool = False) -> None:
+        self.fold = ignore_case
+        exact: set[str] = set()
+        patterns: list[re.Pattern[str]] = []
+        for value in values:
+            if _has_wildcard(value, escapes):
+                patterns.append(wildcard_regex(value, ignore_case=ignore_case, escapes=escapes))
+            else:
+                text = _unescape(value) if escapes else value
+                exact.add(text.lower() if ignore_case else text)
+        self.exact = frozenset(exact)
+        self.patterns = tuple(patterns)
+
+    def __call__(self, text: str) -> bool:
+        if (text.lower() if self.fold else text) in self.exact:
+            return True
+        return any(p.fullmatch(text) for p in self.patterns)
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    field = condition.field
+    values = condition.values
+    if field == "host-header":
+        host = ValueMatcher(values, ignore_case=True)
+        return lambda request: host(request.host)
+    if field == "path-pattern":
+        path = ValueMatcher(values, ignore_case=False)
+        return lambda request: path(request.path)
+    if field == "http-request-method":
+        methods = frozenset(values)
+        return lambda request: request.method in methods
+    if field == "http-header":
+        assert condition.http_header_name is not None
+        name = condition.http_header_name.lower().encode()
+        header = ValueMatcher(values, ignore_case=True)
+        # A repeated header: any of its values may match (ALB checks them in order).
+        return lambda request: any(header(v) for v in request.header_values(name))
+    if field == "query-string":
+        return _query_condition(values)
+    assert field == "source-ip"
+    networks = tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    return lambda request: any(request.source in network for network in networks)
+
+
+def _query_condition(values: Iterable[QueryStringValue]) -> Predicate:
+    # Each value is key=value or value alone; either part may use wildcards, escaped with "\".
+    pairs = [
+        (
+            ValueMatcher([v.key], ignore_case=True, escapes=True) if v.key is not None else None,
+            ValueMatcher([v.value], ignore_case=True, escapes=True),
+        )
+        for v in values
+    ]
+
+    def matches(request: RequestView) -> bool:
+        for key, value in request.query:
+            for want_key, want_value in pairs:
+                if (want_key is None or want_key(key)) and want_value(value):
+                    return True
+        return False
+
+    return matches
+
+
+def compile_conditions(conditions: Iterable[Condition]) -> Predicate:
+    """All conditions must match (ALB ANDs separate conditions). Cheap ones are checked first."""
+    cost = {"http-request-method": 0, "host-header": 1, "path-pattern": 2, "source-ip": 3}
+    ordered = sorted(conditions, key=lambda c: cost.get(c.field, 4))
+    predicates = tuple(compile_condition(c) for c in ordered)
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda request: all(p(request) for p in predicates)
