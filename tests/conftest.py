@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.lbdproc import Lbd
+from tests.http_backend import HttpBackend
+from tests.lbdproc import Lbd, application_config, free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "TcpBackend"], Awaitable[None]]
 
@@ -106,3 +107,35 @@ def digest(chunks: list[bytes]) -> str:
     for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()
+
+
+LbdFactory = Callable[..., Lbd]
+Alb = Callable[..., Awaitable[tuple[Lbd, int, HttpBackend]]]
+
+
+@pytest.fixture
+async def http_backends() -> AsyncIterator[Callable[[str], Awaitable[HttpBackend]]]:
+    started: list[HttpBackend] = []
+
+    async def start(name: str = "backend") -> HttpBackend:
+        backend = await HttpBackend(name).start()
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        await backend.close()
+
+
+@pytest.fixture
+async def alb(
+    lbd: LbdFactory, http_backends: Callable[[str], Awaitable[HttpBackend]]
+) -> Callable[..., Awaitable[tuple[Lbd, int, HttpBackend]]]:
+    async def make(**load_balancer: Any) -> tuple[Lbd, int, HttpBackend]:
+        backend = await http_backends("b1")
+        port = free_port()
+        proc = lbd(application_config(port, [backend.port], **load_balancer))
+        await proc.wait_ready()
+        return proc, port, backend
+
+    return make

@@ -45,6 +45,7 @@ class HttpBackend:
     port: int = 0
     requests: list[SeenRequest] = field(default_factory=list)
     connections: int = 0
+    closed_connections: int = 0
     server: asyncio.Server | None = None
 
     async def start(self) -> HttpBackend:
@@ -82,6 +83,7 @@ class HttpBackend:
         except (ConnectionError, h11.RemoteProtocolError):
             return
         finally:
+            self.closed_connections += 1
             writer.close()
 
     async def _read_request(

@@ -4,48 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
-import pytest
-
-from tests.http_backend import HttpBackend, pattern
+from tests.conftest import Alb, LbdFactory
+from tests.http_backend import pattern
 from tests.http_client import Client
-from tests.lbdproc import Lbd, application_config, free_port
+from tests.lbdproc import application_config, free_port
 
 MiB = 1024 * 1024
-LbdFactory = Callable[..., Lbd]
-
-
-@pytest.fixture
-async def http_backends() -> AsyncIterator[Callable[[str], Awaitable[HttpBackend]]]:
-    started: list[HttpBackend] = []
-
-    async def start(name: str = "backend") -> HttpBackend:
-        backend = await HttpBackend(name).start()
-        started.append(backend)
-        return backend
-
-    yield start
-    for backend in started:
-        await backend.close()
-
-
-@pytest.fixture
-async def alb(
-    lbd: LbdFactory, http_backends: Callable[[str], Awaitable[HttpBackend]]
-) -> Callable[..., Awaitable[tuple[Lbd, int, HttpBackend]]]:
-    async def make(**load_balancer: Any) -> tuple[Lbd, int, HttpBackend]:
-        backend = await http_backends("b1")
-        port = free_port()
-        proc = lbd(application_config(port, [backend.port], **load_balancer))
-        await proc.wait_ready()
-        return proc, port, backend
-
-    return make
-
-
-Alb = Callable[..., Awaitable[tuple[Lbd, int, HttpBackend]]]
 
 
 async def test_get_is_forwarded_with_forwarded_headers(alb: Alb) -> None:

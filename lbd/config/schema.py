@@ -364,7 +364,7 @@ class Listener(Model):
                     "priorities must be unique per listener"
                 )
             seen[rule.priority] = index
-        return tuple(sorted(value, key=lambda r: r.priority))
+        return value  # kept in file order so error paths match the file; routing sorts by priority
 
 
 class Target(Model):

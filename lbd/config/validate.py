@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from lbd.config.loader import ConfigIssue
-from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
+from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, RedirectAction, TargetGroup
 
 LISTENER_PROTOCOLS = {
     "application": ("HTTP", "HTTPS"),
@@ -124,6 +124,8 @@ def _actions(
     for r, rule in enumerate(listener.rules):
         located += [(f"{where}.rules[{r}].actions[{k}]", a) for k, a in enumerate(rule.actions)]
     for path, action in located:
+        if isinstance(action, RedirectAction) and listener.protocol == "HTTPS" and action.protocol == "HTTP":
+            yield ConfigIssue(f"{path}.protocol", "a redirect from HTTPS to HTTP is not allowed (ALB rule)")
         if not isinstance(action, ForwardAction):
             continue
         for g, weighted in enumerate(action.target_groups):

@@ -22,14 +22,14 @@ class RuleTable:
     def __init__(
         self, listener: Listener, target_groups: Mapping[str, TargetGroupRuntime], sealer: CookieSealer
     ) -> None:
-        # listener.rules is already sorted by priority (config.schema).
+        # Lowest priority number first (ALB); the config keeps the file's order.
         self.rules: tuple[tuple[int, Predicate, CompiledAction], ...] = tuple(
             (
                 rule.priority,
                 compile_conditions(rule.conditions),
                 compile_action(rule.actions[-1], target_groups, sealer),
             )
-            for rule in listener.rules
+            for rule in sorted(listener.rules, key=lambda r: r.priority)
         )
         self.default: CompiledAction = compile_action(listener.default_actions[-1], target_groups, sealer)
 
