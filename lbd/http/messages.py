@@ -25,6 +25,12 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# Fields a response loses on the way to the client: hop-by-hop ones, and Content-Length (re-framed).
+_FRAMING = HOP_BY_HOP | {b"content-length"}
+# Connection options that name no other field (nginx sends "Connection: keep-alive" on every response).
+_NOT_FORWARDED = HOP_BY_HOP | {b"close"}
+
+
 @dataclass(slots=True)
 class RequestHead:
     data: bytes  # request line and headers, ready to write to the target
@@ -75,20 +81,21 @@ def response_framing(
         # Switching Protocols: Connection/Upgrade are the point of the message (RFC 9110 15.2.2).
         return ResponseFraming(headers, False, False)
     kept: list[tuple[bytes, bytes]] = []
-    listed: set[bytes] = set()
+    listed: set[bytes] | None = None
     length: bytes | None = None
     chunked = False
     for name, value in headers:
         lower = name.lower()
-        if lower == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b","))
-        elif lower == b"transfer-encoding":
-            chunked = True
+        if lower not in _FRAMING:
+            kept.append((name, value))
         elif lower == b"content-length":
             length = value
-        if lower not in HOP_BY_HOP and lower != b"content-length":
-            kept.append((name, value))
-    if listed:
+        elif lower == b"transfer-encoding":
+            chunked = True
+        elif lower == b"connection":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            listed = tokens if listed is None else listed | tokens
+    if listed is not None and not listed <= _NOT_FORWARDED:
         kept = [(n, v) for n, v in kept if n.lower() not in listed]
     if bodiless:
         if length is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -457,7 +457,6 @@ class Exchange:
         "_pending_body",
         "_response_chunked",
         "_response_close",
-        "_response_headers",
         "_switching",
         "_target_until_close",
         "_tried",
@@ -474,7 +473,6 @@ class Exchange:
         "method",
         "request_complete",
         "response_done",
-        "response_reason",
         "response_started",
         "set_cookie",
         "target",
@@ -509,14 +507,12 @@ class Exchange:
         self.request_complete = False
         self.response_started = False
         self.response_done = False
-        self.response_reason = b""
         self.target: Target | None = None
         self.target_group: TargetGroupRuntime | None = None
         self.target_side: HttpTargetSide | None = None
         self.early_tunnel_data = b""
         self.action_priority = -1
         self._pending_body: list[bytes] | None = []
-        self._response_headers: list[tuple[bytes, bytes]] = []
         self._response_chunked = False
         self._response_close = False
         self.waiting_since = 0.0
@@ -676,10 +672,9 @@ class Exchange:
 
     # -- response side (called by HttpTargetSide) ----------------------------------------------------------
 
-    def response_header(self, name: bytes, value: bytes) -> None:
-        self._response_headers.append((name, value))
-
-    def response_headers_complete(self, status: int, parser: Any) -> None:
+    def response_headers_complete(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], target_keep_alive: bool
+    ) -> None:
         self.waiting_since = 0.0
         if 100 <= status < 200 and status != 101:
             # Interim responses: 100 Continue was already answered by lbd; others (103) pass through.
@@ -687,19 +682,18 @@ class Exchange:
                 self.client.write(
                     messages.response_head(
                         status,
-                        self.response_reason,
-                        self._response_headers,
+                        reason,
+                        headers,
                         chunked=False,
                         close=False,
                         interim=True,
                     )
                 )
-            self._response_headers = []
             return
         listener = self.client.listener
         listener.stats.target_responses[status // 100] += 1
         bodiless = self.head_request or status in (204, 304)
-        framing = messages.response_framing(status, self._response_headers, bodiless, self.version)
+        framing = messages.response_framing(status, headers, bodiless, self.version)
         self._response_chunked = framing.chunked
         self._target_until_close = framing.target_close_delimited
         if self.upgrade and status != 101:
@@ -707,12 +701,12 @@ class Exchange:
             self.keep_client = False
         if framing.close_delimited or not self.keep_alive:
             self.keep_client = False
-        self._response_close = not parser.should_keep_alive()
+        self._response_close = not target_keep_alive
         self.response_started = True
         self.client.write(
             messages.response_head(
                 status,
-                self.response_reason,
+                reason,
                 framing.headers,
                 chunked=framing.chunked,
                 close=not self.keep_client,

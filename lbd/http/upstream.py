@@ -36,9 +36,11 @@ class HttpTargetSide(asyncio.Protocol):
     __slots__ = (
         "exchange",
         "generation",
+        "headers",
         "idle_since",
         "parser",
         "pool",
+        "reason",
         "reused",
         "target",
         "transport",
@@ -52,6 +54,9 @@ class HttpTargetSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # The response head being parsed: collected here, handed to the exchange when it is complete.
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
         self.idle_since = 0.0
         self.reused = False
         self.tunnel: Callable[[bytes], None] | None = None
@@ -114,17 +119,22 @@ class HttpTargetSide(asyncio.Protocol):
 
     # -- httptools response callbacks (forwarded to the exchange) ---------------------------------------
 
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+
     def on_status(self, reason: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_reason = reason
+        self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.response_header(name, value)
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
-            self.exchange.response_headers_complete(self.parser.get_status_code(), self.parser)
+            parser = self.parser
+            self.exchange.response_headers_complete(
+                parser.get_status_code(), self.reason, self.headers, parser.should_keep_alive()
+            )
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
