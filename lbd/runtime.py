@@ -7,14 +7,21 @@ accepted on, so requests in flight finish on the Snapshot they started with (DES
 
 from __future__ import annotations
 
+import logging
+import math
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
 from lbd.observe.stats import ListenerStats, StatsRegistry
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
+
+log = logging.getLogger("lbd.targets")
+
+_NO_TARGETS: frozenset[Target] = frozenset()
 
 
 class UnsupportedConfig(Exception):
@@ -35,14 +42,196 @@ class ListenerKey:
 
 
 class TargetGroupRuntime:
-    """A target group's targets plus the balancer that picks among them."""
+    """A target group's targets, who among them takes traffic, and the balancer that picks among those.
 
-    def __init__(self, config: TargetGroup, *, rng: random.Random | None = None) -> None:
+    Who takes traffic follows ELB (elb-semantics.md sections 1-2):
+
+    - healthy targets (the node's health checker decides; ``apply_health``), minus those a worker ejected
+      for failing requests (passive outlier detection) and those draining;
+    - fail open: when fewer targets are healthy than ``minimum_healthy_targets`` asks, every registered
+      target takes traffic, healthy or not;
+    - zones: with cross-zone off only targets in this node's zone; when none of them is healthy the other
+      zones take over (ELB would withdraw the node's address from DNS; one host must keep serving);
+    - slow start: a target that turns healthy while others serve ramps its weight up linearly.
+
+    ``refresh`` recomputes the plain ``eligible``/``effective_weight`` attributes balancers read, so the
+    request path never does this work.
+    """
+
+    def __init__(
+        self,
+        config: TargetGroup,
+        *,
+        node_zone: str = "zone-a",
+        cross_zone: bool = True,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.name = config.name
+        self.node_zone = node_zone
+        self.cross_zone = cross_zone
+        self.clock = clock
         self.targets = tuple(Target(t.id, t.port, t.zone, t.weight) for t in config.targets)
-        self.balancer: Balancer = make_balancer(config.algorithm, self.targets, rng)
+        self.local = tuple(t for t in self.targets if t.zone == node_zone)
+        self.everywhere: Balancer = make_balancer(config.algorithm, self.targets, rng)
+        self.zonal: Balancer = make_balancer(config.algorithm, self.local, rng)
+        self.balancer: Balancer = self.everywhere if cross_zone else self.zonal
         self.connect_timeout = config.connect_timeout_seconds
+        self.checks_enabled = config.health_check.enabled
+        self.fail_open = False
+        self.zonal_failover = False
+        self.ramping: dict[Target, float] = {}  # target -> when its slow start began
+        self.failures: dict[Target, int] = {}  # consecutive failed requests, per target (outlier detection)
+        self.ejections: dict[Target, tuple[float, int]] = {}  # target -> (ejected until, times in a row)
+        outliers = config.outlier_detection
+        self.outlier_threshold = outliers.consecutive_failures
+        self.ejection_seconds = outliers.ejection_seconds
+        self.counters = {"fail_open_transitions": 0, "zonal_failovers": 0, "ejections": 0}
+        for target in self.targets:
+            target.healthy = not self.checks_enabled  # initial until the checker says otherwise
+        self.refresh()
+
+    # -- the request path ------------------------------------------------------------------------------
+
+    def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NO_TARGETS) -> Target | None:
+        target = self.balancer.pick(flow_key, exclude)
+        if target is None and self.balancer is not self.everywhere:
+            # Every target of this zone failed for this request: another zone may still answer.
+            target = self.everywhere.pick(flow_key, exclude)
+        return target
+
+    def request_failed(self, target: Target) -> None:
+        """A connect error or a 5xx from ``target`` (passive outlier detection)."""
+        if not self.outlier_threshold:
+            return
+        count = self.failures.get(target, 0) + 1
+        self.failures[target] = count
+        if count >= self.outlier_threshold and not target.ejected:
+            self._eject(target)
+
+    def request_succeeded(self, target: Target) -> None:
+        if self.failures:
+            self.failures.pop(target, None)
+
+    # -- state changes ---------------------------------------------------------------------------------
+
+    def apply_health(self, healthy: Mapping[str, bool], passed: Iterable[str] = ()) -> None:
+        """The checker's verdicts (key ``id:port``); ``passed``: targets whose latest check passed."""
+        now = self.clock()
+        serving = any(t.routable and t not in self.ramping for t in self.targets)
+        for target in self.targets:
+            verdict = healthy.get(target.key)
+            if verdict is None or not self.checks_enabled:
+                continue
+            if verdict and not target.healthy and self.config.slow_start_seconds and serving:
+                self.ramping[target] = now
+                target.ramp = 0.0
+            elif not verdict:
+                self.ramping.pop(target, None)
+                target.ramp = 1.0
+            target.healthy = verdict
+        for key in passed:
+            for target in self.targets:
+                if target.key == key and target.ejected:
+                    self._uneject(target, "an active health check passed")
+        self.refresh()
+
+    def tick(self) -> bool:
+        """Advance slow start and end ejections; True while there is more to do later."""
+        now = self.clock()
+        changed = False
+        duration = self.config.slow_start_seconds
+        for target, began in list(self.ramping.items()):
+            share = (now - began) / duration if duration else 1.0
+            if share >= 1.0:
+                del self.ramping[target]
+                share = 1.0
+            target.ramp = share
+            changed = True
+        for target, (until, _) in list(self.ejections.items()):
+            if target.ejected and now >= until:
+                self._uneject(target, "its ejection period ended")
+                changed = True
+        if changed:
+            self.refresh()
+        return bool(self.ramping) or any(t.ejected for t in self.targets)
+
+    def _eject(self, target: Target) -> None:
+        if sum(1 for t in self.targets if t.routable) <= 1:
+            return  # never eject the last target that takes traffic: fail-open would take it back anyway
+        _, times = self.ejections.get(target, (0.0, 0))
+        period = self.ejection_seconds * 2 ** min(times, 6)
+        self.ejections[target] = (self.clock() + period, times + 1)
+        target.ejected = True
+        self.failures.pop(target, None)
+        self.counters["ejections"] += 1
+        log.warning(
+            "target group %s: target %s ejected for %.0f s after %d failed requests in a row",
+            self.name,
+            target.label,
+            period,
+            self.outlier_threshold,
+        )
+        self.refresh()
+
+    def _uneject(self, target: Target, why: str) -> None:
+        target.ejected = False
+        log.info("target group %s: target %s back in service: %s", self.name, target.label, why)
+
+    def refresh(self) -> None:
+        registered = [t for t in self.targets if t.weight > 0 and not t.draining]
+        healthy = sum(1 for t in registered if t.routable)
+        minimum = self.config.minimum_healthy_targets
+        needed = minimum.count
+        if minimum.percentage is not None:
+            needed = max(needed, math.ceil(len(registered) * minimum.percentage / 100))
+        fail_open = bool(registered) and healthy < needed
+        if fail_open != self.fail_open:
+            self.fail_open = fail_open
+            if fail_open:
+                self.counters["fail_open_transitions"] += 1
+                log.warning(
+                    "target group %s: %d of %d targets healthy (minimum %d): failing open, every target "
+                    "takes traffic",
+                    self.name,
+                    healthy,
+                    len(registered),
+                    needed,
+                )
+            else:
+                log.info(
+                    "target group %s: %d targets healthy again; no longer failing open", self.name, healthy
+                )
+        for target in self.targets:
+            target.refresh(fail_open)
+        if self.cross_zone:
+            return
+        local_ok = any(t.eligible for t in self.local)
+        failover = not local_ok and any(t.eligible for t in self.targets)
+        self.balancer = self.zonal if local_ok else self.everywhere
+        if failover != self.zonal_failover:
+            self.zonal_failover = failover
+            if failover:
+                self.counters["zonal_failovers"] += 1
+                log.warning(
+                    "target group %s: no healthy target in zone %s; sending its traffic to other zones",
+                    self.name,
+                    self.node_zone,
+                )
+            else:
+                log.info("target group %s: zone %s has healthy targets again", self.name, self.node_zone)
+
+    def report(self) -> dict[str, object]:
+        return {
+            "target_group": self.name,
+            "healthy_targets": sum(1 for t in self.targets if t.routable),
+            "unhealthy_targets": sum(1 for t in self.targets if not t.healthy and not t.draining),
+            "ejected_targets": sum(1 for t in self.targets if t.ejected),
+            "fail_open": self.fail_open,
+            "zonal_failover": self.zonal_failover,
+            **self.counters,
+        }
 
 
 class ListenerRuntime:
@@ -114,7 +303,22 @@ class Snapshot:
 
     @classmethod
     def build(cls, config: Config, generation: int, stats: StatsRegistry) -> Snapshot:
-        target_groups = {tg.name: TargetGroupRuntime(tg) for tg in config.target_groups}
+        for index, tg in enumerate(config.target_groups):
+            if tg.health_check.enabled and tg.health_check.protocol == "GRPC":
+                raise UnsupportedConfig(
+                    f"target_groups[{index}].health_check.protocol: GRPC health checks are not served by "
+                    "this version of lbd yet (supported: TCP, HTTP, HTTPS)"
+                )
+        zone = config.node.zone
+        inherited = _inherited_cross_zone(config)
+        target_groups = {
+            tg.name: TargetGroupRuntime(
+                tg,
+                node_zone=zone,
+                cross_zone=tg.cross_zone if isinstance(tg.cross_zone, bool) else inherited.get(tg.name, True),
+            )
+            for tg in config.target_groups
+        }
         listeners: dict[ListenerKey, ListenerRuntime] = {}
         for lb_index, lb in enumerate(config.load_balancers):
             for l_index, listener in enumerate(lb.listeners):
@@ -131,6 +335,19 @@ class Snapshot:
                     generation,
                 )
         return cls(generation, config, target_groups, listeners)
+
+
+def _inherited_cross_zone(config: Config) -> dict[str, bool]:
+    """cross_zone: inherit takes the setting of the load balancer whose listeners forward to the group."""
+    inherited: dict[str, bool] = {}
+    for lb in config.load_balancers:
+        for listener in lb.listeners:
+            actions = [*listener.default_actions, *(a for rule in listener.rules for a in rule.actions)]
+            for action in actions:
+                if isinstance(action, ForwardAction):
+                    for weighted in action.target_groups:
+                        inherited.setdefault(weighted.name, lb.cross_zone)
+    return inherited
 
 
 def _check_supported(lb: LoadBalancer, listener: Listener, where: str) -> None:

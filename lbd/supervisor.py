@@ -37,6 +37,7 @@ from lbd.admin.server import AdminRequest, AdminResponse, Router, start_admin_se
 from lbd.config.loader import ConfigError, parse_config
 from lbd.config.schema import Config
 from lbd.control import ControlProtocol, Message
+from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.stats import StatsRegistry
@@ -167,6 +168,7 @@ class Supervisor:
         self._admin: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_seq = 0
+        self.checker: HealthChecker | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -178,10 +180,12 @@ class Supervisor:
         # One stickiness cookie key for all workers (inherited through the environment), so a cookie set
         # by one worker is honoured by the others and by restarted ones.
         cookie_key()
+        self.checker = HealthChecker(self._broadcast_health)
         try:
             self._probe_listeners(set())
             await self._start_admin()
             await asyncio.gather(*(self._start_worker(w) for w in self.workers))
+            self.checker.update(self.current.config)
         except StartupError as exc:
             log.error("%s", exc)
             await self._stop_workers(deadline=5.0)
@@ -207,6 +211,8 @@ class Supervisor:
         systemd.stopping()
         deadline = self.current.config.node.shutdown_timeout_seconds
         log.info("shutting down: draining connections for up to %.0f s", deadline)
+        if self.checker is not None:
+            self.checker.stop()
         clean = await self._stop_workers(deadline + 5.0)
         if self._admin is not None:
             self._admin.close()
@@ -251,6 +257,12 @@ class Supervisor:
         if not reply.get("ok"):
             raise StartupError(f"worker {worker.index}: {reply.get('error')}", EXIT_BIND)
         await worker.request({"op": "commit", "generation": self.generation}, "committed")
+        if self.checker is not None:
+            worker.send({"op": "health", "routable": self.checker.routable()})
+
+    def _broadcast_health(self, routable: dict[str, dict[str, bool]], passed: dict[str, list[str]]) -> None:
+        for worker in self.workers:
+            worker.send({"op": "health", "routable": routable, "passed": passed})
 
     async def _watch(self, worker: WorkerHandle) -> None:
         """Restart a worker that exits while lbd is running, backing off if it keeps dying."""
@@ -331,6 +343,8 @@ class Supervisor:
         if loaded.config.admin != self.current.config.admin:
             log.warning("admin settings changed; they take effect at the next restart")
         self.current, self.generation = loaded, generation
+        if self.checker is not None:
+            self.checker.update(loaded.config)
         log.info(
             "reloaded: generation %d in service (%d listener(s) added, %d removed, %d kept)",
             generation,
@@ -372,6 +386,8 @@ class Supervisor:
         router.add("GET", "/readyz", self._readyz)
         router.add("POST", "/v1/reload", self._reload_endpoint)
         router.add("GET", "/v1/stats", self._stats_endpoint)
+        router.add("GET", "/v1/target-groups", self._target_groups_endpoint)
+        router.add("GET", "/v1/target-groups/*", self._targets_endpoint)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -421,6 +437,36 @@ class Supervisor:
         return AdminResponse(
             200, {"generation": self.generation, "listeners": listeners, "workers": per_worker}
         )
+
+    async def _target_groups_endpoint(self, request: AdminRequest) -> AdminResponse:
+        groups = []
+        for group in self.current.config.target_groups:
+            targets = self.checker.describe(group.name) if self.checker is not None else []
+            states: dict[str, int] = {}
+            for target in targets:
+                states[str(target["state"])] = states.get(str(target["state"]), 0) + 1
+            check = group.health_check
+            groups.append(
+                {
+                    "name": group.name,
+                    "protocol": group.protocol,
+                    "algorithm": group.algorithm,
+                    "targets": len(targets),
+                    "states": states,
+                    "health_check": check.model_dump(mode="json") if check.enabled else {"enabled": False},
+                }
+            )
+        return AdminResponse(200, {"target_groups": groups})
+
+    async def _targets_endpoint(self, request: AdminRequest) -> AdminResponse:
+        rest = request.path.removeprefix("/v1/target-groups/")
+        name, _, tail = rest.partition("/")
+        if tail != "targets":
+            return AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        if not any(group.name == name for group in self.current.config.target_groups):
+            return AdminResponse(404, {"error": f"no target group named {name!r}"})
+        targets = self.checker.describe(name) if self.checker is not None else []
+        return AdminResponse(200, {"target_group": name, "targets": targets})
 
 
 def resolve_workers(option: int | None, config: Config) -> int:

@@ -69,6 +69,8 @@ class Worker:
         self.control: ControlProtocol | None = None
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.health: dict[str, dict[str, bool]] = {}  # target group -> "id:port" -> routable
+        self._ticker: asyncio.TimerHandle | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -82,7 +84,10 @@ class Worker:
         self.control = ControlProtocol(self._on_message, self._stop.set)
         control = self.control
         await loop.create_unix_connection(lambda: control, sock=sock)
+        self._ticker = loop.call_later(1.0, self._tick)
         await self._stop.wait()
+        if self._ticker is not None:
+            self._ticker.cancel()
         await self.shutdown()
         return 0
 
@@ -99,9 +104,38 @@ class Worker:
         elif op == "abort":
             self._abort(generation)
         elif op == "stats":
-            self._send({"op": "stats", "generation": generation, "listeners": self._stats_report()})
+            self._send(
+                {
+                    "op": "stats",
+                    "generation": generation,
+                    "listeners": self._stats_report(),
+                    "target_groups": self._target_group_report(),
+                }
+            )
+        elif op == "health":
+            self._health(message.get("routable") or {}, message.get("passed") or {})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
+
+    def _health(self, routable: dict[str, dict[str, bool]], passed: dict[str, list[str]]) -> None:
+        """Verdicts of the node's health checker: a full routable map, and/or targets that just passed."""
+        if routable:
+            self.health = routable
+        if self.snapshot is not None:
+            for name, group in self.snapshot.target_groups.items():
+                group.apply_health(self.health.get(name, {}), passed.get(name, ()))
+
+    def _tick(self) -> None:
+        """Once a second: slow-start ramps and the end of outlier ejections."""
+        if self.snapshot is not None:
+            for group in self.snapshot.target_groups.values():
+                group.tick()
+        self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def _target_group_report(self) -> list[Message]:
+        if self.snapshot is None:
+            return []
+        return [group.report() for group in self.snapshot.target_groups.values()]
 
     def _send(self, message: Message) -> None:
         if self.control is not None:
@@ -145,6 +179,8 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.snapshot = snapshot
+        for name, group in snapshot.target_groups.items():
+            group.apply_health(self.health.get(name, {}))
         if self.pool is not None:
             self.pool.retire(generation)
         log.debug("worker %d: generation %d in service", self.worker_id, generation)

@@ -34,10 +34,12 @@ def test_round_robin_is_smooth_weighted() -> None:
 def test_round_robin_skips_unroutable_and_excluded() -> None:
     pool = targets(1, 1, 1)
     pool[1].healthy = False
+    pool[1].refresh()
     rr = RoundRobin(pool)
     assert names([rr.pick() for _ in range(4)]) == "acac"
     assert rr.pick(exclude={pool[0], pool[2]}) is None
     pool[2].draining = True
+    pool[2].refresh()
     assert names([rr.pick() for _ in range(2)]) == "aa"
 
 
@@ -62,6 +64,7 @@ def test_flow_hash_moves_only_the_flows_of_a_removed_target() -> None:
     keys = [f"flow{i}".encode() for i in range(5000)]
     before = {k: hashing.pick(k) for k in keys}
     pool[2].healthy = False
+    pool[2].refresh()
     after = {k: hashing.pick(k) for k in keys}
     moved = [k for k in keys if before[k] is not after[k]]
     assert all(before[k] is pool[2] for k in moved)

@@ -474,6 +474,15 @@ class MinimumHealthy(Model):
     percentage: int | None = Field(None, ge=1, le=100)
 
 
+class OutlierDetection(Model):
+    """Passive checks in each worker (lbd's addition; ELB has none): a target that fails this many
+    requests in a row (connect errors, 5xx) gets no new ones for ejection_seconds, doubling while it keeps
+    failing, until the period ends or an active health check passes. 0 (the default, as on ELB) is off."""
+
+    consecutive_failures: int = Field(0, ge=0, le=1000)
+    ejection_seconds: float = Field(30.0, ge=1, le=3600)
+
+
 class TargetGroup(Model):
     name: str = Field(pattern=NAME)
     protocol: Literal["HTTP", "HTTPS", "TCP", "TLS", "UDP", "TCP_UDP"]
@@ -488,6 +497,7 @@ class TargetGroup(Model):
     stickiness: TargetGroupStickiness = TargetGroupStickiness()
     health_check: HealthCheck
     minimum_healthy_targets: MinimumHealthy = MinimumHealthy()
+    outlier_detection: OutlierDetection = OutlierDetection()
     targets: tuple[Target, ...] = ()
 
     @model_validator(mode="after")

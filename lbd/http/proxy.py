@@ -558,7 +558,7 @@ class Exchange:
         if group is None:
             self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
             return
-        target = group.balancer.pick(None, self._tried)
+        target = group.pick(None, self._tried)
         if target is None:
             if self._tried:
                 self._respond_error(self._connect_error_status, "TargetConnectionError")
@@ -580,6 +580,7 @@ class Exchange:
             conn = await self.client.pool.connect(target, group.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.client.listener.stats.target_connection_errors += 1
+            group.request_failed(target)
             self._tried.add(target)
             # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
             self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
@@ -692,6 +693,12 @@ class Exchange:
             return
         listener = self.client.listener
         listener.stats.target_responses[status // 100] += 1
+        group = self.target_group
+        if group is not None and self.target is not None:
+            if status >= 500:
+                group.request_failed(self.target)
+            elif group.failures:
+                group.request_succeeded(self.target)
         bodiless = self.head_request or status in (204, 304)
         framing = messages.response_framing(status, headers, bodiless, self.version)
         self._response_chunked = framing.chunked

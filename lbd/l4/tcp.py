@@ -201,7 +201,7 @@ class TcpClientSide(asyncio.Protocol):
         stats = self.listener.stats
         tried: set[Target] = set()
         while True:
-            target = group.balancer.pick(flow_key, tried)
+            target = group.pick(flow_key, tried)
             if target is None:
                 if not tried:
                     stats.rejected_connections += 1
@@ -231,6 +231,7 @@ class TcpClientSide(asyncio.Protocol):
             except (OSError, TimeoutError) as exc:
                 # Nothing was sent to this target yet, so trying another one is safe.
                 stats.target_connection_errors += 1
+                group.request_failed(target)
                 tried.add(target)
                 log.warning(
                     "%s %s: connect to target %s failed (%s); trying another target",
@@ -240,6 +241,7 @@ class TcpClientSide(asyncio.Protocol):
                     exc.__class__.__name__ if isinstance(exc, TimeoutError) else exc,
                 )
                 continue
+            group.request_succeeded(target)
             return
 
     def target_connected(self, target_side: TcpTargetSide) -> None:

@@ -1,7 +1,7 @@
 """Target choice within one target group (pure: no I/O, no clock, deterministic given its inputs).
 
 Each balancer is built over the fixed tuple of targets of a Snapshot and picks among those that are
-routable and not excluded (``exclude`` carries targets whose connect already failed for this request, so a
+eligible and not excluded (``exclude`` carries targets whose connect already failed for this request, so a
 retry never lands on the same dead target).
 """
 
@@ -34,17 +34,18 @@ class RoundRobin:
 
     def __init__(self, targets: Sequence[Target]) -> None:
         self._targets = tuple(targets)
-        self._scores = [0] * len(self._targets)
+        self._scores = [0.0] * len(self._targets)
 
     def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NOTHING) -> Target | None:
         scores = self._scores
         best = -1
-        total = 0
+        total = 0.0
         for index, target in enumerate(self._targets):
-            if not target.routable or target in exclude:
+            if not target.eligible or target in exclude:
                 continue
-            scores[index] += target.weight
-            total += target.weight
+            weight = target.effective_weight
+            scores[index] += weight
+            total += weight
             if best < 0 or scores[index] > scores[best]:
                 best = index
         if best < 0:
@@ -70,11 +71,11 @@ class FlowHash:
         best: Target | None = None
         best_score = -1.0
         for target in self._targets:
-            if not target.routable or target in exclude:
+            if not target.eligible or target in exclude:
                 continue
             digest = blake2b(key, digest_size=8, key=target.hash_key[:64]).digest()
             uniform = (int.from_bytes(digest, "big") + 0.5) / _TWO_64
-            score = target.weight / -math.log(uniform)
+            score = target.effective_weight / -math.log(uniform)
             if score > best_score:
                 best, best_score = target, score
         return best
@@ -88,10 +89,10 @@ class WeightedRandom:
         self._rng = rng
 
     def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NOTHING) -> Target | None:
-        eligible = [t for t in self._targets if t.routable and t not in exclude]
+        eligible = [t for t in self._targets if t.eligible and t not in exclude]
         if not eligible:
             return None
-        return self._rng.choices(eligible, weights=[t.weight for t in eligible])[0]
+        return self._rng.choices(eligible, weights=[t.effective_weight for t in eligible])[0]
 
 
 class LeastOutstanding:
@@ -111,9 +112,9 @@ class LeastOutstanding:
         best_load = math.inf
         for step in range(count):
             target = self._targets[(self._next + step) % count]
-            if not target.routable or target in exclude:
+            if not target.eligible or target in exclude:
                 continue
-            load = target.outstanding / target.weight
+            load = target.outstanding / target.effective_weight
             if load < best_load:
                 best, best_load = target, load
         self._next = (self._next + 1) % max(count, 1)

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 class Target:
     """One registered target of one target group (identity is the object, not its fields).
 
-    ``routable`` is the single switch balancers look at; health checks, draining and outlier detection set
-    the fields it is computed from.
+    Balancers read two plain attributes, ``eligible`` and ``effective_weight``, so the hot path does no
+    arithmetic on health. They are recomputed (``TargetGroupRuntime.refresh``) whenever what they derive
+    from changes: the active checker's verdict (``healthy``), deregistration (``draining``), passive
+    outlier ejection (``ejected``), slow start (``ramp``), and the group's fail-open state.
     """
 
     id: str
@@ -19,16 +21,34 @@ class Target:
     weight: int = 1
     healthy: bool = True
     draining: bool = False
+    ejected: bool = False
+    ramp: float = 1.0  # slow start: the share of its weight a new target gets, 0..1
     outstanding: int = 0
+    eligible: bool = True
+    effective_weight: float = field(init=False)
     hash_key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         # Used by flow-hash balancing: the same bytes on every worker and every node, so all agree.
         self.hash_key = f"{self.id}:{self.port}".encode()
+        self.effective_weight = float(self.weight)
+        self.refresh()
 
     @property
     def routable(self) -> bool:
-        return self.healthy and not self.draining and self.weight > 0
+        """Takes new requests when the group is not failing open."""
+        return self.healthy and not self.draining and not self.ejected and self.weight > 0
+
+    def refresh(self, fail_open: bool = False) -> None:
+        self.eligible = (
+            self.weight > 0 and not self.draining and (fail_open or (self.healthy and not self.ejected))
+        )
+        # A ramping target keeps a small share rather than none, so slow start always makes progress.
+        self.effective_weight = self.weight * max(self.ramp, 0.01)
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}:{self.port}"
 
     @property
     def label(self) -> str:
