@@ -420,11 +420,27 @@ class Supervisor:
         )
         per_worker: list[dict[str, Any]] = []
         totals: dict[tuple[str, str], dict[str, int]] = {}
+        groups: dict[str, dict[str, Any]] = {}
         for worker, reply in zip(self.workers, replies, strict=True):
             if isinstance(reply, BaseException):
                 per_worker.append({"worker": worker.index, "error": str(reply)})
                 continue
-            per_worker.append({"worker": worker.index, "listeners": reply["listeners"]})
+            per_worker.append(
+                {
+                    "worker": worker.index,
+                    "listeners": reply["listeners"],
+                    "target_groups": reply.get("target_groups", []),
+                }
+            )
+            for report in reply.get("target_groups", []):
+                merged = groups.setdefault(report["target_group"], {})
+                for name, value in report.items():
+                    if isinstance(value, bool):  # fail_open, zonal_failover: in any worker
+                        merged[name] = bool(merged.get(name)) or value
+                    elif isinstance(value, int) and name.endswith("_targets") and name != "ejected_targets":
+                        merged[name] = value  # the checker's view, the same in every worker
+                    elif isinstance(value, int):
+                        merged[name] = merged.get(name, 0) + value
             for entry in reply["listeners"]:
                 key = (entry["load_balancer"], entry["listener"])
                 total = totals.setdefault(key, {})
@@ -434,8 +450,15 @@ class Supervisor:
         listeners = [
             {"load_balancer": lb, "listener": name, **values} for (lb, name), values in totals.items()
         ]
+        target_groups = [{"target_group": name, **values} for name, values in groups.items()]
         return AdminResponse(
-            200, {"generation": self.generation, "listeners": listeners, "workers": per_worker}
+            200,
+            {
+                "generation": self.generation,
+                "listeners": listeners,
+                "target_groups": target_groups,
+                "workers": per_worker,
+            },
         )
 
     async def _target_groups_endpoint(self, request: AdminRequest) -> AdminResponse:

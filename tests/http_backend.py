@@ -9,6 +9,7 @@ Paths choose the behaviour:
   /garbage         an invalid response (-> 502)
   /hang            never answer (-> 504)
   /ws              101 Switching Protocols, then echo raw bytes (a stand-in for WebSocket frames)
+  /health          ``health_status`` (200 unless a test changes it; 0 = never answer)
   anything else    200 "hello from <name>"
 """
 
@@ -46,6 +47,7 @@ class HttpBackend:
     requests: list[SeenRequest] = field(default_factory=list)
     connections: int = 0
     closed_connections: int = 0
+    health_status: int = 200
     server: asyncio.Server | None = None
 
     async def start(self) -> HttpBackend:
@@ -126,6 +128,11 @@ class HttpBackend:
                 if data:
                     writer.write(data)
 
+        if path == "/health":
+            if not self.health_status:
+                await reader.read()  # a target that accepts and never answers (-> Target.Timeout)
+                return False
+            path = f"/status/{self.health_status}"
         if path == "/close":
             return False
         if path == "/garbage":

@@ -1,0 +1,187 @@
+"""Active health checks through a real ``lbd run``: the node's checker probes real targets, workers route
+by its verdicts, and the admin API reports ELB's states and reason codes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from tests.conftest import LbdFactory
+from tests.http_backend import HttpBackend
+from tests.http_client import Client
+from tests.lbdproc import Lbd, application_config, free_port, network_config, wait_for
+
+# Fast checks so transitions happen within a test: interval 1 s is lbd's floor.
+HTTP_CHECK = {
+    "protocol": "HTTP",
+    "path": "/health",
+    "interval_seconds": 2,
+    "timeout_seconds": 1,
+    "healthy_threshold": 2,
+    "unhealthy_threshold": 2,
+    "matcher": "200-299",
+}
+
+
+def with_checks(config: dict[str, Any], check: dict[str, Any], **group: Any) -> dict[str, Any]:
+    config["target_groups"][0]["health_check"] = check
+    config["target_groups"][0].update(group)
+    return config
+
+
+async def targets(proc: Lbd, group: str = "web") -> dict[int, dict[str, Any]]:
+    status, body = await proc.admin("GET", f"/v1/target-groups/{group}/targets")
+    assert status == 200, body
+    return {t["port"]: t for t in body["targets"]}
+
+
+async def wait_state(proc: Lbd, port: int, state: str, group: str = "web") -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        target = (await targets(proc, group))[port]
+        return target if target["state"] == state else None
+
+    result: dict[str, Any] = await wait_for(reached, what=f"target {port} {state}")
+    return result
+
+
+async def spread(port: int, requests: int) -> Counter[str]:
+    client = await Client.connect(port)
+    seen: Counter[str] = Counter()
+    try:
+        for _ in range(requests):
+            response = await client.request("GET", "/")
+            assert response.status == 200
+            seen[response.body.decode().split()[-1]] += 1
+    finally:
+        client.close()
+    return seen
+
+
+async def group_stats(proc: Lbd, group: str = "web") -> dict[str, Any]:
+    status, body = await proc.admin("GET", "/v1/stats")
+    assert status == 200
+    reports = [g for g in body["target_groups"] if g["target_group"] == group]
+    assert reports, body
+    return reports[0]
+
+
+async def test_http_checks_move_traffic_and_report_elb_reasons(lbd: LbdFactory) -> None:
+    good, sick = await HttpBackend("good").start(), await HttpBackend("sick").start()
+    sick.health_status = 503
+    port = free_port()
+    proc = lbd(with_checks(application_config(port, [good.port, sick.port]), HTTP_CHECK))
+    await proc.wait_ready()
+
+    healthy = await wait_state(proc, good.port, "healthy")
+    assert healthy["reason"] == ""
+    unhealthy = await wait_state(proc, sick.port, "unhealthy")
+    assert unhealthy["reason"] == "Target.ResponseCodeMismatch"
+    assert unhealthy["description"] == "Health checks failed with these codes: [503]"
+    assert await spread(port, 10) == {"good": 10}
+
+    # The probe is ELB's: GET path, Host target:port, a health-checker User-Agent.
+    probe = next(r for r in sick.requests if r.target == "/health")
+    assert probe.header("host") == f"127.0.0.1:{sick.port}"
+    assert probe.header("user-agent") == "lbd-HealthChecker/1.0"
+
+    sick.health_status = 200  # recovers after healthy_threshold (2) passing checks
+    await wait_state(proc, sick.port, "healthy")
+    assert await spread(port, 10) == {"good": 5, "sick": 5}
+    await good.close()
+    await sick.close()
+
+
+async def test_timeout_and_refused_connection_reasons(lbd: LbdFactory) -> None:
+    hanging = await HttpBackend("hanging").start()
+    hanging.health_status = 0  # accepts, never answers
+    closed_port = free_port()  # nothing listens here
+    port = free_port()
+    proc = lbd(with_checks(application_config(port, [hanging.port, closed_port]), HTTP_CHECK))
+    await proc.wait_ready()
+    timed_out = await wait_state(proc, hanging.port, "unhealthy")
+    assert (timed_out["reason"], timed_out["description"]) == ("Target.Timeout", "Request timed out")
+    refused = await wait_state(proc, closed_port, "unhealthy")
+    assert refused["reason"] == "Target.FailedHealthChecks"
+    assert "connection refused" in refused["description"]
+    status, body = await proc.admin("GET", "/v1/target-groups")
+    assert status == 200
+    assert body["target_groups"][0]["states"] == {"unhealthy": 2}
+    await hanging.close()
+
+
+async def test_no_healthy_target_fails_open(lbd: LbdFactory) -> None:
+    # Both targets fail their checks but serve requests: ELB sends traffic to all of them.
+    a, b = await HttpBackend("a").start(), await HttpBackend("b").start()
+    a.health_status = b.health_status = 500
+    port = free_port()
+    proc = lbd(with_checks(application_config(port, [a.port, b.port]), HTTP_CHECK))
+    await proc.wait_ready()
+    await wait_state(proc, a.port, "unhealthy")
+    await wait_state(proc, b.port, "unhealthy")
+    assert await spread(port, 10) == {"a": 5, "b": 5}
+    report = await group_stats(proc)
+    assert report["fail_open"] is True
+    assert report["healthy_targets"] == 0
+    assert "failing open" in proc.log
+    await a.close()
+    await b.close()
+
+
+async def test_minimum_healthy_percentage_fails_open_early(lbd: LbdFactory) -> None:
+    # One of two healthy is 50%, below the 60% asked for: every target takes traffic.
+    a, b = await HttpBackend("a").start(), await HttpBackend("b").start()
+    b.health_status = 500
+    port = free_port()
+    config = with_checks(
+        application_config(port, [a.port, b.port]),
+        HTTP_CHECK,
+        minimum_healthy_targets={"count": 1, "percentage": 60},
+    )
+    proc = lbd(config)
+    await proc.wait_ready()
+    await wait_state(proc, a.port, "healthy")
+    await wait_state(proc, b.port, "unhealthy")
+    assert await spread(port, 10) == {"a": 5, "b": 5}
+    assert (await group_stats(proc))["fail_open"] is True
+    await a.close()
+    await b.close()
+
+
+async def test_tcp_checks_keep_new_flows_off_a_dead_target(lbd: LbdFactory, backends: Any) -> None:
+    live = await backends()
+    dead_port = free_port()
+    port = free_port()
+    check = {"protocol": "TCP", "interval_seconds": 2, "timeout_seconds": 1, "unhealthy_threshold": 2}
+    proc = lbd(with_checks(network_config(port, [live.port, dead_port]), check))
+    await proc.wait_ready()
+    await wait_state(proc, dead_port, "unhealthy", group="pool")
+    await wait_state(proc, live.port, "healthy", group="pool")
+    status, body = await proc.admin("GET", "/v1/stats")
+    assert status == 200
+    errors_before = body["listeners"][0]["target_connection_errors"]
+    for _ in range(6):
+        client = await Client.connect(port)
+        client.send(b"ping")
+        assert await client.reader.readexactly(4) == b"ping"
+        client.close()
+    status, body = await proc.admin("GET", "/v1/stats")
+    assert status == 200
+    # The checker already knew: no flow even tried the dead target.
+    assert body["listeners"][0]["target_connection_errors"] == errors_before
+
+
+async def test_reload_keeps_the_health_of_unchanged_targets(lbd: LbdFactory) -> None:
+    a, b = await HttpBackend("a").start(), await HttpBackend("b").start()
+    port = free_port()
+    proc = lbd(with_checks(application_config(port, [a.port]), HTTP_CHECK))
+    await proc.wait_ready()
+    await wait_state(proc, a.port, "healthy")
+    proc.write_config(with_checks(application_config(port, [a.port, b.port]), HTTP_CHECK))
+    status, body = await proc.admin("POST", "/v1/reload")
+    assert status == 200, body
+    after = await targets(proc)
+    assert after[a.port]["state"] == "healthy"  # not back to initial
+    assert after[b.port]["state"] in ("initial", "healthy")
+    await wait_state(proc, b.port, "healthy")
+    await a.close()
+    await b.close()
