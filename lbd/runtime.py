@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
 from lbd.observe.stats import ListenerStats, StatsRegistry
@@ -137,6 +138,13 @@ class TargetGroupRuntime:
                     self._uneject(target, "an active health check passed")
         self.refresh()
 
+    def set_draining(self, keys: Iterable[str]) -> None:
+        """Deregistered targets: no new requests, while those in flight finish (ELB draining)."""
+        draining = set(keys)
+        for target in self.targets:
+            target.draining = target.key in draining
+        self.refresh()
+
     def tick(self) -> bool:
         """Advance slow start and end ejections; True while there is more to do later."""
         now = self.clock()
@@ -259,6 +267,12 @@ class ListenerRuntime:
         self.target_group = (
             target_groups[action.target_groups[0].name] if isinstance(action, ForwardAction) else None
         )
+
+
+class ListenerSlot(Protocol):
+    """Holds the current runtime of one listening socket (the worker's BoundListener)."""
+
+    runtime: ListenerRuntime
 
 
 class HttpListenerRuntime(ListenerRuntime):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -31,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.server import AdminRequest, AdminResponse, Router, start_admin_server
 from lbd.config.loader import ConfigError, parse_config
-from lbd.config.schema import Config
+from lbd.config.schema import Config, TargetGroup
+from lbd.config.schema import Target as ConfigTarget
 from lbd.control import ControlProtocol, Message
 from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
@@ -43,6 +46,14 @@ from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.stats import StatsRegistry
 from lbd.routing.stickiness import cookie_key
 from lbd.runtime import Snapshot, UnsupportedConfig
+from lbd.upstream.registry import (
+    Registry,
+    apply_overlay,
+    load_registry,
+    save_registry,
+    state_path,
+    target_key,
+)
 
 log = logging.getLogger("lbd.supervisor")
 
@@ -169,6 +180,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_seq = 0
         self.checker: HealthChecker | None = None
+        self.registry = Registry()
+        self.state_file = state_path(loaded.config, loaded.path)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -182,16 +195,18 @@ class Supervisor:
         cookie_key()
         self.checker = HealthChecker(self._broadcast_health)
         try:
+            self.registry = self._load_registry()
             self._probe_listeners(set())
             await self._start_admin()
             await asyncio.gather(*(self._start_worker(w) for w in self.workers))
-            self.checker.update(self.current.config)
+            self._update_checker()
         except StartupError as exc:
             log.error("%s", exc)
             await self._stop_workers(deadline=5.0)
             return exc.exit_code
         for worker in self.workers:
             self._spawn_task(self._watch, worker)
+        self._spawn_task(self._drain_loop)
         self.ready = True
         listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
         log.info(
@@ -250,6 +265,7 @@ class Supervisor:
                 "generation": self.generation,
                 "config_text": self.current.text,
                 "config_path": self.current.path,
+                "overlay": self.registry.overlay(self.current.config),
             }
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
@@ -318,8 +334,35 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
+        registry = copy.deepcopy(self.registry)
+        # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
+        registry.reconcile(self.current.config, loaded.config, time.monotonic())
+        old_keys = set(self._snapshot_keys(self.current.config))
+        result = await self._deploy(loaded, registry)
+        if not result.ok:
+            return result
+        new_keys = set(self._snapshot_keys(loaded.config))
+        if loaded.config.admin != self.current.config.admin:
+            log.warning("admin settings changed; they take effect at the next restart")
+        log.info(
+            "reloaded: generation %d in service (%d listener(s) added, %d removed, %d kept)",
+            result.generation,
+            len(new_keys - old_keys),
+            len(old_keys - new_keys),
+            len(new_keys & old_keys),
+        )
+        return result
+
+    async def _deploy(self, loaded: LoadedConfig, registry: Registry) -> ReloadResult:
+        """Move every worker to a new generation of (config, registrations), or none of them."""
         generation = self.generation + 1
-        message = {"op": "prepare", "generation": generation, "config_text": loaded.text, "config_path": path}
+        message = {
+            "op": "prepare",
+            "generation": generation,
+            "config_text": loaded.text,
+            "config_path": loaded.path,
+            "overlay": registry.overlay(loaded.config),
+        }
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
         )
@@ -332,27 +375,84 @@ class Supervisor:
             for worker in self.workers:
                 worker.send({"op": "abort", "generation": generation})
             for error in errors:
-                log.error("reload rejected: %s", error)
+                log.error("change rejected: %s", error)
             return ReloadResult(False, self.generation, errors)
         await asyncio.gather(
             *(w.request({"op": "commit", "generation": generation}, "committed") for w in self.workers),
             return_exceptions=True,
         )
-        old_keys = set(self._snapshot_keys(self.current.config))
-        new_keys = set(self._snapshot_keys(loaded.config))
-        if loaded.config.admin != self.current.config.admin:
-            log.warning("admin settings changed; they take effect at the next restart")
-        self.current, self.generation = loaded, generation
-        if self.checker is not None:
-            self.checker.update(loaded.config)
-        log.info(
-            "reloaded: generation %d in service (%d listener(s) added, %d removed, %d kept)",
-            generation,
-            len(new_keys - old_keys),
-            len(old_keys - new_keys),
-            len(new_keys & old_keys),
-        )
+        self.current, self.generation, self.registry = loaded, generation, registry
+        self._update_checker()
         return ReloadResult(True, generation)
+
+    def _update_checker(self) -> None:
+        if self.checker is not None:
+            effective = apply_overlay(self.current.config, self.registry.overlay(self.current.config))
+            self.checker.update(effective, set(self.registry.draining))
+
+    def _load_registry(self) -> Registry:
+        try:
+            registry = load_registry(self.state_file)
+        except (OSError, ValueError) as exc:
+            raise StartupError(
+                f"cannot read the registration state {self.state_file}: {exc} (fix or remove the file)",
+                EXIT_CONFIG,
+            ) from exc
+        if registry.added or registry.removed:
+            log.info("runtime registrations restored from %s", self.state_file)
+        return registry
+
+    # -- draining --------------------------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        """Once a second: end deregistrations whose delay is over or whose target has nothing in flight."""
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            if not self.registry.draining:
+                continue
+            in_flight = await self._in_flight()
+            now = time.monotonic()
+            idle = {
+                ident
+                for ident in self.registry.draining
+                if in_flight is not None and not _count(in_flight, ident)
+            }
+            done = [i for i, d in self.registry.draining.items() if now >= d.deadline or i in idle]
+            if not done:
+                continue
+            async with self._reload_lock:
+                registry = copy.deepcopy(self.registry)
+                for ident in done:
+                    registry.finish(*ident)
+                result = await self._deploy(self.current, registry)
+            if not result.ok:
+                continue
+            for group, key in done:
+                expired = (group, key) not in idle
+                log.info(
+                    "target group %s: target %s deregistered%s",
+                    group,
+                    key,
+                    " (delay over, closing its connections)" if expired else " (nothing in flight)",
+                )
+                for worker in self.workers:
+                    worker.send({"op": "close_target", "target_group": group, "target": key})
+
+    async def _in_flight(self) -> dict[str, dict[str, int]] | None:
+        """Connections talking to each target, summed over workers; None if a worker did not answer."""
+        self._stats_seq += 1
+        message = {"op": "in_flight", "generation": self._stats_seq}
+        replies = await asyncio.gather(
+            *(w.request(message, "in_flight") for w in self.workers), return_exceptions=True
+        )
+        total: dict[str, dict[str, int]] = {}
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                return None
+            for group, counts in reply.get("targets", {}).items():
+                for key, count in counts.items():
+                    total.setdefault(group, {})[key] = total.get(group, {}).get(key, 0) + int(count)
+        return total
 
     @staticmethod
     def _snapshot_keys(config: Config) -> list[Any]:
@@ -388,6 +488,8 @@ class Supervisor:
         router.add("GET", "/v1/stats", self._stats_endpoint)
         router.add("GET", "/v1/target-groups", self._target_groups_endpoint)
         router.add("GET", "/v1/target-groups/*", self._targets_endpoint)
+        router.add("POST", "/v1/target-groups/*", self._register_endpoint)
+        router.add("DELETE", "/v1/target-groups/*", self._deregister_endpoint)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -481,15 +583,112 @@ class Supervisor:
             )
         return AdminResponse(200, {"target_groups": groups})
 
-    async def _targets_endpoint(self, request: AdminRequest) -> AdminResponse:
+    def _target_path(self, request: AdminRequest) -> tuple[TargetGroup | None, str, AdminResponse | None]:
+        """/v1/target-groups/{name}/targets[/{id}:{port}] -> (group, target key or "", error)."""
         rest = request.path.removeprefix("/v1/target-groups/")
         name, _, tail = rest.partition("/")
-        if tail != "targets":
-            return AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
-        if not any(group.name == name for group in self.current.config.target_groups):
-            return AdminResponse(404, {"error": f"no target group named {name!r}"})
-        targets = self.checker.describe(name) if self.checker is not None else []
-        return AdminResponse(200, {"target_group": name, "targets": targets})
+        what, _, key = tail.partition("/")
+        if what != "targets":
+            return None, "", AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        group = next((g for g in self.current.config.target_groups if g.name == name), None)
+        if group is None:
+            return None, "", AdminResponse(404, {"error": f"no target group named {name!r}"})
+        return group, key, None
+
+    async def _targets_endpoint(self, request: AdminRequest) -> AdminResponse:
+        group, _, error = self._target_path(request)
+        if error is not None or group is None:
+            return error or AdminResponse(404, {})
+        targets = self.checker.describe(group.name) if self.checker is not None else []
+        return AdminResponse(200, {"target_group": group.name, "targets": targets})
+
+    async def _register_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """RegisterTargets: body {"targets": [{"id", "port", "zone", "weight"}]}, as in the config."""
+        group, key, error = self._target_path(request)
+        if error is not None or group is None or key:
+            return error or AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        try:
+            body = request.json()
+        except ValueError as exc:
+            return AdminResponse(400, {"error": f"body is not JSON: {exc}"})
+        items = body.get("targets") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return AdminResponse(400, {"error": 'body must be {"targets": [{"id": ..., "port": ...}, ...]}'})
+        targets: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                problems.append(f"targets[{index}]: must be an object with id and port")
+                continue
+            item = {"zone": self.current.config.node.zone, **item}
+            if "port" not in item and group.port is not None:
+                item["port"] = group.port
+            try:
+                targets.append(ConfigTarget.model_validate(item).model_dump())
+            except ValidationError as exc:
+                problems += [
+                    f"targets[{index}].{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                ]
+        if problems:
+            return AdminResponse(400, {"error": "invalid targets", "errors": problems})
+        async with self._reload_lock:
+            registry = copy.deepcopy(self.registry)
+            for target in targets:
+                registry.register(self.current.config, group.name, target)
+            result = await self._deploy(self.current, registry)
+            if not result.ok:
+                return AdminResponse(500, {"error": "workers refused the change", "errors": result.errors})
+            saved = self._save_registry()
+        for target in targets:
+            log.info(
+                "target group %s: target %s registered", group.name, target_key(target["id"], target["port"])
+            )
+        body = {"target_group": group.name, "registered": targets, "generation": result.generation}
+        if saved is not None:
+            return AdminResponse(500, {**body, "error": saved})
+        return AdminResponse(200, body)
+
+    async def _deregister_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """DeregisterTargets: the target drains for deregistration_delay_seconds, then is gone."""
+        group, key, error = self._target_path(request)
+        if error is not None or group is None or not key:
+            return error or AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        async with self._reload_lock:
+            registry = copy.deepcopy(self.registry)
+            target = registry.deregister(self.current.config, group.name, key, time.monotonic())
+            if target is None:
+                return AdminResponse(404, {"error": f"target {key} is not registered in {group.name}"})
+            result = await self._deploy(self.current, registry)
+            if not result.ok:
+                return AdminResponse(500, {"error": "workers refused the change", "errors": result.errors})
+            saved = self._save_registry()
+        draining = (group.name, key) in self.registry.draining
+        log.info(
+            "target group %s: target %s deregistered%s",
+            group.name,
+            key,
+            f", draining for up to {group.deregistration_delay_seconds} s" if draining else "",
+        )
+        if not draining:
+            for worker in self.workers:
+                worker.send({"op": "close_target", "target_group": group.name, "target": key})
+        body = {"target_group": group.name, "target": key, "state": "draining" if draining else "unused"}
+        if saved is not None:
+            return AdminResponse(500, {**body, "error": saved})
+        return AdminResponse(200, body)
+
+    def _save_registry(self) -> str | None:
+        try:
+            save_registry(self.registry, self.state_file)
+        except OSError as exc:
+            message = f"the change is in effect but could not be saved to {self.state_file}: {exc}"
+            log.error("%s", message)
+            return message
+        return None
+
+
+def _count(in_flight: dict[str, dict[str, int]], ident: tuple[str, str]) -> int:
+    return in_flight.get(ident[0], {}).get(ident[1], 0)
 
 
 def resolve_workers(option: int | None, config: Config) -> int:

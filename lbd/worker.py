@@ -36,6 +36,7 @@ from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.logs import setup_logging
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
+from lbd.upstream.registry import Overlay, apply_overlay
 
 log = logging.getLogger("lbd.worker")
 
@@ -97,7 +98,14 @@ class Worker:
         op = message.get("op")
         generation = int(message.get("generation", 0))
         if op == "prepare":
-            self._send(self._prepare(generation, str(message["config_text"]), message.get("config_path")))
+            self._send(
+                self._prepare(
+                    generation,
+                    str(message["config_text"]),
+                    message.get("config_path"),
+                    message.get("overlay") or {},
+                )
+            )
         elif op == "commit":
             self._commit(generation)
             self._send({"op": "committed", "generation": generation})
@@ -114,6 +122,10 @@ class Worker:
             )
         elif op == "health":
             self._health(message.get("routable") or {}, message.get("passed") or {})
+        elif op == "in_flight":
+            self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
+        elif op == "close_target":
+            self._close_target(str(message["target_group"]), str(message["target"]))
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
 
@@ -124,6 +136,32 @@ class Worker:
         if self.snapshot is not None:
             for name, group in self.snapshot.target_groups.items():
                 group.apply_health(self.health.get(name, {}), passed.get(name, ()))
+
+    def _in_flight(self) -> dict[str, dict[str, int]]:
+        """Requests (application) and flows (network) now talking to each target, over every generation."""
+        counts: dict[str, dict[str, int]] = {}
+        for connection in self.tracker.connections:
+            using = connection.target_in_use()
+            if using is not None:
+                per_group = counts.setdefault(using[0], {})
+                per_group[using[1]] = per_group.get(using[1], 0) + 1
+        return counts
+
+    def _close_target(self, group: str, key: str) -> None:
+        """A deregistration delay ended: close what still talks to that target (ELB does the same)."""
+        closed = 0
+        for connection in list(self.tracker.connections):
+            if connection.target_in_use() == (group, key):
+                connection.abort()
+                closed += 1
+        if closed:
+            log.info(
+                "worker %d: closed %d connection(s) to deregistered target %s of %s",
+                self.worker_id,
+                closed,
+                key,
+                group,
+            )
 
     def _tick(self) -> None:
         """Once a second: slow-start ramps and the end of outlier ejections."""
@@ -141,12 +179,16 @@ class Worker:
         if self.control is not None:
             self.control.send(message)
 
-    def _prepare(self, generation: int, config_text: str, config_path: object) -> Message:
+    def _prepare(self, generation: int, config_text: str, config_path: object, overlay: Overlay) -> Message:
         try:
             config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            snapshot = Snapshot.build(config, generation, self.stats)
+            snapshot = Snapshot.build(apply_overlay(config, overlay), generation, self.stats)
         except (ConfigError, UnsupportedConfig) as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
+        for name, change in overlay.items():
+            group = snapshot.target_groups.get(name)
+            if group is not None:
+                group.set_draining(change.get("draining", ()))
         prepared = PreparedReload(snapshot)
         try:
             for key in snapshot.listeners:
@@ -201,7 +243,7 @@ class Worker:
             # Read at accept time, so a reload re-points new connections without touching the socket.
             runtime = bound.runtime
             if isinstance(runtime, HttpListenerRuntime):
-                return HttpClientSide(runtime, tracker, pool)
+                return HttpClientSide(runtime, tracker, pool, bound)
             return TcpClientSide(runtime, tracker)
 
         bound.server = await loop.create_server(accept, sock=bound.sock, backlog=BACKLOG)

@@ -9,6 +9,7 @@ Paths choose the behaviour:
   /garbage         an invalid response (-> 502)
   /hang            never answer (-> 504)
   /ws              101 Switching Protocols, then echo raw bytes (a stand-in for WebSocket frames)
+  /sleep/MS        200 after MS milliseconds
   /health          ``health_status`` (200 unless a test changes it; 0 = never answer)
   anything else    200 "hello from <name>"
 """
@@ -133,6 +134,9 @@ class HttpBackend:
                 await reader.read()  # a target that accepts and never answers (-> Target.Timeout)
                 return False
             path = f"/status/{self.health_status}"
+        if path.startswith("/sleep/"):
+            await asyncio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+            path = "/"
         if path == "/close":
             return False
         if path == "/garbage":

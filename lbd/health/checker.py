@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 from lbd.config.schema import Config, TargetGroup
@@ -78,8 +78,11 @@ class HealthChecker:
 
     # -- configuration -------------------------------------------------------------------------------
 
-    def update(self, config: Config) -> None:
-        """Check exactly the targets of ``config``: keep the state of targets whose check is unchanged."""
+    def update(self, config: Config, draining: Collection[tuple[str, str]] = ()) -> None:
+        """Check exactly the targets of ``config``: keep the state of targets whose check is unchanged.
+
+        ``draining`` (target group, "id:port") are deregistered targets on their way out: not checked.
+        """
         wanted: dict[tuple[str, str], TargetCheck] = {}
         for group in config.target_groups:
             check = group.health_check
@@ -88,7 +91,9 @@ class HealthChecker:
                 spec = probe_spec(group, target.id, target.port)
                 signature = (spec, check.interval_seconds, check.healthy_threshold, check.unhealthy_threshold)
                 existing = self.checks.get((group.name, key))
-                if existing is not None and existing.signature == signature:
+                registered_again = existing is not None and existing.health.state == "draining"
+                registered_again = registered_again and (group.name, key) not in draining
+                if existing is not None and existing.signature == signature and not registered_again:
                     existing.zone, existing.weight = target.zone, target.weight
                     wanted[(group.name, key)] = existing
                     continue
@@ -109,7 +114,15 @@ class HealthChecker:
             if wanted.get(ident) is not old and old.task is not None:
                 old.task.cancel()
         self.checks = wanted
+        for ident in draining:
+            leaving = wanted.get(ident)
+            if leaving is not None and leaving.health.drain():
+                log.info("target group %s: target %s draining", *ident)
+                if leaving.task is not None:
+                    leaving.task.cancel()
         for target_check in wanted.values():
+            if target_check.health.state == "draining":
+                continue
             if target_check.spec is not None and target_check.task is None:
                 target_check.task = asyncio.get_running_loop().create_task(self._run(target_check))
         self._on_change(self.routable(), {})

@@ -30,7 +30,7 @@ from lbd.listener.tracker import ConnectionTracker
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
-    from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
+    from lbd.runtime import HttpListenerRuntime, ListenerSlot, TargetGroupRuntime
 
 log = logging.getLogger("lbd.http")
 
@@ -73,6 +73,7 @@ class HttpClientSide(asyncio.Protocol):
         "parser",
         "peer",
         "pool",
+        "slot",
         "tracker",
         "transport",
         "tunnel_eofs",
@@ -80,8 +81,17 @@ class HttpClientSide(asyncio.Protocol):
         "upgrading",
     )
 
-    def __init__(self, listener: HttpListenerRuntime, tracker: ConnectionTracker, pool: UpstreamPool) -> None:
+    def __init__(
+        self,
+        listener: HttpListenerRuntime,
+        tracker: ConnectionTracker,
+        pool: UpstreamPool,
+        slot: ListenerSlot | None = None,
+    ) -> None:
         self.listener = listener
+        # Where the listener's current runtime is found: a keep-alive connection serves each new request
+        # with the latest generation (health, draining, rules), while requests in flight finish on theirs.
+        self.slot = slot
         self.tracker = tracker
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -263,6 +273,10 @@ class HttpClientSide(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_raw = None
+        if not self.exchanges and self.slot is not None:
+            latest = self.slot.runtime
+            if latest is not self.listener and latest.kind == "http":
+                self.listener = cast("HttpListenerRuntime", latest)
         parser = self.parser
         exchange = Exchange(
             self,
@@ -356,6 +370,17 @@ class HttpClientSide(asyncio.Protocol):
         self.exchanges.clear()
         self.write(errors.error_response(error.status, close=True))
         self.close()
+
+    def target_in_use(self) -> tuple[str, str] | None:
+        if self.tunnel_target is not None:
+            exchange = self.tunnel_target.exchange
+        else:
+            exchange = self.exchanges[0] if self.exchanges else None
+        if exchange is None or exchange.target is None or exchange.target_group is None:
+            return None
+        if exchange.target_side is None and self.tunnel_target is None:
+            return None  # answered, or not yet connected
+        return exchange.target_group.name, exchange.target.key
 
     def drain(self) -> None:
         """Shutdown began: close now if idle, else after the responses in progress."""

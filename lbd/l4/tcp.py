@@ -177,6 +177,12 @@ class TcpClientSide(asyncio.Protocol):
     def drain(self) -> None:
         """Shutdown began: a TCP flow has no request boundary to stop at, so it runs on until it ends."""
 
+    def target_in_use(self) -> tuple[str, str] | None:
+        group = self.listener.target_group
+        if self.target is None or group is None or self.transport is None:
+            return None
+        return group.name, self.target.key
+
     def abort(self) -> None:
         """Force-close both sides (shutdown deadline, deregistration)."""
         if self.target_side is not None and self.target_side.transport is not None:

@@ -13,6 +13,9 @@ class Connection(Protocol):
     def abort(self) -> None:
         """Close at once (the shutdown deadline passed)."""
 
+    def target_in_use(self) -> tuple[str, str] | None:
+        """(target group, "id:port") this connection is talking to right now, if any."""
+
 
 class ConnectionTracker:
     def __init__(self) -> None:

@@ -1,0 +1,205 @@
+"""Runtime target registrations (the admin API's RegisterTargets / DeregisterTargets) and draining.
+
+The config file lists a target group's targets; the admin API can add and remove targets at runtime.
+Those changes are an *overlay* on the config: kept by the supervisor, written to a state file so that
+they survive reload and restart (DESIGN.md section 5), and sent to workers with every config
+generation. A target that leaves a group, whether deregistered through the API or dropped from the file
+by a reload, is first *draining* for the group's ``deregistration_delay_seconds`` (ELB: it gets no new
+requests, in-flight ones finish), then gone.
+
+Everything here is pure apart from reading and writing the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lbd.config.schema import Config, Target
+
+# On the control channel: target group -> {"add": [target dicts], "remove": [keys], "draining": [keys]}.
+Overlay = dict[str, dict[str, list[Any]]]
+STATE_FILE = "lbd-registrations.json"
+
+
+def target_key(target_id: str, port: int) -> str:
+    return f"{target_id}:{port}"
+
+
+@dataclass
+class Draining:
+    group: str
+    target: dict[str, Any]
+    deadline: float  # clock time at which the delay ends
+
+
+@dataclass
+class Registry:
+    """API registrations and deregistrations per target group, plus the targets now draining."""
+
+    added: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # group -> key -> target
+    removed: dict[str, set[str]] = field(default_factory=dict)  # group -> keys of config targets
+    draining: dict[tuple[str, str], Draining] = field(default_factory=dict)
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def registered(self, config: Config, group: str) -> dict[str, dict[str, Any]]:
+        """The targets of ``group`` that take traffic: the file's, minus removed, plus added."""
+        out: dict[str, dict[str, Any]] = {}
+        for tg in config.target_groups:
+            if tg.name != group:
+                continue
+            removed = self.removed.get(group, set())
+            for t in tg.targets:
+                key = target_key(t.id, t.port)
+                if key not in removed:
+                    out[key] = t.model_dump()
+            out.update(self.added.get(group, {}))
+        return out
+
+    def overlay(self, config: Config) -> Overlay:
+        """What workers apply to the config file's target lists."""
+        overlay: Overlay = {}
+        for tg in config.target_groups:
+            registered = self.registered(config, tg.name)
+            draining = {
+                key: d.target
+                for (group, key), d in self.draining.items()
+                if group == tg.name and key not in registered
+            }
+            in_file = {target_key(t.id, t.port) for t in tg.targets}
+            add = [t for key, t in {**registered, **draining}.items() if key not in in_file]
+            remove = sorted(in_file - set(registered) - set(draining))
+            if add or remove or draining:
+                overlay[tg.name] = {"add": add, "remove": remove, "draining": sorted(draining)}
+        return overlay
+
+    # -- changes -------------------------------------------------------------------------------------
+
+    def register(self, config: Config, group: str, target: dict[str, Any]) -> None:
+        key = target_key(target["id"], target["port"])
+        self.draining.pop((group, key), None)  # registering again cancels a deregistration in progress
+        in_file = any(
+            target_key(t.id, t.port) == key
+            for tg in config.target_groups
+            if tg.name == group
+            for t in tg.targets
+        )
+        removed = self.removed.get(group, set())
+        if in_file and key in removed:
+            removed.discard(key)
+        if not in_file or target != self._file_target(config, group, key):
+            self.added.setdefault(group, {})[key] = target
+
+    def deregister(self, config: Config, group: str, key: str, now: float) -> dict[str, Any] | None:
+        """Start draining ``key``; None if it is not registered."""
+        target = self.registered(config, group).get(key)
+        if target is None:
+            return None
+        if key in self.added.get(group, {}):
+            del self.added[group][key]
+        if self._file_target(config, group, key) is not None:
+            self.removed.setdefault(group, set()).add(key)
+        self._drain(config, group, key, target, now)
+        return target
+
+    def reconcile(self, old: Config, new: Config, now: float) -> None:
+        """A reload: targets the new file no longer lists (and the API did not add) start draining."""
+        for tg in old.target_groups:
+            before = self.registered(old, tg.name)
+            after = self.registered(new, tg.name)
+            for key, target in before.items():
+                if key not in after:
+                    self._drain(new, tg.name, key, target, now)
+        groups = {tg.name for tg in new.target_groups}
+        for name in list(self.added):
+            if name not in groups:
+                del self.added[name]
+        for name in list(self.removed):
+            if name not in groups:
+                del self.removed[name]
+
+    def finish(self, group: str, key: str) -> Draining | None:
+        return self.draining.pop((group, key), None)
+
+    def _drain(self, config: Config, group: str, key: str, target: dict[str, Any], now: float) -> None:
+        delay = next((tg.deregistration_delay_seconds for tg in config.target_groups if tg.name == group), 0)
+        if delay > 0:
+            self.draining[(group, key)] = Draining(group, target, now + delay)
+
+    @staticmethod
+    def _file_target(config: Config, group: str, key: str) -> dict[str, Any] | None:
+        for tg in config.target_groups:
+            if tg.name == group:
+                for t in tg.targets:
+                    if target_key(t.id, t.port) == key:
+                        return t.model_dump()
+        return None
+
+    # -- persistence ---------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "added": {g: list(ts.values()) for g, ts in self.added.items() if ts},
+            "removed": {g: sorted(keys) for g, keys in self.removed.items() if keys},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Registry:
+        registry = cls()
+        for group, targets in data.get("added", {}).items():
+            for t in targets:
+                checked = Target.model_validate(t).model_dump()
+                registry.added.setdefault(group, {})[target_key(checked["id"], checked["port"])] = checked
+        for group, keys in data.get("removed", {}).items():
+            registry.removed[group] = {str(k) for k in keys}
+        return registry
+
+
+def state_path(config: Config, config_path: str) -> Path:
+    """state_dir from the config, else systemd's StateDirectory, else beside the config file."""
+    directory = config.state_dir or os.environ.get("STATE_DIRECTORY")
+    if directory:
+        return Path(directory.split(":")[0]) / STATE_FILE
+    return Path(config_path).resolve().with_name(STATE_FILE)
+
+
+def load_registry(path: Path) -> Registry:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Registry()
+    return Registry.from_json(json.loads(text))
+
+
+def save_registry(registry: Registry, path: Path) -> None:
+    """Atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(registry.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def apply_overlay(config: Config, overlay: Overlay) -> Config:
+    """The config with each target group's target list as the supervisor says (workers call this)."""
+    if not overlay:
+        return config
+    groups = []
+    for tg in config.target_groups:
+        change = overlay.get(tg.name)
+        if change is None:
+            groups.append(tg)
+            continue
+        remove = set(change.get("remove", ()))
+        targets = [t for t in tg.targets if target_key(t.id, t.port) not in remove]
+        present = {target_key(t.id, t.port) for t in targets}
+        for t in change.get("add", ()):
+            target = Target.model_validate(t)
+            if target_key(target.id, target.port) not in present:
+                targets.append(target)
+        groups.append(tg.model_copy(update={"targets": tuple(targets)}))
+    return config.model_copy(update={"target_groups": tuple(groups)})
