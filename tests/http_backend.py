@@ -50,6 +50,7 @@ class HttpBackend:
     closed_connections: int = 0
     health_status: int = 200
     server: asyncio.Server | None = None
+    open_writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> HttpBackend:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -60,7 +61,14 @@ class HttpBackend:
         if self.server is not None:
             self.server.close()
 
+    async def kill(self) -> None:
+        """Die like a crashed process: stop listening and reset every open connection."""
+        await self.close()
+        for writer in list(self.open_writers):
+            writer.transport.abort()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open_writers.add(writer)
         self.connections += 1
         number = self.connections
         conn = h11.Connection(h11.SERVER)
@@ -86,6 +94,7 @@ class HttpBackend:
         except (ConnectionError, h11.RemoteProtocolError):
             return
         finally:
+            self.open_writers.discard(writer)
             self.closed_connections += 1
             writer.close()
 

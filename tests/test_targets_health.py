@@ -3,6 +3,7 @@ by its verdicts, and the admin API reports ELB's states and reason codes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -185,3 +186,53 @@ async def test_reload_keeps_the_health_of_unchanged_targets(lbd: LbdFactory) -> 
     await wait_state(proc, b.port, "healthy")
     await a.close()
     await b.close()
+
+
+async def test_killed_target_turns_unhealthy_in_time_and_no_new_connection_fails(lbd: LbdFactory) -> None:
+    a, b = await HttpBackend("a").start(), await HttpBackend("b").start()
+    port = free_port()
+    proc = lbd(with_checks(application_config(port, [a.port, b.port]), HTTP_CHECK))
+    await proc.wait_ready()
+    await wait_state(proc, a.port, "healthy")
+    await wait_state(proc, b.port, "healthy")
+
+    await b.kill()
+    killed_at = asyncio.get_running_loop().time()
+    failures = 0
+
+    async def unhealthy_while_serving() -> bool:
+        nonlocal failures
+        for _ in range(3):  # new connections keep arriving while the checker notices
+            client = await Client.connect(port)
+            response = await client.request("GET", "/")
+            client.close()
+            failures += response.status != 200
+        return bool((await targets(proc))[b.port]["state"] == "unhealthy")
+
+    await wait_for(unhealthy_while_serving, what="killed target unhealthy")
+    elapsed = asyncio.get_running_loop().time() - killed_at
+    # ELB's bound: interval x unhealthy_threshold + timeout (plus jitter and a loaded machine's slack).
+    bound = (
+        HTTP_CHECK["interval_seconds"] * 1.1 * HTTP_CHECK["unhealthy_threshold"]
+        + HTTP_CHECK["timeout_seconds"]
+    )
+    assert elapsed < bound + 5
+    assert failures == 0  # a refused connect is retried on the healthy target
+    assert await spread(port, 6) == {"a": 6}
+    await a.close()
+
+
+async def test_one_probe_per_target_per_interval_whatever_the_worker_count(lbd: LbdFactory) -> None:
+    backend = await HttpBackend("b").start()
+    port = free_port()
+    check = {**HTTP_CHECK, "interval_seconds": 2, "timeout_seconds": 1}
+    proc = lbd(with_checks(application_config(port, [backend.port]), check), workers=2)
+    await proc.wait_ready()
+    start = asyncio.get_running_loop().time()
+    await wait_for(lambda: sum(r.target == "/health" for r in backend.requests) >= 4, what="4 probes")
+    elapsed = asyncio.get_running_loop().time() - start
+    probes = sum(r.target == "/health" for r in backend.requests)
+    # One checker per node: about elapsed / interval probes (+1 for the first, within a second of start).
+    # A checker per worker would make it twice that.
+    assert probes <= elapsed / (2 * 0.9) + 2
+    await backend.close()
