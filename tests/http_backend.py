@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from dataclasses import dataclass, field
 
 import h11
@@ -52,8 +53,8 @@ class HttpBackend:
     server: asyncio.Server | None = None
     open_writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
-    async def start(self) -> HttpBackend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> HttpBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from tests.certs import self_signed
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.http_client import Client
@@ -236,3 +238,18 @@ async def test_one_probe_per_target_per_interval_whatever_the_worker_count(lbd: 
     # A checker per worker would make it twice that.
     assert probes <= elapsed / (2 * 0.9) + 2
     await backend.close()
+
+
+async def test_https_checks_do_not_verify_the_target_certificate(lbd: LbdFactory, tmp_path: Path) -> None:
+    # A self-signed certificate no client would trust: ELB's checks accept it, and so do lbd's.
+    secure = await HttpBackend("secure").start(tls=self_signed().server_context(tmp_path))
+    port = free_port()
+    check = {**HTTP_CHECK, "protocol": "HTTPS"}
+    proc = lbd(with_checks(application_config(port, [secure.port]), check))
+    await proc.wait_ready()
+    await wait_state(proc, secure.port, "healthy")
+    assert any(r.target == "/health" for r in secure.requests)  # it did speak HTTP over TLS
+    secure.health_status = 404
+    unhealthy = await wait_state(proc, secure.port, "unhealthy")
+    assert unhealthy["reason"] == "Target.ResponseCodeMismatch"
+    await secure.close()
