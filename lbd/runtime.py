@@ -13,12 +13,16 @@ import random
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
 from lbd.observe.stats import ListenerStats, StatsRegistry
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
+
+if TYPE_CHECKING:
+    from lbd.http.access import HttpAccessLog
+    from lbd.observe.access_log import AccessLog
 
 log = logging.getLogger("lbd.targets")
 
@@ -67,6 +71,7 @@ class TargetGroupRuntime:
         cross_zone: bool = True,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stats: StatsRegistry | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -74,6 +79,9 @@ class TargetGroupRuntime:
         self.cross_zone = cross_zone
         self.clock = clock
         self.targets = tuple(Target(t.id, t.port, t.zone, t.weight) for t in config.targets)
+        if stats is not None:
+            for target in self.targets:
+                target.stats = stats.target(self.name, target.key)
         self.local = tuple(t for t in self.targets if t.zone == node_zone)
         self.everywhere: Balancer = make_balancer(config.algorithm, self.targets, rng)
         self.zonal: Balancer = make_balancer(config.algorithm, self.local, rng)
@@ -267,6 +275,7 @@ class ListenerRuntime:
         self.target_group = (
             target_groups[action.target_groups[0].name] if isinstance(action, ForwardAction) else None
         )
+        self.flow_log: AccessLog | None = None  # network listeners' access log; set by the worker
 
 
 class ListenerSlot(Protocol):
@@ -293,6 +302,7 @@ class HttpListenerRuntime(ListenerRuntime):
         from lbd.http.dispatch import HttpDispatcher
 
         self.dispatcher = HttpDispatcher(self, listener, target_groups)
+        self.access_log: HttpAccessLog | None = None  # set by the worker, which owns the files
         self.route = self.dispatcher.route
         self.rewrite_request = self.dispatcher.rewrite_request
 
@@ -330,6 +340,7 @@ class Snapshot:
                 tg,
                 node_zone=zone,
                 cross_zone=tg.cross_zone if isinstance(tg.cross_zone, bool) else inherited.get(tg.name, True),
+                stats=stats,
             )
             for tg in config.target_groups
         }

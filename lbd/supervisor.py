@@ -190,6 +190,8 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_task, self.reload)
+        # logrotate's postrotate: every worker reopens its access-log files.
+        loop.add_signal_handler(signal.SIGUSR1, self._signal_workers, signal.SIGUSR1)
         # One stickiness cookie key for all workers (inherited through the environment), so a cookie set
         # by one worker is honoured by the others and by restarted ones.
         cookie_key()
@@ -249,6 +251,10 @@ class Supervisor:
                 code = await worker.process.wait()
             clean = clean and code == 0
         return clean
+
+    def _signal_workers(self, signum: int) -> None:
+        for worker in self.workers:
+            worker.signal(signum)
 
     def _spawn_task(self, func: Any, *args: Any) -> None:
         task = asyncio.get_running_loop().create_task(func(*args))

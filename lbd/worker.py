@@ -28,11 +28,13 @@ import uvloop
 
 from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
+from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.listener.sockets import BACKLOG, BindError, bind_listener
 from lbd.listener.tracker import ConnectionTracker
+from lbd.observe.access_log import AccessLogs
 from lbd.observe.logs import setup_logging
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
@@ -71,6 +73,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.health: dict[str, dict[str, bool]] = {}  # target group -> "id:port" -> routable
+        self.access_logs = AccessLogs()
         self._ticker: asyncio.TimerHandle | None = None
 
     async def run(self) -> int:
@@ -80,6 +83,8 @@ class Worker:
             loop.add_signal_handler(signum, self._stop.set)
         # SIGHUP goes to the supervisor, which validates and fans the reload out; a worker ignores it.
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        # logrotate: the supervisor passes SIGUSR1 on; every access-log file is reopened.
+        loop.add_signal_handler(signal.SIGUSR1, self.access_logs.reopen)
         sock = socket.socket(fileno=self.control_fd)
         # Created before connecting: uvloop may deliver data before create_unix_connection returns.
         self.control = ControlProtocol(self._on_message, self._stop.set)
@@ -137,6 +142,20 @@ class Worker:
             for name, group in self.snapshot.target_groups.items():
                 group.apply_health(self.health.get(name, {}), passed.get(name, ()))
 
+    def _attach_access_logs(self, snapshot: Snapshot) -> None:
+        for runtime in snapshot.listeners.values():
+            settings = runtime.load_balancer.access_log
+            if settings is None:
+                continue
+            prefix = "app" if runtime.load_balancer.type == "application" else "net"
+            log_file = self.access_logs.get(
+                settings.path, settings.format, f"{prefix}/{runtime.load_balancer.name}"
+            )
+            if isinstance(runtime, HttpListenerRuntime):
+                runtime.access_log = HttpAccessLog(log_file, runtime)
+            else:
+                runtime.flow_log = log_file
+
     def _in_flight(self) -> dict[str, dict[str, int]]:
         """Requests (application) and flows (network) now talking to each target, over every generation."""
         counts: dict[str, dict[str, int]] = {}
@@ -185,6 +204,7 @@ class Worker:
             snapshot = Snapshot.build(apply_overlay(config, overlay), generation, self.stats)
         except (ConfigError, UnsupportedConfig) as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
+        self._attach_access_logs(snapshot)
         for name, change in overlay.items():
             group = snapshot.target_groups.get(name)
             if group is not None:
@@ -283,6 +303,7 @@ class Worker:
                 self.tracker.abort_all()
         if self.pool is not None:
             self.pool.close_all()
+        self.access_logs.close()
         # Let aborted transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
 

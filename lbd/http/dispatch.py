@@ -36,11 +36,12 @@ MAX_TRACE_HEADER = 7 * 1024  # ALB replaces larger X-Amzn-Trace-Id headers with 
 
 @dataclass(slots=True)
 class RouteDecision:
-    kind: str  # "forward" | "respond"
+    kind: str  # "forward" | "redirect" | "fixed-response"
     target_group: TargetGroupRuntime | None
-    response: bytes  # a whole response, for "respond"
+    response: bytes  # a whole response, for "redirect" and "fixed-response"
     priority: int  # matched rule priority for the access log: 0 = default rule
     set_cookie: bytes = b""  # Set-Cookie lines to add to the target's response (group stickiness)
+    redirect_url: str = ""
 
 
 @dataclass(slots=True)
@@ -51,6 +52,7 @@ class RewrittenRequest:
     upgrade: bytes
     host: bytes
     close_after: bool  # desync mitigation: close both connections once this exchange is done
+    trace: bytes  # the X-Amzn-Trace-Id the target gets (the access log's trace_id)
 
 
 REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-port"})
@@ -96,8 +98,8 @@ class HttpDispatcher:
         if isinstance(action, Redirect):
             location = action.location(request, self.scheme, self.listener_port)
             response = action.response(location, not exchange.keep_alive)
-            return RouteDecision("respond", None, response, priority)
-        return RouteDecision("respond", None, action.response, priority)
+            return RouteDecision("redirect", None, response, priority, redirect_url=location)
+        return RouteDecision("fixed-response", None, action.response, priority)
 
     # -- header rewriting and request checks ----------------------------------------------------------------
 
@@ -165,8 +167,9 @@ class HttpDispatcher:
             out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
         out.append((b"X-Forwarded-Proto", self.scheme_bytes))
         out.append((b"X-Forwarded-Port", self.port))
-        out.append((b"X-Amzn-Trace-Id", trace_header(trace)))
-        return RewrittenRequest(out, chunked, expect_continue, upgrade, host or b"", close_after)
+        trace = trace_header(trace)
+        out.append((b"X-Amzn-Trace-Id", trace))
+        return RewrittenRequest(out, chunked, expect_continue, upgrade, host or b"", close_after, trace)
 
     def _target_host(self, value: bytes) -> bytes:
         # Without preserve_host_header ALB lowercases Host and adds a non-default listener port (R19).
@@ -187,6 +190,7 @@ class HttpDispatcher:
                 return False
             found = (desync.AMBIGUOUS, exchange.desync_reason)  # normalised by the connection before parsing
         severity, reason = found
+        exchange.classification, exchange.classification_reason = severity, reason
         verdict = desync.verdict(self.desync_mode, severity)
         if verdict is desync.Verdict.BLOCK:
             raise HttpError(400, reason, desync=True)

@@ -38,6 +38,7 @@ class RequestHead:
     expect_continue: bool
     host: bytes
     close_after: bool
+    trace: bytes
 
 
 @dataclass(slots=True)
@@ -61,7 +62,12 @@ def prepare_request(exchange: Exchange, listener: HttpListenerRuntime) -> Reques
         out += (b"Connection: upgrade\r\nUpgrade: ", rewritten.upgrade, b"\r\n")
     out.append(b"\r\n")
     return RequestHead(
-        b"".join(out), rewritten.chunked, rewritten.expect_continue, rewritten.host, rewritten.close_after
+        b"".join(out),
+        rewritten.chunked,
+        rewritten.expect_continue,
+        rewritten.host,
+        rewritten.close_after,
+        rewritten.trace,
     )
 
 

@@ -73,6 +73,9 @@ class HttpClientSide(asyncio.Protocol):
         "parser",
         "peer",
         "pool",
+        "received_bytes",
+        "received_mark",
+        "sent_bytes",
         "slot",
         "tracker",
         "transport",
@@ -92,6 +95,9 @@ class HttpClientSide(asyncio.Protocol):
         # Where the listener's current runtime is found: a keep-alive connection serves each new request
         # with the latest generation (health, draining, rules), while requests in flight finish on theirs.
         self.slot = slot
+        self.received_bytes = 0  # from the client, over the connection's life (access log, metrics)
+        self.sent_bytes = 0  # to the client
+        self.received_mark = 0  # received_bytes when the previous exchange ended
         self.tracker = tracker
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -147,6 +153,7 @@ class HttpClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._moved += 1
+        self.received_bytes += len(data)
         self.listener.stats.processed_bytes += len(data)
         if self.tunnel_target is not None:
             self.tunnel_target.write(data)
@@ -290,6 +297,8 @@ class HttpClientSide(asyncio.Protocol):
         if self._replay_reason:
             exchange.desync_reason = self._replay_reason
             self._replay_reason = ""
+        if self._request_started_at:
+            exchange.started_at = self._request_started_at
         self._request_started_at = 0.0
         self.exchanges.append(exchange)
         if len(self.exchanges) == 1:
@@ -308,6 +317,8 @@ class HttpClientSide(asyncio.Protocol):
     # -- called by exchanges ---------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        self.sent_bytes += len(data)
+        self.listener.stats.processed_bytes += len(data)
         if self._out is not None:
             self._out.append(data)
         elif self.transport is not None:
@@ -327,6 +338,7 @@ class HttpClientSide(asyncio.Protocol):
         if not self.exchanges or self.exchanges[0] is not exchange:
             return
         self.exchanges.popleft()
+        self.received_mark = self.received_bytes
         if not exchange.keep_client or self.closing or (self.draining and not self.exchanges):
             self.close()
             return
@@ -351,7 +363,9 @@ class HttpClientSide(asyncio.Protocol):
 
     def reject(self, error: errors.HttpError) -> None:
         """Answer a request lbd cannot forward with ALB's status code, then close (the framing is lost)."""
-        self.listener.stats.elb_responses[error.status // 100] += 1
+        self.listener.stats.elb_response(error.status)
+        if self.listener.access_log is not None:
+            self.listener.access_log.rejected(self, error, self._loop.time())
         if error.desync:
             self.listener.stats.non_compliant_requests += 1
         log.info(
@@ -485,24 +499,38 @@ class Exchange:
         "_switching",
         "_target_until_close",
         "_tried",
+        "action",
         "action_priority",
         "chunked_request",
+        "classification",
+        "classification_reason",
         "client",
         "close_target",
         "desync_reason",
         "early_tunnel_data",
+        "error_reason",
         "head_request",
         "headers",
+        "host",
         "keep_alive",
         "keep_client",
+        "local_status",
         "method",
+        "received_mark",
+        "redirect_url",
         "request_complete",
+        "response_at",
         "response_done",
         "response_started",
+        "sent_at",
+        "sent_mark",
         "set_cookie",
+        "started_at",
         "target",
         "target_group",
         "target_side",
+        "target_status",
+        "trace_id",
         "upgrade",
         "url",
         "version",
@@ -549,6 +577,22 @@ class Exchange:
         self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
         self.close_target = False
         self.set_cookie = b""
+        # For metrics and the access log (ALB's fields): times on the loop clock, byte marks on the
+        # connection's counters, what was done and why it failed.
+        self.started_at = client._loop.time()
+        self.sent_at = 0.0
+        self.response_at = 0.0
+        self.received_mark = client.received_mark
+        self.sent_mark = client.sent_bytes
+        self.target_status = 0
+        self.local_status = 0
+        self.action = ""
+        self.redirect_url = ""
+        self.error_reason = ""
+        self.host = b""
+        self.trace_id = b""
+        self.classification = ""
+        self.classification_reason = ""
 
     # -- request side --------------------------------------------------------------------------------------
 
@@ -561,6 +605,8 @@ class Exchange:
             self.client.reject(error)
             return
         self.chunked_request = head.chunked
+        self.host = head.host
+        self.trace_id = head.trace
         if head.close_after:
             # Desync mitigation (defensive mode): forward the normalised request, then close both sides.
             self.keep_client = False
@@ -570,13 +616,20 @@ class Exchange:
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         decision = listener.route(self)
         self.action_priority = decision.priority
+        self.action = decision.kind
         if decision.kind == "forward":
             self.target_group = decision.target_group
             self.set_cookie = decision.set_cookie
             self._head = head.data
             self._forward(head.data)
+            return
+        if decision.kind == "redirect":
+            listener.stats.redirects += 1
+            self.redirect_url = decision.redirect_url
         else:
-            self._respond_locally(decision.response, close=not self.keep_alive)
+            listener.stats.fixed_responses += 1
+        self.local_status = int(decision.response[9:12])
+        self._respond_locally(decision.response, close=not self.keep_alive)
 
     def _forward(self, head: bytes) -> None:
         group = self.target_group
@@ -590,6 +643,8 @@ class Exchange:
             else:
                 self._respond_error(503, "NoRegisteredTargets")
             return
+        if self.target is None:
+            self.client.listener.stats.requests += 1  # RequestCount: only requests a target was chosen for
         self.target = target
         conn = self.client.pool.acquire(target)
         if conn is not None:
@@ -605,6 +660,7 @@ class Exchange:
             conn = await self.client.pool.connect(target, group.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.client.listener.stats.target_connection_errors += 1
+            target.stats.connection_errors += 1
             group.request_failed(target)
             self._tried.add(target)
             # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
@@ -631,6 +687,8 @@ class Exchange:
         conn.exchange = self
         assert self.target is not None
         self.target.outstanding += 1
+        self.target.stats.requests += 1
+        self.sent_at = self.client._loop.time()
         pending, self._pending_body = self._pending_body, None
         data = [head]
         if pending:
@@ -682,8 +740,9 @@ class Exchange:
             self._finish()
 
     def _respond_error(self, status: int, reason: str) -> None:
-        stats = self.client.listener.stats
-        stats.elb_responses[status // 100] += 1
+        self.client.listener.stats.elb_response(status)
+        self.error_reason = reason
+        self.local_status = status
         log.info(
             "%s %s: %s %s -> %d (%s)",
             self.client.listener.load_balancer.name,
@@ -717,7 +776,10 @@ class Exchange:
                 )
             return
         listener = self.client.listener
+        self.response_at = self.client._loop.time()
+        self.target_status = status
         listener.stats.target_responses[status // 100] += 1
+        listener.stats.target_response_time.observe(self.response_at - self.sent_at)
         group = self.target_group
         if group is not None and self.target is not None:
             if status >= 500:
@@ -786,8 +848,13 @@ class Exchange:
         self._finish()
 
     def _finish(self) -> None:
-        self.client.listener.stats.requests += 1
-        self.client.exchange_done(self)
+        client = self.client
+        stats = client.listener.stats
+        now = client._loop.time()
+        stats.request_duration.observe(now - self.started_at)
+        if client.listener.access_log is not None:
+            client.listener.access_log.request(self, now)
+        client.exchange_done(self)
 
     def target_lost(self, conn: HttpTargetSide, exc: Exception | None) -> None:
         """The target closed or reset the connection before the response was complete."""

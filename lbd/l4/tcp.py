@@ -23,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from lbd.listener.tracker import ConnectionTracker
+from lbd.observe.access_log import timestamp
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -42,12 +43,14 @@ class TcpClientSide(asyncio.Protocol):
     __slots__ = (
         "_client_eof",
         "_connect_task",
+        "_created_at",
         "_idle_handle",
         "_loop",
         "_moved",
         "_moved_at_check",
         "_pending",
         "_quiet_checks",
+        "_received",
         "_target_eof",
         "_tracker",
         "listener",
@@ -70,6 +73,8 @@ class TcpClientSide(asyncio.Protocol):
         self._connect_task: asyncio.Task[None] | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._moved = 0
+        self._received = 0
+        self._created_at = 0.0
         self._moved_at_check = 0
         self._quiet_checks = 0
         self._loop = asyncio.get_running_loop()
@@ -87,6 +92,7 @@ class TcpClientSide(asyncio.Protocol):
         stats.new_connections += 1
         stats.active_connections += 1
         self._tracker.add(self)
+        self._created_at = self._loop.time()
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
@@ -95,6 +101,7 @@ class TcpClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._moved += len(data)
+        self._received += len(data)
         self.listener.stats.processed_bytes += len(data)
         target_side = self.target_side
         if target_side is not None and target_side.transport is not None:
@@ -138,6 +145,32 @@ class TcpClientSide(asyncio.Protocol):
                 target_side.transport.abort()
             else:
                 target_side.transport.close()
+        if self.listener.flow_log is not None:
+            self._log_flow(exc)
+
+    def _log_flow(self, exc: Exception | None) -> None:
+        """One access-log line per flow, in the spirit of NLB's (which logs TLS flows only)."""
+        flow_log = self.listener.flow_log
+        assert flow_log is not None
+        now = self._loop.time()
+        listener = self.listener.listener
+        flow_log.emit(
+            {
+                "type": "tcp",
+                "version": "1.0",
+                "time": timestamp(flow_log.wall(now)),
+                "elb": flow_log.elb,
+                "listener": f"{listener.protocol}:{listener.port}",
+                "client:port": f"{self.peer[0]}:{self.peer[1]}",
+                "destination:port": self.target.label if self.target is not None else "-",
+                "connection_time": round((now - self._created_at) * 1000),
+                "received_bytes": self._received,
+                "sent_bytes": self._moved - self._received,
+                "connection_creation_time": timestamp(flow_log.wall(self._created_at)),
+                "error_reason": "-" if self.target is not None else "NoTargetAvailable",
+            },
+            kind="tcp",
+        )
 
     # -- target side, called by TcpTargetSide --------------------------------------------------------
 
@@ -237,6 +270,7 @@ class TcpClientSide(asyncio.Protocol):
             except (OSError, TimeoutError) as exc:
                 # Nothing was sent to this target yet, so trying another one is safe.
                 stats.target_connection_errors += 1
+                target.stats.connection_errors += 1
                 group.request_failed(target)
                 tried.add(target)
                 log.warning(
@@ -248,6 +282,7 @@ class TcpClientSide(asyncio.Protocol):
                 )
                 continue
             group.request_succeeded(target)
+            target.stats.requests += 1
             return
 
     def target_connected(self, target_side: TcpTargetSide) -> None:

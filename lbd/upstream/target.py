@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lbd.observe.stats import TargetStats
+
 
 @dataclass(eq=False, slots=True)
 class Target:
@@ -25,6 +27,7 @@ class Target:
     ramp: float = 1.0  # slow start: the share of its weight a new target gets, 0..1
     outstanding: int = 0
     eligible: bool = True
+    stats: TargetStats = field(default_factory=TargetStats)  # the registry's, so counts survive reloads
     effective_weight: float = field(init=False)
     hash_key: bytes = field(init=False)
 
