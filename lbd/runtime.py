@@ -97,6 +97,10 @@ class TargetGroupRuntime:
         self.outlier_threshold = outliers.consecutive_failures
         self.ejection_seconds = outliers.ejection_seconds
         self.counters = {"fail_open_transitions": 0, "zonal_failovers": 0, "ejections": 0}
+        # Until the checker's first verdicts arrive every target is "initial" and the group fails open;
+        # that is how a fresh start serves at once, not news worth a warning.
+        self._verdicts = not self.checks_enabled
+        self._announced = False
         for target in self.targets:
             target.healthy = not self.checks_enabled  # initial until the checker says otherwise
         self.refresh()
@@ -140,6 +144,7 @@ class TargetGroupRuntime:
                 self.ramping.pop(target, None)
                 target.ramp = 1.0
             target.healthy = verdict
+            self._verdicts = True
         for key in passed:
             for target in self.targets:
                 if target.key == key and target.ejected:
@@ -203,22 +208,21 @@ class TargetGroupRuntime:
         if minimum.percentage is not None:
             needed = max(needed, math.ceil(len(registered) * minimum.percentage / 100))
         fail_open = bool(registered) and healthy < needed
-        if fail_open != self.fail_open:
-            self.fail_open = fail_open
-            if fail_open:
-                self.counters["fail_open_transitions"] += 1
-                log.warning(
-                    "target group %s: %d of %d targets healthy (minimum %d): failing open, every target "
-                    "takes traffic",
-                    self.name,
-                    healthy,
-                    len(registered),
-                    needed,
-                )
-            else:
-                log.info(
-                    "target group %s: %d targets healthy again; no longer failing open", self.name, healthy
-                )
+        self.fail_open = fail_open
+        if fail_open and self._verdicts and not self._announced:
+            self._announced = True
+            self.counters["fail_open_transitions"] += 1
+            log.warning(
+                "target group %s: %d of %d targets healthy (minimum %d): failing open, every target "
+                "takes traffic",
+                self.name,
+                healthy,
+                len(registered),
+                needed,
+            )
+        elif not fail_open and self._announced:
+            self._announced = False
+            log.info("target group %s: %d targets healthy again; no longer failing open", self.name, healthy)
         for target in self.targets:
             target.refresh(fail_open)
         if self.cross_zone:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from lbd import systemd
@@ -43,6 +44,7 @@ from lbd.control import ControlProtocol, Message
 from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
+from lbd.observe.metrics import NodeStats, render
 from lbd.observe.stats import StatsRegistry
 from lbd.routing.stickiness import cookie_key
 from lbd.runtime import Snapshot, UnsupportedConfig
@@ -492,6 +494,7 @@ class Supervisor:
         router.add("GET", "/readyz", self._readyz)
         router.add("POST", "/v1/reload", self._reload_endpoint)
         router.add("GET", "/v1/stats", self._stats_endpoint)
+        router.add("GET", "/metrics", self._metrics_endpoint)
         router.add("GET", "/v1/target-groups", self._target_groups_endpoint)
         router.add("GET", "/v1/target-groups/*", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/*", self._register_endpoint)
@@ -568,6 +571,22 @@ class Supervisor:
                 "workers": per_worker,
             },
         )
+
+    async def _metrics_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """Prometheus exposition of node totals (lbd/observe/metrics.py)."""
+        self._stats_seq += 1
+        message = {"op": "stats", "generation": self._stats_seq}
+        replies = await asyncio.gather(
+            *(w.request(message, "stats") for w in self.workers), return_exceptions=True
+        )
+        node = NodeStats(workers=len(self.workers), generation=self.generation)
+        for reply in replies:
+            if not isinstance(reply, BaseException):
+                node.add_worker(reply)
+        if self.checker is not None:
+            for group in self.current.config.target_groups:
+                node.health += [{"target_group": group.name, **t} for t in self.checker.describe(group.name)]
+        return AdminResponse(200, render(node), CONTENT_TYPE_LATEST)
 
     async def _target_groups_endpoint(self, request: AdminRequest) -> AdminResponse:
         groups = []

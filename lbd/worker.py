@@ -74,6 +74,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self.health: dict[str, dict[str, bool]] = {}  # target group -> "id:port" -> routable
         self.access_logs = AccessLogs()
+        self.listener_types: dict[tuple[str, str], str] = {}  # (load balancer, listener) -> type
         self._ticker: asyncio.TimerHandle | None = None
 
     async def run(self) -> int:
@@ -123,6 +124,10 @@ class Worker:
                     "generation": generation,
                     "listeners": self._stats_report(),
                     "target_groups": self._target_group_report(),
+                    "targets": [
+                        {"target_group": group, "target": target, **stats.as_dict()}
+                        for (group, target), stats in self.stats.targets()
+                    ],
                 }
             )
         elif op == "health":
@@ -241,6 +246,8 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.snapshot = snapshot
+        for runtime in snapshot.listeners.values():
+            self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():
             group.apply_health(self.health.get(name, {}))
         if self.pool is not None:
@@ -270,7 +277,12 @@ class Worker:
 
     def _stats_report(self) -> list[Message]:
         return [
-            {"load_balancer": lb, "listener": name, **stats.as_dict()}
+            {
+                "load_balancer": lb,
+                "listener": name,
+                "type": self.listener_types.get((lb, name), "application"),
+                **stats.as_dict(),
+            }
             for (lb, name), stats in self.stats.items()
         ]
 

@@ -137,9 +137,11 @@ class HealthChecker:
     # -- views -----------------------------------------------------------------------------------------
 
     def routable(self) -> dict[str, dict[str, bool]]:
+        """Targets with a verdict: routable or not. Targets still ``initial`` are left out (no verdict)."""
         view: dict[str, dict[str, bool]] = {}
         for check in self.checks.values():
-            view.setdefault(check.group, {})[check.key] = check.health.routable
+            if check.health.state != "initial":
+                view.setdefault(check.group, {})[check.key] = check.health.routable
         return view
 
     def describe(self, group: str) -> list[dict[str, object]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -263,7 +264,7 @@ class HttpClientSide(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._header_bytes = 0
-        self._request_started_at = self._loop.time()
+        self._request_started_at = monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -365,7 +366,7 @@ class HttpClientSide(asyncio.Protocol):
         """Answer a request lbd cannot forward with ALB's status code, then close (the framing is lost)."""
         self.listener.stats.elb_response(error.status)
         if self.listener.access_log is not None:
-            self.listener.access_log.rejected(self, error, self._loop.time())
+            self.listener.access_log.rejected(self, error, monotonic())
         if error.desync:
             self.listener.stats.non_compliant_requests += 1
         log.info(
@@ -463,7 +464,7 @@ class HttpClientSide(asyncio.Protocol):
         self._idle_handle = None
         if self.transport is None:
             return
-        now = self._loop.time()
+        now = monotonic()  # the same clock as the loop's (CLOCK_MONOTONIC), without its 1 ms rounding
         started = self._request_started_at
         if started and now - started >= self.listener.idle_timeout:
             self.reject(errors.HttpError(408, "RequestTimeout"))
@@ -579,7 +580,7 @@ class Exchange:
         self.set_cookie = b""
         # For metrics and the access log (ALB's fields): times on the loop clock, byte marks on the
         # connection's counters, what was done and why it failed.
-        self.started_at = client._loop.time()
+        self.started_at = monotonic()
         self.sent_at = 0.0
         self.response_at = 0.0
         self.received_mark = client.received_mark
@@ -688,7 +689,7 @@ class Exchange:
         assert self.target is not None
         self.target.outstanding += 1
         self.target.stats.requests += 1
-        self.sent_at = self.client._loop.time()
+        self.sent_at = monotonic()
         pending, self._pending_body = self._pending_body, None
         data = [head]
         if pending:
@@ -776,7 +777,7 @@ class Exchange:
                 )
             return
         listener = self.client.listener
-        self.response_at = self.client._loop.time()
+        self.response_at = monotonic()
         self.target_status = status
         listener.stats.target_responses[status // 100] += 1
         listener.stats.target_response_time.observe(self.response_at - self.sent_at)
@@ -850,7 +851,7 @@ class Exchange:
     def _finish(self) -> None:
         client = self.client
         stats = client.listener.stats
-        now = client._loop.time()
+        now = monotonic()
         stats.request_duration.observe(now - self.started_at)
         if client.listener.access_log is not None:
             client.listener.access_log.request(self, now)

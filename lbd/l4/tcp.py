@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from time import monotonic
 from typing import TYPE_CHECKING, cast
 
 from lbd.listener.tracker import ConnectionTracker
@@ -92,7 +93,7 @@ class TcpClientSide(asyncio.Protocol):
         stats.new_connections += 1
         stats.active_connections += 1
         self._tracker.add(self)
-        self._created_at = self._loop.time()
+        self._created_at = monotonic()
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
@@ -152,7 +153,7 @@ class TcpClientSide(asyncio.Protocol):
         """One access-log line per flow, in the spirit of NLB's (which logs TLS flows only)."""
         flow_log = self.listener.flow_log
         assert flow_log is not None
-        now = self._loop.time()
+        now = monotonic()
         listener = self.listener.listener
         flow_log.emit(
             {

@@ -208,9 +208,9 @@ class AccessLog:
         else:
             self.sink.write(format_alb(entry))
 
-    def wall(self, loop_time: float) -> float:
-        """A loop-clock instant as wall-clock seconds."""
-        return time.time() - (asyncio.get_running_loop().time() - loop_time)
+    def wall(self, instant: float) -> float:
+        """A time.monotonic() instant as wall-clock seconds."""
+        return time.time() - (time.monotonic() - instant)
 
 
 class AccessLogs:
