@@ -10,6 +10,7 @@ run: $(STAMP)  ## start demo targets and lbd on conf/lbd.yaml
 	$(BIN)/lbd demo -c conf/lbd.yaml
 
 test: $(STAMP) lint  ## lint, type-check and run the whole test suite
+	scripts/test-tools.sh
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from lbd import systemd
@@ -44,7 +43,7 @@ from lbd.control import ControlProtocol, Message
 from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
-from lbd.observe.metrics import NodeStats, render
+from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
 from lbd.observe.stats import StatsRegistry
 from lbd.routing.stickiness import cookie_key
 from lbd.runtime import Snapshot, UnsupportedConfig
@@ -586,7 +585,7 @@ class Supervisor:
         if self.checker is not None:
             for group in self.current.config.target_groups:
                 node.health += [{"target_group": group.name, **t} for t in self.checker.describe(group.name)]
-        return AdminResponse(200, render(node), CONTENT_TYPE_LATEST)
+        return AdminResponse(200, render(node), METRICS_CONTENT_TYPE)
 
     async def _target_groups_endpoint(self, request: AdminRequest) -> AdminResponse:
         groups = []

@@ -630,6 +630,7 @@ class Exchange:
         else:
             listener.stats.fixed_responses += 1
         self.local_status = int(decision.response[9:12])
+        listener.stats.elb_response(self.local_status)  # HTTPCode_ELB_3XX_Count counts redirects
         self._respond_locally(decision.response, close=not self.keep_alive)
 
     def _forward(self, head: bytes) -> None:

@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from lbd.observe.stats import LATENCY_BUCKETS
 
 LISTENER = ["load_balancer", "listener"]
+# The text format generate_latest writes (what Prometheus and promtool read everywhere).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
