@@ -57,6 +57,7 @@ from lbd.upstream.registry import (
 )
 
 log = logging.getLogger("lbd.supervisor")
+config_log = logging.getLogger("lbd.config")  # config files read, accepted or rejected
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BIND, EXIT_WORKERS = 0, 1, 2, 3, 4
 WORKER_REPLY_TIMEOUT = 30.0
@@ -329,15 +330,15 @@ class Supervisor:
 
     async def _reload(self) -> ReloadResult:
         path = self.current.path
-        log.info("reloading %s", path)
+        config_log.info("reloading %s", path)
         try:
             loaded = load_checked(path)
             self._probe_listeners(set(self._snapshot_keys(self.current.config)), loaded.config)
         except (ConfigError, UnsupportedConfig, StartupError) as exc:
             errors = config_errors(exc)
             for error in errors:
-                log.error("reload rejected: %s", error)
-            log.error(
+                config_log.error("reload rejected: %s", error)
+            config_log.error(
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
@@ -729,8 +730,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         loaded = load_checked(args.config)
     except (ConfigError, UnsupportedConfig) as exc:
         for error in config_errors(exc):
-            log.error("%s", error)
-        log.error("not starting: %s is invalid", args.config)
+            config_log.error("%s", error)
+        config_log.error("not starting: %s is invalid", args.config)
         return EXIT_CONFIG
     if args.workers is not None and args.workers < 1:
         log.error("--workers must be 1 or more")
