@@ -10,10 +10,13 @@ the proxy alone.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -39,6 +42,10 @@ class Scenario:
     path: str
     connections: int
     description: str
+    kind: str = "wrk"  # "wrk": load with wrk; "idle": memory per idle connection; "unsupported"
+    rules: int = 0  # listener rules the request goes through without matching (L7)
+    close: bool = False  # a new connection per request
+    unsupported: str = ""  # why lbd cannot run it yet
 
 
 SCENARIOS = {
@@ -48,6 +55,41 @@ SCENARIOS = {
         Scenario("tcp-bulk", "l4", "/1m", 10, "L4 TCP, 1 MiB responses (throughput)"),
         Scenario(
             "http-small", "l7", "/small", 50, "L7 HTTP/1.1 keep-alive, small responses, one forward rule"
+        ),
+        Scenario(
+            "http-rules",
+            "l7",
+            "/small",
+            50,
+            "L7 keep-alive through a 20-rule listener (no rule matches)",
+            rules=20,
+        ),
+        Scenario("http-close", "l7", "/small", 50, "L7 with a new connection per request", close=True),
+        Scenario(
+            "idle",
+            "l7",
+            "/small",
+            10000,
+            "10,000 idle keep-alive connections: RSS per connection",
+            kind="idle",
+        ),
+        Scenario(
+            "https",
+            "l7",
+            "/small",
+            50,
+            "TLS termination: handshake rate and keep-alive rate",
+            kind="unsupported",
+            unsupported="lbd has no HTTPS listeners yet",
+        ),
+        Scenario(
+            "h2",
+            "l7",
+            "/small",
+            50,
+            "HTTP/2 with h2load",
+            kind="unsupported",
+            unsupported="lbd has no HTTP/2 yet",
         ),
     )
 }
@@ -64,15 +106,20 @@ class Sample:
     errors: int
     cpu_us_per_request: float
     peak_rss_mib: float
+    kib_per_connection: float = 0.0  # the idle scenario
 
 
 @dataclass
 class Result:
     scenario: str
     load_balancer: str
+    workers: int = 1
     samples: list[Sample] = field(default_factory=list)
+    unsupported: str = ""
 
     def median(self, attribute: str) -> float:
+        if not self.samples:
+            return 0.0
         return float(statistics.median(getattr(s, attribute) for s in self.samples))
 
 
@@ -91,6 +138,13 @@ def ensure_tools() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+
+
+def raise_fd_limit() -> None:
+    """The idle scenario holds 10,000 connections: lift the soft limit to the hard one (children inherit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -143,13 +197,19 @@ class Process:
         return total / CLK_TCK
 
     def peak_rss_mib(self) -> float:
+        return self._status_kib("VmHWM:") / 1024
+
+    def rss_kib(self) -> int:
+        return self._status_kib("VmRSS:")
+
+    def _status_kib(self, field_name: str) -> int:
         total = 0
         for pid in self.tree():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field_name):
                         total += int(line.split()[1])
-        return total / 1024
+        return total
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -201,14 +261,25 @@ def lbd_conf(scenario: Scenario, port: int, admin: int, targets: list[int], work
         ("network", "TCP", "TCP") if scenario.layer == "l4" else ("application", "HTTP", "HTTP")
     )
     target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    # Rules that never match /small, so every request is checked against all of them (a wildcard path
+    # each, the common shape of real listener rules).
+    rules = "".join(
+        f"""
+          - {{priority: {i + 1}, conditions: [{{field: path-pattern, values: ["/api{i}/*"]}}],
+             actions: [{{type: forward, target_group: backends}}]}}"""
+        for i in range(scenario.rules)
+    )
     return f"""node: {{workers: {workers}}}
 admin: {{listen: 127.0.0.1:{admin}}}
 load_balancers:
   - name: bench
     type: {lb_type}
     listeners:
-      - {{protocol: {listener}, port: {port}, address: 127.0.0.1,
-         default_actions: [{{type: forward, target_group: backends}}]}}
+      - protocol: {listener}
+        port: {port}
+        address: 127.0.0.1
+        default_actions: [{{type: forward, target_group: backends}}]
+        rules:{rules or " []"}
 target_groups:
   - name: backends
     protocol: {group}
@@ -223,9 +294,12 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     mode = "tcp" if scenario.layer == "l4" else "http"
     servers = "\n".join(f"    server t{i} 127.0.0.1:{t}" for i, t in enumerate(targets))
     keep = "    option http-keep-alive\n    http-reuse always\n" if mode == "http" else ""
+    rules = "".join(
+        f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
+    )
     return f"""global
     nbthread {threads}
-    maxconn 8000
+    maxconn 20000
 defaults
     mode {mode}
     timeout connect 10s
@@ -233,7 +307,7 @@ defaults
     timeout server 60s
 frontend fe
     bind 127.0.0.1:{port}
-    default_backend be
+{rules}    default_backend be
 backend be
     balance roundrobin
 {keep}{servers}
@@ -250,11 +324,12 @@ def nginx_lb_conf(tmp: Path, scenario: Scenario, port: int, targets: list[int], 
             + f"stream {{ upstream be {{ {upstream} }} server {{ listen 127.0.0.1:{port} reuseport; "
             f"proxy_pass be; }} }}\n"
         )
+    proxy = 'proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'
+    rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
     return main + (
         f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
         f"server {{ listen 127.0.0.1:{port} reuseport backlog=4096; keepalive_requests 1000000; "
-        "location / { proxy_pass http://be; proxy_http_version 1.1; "
-        'proxy_set_header Connection ""; } } }\n'
+        f"{rules}location / {{ {proxy} }} }} }}\n"
     )
 
 
@@ -324,12 +399,23 @@ def measure(
     name: str, scenario: Scenario, tmp: Path, targets: list[int], workers: int, seconds: float
 ) -> Sample:
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
+        if scenario.kind == "idle":
+            return measure_idle(proc, port, scenario)
         url = f"http://127.0.0.1:{port}{scenario.path}"
+        headers = ["-H", "Connection: close"] if scenario.close else []
         # A short warm-up fills connection pools and caches, then the measured run.
-        subprocess.run(["wrk", "-t1", "-c10", "-d1s", url], capture_output=True, check=True)
+        subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
         cpu_before = proc.cpu_seconds() if proc else 0.0
         run = subprocess.run(
-            ["wrk", "-t1", f"-c{scenario.connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+            [
+                "wrk",
+                "-t1",
+                f"-c{scenario.connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                *headers,
+                url,
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -349,10 +435,64 @@ def measure(
         )
 
 
+def measure_idle(proc: Process | None, port: int, scenario: Scenario) -> Sample:
+    """Open many keep-alive connections, one request each, leave them idle: RSS growth per connection."""
+    assert proc is not None
+    request = f"GET {scenario.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+
+    async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        return reader, writer
+
+    async def hold() -> tuple[int, int, float]:
+        await one()  # warm: pools, buffers, lazy imports
+        await asyncio.sleep(0.2)
+        before = proc.rss_kib()
+        cpu_before = proc.cpu_seconds()
+        opened: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        for _ in range(0, scenario.connections, 200):
+            opened += await asyncio.gather(*(one() for _ in range(200)))
+        await asyncio.sleep(0.5)
+        after = proc.rss_kib()
+        cpu = proc.cpu_seconds() - cpu_before
+        for _, writer in opened:
+            writer.close()
+        return before, after, cpu
+
+    before, after, cpu = asyncio.run(hold())
+    count = (scenario.connections + 199) // 200 * 200
+    return Sample(
+        rps=0.0,
+        bytes_per_s=0.0,
+        p50_ms=0.0,
+        p99_ms=0.0,
+        requests=count,
+        errors=0,
+        cpu_us_per_request=cpu / count * 1e6,
+        peak_rss_mib=proc.peak_rss_mib(),
+        kib_per_connection=(after - before) / count,
+    )
+
+
 def run(
-    scenarios: list[Scenario], names: list[str], workers: int, seconds: float, repetitions: int
+    scenarios: list[Scenario], names: list[str], worker_counts: list[int], seconds: float, repetitions: int
 ) -> list[Result]:
-    results = {(s.name, n): Result(s.name, n) for s in scenarios for n in names}
+    results: dict[tuple[str, str, int], Result] = {}
+    plan: list[tuple[Scenario, str, int]] = []
+    for workers in worker_counts:
+        for scenario in scenarios:
+            for name in names:
+                if name == "direct" and (scenario.kind != "wrk" or workers != worker_counts[0]):
+                    continue  # the ceiling needs no repeating, and idle memory is the load balancer's
+                result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
+                if scenario.kind == "unsupported":
+                    result.unsupported = scenario.unsupported
+                else:
+                    plan.append((scenario, name, workers))
     with tempfile.TemporaryDirectory(prefix="lbd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
@@ -371,25 +511,27 @@ def run(
             targets[-1],
         )
         try:
-            total = len(scenarios) * len(names) * repetitions
+            total = len(plan) * repetitions
             done = 0
-            for scenario in scenarios:
-                for repetition in range(repetitions):
-                    for name in names:  # interleaved: A B C A B C
-                        done += 1
-                        print(
-                            f"\r[{done}/{total}] {scenario.name} {name} (run {repetition + 1})".ljust(60),
-                            end="",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        results[(scenario.name, name)].samples.append(
-                            measure(name, scenario, tmp, targets, workers, seconds)
-                        )
+            for workers in worker_counts:
+                for scenario in scenarios:
+                    runs = [(n, w) for s, n, w in plan if s is scenario and w == workers]
+                    for repetition in range(repetitions):
+                        for name, _ in runs:  # interleaved: A B C A B C
+                            done += 1
+                            what = f"{scenario.name} {name} x{workers} (run {repetition + 1})"
+                            print(progress(done, total, what), end="", file=sys.stderr, flush=True)
+                            results[(scenario.name, name, workers)].samples.append(
+                                measure(name, scenario, tmp, targets, workers, seconds)
+                            )
             print(file=sys.stderr)
         finally:
             backend.stop()
     return list(results.values())
+
+
+def progress(done: int, total: int, what: str) -> str:
+    return f"\r[{done}/{total}] {what}".ljust(64)
 
 
 def _write(path: Path, text: str) -> str:
@@ -404,35 +546,63 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
-def table(results: list[Result], workers: int) -> str:
+def table(results: list[Result]) -> str:
     rows = [
-        f"workers/threads per load balancer: {workers}",
-        f"{'scenario':<11} {'lb':<8} {'req/s':>9} {'MB/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'CPU us/req':>10} {'RSS MiB':>8} {'errors':>6}  vs haproxy / nginx (req/s; CPU/req)",
+        f"{'scenario':<11} {'lb':<8} {'wk':>2} {'req/s':>9} {'MB/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU us/req':>10} {'RSS MiB':>8} {'KiB/conn':>8} {'errors':>6}  "
+        "vs haproxy / nginx (req/s; CPU/req)",
     ]
-    by_key = {(r.scenario, r.load_balancer): r for r in results}
+    by_key = {(r.scenario, r.load_balancer, r.workers): r for r in results}
     for r in results:
+        head = f"{r.scenario:<11} {r.load_balancer:<8} {r.workers:>2}"
+        if r.unsupported:
+            rows.append(f"{head} not supported: {r.unsupported}")
+            continue
+        idle = r.median("kib_per_connection")
         extra = ""
         if r.load_balancer == "lbd":
             parts = []
             for peer in ("haproxy", "nginx"):
-                other = by_key.get((r.scenario, peer))
-                if other:
+                other = by_key.get((r.scenario, peer, r.workers))
+                if other and other.samples:
+                    first = ("rps", "kib_per_connection")[bool(idle)]
                     parts.append(
-                        f"{ratio(r.median('rps'), other.median('rps'))}; "
+                        f"{ratio(r.median(first), other.median(first))}; "
                         f"{ratio(r.median('cpu_us_per_request'), other.median('cpu_us_per_request'))}"
                     )
             extra = " / ".join(parts)
         rows.append(
-            f"{r.scenario:<11} {r.load_balancer:<8} {r.median('rps'):>9.0f} "
+            f"{head} {r.median('rps'):>9.0f} "
             f"{r.median('bytes_per_s') / 1e6:>8.1f} "
             f"{r.median('p50_ms'):>7.2f} {r.median('p99_ms'):>7.2f} {r.median('cpu_us_per_request'):>10.1f} "
-            f"{r.median('peak_rss_mib'):>8.1f} {int(r.median('errors')):>6}  {extra}"
+            f"{r.median('peak_rss_mib'):>8.1f} {(f'{idle:.1f}' if idle else '-'):>8} "
+            f"{int(r.median('errors')):>6}  {extra}"
         )
+    rows += scaling(results)
     return "\n".join(rows)
 
 
+def scaling(results: list[Result]) -> list[str]:
+    """With several worker counts: requests/s at the most workers over requests/s at the fewest."""
+    counts = sorted({r.workers for r in results})
+    if len(counts) < 2:
+        return []
+    low, high = counts[0], counts[-1]
+    by_key = {(r.scenario, r.load_balancer, r.workers): r for r in results}
+    lines = ["", f"scaling from {low} to {high} workers/threads (requests/s ratio):"]
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        parts = []
+        for name in ("lbd", "haproxy", "nginx"):
+            a, b = by_key.get((scenario, name, low)), by_key.get((scenario, name, high))
+            if a and b and a.median("rps") and b.median("rps"):
+                parts.append(f"{name} {ratio(b.median('rps'), a.median('rps'))}")
+        if parts:
+            lines.append(f"  {scenario:<11} " + ", ".join(parts))
+    return lines
+
+
 def chart(results: list[Result], path: Path) -> Path | None:
+    """Requests/s and CPU per request of the load-rate scenarios, at the fewest workers measured."""
     try:
         import matplotlib
 
@@ -441,18 +611,23 @@ def chart(results: list[Result], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib not installed: no chart (pip install matplotlib)", file=sys.stderr)
         return None
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
-    names = list(dict.fromkeys(r.load_balancer for r in results))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    workers = min(r.workers for r in results)
+    shown = [r for r in results if r.workers == workers and r.samples and r.median("rps")]
+    if not shown:
+        return None
+    scenarios = list(dict.fromkeys(r.scenario for r in shown))
+    names = list(dict.fromkeys(r.load_balancer for r in shown))
+    by_key = {(r.scenario, r.load_balancer): r for r in shown}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        rows = [next(r for r in results if r.scenario == s and r.load_balancer == name) for s in scenarios]
         xs = [x + i * width for x in range(len(scenarios))]
-        axes[0].bar(xs, [r.median("rps") for r in rows], width, label=name)
-        axes[1].bar(xs, [r.median("cpu_us_per_request") for r in rows], width, label=name)
+        rows = [by_key.get((s, name)) for s in scenarios]
+        axes[0].bar(xs, [r.median("rps") if r else 0 for r in rows], width, label=name)
+        axes[1].bar(xs, [r.median("cpu_us_per_request") if r else 0 for r in rows], width, label=name)
     for ax, title in zip(axes, ("requests/s (median)", "LB CPU µs per request (median)"), strict=True):
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(scenarios))], scenarios)
-        ax.set_title(title)
+        ax.set_title(f"{title}, {workers} worker(s)")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path)
@@ -467,29 +642,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lb", default=",".join(LOAD_BALANCERS), help="comma list of " + ",".join(LOAD_BALANCERS)
     )
-    parser.add_argument("--workers", default="1", help="workers/threads per load balancer: a number or 'all'")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="workers/threads per load balancer: a number, 'all', or a list such as 1,all (adds scaling)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2 s per run, one repetition: a smoke test")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.repetitions = 2.0, 1
+        SCENARIOS["idle"] = dataclasses.replace(SCENARIOS["idle"], connections=2000)
     names = [n for n in args.lb.split(",") if n]
     unknown = set(names) - set(LOAD_BALANCERS)
     if unknown:
         parser.error(f"unknown load balancer(s): {', '.join(sorted(unknown))}")
-    workers = os.cpu_count() or 1 if args.workers == "all" else int(args.workers)
+    worker_counts = sorted({(os.cpu_count() or 1) if w == "all" else int(w) for w in args.workers.split(",")})
     ensure_tools()
+    raise_fd_limit()
     scenarios = [SCENARIOS[name] for name in (args.scenario or SCENARIOS)]
-    results = run(scenarios, names, workers, args.seconds, args.repetitions)
-    report = table(results, workers)
+    results = run(scenarios, names, worker_counts, args.seconds, args.repetitions)
+    report = table(results)
     print(report)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     payload = {
         "date": stamp,
         "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}, {os.uname().release}",
-        "workers": workers,
+        "workers": worker_counts,
         "seconds": args.seconds,
         "repetitions": args.repetitions,
         "results": [asdict(r) for r in results],

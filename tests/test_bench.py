@@ -66,12 +66,28 @@ def test_peer_configs_match_the_scenario() -> None:
 
 
 def test_table_reports_ratios_of_medians() -> None:
-    def result(name: str, rps: list[float], cpu: list[float]) -> Result:
-        return Result(
-            "tcp-small", name, [Sample(r, 0, 1, 2, 100, 0, c, 10) for r, c in zip(rps, cpu, strict=True)]
-        )
+    def result(name: str, rps: list[float], cpu: list[float], workers: int = 1) -> Result:
+        samples = [Sample(r, 0, 1, 2, 100, 0, c, 10) for r, c in zip(rps, cpu, strict=True)]
+        return Result("tcp-small", name, workers, samples)
 
     results = [result("lbd", [90, 100, 200], [20, 22, 99]), result("haproxy", [100, 100, 1], [20, 20, 20])]
-    text = table(results, 1)
+    text = table(results)
     assert "1.00x; 1.10x" in text  # medians 100 vs 100 req/s and 22 vs 20 µs
     assert ratio(1, 0) == "-"
+    assert "scaling" not in text
+    # With two worker counts the table ends with each load balancer's scaling.
+    results += [result("lbd", [150], [20], workers=2), result("haproxy", [180], [20], workers=2)]
+    assert "tcp-small   lbd 1.50x, haproxy 1.80x" in table(results)
+
+
+def test_unsupported_scenarios_are_reported_not_run() -> None:
+    text = table([Result("https", "lbd", 1, [], unsupported=SCENARIOS["https"].unsupported)])
+    assert "https       lbd       1 not supported: lbd has no HTTPS listeners yet" in text
+
+
+def test_rule_scenario_gives_every_load_balancer_20_rules() -> None:
+    rules = SCENARIOS["http-rules"]
+    config = parse_config(lbd_conf(rules, 1, 2, [3], 1))
+    assert len(config.load_balancers[0].listeners[0].rules) == 20
+    assert haproxy_conf(rules, 1, [2], 1).count("use_backend be if rule") == 20
+    assert nginx_lb_conf(Path("/tmp"), rules, 1, [2], 1).count("location /api") == 20
