@@ -299,7 +299,7 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     )
     return f"""global
     nbthread {threads}
-    maxconn 20000
+    maxconn 9000
 defaults
     mode {mode}
     timeout connect 10s
