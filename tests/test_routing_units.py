@@ -46,10 +46,21 @@ def test_wildcards_agree_with_fnmatch(pattern: str, text: str) -> None:
     assert ValueMatcher([pattern], ignore_case=False)(text) == fnmatch.fnmatchcase(text, pattern)
 
 
-def test_exact_values_are_a_set_and_only_wildcards_compile() -> None:
-    matcher = ValueMatcher(["/a", "/b", "/c*"], ignore_case=False)
+def test_values_compile_to_the_cheapest_test() -> None:
+    matcher = ValueMatcher(["/a", "/b", "/c*", "*.png", "/d?x", "/e*f"], ignore_case=False)
     assert matcher.exact == {"/a", "/b"}
-    assert len(matcher.patterns) == 1
+    assert (matcher.prefixes, matcher.suffixes) == (("/c",), (".png",))
+    assert len(matcher.patterns) == 2  # only these need a regular expression, one alternation for both
+    assert matcher("/c/anything") and matcher("x.png") and matcher("/dox") and matcher("/e-f")
+    assert not matcher("/d") and not matcher("/C") and not matcher("x.PNG")
+    folded = ValueMatcher(["API.*", "*.Example.COM"], ignore_case=True)
+    assert folded("api.v1") and folded("WWW.EXAMPLE.com")
+
+
+@given(pattern=TEXT, text=st.text(alphabet="abAB.", max_size=8))
+def test_case_insensitive_wildcards_agree_with_fnmatch(pattern: str, text: str) -> None:
+    matcher = ValueMatcher([pattern], ignore_case=True)
+    assert matcher(text) == fnmatch.fnmatchcase(text.lower(), pattern.lower())
 
 
 def test_escaped_wildcards_are_literal_in_query_values() -> None:

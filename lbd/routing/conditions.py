@@ -43,27 +43,54 @@ def _unescape(value: str) -> str:
 
 
 class ValueMatcher:
-    """Does a string match any of a condition's values?"""
+    """Does a string match any of a condition's values?
 
-    __slots__ = ("exact", "fold", "patterns")
+    Each value is compiled to the cheapest test that decides it: exact values become one set lookup,
+    ``prefix*`` and ``*suffix`` become one ``startswith``/``endswith`` over a tuple (both in C), and only
+    the remaining wildcard values become a regular expression, all of them in one alternation.
+    """
+
+    __slots__ = ("exact", "fold", "patterns", "prefixes", "regex", "suffixes")
 
     def __init__(self, values: Iterable[str], *, ignore_case: bool, escapes: bool = False) -> None:
         self.fold = ignore_case
         exact: set[str] = set()
+        prefixes: list[str] = []
+        suffixes: list[str] = []
         patterns: list[re.Pattern[str]] = []
-        for value in values:
-            if _has_wildcard(value, escapes):
-                patterns.append(wildcard_regex(value, ignore_case=ignore_case, escapes=escapes))
+        for raw in values:
+            value = raw.lower() if ignore_case else raw
+            if not _has_wildcard(value, escapes):
+                exact.add(_unescape(value) if escapes else value)
+            elif _plain(value[:-1]) and value.endswith("*"):
+                prefixes.append(value[:-1])
+            elif _plain(value[1:]) and value.startswith("*"):
+                suffixes.append(value[1:])
             else:
-                text = _unescape(value) if escapes else value
-                exact.add(text.lower() if ignore_case else text)
+                patterns.append(wildcard_regex(value, ignore_case=False, escapes=escapes))
         self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+        self.suffixes = tuple(suffixes)
         self.patterns = tuple(patterns)
+        self.regex = (
+            re.compile("|".join(f"(?:{p.pattern})" for p in patterns), re.DOTALL) if patterns else None
+        )
 
     def __call__(self, text: str) -> bool:
-        if (text.lower() if self.fold else text) in self.exact:
+        if self.fold:
+            text = text.lower()
+        if text in self.exact:
             return True
-        return any(p.fullmatch(text) for p in self.patterns)
+        if self.prefixes and text.startswith(self.prefixes):
+            return True
+        if self.suffixes and text.endswith(self.suffixes):
+            return True
+        return self.regex is not None and self.regex.fullmatch(text) is not None
+
+
+def _plain(text: str) -> bool:
+    """No wildcard and no escape: the text is matched literally."""
+    return not any(c in text for c in "*?\\")
 
 
 def compile_condition(condition: Condition) -> Predicate:
