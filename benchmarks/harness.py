@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lbd.tls.store import CertificateStore, issue
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DEBIAN_PACKAGES = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk"}
@@ -45,6 +47,7 @@ class Scenario:
     kind: str = "wrk"  # "wrk": load with wrk; "idle": memory per idle connection; "unsupported"
     rules: int = 0  # listener rules the request goes through without matching (L7)
     close: bool = False  # a new connection per request
+    tls: bool = False  # clients speak HTTPS to the load balancer (an EC P-256 certificate)
     unsupported: str = ""  # why lbd cannot run it yet
 
 
@@ -73,14 +76,15 @@ SCENARIOS = {
             "10,000 idle keep-alive connections: RSS per connection",
             kind="idle",
         ),
+        Scenario("https", "l7", "/small", 50, "HTTPS keep-alive: TLS termination, small responses", tls=True),
         Scenario(
-            "https",
+            "https-handshake",
             "l7",
             "/small",
             50,
-            "TLS termination: handshake rate and keep-alive rate",
-            kind="unsupported",
-            unsupported="lbd has no HTTPS listeners yet",
+            "HTTPS with a new connection (a full TLS handshake) per request",
+            tls=True,
+            close=True,
         ),
         Scenario(
             "h2",
@@ -256,10 +260,16 @@ def _nginx_main(tmp: Path, name: str, workers: int | str) -> str:
     )
 
 
-def lbd_conf(scenario: Scenario, port: int, admin: int, targets: list[int], workers: int) -> str:
+def lbd_conf(
+    scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, cert_store: str = "/tmp"
+) -> str:
     lb_type, listener, group = (
         ("network", "TCP", "TCP") if scenario.layer == "l4" else ("application", "HTTP", "HTTP")
     )
+    tls = ""
+    if scenario.tls:
+        listener = "HTTPS"
+        tls = "\n        certificates: [bench]"
     target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
     # Rules that never match /small, so every request is checked against all of them (a wildcard path
     # each, the common shape of real listener rules).
@@ -271,13 +281,14 @@ def lbd_conf(scenario: Scenario, port: int, admin: int, targets: list[int], work
     )
     return f"""node: {{workers: {workers}}}
 admin: {{listen: 127.0.0.1:{admin}}}
+certificates: {{store: {cert_store}}}
 load_balancers:
   - name: bench
     type: {lb_type}
     listeners:
       - protocol: {listener}
         port: {port}
-        address: 127.0.0.1
+        address: 127.0.0.1{tls}
         default_actions: [{{type: forward, target_group: backends}}]
         rules:{rules or " []"}
 target_groups:
@@ -290,7 +301,7 @@ target_groups:
 """
 
 
-def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int) -> str:
+def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int, cert: str = "") -> str:
     mode = "tcp" if scenario.layer == "l4" else "http"
     servers = "\n".join(f"    server t{i} 127.0.0.1:{t}" for i, t in enumerate(targets))
     keep = "    option http-keep-alive\n    http-reuse always\n" if mode == "http" else ""
@@ -306,7 +317,7 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{f" ssl crt {cert}" if scenario.tls else ""}
 {rules}    default_backend be
 backend be
     balance roundrobin
@@ -314,7 +325,9 @@ backend be
 """
 
 
-def nginx_lb_conf(tmp: Path, scenario: Scenario, port: int, targets: list[int], workers: int | str) -> str:
+def nginx_lb_conf(
+    tmp: Path, scenario: Scenario, port: int, targets: list[int], workers: int | str, cert: str = ""
+) -> str:
     upstream = "".join(f"server 127.0.0.1:{t}; " for t in targets)
     main = _nginx_main(tmp, "lb", workers)
     if scenario.layer == "l4":
@@ -328,7 +341,9 @@ def nginx_lb_conf(tmp: Path, scenario: Scenario, port: int, targets: list[int], 
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
     return main + (
         f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
-        f"server {{ listen 127.0.0.1:{port} reuseport backlog=4096; keepalive_requests 1000000; "
+        f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''} reuseport backlog=4096; "
+        + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")
+        + "keepalive_requests 1000000; "
         f"{rules}location / {{ {proxy} }} }} }}\n"
     )
 
@@ -348,7 +363,7 @@ def load_balancer(
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
-        conf.write_text(lbd_conf(scenario, port, admin, targets, workers))
+        conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
         proc = Process(
             [sys.executable, "-m", "lbd", "run", "-c", str(conf), "--log-level", "warning"],
             log,
@@ -357,11 +372,11 @@ def load_balancer(
         )
     elif name == "haproxy":
         conf = tmp / "haproxy.cfg"
-        conf.write_text(haproxy_conf(scenario, port, targets, workers))
+        conf.write_text(haproxy_conf(scenario, port, targets, workers, str(tmp / "certs/bench.pem")))
         proc = Process(["haproxy", "-db", "-f", str(conf)], log, port)
     else:
         conf = tmp / "nginx-lb.conf"
-        conf.write_text(nginx_lb_conf(tmp, scenario, port, targets, workers))
+        conf.write_text(nginx_lb_conf(tmp, scenario, port, targets, workers, str(tmp / "certs/bench.pem")))
         proc = Process(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], log, port)
     try:
         yield proc, port
@@ -401,7 +416,8 @@ def measure(
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
         if scenario.kind == "idle":
             return measure_idle(proc, port, scenario)
-        url = f"http://127.0.0.1:{port}{scenario.path}"
+        scheme = "https" if scenario.tls and name != "direct" else "http"
+        url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
         # A short warm-up fills connection pools and caches, then the measured run.
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
@@ -486,8 +502,10 @@ def run(
     for workers in worker_counts:
         for scenario in scenarios:
             for name in names:
-                if name == "direct" and (scenario.kind != "wrk" or workers != worker_counts[0]):
-                    continue  # the ceiling needs no repeating, and idle memory is the load balancer's
+                if name == "direct" and (
+                    scenario.kind != "wrk" or scenario.tls or workers != worker_counts[0]
+                ):
+                    continue  # the ceiling needs no repeating; idle memory and TLS are the load balancer's
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
@@ -497,6 +515,8 @@ def run(
         tmp = Path(tmp_name)
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
         targets = [free_port(), free_port()]
+        # One certificate for every load balancer's HTTPS scenarios, kept in an lbd certificate store.
+        CertificateStore(tmp / "certs").put(issue("bench", ["bench.test"]))
         backend = Process(
             [
                 "nginx",

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
 from lbd.observe.stats import ListenerStats, StatsRegistry
+from lbd.tls.server import ALPN, ListenerTls, TlsConfigError, target_context
+from lbd.tls.store import CertificateStore
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
 
@@ -87,6 +89,8 @@ class TargetGroupRuntime:
         self.zonal: Balancer = make_balancer(config.algorithm, self.local, rng)
         self.balancer: Balancer = self.everywhere if cross_zone else self.zonal
         self.connect_timeout = config.connect_timeout_seconds
+        # HTTPS and TLS target groups re-encrypt to their targets; like ELB, without verifying them.
+        self.tls = target_context() if config.protocol in ("HTTPS", "TLS") else None
         self.checks_enabled = config.health_check.enabled
         self.fail_open = False
         self.zonal_failover = False
@@ -280,6 +284,7 @@ class ListenerRuntime:
             target_groups[action.target_groups[0].name] if isinstance(action, ForwardAction) else None
         )
         self.flow_log: AccessLog | None = None  # network listeners' access log; set by the worker
+        self.tls: ListenerTls | None = None  # HTTPS and TLS listeners
 
 
 class ListenerSlot(Protocol):
@@ -355,7 +360,7 @@ class Snapshot:
                 _check_supported(lb, listener, where)
                 key = listener_key(listener)
                 kind = HttpListenerRuntime if lb.type == "application" else ListenerRuntime
-                listeners[key] = kind(
+                runtime = kind(
                     key,
                     lb,
                     listener,
@@ -363,6 +368,8 @@ class Snapshot:
                     stats.listener(lb.name, f"{listener.protocol}:{listener.port}"),
                     generation,
                 )
+                runtime.tls = _listener_tls(config, lb, listener, where)
+                listeners[key] = runtime
         return cls(generation, config, target_groups, listeners)
 
 
@@ -381,9 +388,26 @@ def _inherited_cross_zone(config: Config) -> dict[str, bool]:
 
 def _check_supported(lb: LoadBalancer, listener: Listener, where: str) -> None:
     # Refusing loudly beats binding a port and serving nothing on it.
-    supported = {"network": ("TCP",), "application": ("HTTP",)}.get(lb.type, ())
+    supported = {"network": ("TCP", "TLS"), "application": ("HTTP", "HTTPS")}.get(lb.type, ())
     if listener.protocol not in supported:
         raise UnsupportedConfig(
             f"{where}.protocol: {lb.type} load balancer listeners with protocol {listener.protocol} are not "
-            "served by this version of lbd yet (supported: network TCP, application HTTP)"
+            "served by this version of lbd yet (supported: network TCP and TLS, application HTTP and HTTPS)"
         )
+
+
+def _listener_tls(config: Config, lb: LoadBalancer, listener: Listener, where: str) -> ListenerTls | None:
+    if listener.protocol not in ("HTTPS", "TLS"):
+        return None
+    # Application HTTPS offers http/1.1 until HTTP/2 lands; network TLS takes ELB's ALPN policy.
+    alpn = ["http/1.1"] if lb.type == "application" else ALPN[listener.alpn_policy]
+    try:
+        return ListenerTls(
+            CertificateStore(config.certificates.store),
+            listener.certificates,
+            listener.ssl_policy,
+            alpn,
+            where,
+        )
+    except TlsConfigError as exc:
+        raise UnsupportedConfig(str(exc)) from None

@@ -33,6 +33,7 @@ from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.listener.sockets import BACKLOG, BindError, bind_listener
+from lbd.listener.tls import tls_protocol
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.access_log import AccessLogs
 from lbd.observe.logs import setup_logging
@@ -188,10 +189,13 @@ class Worker:
             )
 
     def _tick(self) -> None:
-        """Once a second: slow-start ramps and the end of outlier ejections."""
+        """Once a second: slow-start ramps, the end of outlier ejections, renewed certificates."""
         if self.snapshot is not None:
             for group in self.snapshot.target_groups.values():
                 group.tick()
+            for runtime in self.snapshot.listeners.values():
+                if runtime.tls is not None:
+                    runtime.tls.renew()
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _target_group_report(self) -> list[Message]:
@@ -266,12 +270,17 @@ class Worker:
         pool = self.pool
         assert pool is not None
 
-        def accept() -> asyncio.Protocol:
+        def accept() -> asyncio.BaseProtocol:
             # Read at accept time, so a reload re-points new connections without touching the socket.
             runtime = bound.runtime
+            app: asyncio.Protocol
             if isinstance(runtime, HttpListenerRuntime):
-                return HttpClientSide(runtime, tracker, pool, bound)
-            return TcpClientSide(runtime, tracker)
+                app = HttpClientSide(runtime, tracker, pool, bound)
+            else:
+                app = TcpClientSide(runtime, tracker)
+            if runtime.tls is not None:
+                return tls_protocol(app, runtime.tls.context, runtime.stats)
+            return app
 
         bound.server = await loop.create_server(accept, sock=bound.sock, backlog=BACKLOG)
 

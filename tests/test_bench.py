@@ -81,8 +81,22 @@ def test_table_reports_ratios_of_medians() -> None:
 
 
 def test_unsupported_scenarios_are_reported_not_run() -> None:
-    text = table([Result("https", "lbd", 1, [], unsupported=SCENARIOS["https"].unsupported)])
-    assert "https       lbd       1 not supported: lbd has no HTTPS listeners yet" in text
+    text = table([Result("h2", "lbd", 1, [], unsupported=SCENARIOS["h2"].unsupported)])
+    assert "h2          lbd       1 not supported: lbd has no HTTP/2 yet" in text
+
+
+def test_https_scenarios_terminate_tls_on_every_load_balancer() -> None:
+    https = SCENARIOS["https-handshake"]
+    config = parse_config(lbd_conf(https, 1, 2, [3], 1, "/certs"))
+    listener = config.load_balancers[0].listeners[0]
+    assert (listener.protocol, listener.certificates, config.certificates.store) == (
+        "HTTPS",
+        ("bench",),
+        "/certs",
+    )
+    assert "bind 127.0.0.1:1 ssl crt /c.pem" in haproxy_conf(https, 1, [2], 1, "/c.pem")
+    assert "listen 127.0.0.1:1 ssl" in nginx_lb_conf(Path("/tmp"), https, 1, [2], 1, "/c.pem")
+    assert https.close
 
 
 def test_rule_scenario_gives_every_load_balancer_20_rules() -> None:

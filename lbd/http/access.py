@@ -28,6 +28,7 @@ class HttpAccessLog:
         answered = exchange.response_at > 0
         version = exchange.version
         host = exchange.host.decode("latin-1") or "-"
+        cipher, protocol, domain, certificate = client.tls_info or ("-", "-", "-", "-")
         origin = f"{self.scheme}://{host}{_port(host, self.port)}"
         url = exchange.url.decode("latin-1")
         entry: dict[str, Any] = {
@@ -45,12 +46,12 @@ class HttpAccessLog:
             "sent_bytes": client.sent_bytes - exchange.sent_mark,
             "request": f"{exchange.method} {origin}{url} HTTP/{version}",
             "user_agent": _header(exchange.headers, b"user-agent"),
-            "ssl_cipher": "-",
-            "ssl_protocol": "-",
+            "ssl_cipher": cipher,
+            "ssl_protocol": protocol,
             "target_group_arn": exchange.target_group.name if exchange.target_group is not None else "-",
             "trace_id": exchange.trace_id.decode("latin-1"),
-            "domain_name": "-",
-            "chosen_cert_arn": "-",
+            "domain_name": domain,
+            "chosen_cert_arn": certificate,
             "matched_rule_priority": exchange.action_priority,
             "request_creation_time": timestamp(log.wall(exchange.started_at)),
             "actions_executed": exchange.action or "-",

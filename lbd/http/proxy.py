@@ -78,6 +78,7 @@ class HttpClientSide(asyncio.Protocol):
         "received_mark",
         "sent_bytes",
         "slot",
+        "tls_info",
         "tracker",
         "transport",
         "tunnel_eofs",
@@ -99,6 +100,7 @@ class HttpClientSide(asyncio.Protocol):
         self.received_bytes = 0  # from the client, over the connection's life (access log, metrics)
         self.sent_bytes = 0  # to the client
         self.received_mark = 0  # received_bytes when the previous exchange ended
+        self.tls_info: tuple[str, str, str, str] | None = None  # cipher, protocol, SNI, certificate
         self.tracker = tracker
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -150,6 +152,17 @@ class HttpClientSide(asyncio.Protocol):
         stats.new_connections += 1
         stats.active_connections += 1
         self.tracker.add(self)
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is not None and self.listener.tls is not None:
+            # For the access log: ssl_cipher, ssl_protocol, domain_name, chosen_cert_arn.
+            cipher = ssl_object.cipher()
+            server_name, certificate = self.listener.tls.handshake_info(ssl_object)
+            self.tls_info = (
+                cipher[0] if cipher else "-",
+                ssl_object.version() or "-",
+                server_name,
+                certificate,
+            )
         self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -659,7 +672,7 @@ class Exchange:
         group = self.target_group
         assert group is not None
         try:
-            conn = await self.client.pool.connect(target, group.connect_timeout)
+            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls)
         except (OSError, TimeoutError) as exc:
             self.client.listener.stats.target_connection_errors += 1
             target.stats.connection_errors += 1

@@ -12,6 +12,7 @@ been closed by the target's own keep-alive timeout), and retires them:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -185,10 +186,16 @@ class UpstreamPool:
             conn.close()
         return None
 
-    async def connect(self, target: Target, timeout: float) -> HttpTargetSide:
+    async def connect(
+        self, target: Target, timeout: float, tls: ssl.SSLContext | None = None
+    ) -> HttpTargetSide:
         async with asyncio.timeout(timeout):
             _, conn = await self._loop.create_connection(
-                lambda: HttpTargetSide(self, target, self.generation), target.id, target.port
+                lambda: HttpTargetSide(self, target, self.generation),
+                target.id,
+                target.port,
+                ssl=tls,
+                server_hostname=target.server_name if tls is not None else None,
             )
         self.opened += 1
         return conn

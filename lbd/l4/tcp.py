@@ -186,8 +186,10 @@ class TcpClientSide(asyncio.Protocol):
         if self.transport is not None:
             if self._client_eof:
                 self._close_both()
-            else:
+            elif self.transport.can_write_eof():
                 self.transport.write_eof()
+            else:
+                self.transport.close()  # TLS has no half-close: close_notify ends both directions
 
     def target_lost(self, exc: Exception | None) -> None:
         if self.transport is None:
@@ -266,7 +268,11 @@ class TcpClientSide(asyncio.Protocol):
             try:
                 async with asyncio.timeout(group.connect_timeout):
                     await self._loop.create_connection(
-                        functools.partial(TcpTargetSide, self, target), target.id, target.port
+                        functools.partial(TcpTargetSide, self, target),
+                        target.id,
+                        target.port,
+                        ssl=group.tls,
+                        server_hostname=target.server_name if group.tls is not None else None,
                     )
             except (OSError, TimeoutError) as exc:
                 # Nothing was sent to this target yet, so trying another one is safe.

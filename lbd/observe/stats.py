@@ -64,6 +64,7 @@ class ListenerStats:
     client_resets: int = 0  # TCP_Client_Reset_Count
     target_resets: int = 0  # TCP_Target_Reset_Count
     idle_timeouts: int = 0  # flows closed by the idle timeout
+    client_tls_negotiation_errors: int = 0  # ClientTLSNegotiationErrorCount
     # HTTP listeners
     requests: int = 0  # RequestCount: requests for which a target was chosen
     non_compliant_requests: int = 0  # DesyncMitigationMode_NonCompliant_Request_Count

@@ -50,6 +50,11 @@ class Target:
         self.effective_weight = self.weight * max(self.ramp, 0.01)
 
     @property
+    def server_name(self) -> str:
+        """SNI towards a TLS target: its name when it has one, nothing for an IP address."""
+        return "" if self.id.replace(".", "").isdigit() or ":" in self.id else self.id
+
+    @property
     def key(self) -> str:
         return f"{self.id}:{self.port}"
 

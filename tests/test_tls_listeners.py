@@ -1,0 +1,228 @@
+"""TLS listeners through a real ``lbd run``, with certificates from the store: SNI selection, ECDSA vs
+RSA, a policy refusing old clients (counted), renewal without reload under a stream of handshakes, a
+broken replacement refused, re-encryption to HTTPS targets, network TLS listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from lbd.tls.store import CertificateStore, StoredCertificate, issue
+from tests.conftest import LbdFactory, TcpBackend
+from tests.http_backend import HttpBackend
+from tests.lbdproc import Lbd, application_config, free_port, network_config, wait_for
+
+
+def https_config(
+    port: int, targets: list[int], store: Path, certificates: list[str], **listener: Any
+) -> dict[str, Any]:
+    config = application_config(port, targets)
+    config["certificates"] = {"store": str(store)}
+    config["load_balancers"][0]["listeners"][0].update(
+        protocol="HTTPS", certificates=certificates, **listener
+    )
+    return config
+
+
+def client_context(maximum: ssl.TLSVersion | None = None, ciphers: str | None = None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if maximum is not None:
+        context.maximum_version = maximum
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    return context
+
+
+async def fetch(
+    port: int, server_name: str | None, context: ssl.SSLContext | None = None
+) -> tuple[x509.Certificate, bytes]:
+    """One HTTPS request; the certificate the listener presented and the response."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context or client_context(), server_hostname=server_name or ""
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        presented = x509.load_der_x509_certificate(ssl_object.getpeercert(binary_form=True))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return presented, await reader.read()
+    finally:
+        writer.close()
+
+
+def fingerprint(certificate: x509.Certificate | StoredCertificate) -> bytes:
+    cert = certificate.leaf if isinstance(certificate, StoredCertificate) else certificate
+    return cert.fingerprint(hashes.SHA256())
+
+
+async def stats(proc: Lbd) -> dict[str, Any]:
+    status, body = await proc.admin("GET", "/v1/stats")
+    assert status == 200
+    return body["listeners"][0]  # type: ignore[no-any-return]
+
+
+async def test_sni_picks_exact_wildcard_then_default_and_proto_is_https(
+    lbd: LbdFactory, tmp_path: Path
+) -> None:
+    store = CertificateStore(tmp_path / "store")
+    default, exact, wild = (
+        issue("default", ["default.test"]),
+        issue("exact", ["api.example.com"]),
+        issue("wild", ["*.example.com"]),
+    )
+    for certificate in (default, exact, wild):
+        store.put(certificate)
+    backend = await HttpBackend("b").start()
+    port = free_port()
+    proc = lbd(https_config(port, [backend.port], store.directory, ["default", "exact", "wild"]))
+    await proc.wait_ready()
+    for server_name, expected in (
+        ("api.example.com", exact),
+        ("www.example.com", wild),
+        ("a.b.example.com", default),
+        (None, default),
+    ):
+        presented, response = await fetch(port, server_name)
+        assert fingerprint(presented) == fingerprint(expected), server_name
+        assert response.startswith(b"HTTP/1.1 200")
+    assert backend.requests[0].header("x-forwarded-proto") == "https"
+    assert backend.requests[0].header("x-forwarded-port") == str(port)
+    await backend.close()
+
+
+async def test_ecdsa_for_clients_that_take_it_rsa_for_the_others(lbd: LbdFactory, tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("rsa", ["shop.test"], key_type="rsa"))
+    store.put(issue("ec", ["shop.test"], key_type="ec"))
+    backend = await HttpBackend("b").start()
+    port = free_port()
+    proc = lbd(https_config(port, [backend.port], store.directory, ["rsa", "ec"]))
+    await proc.wait_ready()
+    modern, _ = await fetch(port, "shop.test")
+    assert modern.signature_algorithm_oid._name.startswith("ecdsa")
+    legacy, _ = await fetch(
+        port, "shop.test", client_context(ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-GCM-SHA256")
+    )
+    assert fingerprint(legacy) == fingerprint(store.get("rsa"))
+    await backend.close()
+
+
+async def test_tls13_only_policy_refuses_tls12_and_counts_it(lbd: LbdFactory, tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["site.test"]))
+    backend = await HttpBackend("b").start()
+    port = free_port()
+    config = https_config(
+        port, [backend.port], store.directory, ["site"], ssl_policy="ELBSecurityPolicy-TLS13-1-3-2021-06"
+    )
+    proc = lbd(config)
+    await proc.wait_ready()
+    _, response = await fetch(port, "site.test")
+    assert response.startswith(b"HTTP/1.1 200")
+    try:
+        await fetch(port, "site.test", client_context(ssl.TLSVersion.TLSv1_2))
+        raise AssertionError("a TLS 1.2 client was accepted by a TLS 1.3-only policy")
+    except (ssl.SSLError, ConnectionError):
+        pass
+    await wait_for(lambda: _errors(proc), what="the handshake failure counted")
+    await backend.close()
+
+
+async def _errors(proc: Lbd) -> bool:
+    return bool((await stats(proc))["client_tls_negotiation_errors"] == 1)
+
+
+async def test_renewal_without_reload_under_a_stream_of_handshakes(lbd: LbdFactory, tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "store")
+    old = issue("site", ["site.test"])
+    store.put(old)
+    backend = await HttpBackend("b").start()
+    port = free_port()
+    proc = lbd(https_config(port, [backend.port], store.directory, ["site"]))
+    await proc.wait_ready()
+    new = issue("site", ["site.test"])
+    seen: list[bytes] = []
+    failures = 0
+
+    async def stream() -> None:
+        nonlocal failures
+        while fingerprint(new) not in seen:
+            try:
+                presented, response = await fetch(port, "site.test")
+                assert response.startswith(b"HTTP/1.1 200")
+                seen.append(fingerprint(presented))
+            except (OSError, ssl.SSLError):
+                failures += 1
+
+    streaming = asyncio.create_task(stream())
+    await wait_for(lambda: len(seen) >= 3, what="handshakes with the old certificate")
+    store.put(new)  # what `lbd cert import` over an existing name does: an atomic replace
+    await asyncio.wait_for(streaming, 30)
+    assert failures == 0
+    assert seen[0] == fingerprint(old) and seen[-1] == fingerprint(new)
+    assert "certificates reloaded from the store" in proc.log
+
+    # A broken replacement is refused: the current certificate keeps serving, and the error is logged.
+    store.path("site").write_bytes(
+        b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n"
+    )
+    await wait_for(lambda: "certificate change refused" in proc.log, what="the refusal logged")
+    presented, _ = await fetch(port, "site.test")
+    assert fingerprint(presented) == fingerprint(new)
+    await backend.close()
+
+
+async def test_missing_certificate_refuses_to_start_naming_the_key(lbd: LbdFactory, tmp_path: Path) -> None:
+    proc = lbd(https_config(free_port(), [free_port()], tmp_path / "empty", ["nope"]))
+    assert await proc.wait_exit() == 2
+    assert "load_balancers[0].listeners[0].certificates[0]: no certificate named 'nope'" in proc.log
+
+
+async def test_https_listener_to_https_targets(lbd: LbdFactory, tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("front", ["front.test"]))
+    target_cert = issue("target", ["target.test"])  # self-signed: ELB does not verify targets
+    bundle = tmp_path / "target.pem"
+    bundle.write_bytes(target_cert.bundle())
+    target_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    target_tls.load_cert_chain(bundle)
+    backend = await HttpBackend("secure").start(tls=target_tls)
+    port = free_port()
+    config = https_config(port, [backend.port], store.directory, ["front"])
+    config["target_groups"][0]["protocol"] = "HTTPS"
+    proc = lbd(config)
+    await proc.wait_ready()
+    for _ in range(3):
+        _, response = await fetch(port, "front.test")
+        assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"hello from secure\n")
+    assert len(backend.requests) == 3
+    await backend.close()
+
+
+async def test_network_tls_listener_terminates_and_splices(
+    lbd: LbdFactory, backends: Any, tmp_path: Path
+) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("nlb", ["nlb.test"]))
+    echo: TcpBackend = await backends()
+    port = free_port()
+    config = network_config(port, [echo.port])
+    config["certificates"] = {"store": str(store.directory)}
+    config["load_balancers"][0]["listeners"][0].update(
+        protocol="TLS", certificates=["nlb"], alpn_policy="HTTP2Preferred"
+    )
+    proc = lbd(config)
+    await proc.wait_ready()
+    context = client_context()
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="nlb.test")
+    assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
+    writer.write(b"ping over tls")
+    assert await reader.readexactly(13) == b"ping over tls"
+    writer.close()
