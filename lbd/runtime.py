@@ -90,7 +90,10 @@ class TargetGroupRuntime:
         self.balancer: Balancer = self.everywhere if cross_zone else self.zonal
         self.connect_timeout = config.connect_timeout_seconds
         # HTTPS and TLS target groups re-encrypt to their targets; like ELB, without verifying them.
-        self.tls = target_context() if config.protocol in ("HTTPS", "TLS") else None
+        self.tls = (
+            target_context(config.verify, config.ca_bundle) if config.protocol in ("HTTPS", "TLS") else None
+        )
+        self.verify = config.verify
         self.checks_enabled = config.health_check.enabled
         self.fail_open = False
         self.zonal_failover = False

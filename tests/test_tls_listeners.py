@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from lbd.tls.store import CertificateStore, StoredCertificate, issue
+from tests.certs import self_signed
 from tests.conftest import LbdFactory, TcpBackend
 from tests.http_backend import HttpBackend
 from tests.lbdproc import Lbd, application_config, free_port, network_config, wait_for
@@ -226,3 +227,32 @@ async def test_network_tls_listener_terminates_and_splices(
     writer.write(b"ping over tls")
     assert await reader.readexactly(13) == b"ping over tls"
     writer.close()
+
+
+async def test_target_verification_is_off_by_default_and_can_be_turned_on(
+    lbd: LbdFactory, tmp_path: Path
+) -> None:
+    target_cert = self_signed("target", sans=("127.0.0.1",))
+    backend = await HttpBackend("secure").start(tls=target_cert.server_context(tmp_path))
+    trusted = tmp_path / "trusted.pem"
+    trusted.write_bytes(target_cert.cert_pem)
+    stranger = tmp_path / "stranger.pem"
+    stranger.write_bytes(self_signed("someone else").cert_pem)
+
+    async def status_with(**group: Any) -> int:
+        port = free_port()
+        config = application_config(port, [backend.port])
+        config["target_groups"][0].update(protocol="HTTPS", **group)
+        proc = lbd(config)
+        await proc.wait_ready()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status = int((await reader.read()).split()[1])
+        writer.close()
+        proc.stop()
+        return status
+
+    assert await status_with() == 200  # not verified, as on ELB
+    assert await status_with(verify=True, ca_bundle=str(trusted)) == 200
+    assert await status_with(verify=True, ca_bundle=str(stranger)) == 502
+    await backend.close()

@@ -498,6 +498,9 @@ class TargetGroup(Model):
     health_check: HealthCheck
     minimum_healthy_targets: MinimumHealthy = MinimumHealthy()
     outlier_detection: OutlierDetection = OutlierDetection()
+    # HTTPS and TLS target groups: like ELB, target certificates are not verified unless asked.
+    verify: bool = False
+    ca_bundle: str | None = None  # PEM file of CAs to verify targets against (default: the system's)
     targets: tuple[Target, ...] = ()
 
     @model_validator(mode="after")
@@ -508,6 +511,10 @@ class TargetGroup(Model):
             )
         if self.protocol_version != "HTTP1" and self.protocol not in ("HTTP", "HTTPS"):
             raise ValueError(f"protocol_version: {self.protocol_version} needs an HTTP or HTTPS target group")
+        if (self.verify or self.ca_bundle) and self.protocol not in ("HTTPS", "TLS"):
+            raise ValueError(
+                f"verify: only HTTPS and TLS target groups talk TLS to targets, not {self.protocol}"
+            )
         return self
 
 

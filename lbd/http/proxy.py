@@ -672,7 +672,7 @@ class Exchange:
         group = self.target_group
         assert group is not None
         try:
-            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls)
+            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls, group.verify)
         except (OSError, TimeoutError) as exc:
             self.client.listener.stats.target_connection_errors += 1
             target.stats.connection_errors += 1

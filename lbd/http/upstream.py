@@ -187,7 +187,7 @@ class UpstreamPool:
         return None
 
     async def connect(
-        self, target: Target, timeout: float, tls: ssl.SSLContext | None = None
+        self, target: Target, timeout: float, tls: ssl.SSLContext | None = None, verify: bool = False
     ) -> HttpTargetSide:
         async with asyncio.timeout(timeout):
             _, conn = await self._loop.create_connection(
@@ -195,7 +195,7 @@ class UpstreamPool:
                 target.id,
                 target.port,
                 ssl=tls,
-                server_hostname=target.server_name if tls is not None else None,
+                server_hostname=target.tls_name(verify) if tls is not None else None,
             )
         self.opened += 1
         return conn

@@ -272,7 +272,7 @@ class TcpClientSide(asyncio.Protocol):
                         target.id,
                         target.port,
                         ssl=group.tls,
-                        server_hostname=target.server_name if group.tls is not None else None,
+                        server_hostname=target.tls_name(group.verify) if group.tls is not None else None,
                     )
             except (OSError, TimeoutError) as exc:
                 # Nothing was sent to this target yet, so trying another one is safe.

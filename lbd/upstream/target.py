@@ -54,6 +54,10 @@ class Target:
         """SNI towards a TLS target: its name when it has one, nothing for an IP address."""
         return "" if self.id.replace(".", "").isdigit() or ":" in self.id else self.id
 
+    def tls_name(self, verify: bool) -> str:
+        """server_hostname for a TLS connection: verification checks the id itself, IP addresses too."""
+        return self.id if verify else self.server_name
+
     @property
     def key(self) -> str:
         return f"{self.id}:{self.port}"
