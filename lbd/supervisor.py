@@ -522,20 +522,20 @@ class Supervisor:
         body = {"reloaded": result.ok, "generation": result.generation, "errors": result.errors}
         return AdminResponse(200 if result.ok else 422, body)
 
-    async def _stats_endpoint(self, request: AdminRequest) -> AdminResponse:
-        """Per-worker listener counters and their node totals (the Prometheus exporter builds on these)."""
+    async def _collect(self) -> tuple[NodeStats, list[dict[str, Any]]]:
+        """Every worker's counters (over the control channel), summed; and each worker's own report."""
         self._stats_seq += 1
         message = {"op": "stats", "generation": self._stats_seq}
         replies = await asyncio.gather(
             *(w.request(message, "stats") for w in self.workers), return_exceptions=True
         )
+        node = NodeStats(workers=len(self.workers), generation=self.generation)
         per_worker: list[dict[str, Any]] = []
-        totals: dict[tuple[str, str], dict[str, int]] = {}
-        groups: dict[str, dict[str, Any]] = {}
         for worker, reply in zip(self.workers, replies, strict=True):
             if isinstance(reply, BaseException):
                 per_worker.append({"worker": worker.index, "error": str(reply)})
                 continue
+            node.add_worker(reply)
             per_worker.append(
                 {
                     "worker": worker.index,
@@ -543,25 +543,16 @@ class Supervisor:
                     "target_groups": reply.get("target_groups", []),
                 }
             )
-            for report in reply.get("target_groups", []):
-                merged = groups.setdefault(report["target_group"], {})
-                for name, value in report.items():
-                    if isinstance(value, bool):  # fail_open, zonal_failover: in any worker
-                        merged[name] = bool(merged.get(name)) or value
-                    elif isinstance(value, int) and name.endswith("_targets") and name != "ejected_targets":
-                        merged[name] = value  # the checker's view, the same in every worker
-                    elif isinstance(value, int):
-                        merged[name] = merged.get(name, 0) + value
-            for entry in reply["listeners"]:
-                key = (entry["load_balancer"], entry["listener"])
-                total = totals.setdefault(key, {})
-                for name, value in entry.items():
-                    if isinstance(value, int):
-                        total[name] = total.get(name, 0) + value
+        return node, per_worker
+
+    async def _stats_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """Listener and target-group counters: node totals, and per worker."""
+        node, per_worker = await self._collect()
         listeners = [
-            {"load_balancer": lb, "listener": name, **values} for (lb, name), values in totals.items()
+            {"load_balancer": lb, "listener": name, **{k: v for k, v in values.items() if isinstance(v, int)}}
+            for (lb, name), values in node.listeners.items()
         ]
-        target_groups = [{"target_group": name, **values} for name, values in groups.items()]
+        target_groups = [{"target_group": name, **values} for name, values in node.target_groups.items()]
         return AdminResponse(
             200,
             {
@@ -574,15 +565,7 @@ class Supervisor:
 
     async def _metrics_endpoint(self, request: AdminRequest) -> AdminResponse:
         """Prometheus exposition of node totals (lbd/observe/metrics.py)."""
-        self._stats_seq += 1
-        message = {"op": "stats", "generation": self._stats_seq}
-        replies = await asyncio.gather(
-            *(w.request(message, "stats") for w in self.workers), return_exceptions=True
-        )
-        node = NodeStats(workers=len(self.workers), generation=self.generation)
-        for reply in replies:
-            if not isinstance(reply, BaseException):
-                node.add_worker(reply)
+        node, _ = await self._collect()
         if self.checker is not None:
             for group in self.current.config.target_groups:
                 node.health += [{"target_group": group.name, **t} for t in self.checker.describe(group.name)]

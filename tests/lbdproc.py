@@ -15,7 +15,18 @@ from typing import Any
 
 import yaml
 
-DEADLINE = 30.0  # generous: a loaded 2-core machine can be slow to start Python processes
+DEADLINE = 30.0
+
+# Health checks fast enough for a test to see transitions (1 s intervals are lbd's floor; 2 s leaves slack).
+FAST_HTTP_CHECK: dict[str, Any] = {
+    "protocol": "HTTP",
+    "path": "/health",
+    "interval_seconds": 2,
+    "timeout_seconds": 1,
+    "healthy_threshold": 2,
+    "unhealthy_threshold": 2,
+    "matcher": "200-299",
+}  # generous: a loaded 2-core machine can be slow to start Python processes
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.http_client import Client
-from tests.lbdproc import Lbd, application_config, free_port, http_request, wait_for
+from tests.lbdproc import FAST_HTTP_CHECK, Lbd, application_config, free_port, http_request, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -58,14 +58,7 @@ def config(port: int, target: int) -> dict[str, Any]:
     ]
     empty = {"name": "empty", "protocol": "HTTP", "health_check": {"enabled": False}, "targets": []}
     built = application_config(port, [target], rules=rules, extra_groups=[empty], idle_timeout_seconds=2)
-    built["target_groups"][0]["health_check"] = {
-        "protocol": "HTTP",
-        "path": "/health",
-        "interval_seconds": 2,
-        "timeout_seconds": 1,
-        "healthy_threshold": 2,
-        "unhealthy_threshold": 2,
-    }
+    built["target_groups"][0]["health_check"] = FAST_HTTP_CHECK
     return built
 
 

@@ -12,18 +12,9 @@ from tests.certs import self_signed
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.http_client import Client
-from tests.lbdproc import Lbd, application_config, free_port, network_config, wait_for
+from tests.lbdproc import FAST_HTTP_CHECK, Lbd, application_config, free_port, network_config, wait_for
 
-# Fast checks so transitions happen within a test: interval 1 s is lbd's floor.
-HTTP_CHECK = {
-    "protocol": "HTTP",
-    "path": "/health",
-    "interval_seconds": 2,
-    "timeout_seconds": 1,
-    "healthy_threshold": 2,
-    "unhealthy_threshold": 2,
-    "matcher": "200-299",
-}
+HTTP_CHECK = FAST_HTTP_CHECK
 
 
 def with_checks(config: dict[str, Any], check: dict[str, Any], **group: Any) -> dict[str, Any]:

@@ -58,6 +58,8 @@ class NodeStats:
             for name, value in report.items():
                 if isinstance(value, bool):  # fail_open, zonal_failover: true in any worker
                     merged[name] = bool(merged.get(name)) or value
+                elif isinstance(value, int) and name in ("healthy_targets", "unhealthy_targets"):
+                    merged[name] = value  # the checker's verdicts, the same in every worker
                 elif isinstance(value, int):
                     merged[name] = merged.get(name, 0) + value
 
