@@ -349,6 +349,8 @@ class Supervisor:
         result = await self._deploy(loaded, registry)
         if not result.ok:
             return result
+        if self.registry.added or self.registry.removed or self.state_file.exists():
+            self._save_registry()  # registrations of target groups the new file dropped are forgotten
         new_keys = set(self._snapshot_keys(loaded.config))
         if loaded.config.admin != self.current.config.admin:
             log.warning("admin settings changed; they take effect at the next restart")
