@@ -119,7 +119,9 @@ async def run_demo(config_path: str, config: Config, workers: int | None) -> int
         print("\nlbd is running (demo targets on " + targets + "). Try:", flush=True)
         print("\n".join(_hints(config)), flush=True)
         print(f"  curl http://{config.admin.listen}/readyz", flush=True)
-        print(f"  curl http://{config.admin.listen}/v1/stats", flush=True)
+        for group in config.target_groups[:1]:
+            print(f"  curl http://{config.admin.listen}/v1/target-groups/{group.name}/targets", flush=True)
+        print(f"  curl http://{config.admin.listen}/metrics", flush=True)
         print("Reload after editing the config: kill -HUP <lbd pid>. Stop: Ctrl-C.\n", flush=True)
         waiter = asyncio.ensure_future(process.wait())
         await asyncio.wait([waiter, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
