@@ -152,7 +152,7 @@ class HttpClientSide(asyncio.Protocol):
         stats.new_connections += 1
         stats.active_connections += 1
         self.tracker.add(self)
-        ssl_object = self.transport.get_extra_info("ssl_object")
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.listener.tls is not None else None
         if ssl_object is not None and self.listener.tls is not None:
             # For the access log: ssl_cipher, ssl_protocol, domain_name, chosen_cert_arn.
             cipher = ssl_object.cipher()

@@ -118,14 +118,7 @@ class ListenerTls:
         return context
 
     def changed(self) -> bool:
-        for name, stamp in self._loaded.stamps.items():
-            try:
-                stat = self.store.path(name).stat()
-            except OSError:
-                return True
-            if (stat.st_mtime_ns, stat.st_size) != stamp:
-                return True
-        return False
+        return self._stamps_now() != self._loaded.stamps
 
     def renew(self) -> bool:
         """Reload the certificates if their files changed; keep the old ones if the new ones are broken."""
@@ -145,13 +138,15 @@ class ListenerTls:
         return True
 
     def _stamps_now(self) -> dict[str, tuple[int, int]]:
+        """(mtime, size) of each certificate file; (0, 0) for one that cannot be read."""
         stamps = {}
         for name in self.names:
             try:
                 stat = self.store.path(name).stat()
-                stamps[name] = (stat.st_mtime_ns, stat.st_size)
             except OSError:
                 stamps[name] = (0, 0)
+                continue
+            stamps[name] = (stat.st_mtime_ns, stat.st_size)
         return stamps
 
 
