@@ -14,7 +14,7 @@ from random import getrandbits
 from typing import TYPE_CHECKING
 
 from lbd.config.schema import Listener
-from lbd.http import desync
+from lbd.http import desync, fastpath
 from lbd.http.errors import HttpError
 from lbd.http.messages import HOP_BY_HOP
 from lbd.routing.actions import Forward, Redirect
@@ -80,6 +80,13 @@ class HttpDispatcher:
         self.desync_mode = lb.desync_mitigation_mode
         self.preserve_host = lb.preserve_host_header
         self.drop_invalid = lb.drop_invalid_header_fields
+        # The fast path (fastpath.py) only takes heads whose field names survive drop_invalid_header_fields.
+        self.fast_pattern = fastpath.REQUEST_HEAD_ALNUM_NAMES if self.drop_invalid else fastpath.REQUEST_HEAD
+        self._target_hosts: dict[bytes, bytes] = {}
+        self._forwarded_fields = b"X-Forwarded-Proto: %b\r\nX-Forwarded-Port: %b\r\n" % (
+            self.scheme_bytes,
+            self.port,
+        )
         default = self.table.default
         group = default.single if isinstance(default, Forward) else None
         # The common case, one forward and no rules, routes without looking at the request.
@@ -159,10 +166,7 @@ class HttpDispatcher:
         if forwarded_for and sum(v.count(b",") + 1 for v in forwarded_for) > MAX_FORWARDED_FOR:
             raise HttpError(463, "TooManyForwardedFor")
         if self.xff_mode == "append":
-            client = peer[0].encode()
-            if self.xff_client_port:
-                client = (b"[%b]:%d" if b":" in client else b"%b:%d") % (client, peer[1])
-            out.append((b"X-Forwarded-For", b", ".join([*forwarded_for, client])))
+            out.append((b"X-Forwarded-For", b", ".join([*forwarded_for, self._client_address(peer)])))
         elif self.xff_mode == "preserve" and forwarded_for:
             out.append((b"X-Forwarded-For", b", ".join(forwarded_for)))
         out.append((b"X-Forwarded-Proto", self.scheme_bytes))
@@ -170,6 +174,49 @@ class HttpDispatcher:
         trace = trace_header(trace)
         out.append((b"X-Amzn-Trace-Id", trace))
         return RewrittenRequest(out, chunked, expect_continue, upgrade, host or b"", close_after, trace)
+
+    def fast_head(self, exchange: Exchange, block: bytes, host: bytes) -> tuple[bytes, bytes]:
+        """``rewrite_request`` for a head the fast path took, as (head for the target, trace id).
+
+        fastpath.simple_request guarantees no framing, hop-by-hop, X-Forwarded-* or trace fields and one
+        Host, so the client's field lines go through as one slice and lbd's fields follow them, in the order
+        ``rewrite_request`` gives.
+        """
+        if not self.preserve_host:
+            target_host = self._target_hosts.get(host)
+            if target_host is None:
+                if len(self._target_hosts) >= 1024:
+                    self._target_hosts.clear()  # a bound, not an LRU: clients rarely use many names
+                target_host = self._target_hosts[host] = self._target_host(host)
+            if target_host != host:
+                lines = b"\n" + block
+                at = lines.lower().find(b"\nhost:")
+                block = lines[1 : at + 1] + b"Host: " + target_host + lines[lines.index(b"\r", at) :]
+        client = exchange.client
+        cached = client.fast_forwarded
+        if cached is not None and cached[0] is self:
+            forwarded = cached[1]
+        else:
+            # The same for every request of a connection (the peer does not change); kept on the connection.
+            forwarded = self._forwarded_fields
+            if self.xff_mode == "append":
+                forwarded = b"X-Forwarded-For: %b\r\n%b" % (self._client_address(client.peer), forwarded)
+            client.fast_forwarded = (self, forwarded)
+        trace = new_trace_root()
+        head = b"%b %b HTTP/1.1\r\n%b%bX-Amzn-Trace-Id: %b\r\n\r\n" % (
+            exchange.method.encode(),
+            exchange.url,
+            block,
+            forwarded,
+            trace,
+        )
+        return head, trace
+
+    def _client_address(self, peer: tuple[str, int]) -> bytes:
+        client = peer[0].encode()
+        if self.xff_client_port:
+            client = (b"[%b]:%d" if b":" in client else b"%b:%d") % (client, peer[1])
+        return client
 
     def _target_host(self, value: bytes) -> bytes:
         # Without preserve_host_header ALB lowercases Host and adds a non-default listener port (R19).
@@ -202,11 +249,16 @@ class HttpDispatcher:
 def trace_header(existing: bytes) -> bytes:
     """X-Amzn-Trace-Id (R8): a new Root when absent; Self= added or updated when a Root is present; custom
     fields kept."""
-    stamp = b"1-%08x-%024x" % (int(time.time()), getrandbits(96))
     if not existing or len(existing) > MAX_TRACE_HEADER:
-        return b"Root=" + stamp
+        return new_trace_root()
+    stamp = b"1-%08x-%024x" % (int(time.time()), getrandbits(96))
     fields = [f.strip() for f in existing.split(b";") if f.strip()]
     if not any(f.startswith(b"Root=") for f in fields):
         return b";".join([b"Root=" + stamp, *fields])
     kept = [f for f in fields if not f.startswith(b"Self=")]
     return b";".join([b"Self=" + stamp, *kept])
+
+
+def new_trace_root() -> bytes:
+    """A new X-Amzn-Trace-Id: Root=1-<epoch seconds, hex>-<96 random bits, hex> (R8)."""
+    return b"Root=1-%08x-%024x" % (int(time.time()), getrandbits(96))

@@ -126,7 +126,7 @@ def response_head(
     interim: bool = False,
     extra: bytes = b"",
 ) -> bytes:
-    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or _phrase(status))]
+    out = [b"HTTP/1.1 %d %b\r\n" % (status, reason or standard_phrase(status))]
     for name, value in headers:
         out += (name, b": ", value, b"\r\n")
     if not interim:
@@ -145,7 +145,7 @@ def response_head(
 _phrases: dict[int, bytes] = {}
 
 
-def _phrase(status: int) -> bytes:
+def standard_phrase(status: int) -> bytes:
     # A target may send an empty reason phrase (RFC 9112 4 allows it); lbd sends the standard one.
     text = _phrases.get(status)
     if text is None:

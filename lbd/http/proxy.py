@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from lbd.http import desync, errors, messages
+from lbd.http import desync, errors, fastpath, messages
 from lbd.http.upstream import HIGH_WATER, LOW_WATER, HttpTargetSide, StopParsing, UpstreamPool
 from lbd.listener.tracker import ConnectionTracker
 from lbd.upstream.target import Target
@@ -70,6 +70,7 @@ class HttpClientSide(asyncio.Protocol):
         "closing",
         "draining",
         "exchanges",
+        "fast_forwarded",
         "listener",
         "parser",
         "peer",
@@ -101,6 +102,7 @@ class HttpClientSide(asyncio.Protocol):
         self.sent_bytes = 0  # to the client
         self.received_mark = 0  # received_bytes when the previous exchange ended
         self.tls_info: tuple[str, str, str, str] | None = None  # cipher, protocol, SNI, certificate
+        self.fast_forwarded: tuple[object, bytes] | None = None  # X-Forwarded-* lines, per dispatcher
         self.tracker = tracker
         self.pool = pool
         self.transport: asyncio.Transport | None = None
@@ -178,7 +180,29 @@ class HttpClientSide(asyncio.Protocol):
             # Sent after an upgrade request, before the target's answer: it belongs to the tunnel.
             self.exchanges[-1].early_tunnel_data += data
             return
+        if not self._in_message and not self.exchanges and self._fast_request(data):
+            return
         self._feed(data, replay=self._replayable)
+
+    def _fast_request(self, data: bytes) -> bool:
+        """Take a complete, simple request head without the parser (fastpath.py); False to parse it."""
+        listener = self._latest_listener()
+        parsed = fastpath.simple_request(data, listener.dispatcher.fast_pattern)
+        if parsed is None:
+            return False
+        method, url, version, block, host = parsed
+        exchange = Exchange(self, method, url, version, None, version == "1.1", False)
+        self.exchanges.append(exchange)
+        exchange.start_fast(block, host)
+        return True
+
+    def _latest_listener(self) -> HttpListenerRuntime:
+        """Between requests, move to the listener's newest generation (health, draining, rules)."""
+        if self.slot is not None:
+            latest = self.slot.runtime
+            if latest is not self.listener and latest.kind == "http":
+                self.listener = cast("HttpListenerRuntime", latest)
+        return self.listener
 
     def _feed(self, data: bytes, *, replay: bool) -> None:
         head_raw = self._head_raw
@@ -294,10 +318,8 @@ class HttpClientSide(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_raw = None
-        if not self.exchanges and self.slot is not None:
-            latest = self.slot.runtime
-            if latest is not self.listener and latest.kind == "http":
-                self.listener = cast("HttpListenerRuntime", latest)
+        if not self.exchanges:
+            self._latest_listener()
         parser = self.parser
         exchange = Exchange(
             self,
@@ -502,54 +524,50 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 class Exchange:
-    """One request and its response."""
+    """One request and its response.
 
-    __slots__ = (
-        "_connect_error_status",
-        "_head",
-        "_pending_body",
-        "_response_chunked",
-        "_response_close",
-        "_switching",
-        "_target_until_close",
-        "_tried",
-        "action",
-        "action_priority",
-        "chunked_request",
-        "classification",
-        "classification_reason",
-        "client",
-        "close_target",
-        "desync_reason",
-        "early_tunnel_data",
-        "error_reason",
-        "head_request",
-        "headers",
-        "host",
-        "keep_alive",
-        "keep_client",
-        "local_status",
-        "method",
-        "received_mark",
-        "redirect_url",
-        "request_complete",
-        "response_at",
-        "response_done",
-        "response_started",
-        "sent_at",
-        "sent_mark",
-        "set_cookie",
-        "started_at",
-        "target",
-        "target_group",
-        "target_side",
-        "target_status",
-        "trace_id",
-        "upgrade",
-        "url",
-        "version",
-        "waiting_since",
-    )
+    No __slots__: most fields keep their class-level default for the whole exchange, so creating one sets
+    only what differs per request (an exchange is made per request, on the hot path).
+    """
+
+    # Request side
+    head_block: bytes | None = None  # the raw field lines, when the fast path took the request
+    chunked_request = False
+    request_complete = False
+    upgrade = False
+    head_request = False
+    early_tunnel_data = b""
+    desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
+    close_target = False
+    set_cookie = b""
+    _head = b""
+    _connect_error_status = 502
+    _tried: frozenset[Target] | set[Target] = frozenset()
+    # Target side
+    target: Target | None = None
+    target_group: TargetGroupRuntime | None = None
+    target_side: HttpTargetSide | None = None
+    response_started = False
+    response_done = False
+    waiting_since = 0.0
+    _response_chunked = False
+    _response_close = False
+    _target_until_close = False
+    _switching = False
+    # For metrics and the access log (ALB's fields): times on the monotonic clock, byte marks on the
+    # connection's counters, what was done and why it failed.
+    sent_at = 0.0
+    response_at = 0.0
+    target_status = 0
+    local_status = 0
+    action_priority = -1
+    action = ""
+    redirect_url = ""
+    error_reason = ""
+    host = b""
+    trace_id = b""
+    classification = ""
+    classification_reason = ""
 
     def __init__(
         self,
@@ -557,7 +575,7 @@ class Exchange:
         method: str,
         url: bytes,
         version: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: list[tuple[bytes, bytes]] | None,
         keep_alive: bool,
         upgrade: bool,
     ) -> None:
@@ -565,48 +583,23 @@ class Exchange:
         self.method = method
         self.url = url
         self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        self.keep_client = keep_alive
-        self.upgrade = upgrade
-        self.head_request = method == "HEAD"
-        self.chunked_request = False
-        self.request_complete = False
-        self.response_started = False
-        self.response_done = False
-        self.target: Target | None = None
-        self.target_group: TargetGroupRuntime | None = None
-        self.target_side: HttpTargetSide | None = None
-        self.early_tunnel_data = b""
-        self.action_priority = -1
+        self._headers = headers
+        self.keep_alive = self.keep_client = keep_alive
+        if upgrade:
+            self.upgrade = True
+        if method == "HEAD":
+            self.head_request = True
         self._pending_body: list[bytes] | None = []
-        self._response_chunked = False
-        self._response_close = False
-        self.waiting_since = 0.0
-        self._target_until_close = False
-        self._switching = False
-        self._connect_error_status = 502
-        self._tried: set[Target] = set()
-        self._head = b""
-        self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
-        self.close_target = False
-        self.set_cookie = b""
-        # For metrics and the access log (ALB's fields): times on the loop clock, byte marks on the
-        # connection's counters, what was done and why it failed.
         self.started_at = monotonic()
-        self.sent_at = 0.0
-        self.response_at = 0.0
         self.received_mark = client.received_mark
         self.sent_mark = client.sent_bytes
-        self.target_status = 0
-        self.local_status = 0
-        self.action = ""
-        self.redirect_url = ""
-        self.error_reason = ""
-        self.host = b""
-        self.trace_id = b""
-        self.classification = ""
-        self.classification_reason = ""
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The fields as (name, value); after the fast path, parsed from the raw block when first asked."""
+        if self._headers is None:
+            self._headers = fastpath.field_lines(self.head_block or b"")
+        return self._headers
 
     # -- request side --------------------------------------------------------------------------------------
 
@@ -628,14 +621,26 @@ class Exchange:
         if head.expect_continue:
             # ALB answers 100 Continue itself and strips Expect (R19), so the body starts flowing at once.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._dispatch(listener, head.data)
+
+    def start_fast(self, block: bytes, host: bytes) -> None:
+        """``start`` for a request the fast path took: a complete, bodiless, compliant head (fastpath.py)."""
+        listener = self.client.listener
+        self.head_block = block
+        self.request_complete = True
+        self.host = host
+        head, self.trace_id = listener.dispatcher.fast_head(self, block, host)
+        self._dispatch(listener, head)
+
+    def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
         decision = listener.route(self)
         self.action_priority = decision.priority
         self.action = decision.kind
         if decision.kind == "forward":
             self.target_group = decision.target_group
             self.set_cookie = decision.set_cookie
-            self._head = head.data
-            self._forward(head.data)
+            self._head = head
+            self._forward(head)
             return
         if decision.kind == "redirect":
             listener.stats.redirects += 1
@@ -677,7 +682,7 @@ class Exchange:
             self.client.listener.stats.target_connection_errors += 1
             target.stats.connection_errors += 1
             group.request_failed(target)
-            self._tried.add(target)
+            self._tried = {*self._tried, target}
             # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
             self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
             log.warning(
@@ -790,17 +795,7 @@ class Exchange:
                     )
                 )
             return
-        listener = self.client.listener
-        self.response_at = monotonic()
-        self.target_status = status
-        listener.stats.target_responses[status // 100] += 1
-        listener.stats.target_response_time.observe(self.response_at - self.sent_at)
-        group = self.target_group
-        if group is not None and self.target is not None:
-            if status >= 500:
-                group.request_failed(self.target)
-            elif group.failures:
-                group.request_succeeded(self.target)
+        self._response_begins(status)
         bodiless = self.head_request or status in (204, 304)
         framing = messages.response_framing(status, headers, bodiless, self.version)
         self._response_chunked = framing.chunked
@@ -831,6 +826,33 @@ class Exchange:
             # llhttp cannot be told the request was HEAD, so it would wait for the announced body.
             self.response_complete(keep_alive=not self._response_close)
             raise StopParsing
+
+    def _response_begins(self, status: int) -> None:
+        """A final response from the target: metrics, and passive health (outlier ejection)."""
+        stats = self.client.listener.stats
+        self.response_at = now = monotonic()
+        self.target_status = status
+        stats.target_responses[status // 100] += 1
+        stats.target_response_time.observe(now - self.sent_at)
+        group = self.target_group
+        if group is not None and self.target is not None:
+            if status >= 500:
+                group.request_failed(self.target)
+            elif group.failures:
+                group.request_succeeded(self.target)
+
+    def response_fast(self, status: int, head: bytes, body: bytes, target_keep_alive: bool) -> None:
+        """A response the fast path took (fastpath.simple_response): a head with a Content-Length, hop-by-hop
+        fields already removed, and the body bytes read so far."""
+        self.waiting_since = 0.0
+        self._response_begins(status)
+        self._response_close = not target_keep_alive
+        self.response_started = True
+        if self.keep_client:
+            end = b"%b\r\n" % self.set_cookie if self.set_cookie else b"\r\n"
+        else:
+            end = b"Connection: close\r\n%b\r\n" % self.set_cookie
+        self.client.write(b"%b%b%b" % (head, end, body))
 
     def response_body(self, chunk: bytes) -> None:
         if self._response_chunked:

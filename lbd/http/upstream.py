@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
+from lbd.http import fastpath
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class HttpTargetSide(asyncio.Protocol):
     """One HTTP/1.1 connection to a target; serves one Exchange at a time, then goes back to the pool."""
 
     __slots__ = (
+        "_fast_keep_alive",
+        "_in_message",
         "exchange",
         "generation",
         "headers",
@@ -42,6 +45,7 @@ class HttpTargetSide(asyncio.Protocol):
         "parser",
         "pool",
         "reason",
+        "remaining",
         "reused",
         "target",
         "transport",
@@ -61,6 +65,9 @@ class HttpTargetSide(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self.tunnel: Callable[[bytes], None] | None = None
+        self._in_message = False  # the parser is inside a response (the fast path waits for a boundary)
+        self._fast_keep_alive = True
+        self.remaining = 0  # body bytes still to come of a response the fast path took
 
     # -- transport callbacks ---------------------------------------------------------------------------
 
@@ -77,6 +84,23 @@ class HttpTargetSide(asyncio.Protocol):
             # A target must not talk while idle (RFC 9112 9.3: no unsolicited responses); drop it.
             self.close()
             return
+        if self.remaining:
+            self._body_more(exchange, data)
+            return
+        if not self._in_message and not exchange.upgrade and not exchange.head_request:
+            parsed = fastpath.simple_response(data)
+            if parsed is not None:
+                status, head, length, keep_alive, body_at = parsed
+                body = data[body_at : body_at + length]
+                if len(data) - body_at > length:
+                    keep_alive = False  # bytes after the response: the target is out of step (RFC 9112 6.3)
+                self.remaining = length - len(body)
+                exchange.response_fast(status, head, body, keep_alive)
+                if not self.remaining:
+                    exchange.response_complete(keep_alive)
+                else:
+                    self._fast_keep_alive = keep_alive
+                return
         client = exchange.client
         client.cork()
         try:
@@ -86,6 +110,7 @@ class HttpTargetSide(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, StopParsing):
                 self.parser = httptools.HttpResponseParser(self)
+                self._in_message = False
             else:
                 raise
         except httptools.HttpParserError as exc:
@@ -121,6 +146,7 @@ class HttpTargetSide(asyncio.Protocol):
     # -- httptools response callbacks (forwarded to the exchange) ---------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self.reason = b""
         self.headers = []
 
@@ -142,8 +168,25 @@ class HttpTargetSide(asyncio.Protocol):
             self.exchange.response_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         if self.exchange is not None:
             self.exchange.response_complete(self.parser.should_keep_alive())
+
+    def _body_more(self, exchange: Exchange, data: bytes) -> None:
+        """More of a Content-Length body the fast path is forwarding."""
+        remaining = self.remaining - len(data)
+        if remaining > 0:
+            self.remaining = remaining
+            exchange.client.write(data)
+            return
+        self.remaining = 0
+        if remaining < 0:
+            # More than the announced length: the target is out of step (RFC 9112 6.3); do not reuse it.
+            exchange.client.write(data[:remaining])
+            exchange.response_complete(False)
+            return
+        exchange.client.write(data)
+        exchange.response_complete(self._fast_keep_alive)
 
     # -- used by the exchange ----------------------------------------------------------------------------
 
