@@ -98,6 +98,9 @@ SCENARIOS = {
     )
 }
 LOAD_BALANCERS = ("direct", "lbd", "haproxy", "nginx")
+# Opt-in with --lb: benchmarks/floor.py, the cheapest proxies Python and uvloop can be: "floor" passes
+# bytes, "floor-http" parses with httptools both ways; plain-text keep-alive scenarios, one worker only.
+OPTIONAL_LOAD_BALANCERS = ("floor", "floor-http")
 
 
 @dataclass
@@ -370,6 +373,9 @@ def load_balancer(
             port,
             f"http://127.0.0.1:{admin}/readyz",
         )
+    elif name.startswith("floor"):
+        command = ["-m", "benchmarks.floor", "--listen", str(port), "--target", str(targets[0])]
+        proc = Process([sys.executable, *command, *(["--http"] if name == "floor-http" else [])], log, port)
     elif name == "haproxy":
         conf = tmp / "haproxy.cfg"
         conf.write_text(haproxy_conf(scenario, port, targets, workers, str(tmp / "certs/bench.pem")))
@@ -502,7 +508,7 @@ def run(
     for workers in worker_counts:
         for scenario in scenarios:
             for name in names:
-                if name == "direct" and (
+                if name in ("direct", "floor", "floor-http") and (
                     scenario.kind != "wrk" or scenario.tls or workers != worker_counts[0]
                 ):
                     continue  # the ceiling needs no repeating; idle memory and TLS are the load balancer's
@@ -660,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default all"
     )
     parser.add_argument(
-        "--lb", default=",".join(LOAD_BALANCERS), help="comma list of " + ",".join(LOAD_BALANCERS)
+        "--lb",
+        default=",".join(LOAD_BALANCERS),
+        help="comma list of " + ",".join(LOAD_BALANCERS + OPTIONAL_LOAD_BALANCERS),
     )
     parser.add_argument(
         "--workers",
@@ -675,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.repetitions = 2.0, 1
         SCENARIOS["idle"] = dataclasses.replace(SCENARIOS["idle"], connections=2000)
     names = [n for n in args.lb.split(",") if n]
-    unknown = set(names) - set(LOAD_BALANCERS)
+    unknown = set(names) - set(LOAD_BALANCERS + OPTIONAL_LOAD_BALANCERS)
     if unknown:
         parser.error(f"unknown load balancer(s): {', '.join(sorted(unknown))}")
     worker_counts = sorted({(os.cpu_count() or 1) if w == "all" else int(w) for w in args.workers.split(",")})

@@ -1,7 +1,11 @@
-"""The benchmark harness's pure parts: wrk parsing and config rendering (no load is generated here)."""
+"""The benchmark harness's pure parts: wrk parsing and config rendering (no load is generated here), and
+the floor proxies it can measure lbd against."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
@@ -18,6 +22,9 @@ from benchmarks.harness import (
     table,
 )
 from lbd.config.loader import parse_config
+from tests.http_backend import HttpBackend
+from tests.http_client import Client
+from tests.lbdproc import free_port, wait_for
 
 WRK = """Running 10s test @ http://127.0.0.1:8080/small
   1 threads and 50 connections
@@ -105,3 +112,39 @@ def test_rule_scenario_gives_every_load_balancer_20_rules() -> None:
     assert len(config.load_balancers[0].listeners[0].rules) == 20
     assert haproxy_conf(rules, 1, [2], 1).count("use_backend be if rule") == 20
     assert nginx_lb_conf(Path("/tmp"), rules, 1, [2], 1).count("location /api") == 20
+
+
+async def test_floor_proxies_forward_a_request(
+    http_backends: Callable[[str], Awaitable[HttpBackend]],
+) -> None:
+    """benchmarks/floor.py, both floors, through real sockets to a real target (what the harness measures)."""
+    backend = await http_backends("b1")
+    for mode in ([], ["--http"]):
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.floor",
+            "--listen",
+            str(port),
+            "--target",
+            str(backend.port),
+        ]
+        proc = await asyncio.create_subprocess_exec(*command, *mode)
+        try:
+            client = await wait_for(lambda p=port: connect(p), what=f"the floor proxy on port {port}")
+            response = await client.request("GET", "/x")
+            assert (response.status, response.body) == (200, b"hello from b1\n")
+            client.close()
+        finally:
+            proc.terminate()
+            await proc.wait()
+    forwarded = [seen.header("x-forwarded-for") for seen in backend.requests]
+    assert forwarded == [None, "127.0.0.1"]  # the HTTP floor rebuilds the head; the byte floor does not
+
+
+async def connect(port: int) -> Client | None:
+    try:
+        return await Client.connect(port)
+    except OSError:
+        return None

@@ -382,7 +382,7 @@ class HttpClientSide(asyncio.Protocol):
             self.exchanges[0].start()
             if len(self.exchanges) == 1:
                 self.resume_reading(PAUSE_PIPELINE)
-        else:
+        elif self._paused:
             self.resume_reading(PAUSE_PIPELINE)
 
     def count_non_compliant(self, reason: str, outcome: str) -> None:
@@ -629,7 +629,15 @@ class Exchange:
         self.head_block = block
         self.request_complete = True
         self.host = host
-        head, self.trace_id = listener.dispatcher.fast_head(self, block, host)
+        dispatcher = listener.dispatcher
+        head, self.trace_id = dispatcher.fast_head(self, block, host)
+        if dispatcher.single_group is not None:  # one forward and no rules: nothing to match
+            self.action_priority = 0
+            self.action = "forward"
+            self.target_group = dispatcher.single_group
+            self._head = head
+            self._forward(head)
+            return
         self._dispatch(listener, head)
 
     def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
@@ -710,12 +718,14 @@ class Exchange:
         self.target.stats.requests += 1
         self.sent_at = monotonic()
         pending, self._pending_body = self._pending_body, None
-        data = [head]
-        if pending:
-            data.extend(self._frame(chunk) for chunk in pending)
-        if self.request_complete and self.chunked_request:
-            data.append(b"0\r\n\r\n")
-        conn.write(b"".join(data))
+        if pending or self.chunked_request:
+            data = [head]
+            if pending:
+                data.extend(self._frame(chunk) for chunk in pending)
+            if self.request_complete and self.chunked_request:
+                data.append(b"0\r\n\r\n")
+            head = b"".join(data)
+        conn.write(head)
         if self.request_complete:
             self._arm_response_timer()
 

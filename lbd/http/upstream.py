@@ -213,14 +213,14 @@ class UpstreamPool:
     def __init__(self, *, max_idle_per_target: int = 64, idle_timeout: float = 30.0) -> None:
         self.max_idle_per_target = max_idle_per_target
         self.idle_timeout = idle_timeout
-        self._idle: dict[tuple[str, int], list[HttpTargetSide]] = {}
+        self._idle: dict[bytes, list[HttpTargetSide]] = {}  # by "id:port"
         self._loop = asyncio.get_running_loop()
         self._sweeper: asyncio.TimerHandle | None = None
         self.generation = 0
         self.opened = 0  # connections opened over the pool's life (tests and metrics)
 
     def acquire(self, target: Target) -> HttpTargetSide | None:
-        idle = self._idle.get((target.id, target.port))
+        idle = self._idle.get(target.hash_key)
         while idle:
             conn = idle.pop()
             if conn.alive and conn.generation == self.generation:
@@ -248,7 +248,7 @@ class UpstreamPool:
         if not conn.alive or conn.generation != self.generation:
             conn.close()
             return
-        idle = self._idle.setdefault((conn.target.id, conn.target.port), [])
+        idle = self._idle.setdefault(conn.target.hash_key, [])
         if len(idle) >= self.max_idle_per_target:
             conn.close()
             return
@@ -258,7 +258,7 @@ class UpstreamPool:
             self._sweeper = self._loop.call_later(self.idle_timeout / 2, self._sweep)
 
     def forget(self, conn: HttpTargetSide) -> None:
-        idle = self._idle.get((conn.target.id, conn.target.port))
+        idle = self._idle.get(conn.target.hash_key)
         if idle and conn in idle:
             idle.remove(conn)
 
