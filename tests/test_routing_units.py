@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbd.config.schema import Condition, RedirectAction
+from lbd.config.schema import Condition, Listener, RedirectAction
 from lbd.http import desync
 from lbd.http.dispatch import trace_header
 from lbd.http.errors import HttpError
@@ -19,6 +19,7 @@ from lbd.routing.actions import Redirect
 from lbd.routing.conditions import ValueMatcher, compile_conditions
 from lbd.routing.request import RequestView
 from lbd.routing.stickiness import CookieSealer, cookie_value
+from lbd.routing.table import RuleTable
 
 
 def view(
@@ -213,3 +214,47 @@ def test_trace_header_new_root_or_self_added() -> None:
     assert re.fullmatch(rb"Self=" + STAMP + rb";Root=1-abc-def;Custom=x", kept)
     assert re.fullmatch(rb"Root=" + STAMP + rb";Custom=x", trace_header(b"Custom=x"))
     assert re.fullmatch(rb"Root=" + STAMP, trace_header(b"Root=" + b"x" * 8000))  # oversize: replaced
+
+
+# -- the rule table's path gate ------------------------------------------------------------------------------
+
+PATH_VALUES = ["/api/*", "/a?c", "*.png", "/exact", "/img/*/x", "/API/*", "*", "/s*l"]
+RULES = st.lists(
+    st.tuples(
+        st.lists(st.sampled_from(PATH_VALUES), min_size=1, max_size=3) | st.none(),  # path condition or none
+        st.sampled_from(["GET", "POST"]) | st.none(),  # method condition or none
+    ).filter(lambda rule: rule != (None, None)),
+    max_size=8,
+)
+PATHS = st.sampled_from(["/api/x", "/abc", "/a.png", "/exact", "/img/1/x", "/small", "/", "/API/", "/sl"])
+
+
+@given(rules=RULES, path=PATHS, method=st.sampled_from(["GET", "POST"]))
+def test_rule_table_matches_as_rules_in_order_would(
+    rules: list[tuple[list[str] | None, str | None]], path: str, method: str
+) -> None:
+    """The gate only skips rules that could not match: the first matching rule is the same as without it."""
+    listener = Listener.model_validate(
+        {
+            "protocol": "HTTP",
+            "port": 80,
+            "default_actions": [{"type": "fixed-response", "status_code": 200}],
+            "rules": [
+                {
+                    "priority": i + 1,
+                    "conditions": [
+                        *([{"field": "path-pattern", "values": paths}] if paths else []),
+                        *([{"field": "http-request-method", "values": [verb]}] if verb else []),
+                    ],
+                    "actions": [{"type": "fixed-response", "status_code": 201 + i}],
+                }
+                for i, (paths, verb) in enumerate(rules)
+            ],
+        }
+    )
+    table = RuleTable(listener, {}, CookieSealer(b"k" * 32, b"AWSALBTG"))
+    request = view(path.encode(), method=method)
+    expected = next(
+        (rule.priority for rule in listener.rules if compile_conditions(rule.conditions)(request)), 0
+    )
+    assert table.match(request)[0] == expected

@@ -3,12 +3,13 @@ action last (ALB evaluates rules lowest priority number first; the default rule 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from lbd.config.schema import Listener
 from lbd.routing.actions import CompiledAction, compile_action
-from lbd.routing.conditions import Predicate, compile_conditions
+from lbd.routing.conditions import Predicate, compile_conditions, wildcard_regex
 from lbd.routing.stickiness import CookieSealer
 
 if TYPE_CHECKING:
@@ -17,7 +18,15 @@ if TYPE_CHECKING:
 
 
 class RuleTable:
-    __slots__ = ("default", "rules")
+    """Rules in priority order, with a path gate in front of them.
+
+    Most rules name a path pattern, and most requests match none of them. All the path patterns of a
+    table are compiled into one regular expression (the gate): when a request's path passes no rule's
+    pattern, every rule with a path condition is skipped without being looked at, and only the rules
+    without one are evaluated. A rule's conditions are ANDed, so skipping is exact, not a heuristic.
+    """
+
+    __slots__ = ("_gate", "_ungated", "default", "rules")
 
     def __init__(
         self, listener: Listener, target_groups: Mapping[str, TargetGroupRuntime], sealer: CookieSealer
@@ -32,6 +41,16 @@ class RuleTable:
             for rule in sorted(listener.rules, key=lambda r: r.priority)
         )
         self.default: CompiledAction = compile_action(listener.default_actions[-1], target_groups, sealer)
+        gated: list[str] = []
+        ungated = []
+        for rule, compiled in zip(sorted(listener.rules, key=lambda r: r.priority), self.rules, strict=True):
+            paths = [c.values for c in rule.conditions if c.field == "path-pattern"]
+            if paths:
+                gated += (wildcard_regex(value, ignore_case=False).pattern for value in paths[0])
+            else:
+                ungated.append(compiled)
+        self._gate = re.compile("|".join(f"(?:{p})" for p in gated), re.DOTALL) if gated else None
+        self._ungated = tuple(ungated)  # the rules to evaluate when the gate is closed
 
     @property
     def has_rules(self) -> bool:
@@ -39,7 +58,9 @@ class RuleTable:
 
     def match(self, request: RequestView) -> tuple[int, CompiledAction]:
         """The first rule whose conditions all hold, as (priority, action); priority 0 is the default."""
-        for priority, predicate, action in self.rules:
+        gate = self._gate
+        rules = self.rules if gate is None or gate.fullmatch(request.path) is not None else self._ungated
+        for priority, predicate, action in rules:
             if predicate(request):
                 return priority, action
         return 0, self.default
