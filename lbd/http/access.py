@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from lbd.observe.access_log import AccessLog, seconds, timestamp
@@ -99,7 +100,7 @@ def _port(host: str, port: int) -> str:
     return "" if ":" in bare else f":{port}"
 
 
-def _header(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> str:
+def _header(headers: Iterable[tuple[bytes, bytes]], lower_name: bytes) -> str:
     for name, value in headers:
         if name.lower() == lower_name:
             return value.decode("latin-1")

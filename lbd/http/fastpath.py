@@ -20,6 +20,8 @@ Pure functions, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
+from typing import overload
 
 from lbd.http.messages import standard_phrase
 
@@ -151,6 +153,35 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
 
 
 _FIELD_LINE = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
+
+
+class FieldLines(Sequence[tuple[bytes, bytes]]):
+    """The fields of a header block the fast path took, parsed only if something looks at them (a host or
+    header rule, a stickiness cookie, the access log's user agent); most requests never need them."""
+
+    __slots__ = ("_block", "_fields")
+
+    def __init__(self, block: bytes) -> None:
+        self._block = block
+        self._fields: list[tuple[bytes, bytes]] | None = None
+
+    def _parsed(self) -> list[tuple[bytes, bytes]]:
+        if self._fields is None:
+            self._fields = field_lines(self._block)
+        return self._fields
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[bytes, bytes]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[bytes, bytes]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[bytes, bytes] | list[tuple[bytes, bytes]]:
+        return self._parsed()[index]
 
 
 def field_lines(block: bytes) -> list[tuple[bytes, bytes]]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Sequence
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
@@ -575,7 +576,7 @@ class Exchange:
         method: str,
         url: bytes,
         version: str,
-        headers: list[tuple[bytes, bytes]] | None,
+        headers: Sequence[tuple[bytes, bytes]] | None,
         keep_alive: bool,
         upgrade: bool,
     ) -> None:
@@ -595,10 +596,10 @@ class Exchange:
         self.sent_mark = client.sent_bytes
 
     @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """The fields as (name, value); after the fast path, parsed from the raw block when first asked."""
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The fields as (name, value); after the fast path, parsed from the raw block only when read."""
         if self._headers is None:
-            self._headers = fastpath.field_lines(self.head_block or b"")
+            self._headers = fastpath.FieldLines(self.head_block or b"")
         return self._headers
 
     # -- request side --------------------------------------------------------------------------------------

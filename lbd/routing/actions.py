@@ -3,7 +3,7 @@ fixed-response (elb-semantics.md section 1, "Actions")."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ class Forward:
     def single(self) -> TargetGroupRuntime | None:
         return self.groups[0] if len(self.groups) == 1 and not self.sticky_seconds else None
 
-    def pick(self, headers: list[tuple[bytes, bytes]]) -> tuple[TargetGroupRuntime | None, bytes]:
+    def pick(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[TargetGroupRuntime | None, bytes]:
         """The target group for a request, and the Set-Cookie lines to add to its response."""
         if self.sticky_seconds:
             sealed = cookie_value(headers, TG_COOKIE)

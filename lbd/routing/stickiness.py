@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import time
+from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -52,7 +53,7 @@ class CookieSealer:
         return name
 
 
-def cookie_value(headers: list[tuple[bytes, bytes]], cookie_name: bytes) -> str | None:
+def cookie_value(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> str | None:
     """The value of one cookie in the request's Cookie headers (RFC 6265 5.4)."""
     prefix = cookie_name + b"="
     for name, value in headers:
