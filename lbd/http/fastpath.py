@@ -61,14 +61,14 @@ def simple_request(data: bytes, pattern: re.Pattern[bytes]) -> tuple[str, bytes,
     """
     if len(data) > FAST_REQUEST_MAX or data[-4:] != b"\r\n\r\n":
         return None
+    lowered = data.lower()
+    if _REQUEST_SPECIAL.search(lowered) is not None:
+        return None  # checked first: the cheapest way to decline (a body, Connection: close ...)
     match = pattern.fullmatch(data)
     if match is None:
         return None
     method = _METHODS.get(match[1])
     if method is None:
-        return None
-    lowered = data.lower()
-    if _REQUEST_SPECIAL.search(lowered) is not None:
         return None
     at = lowered.find(b"\nhost:")
     if at < 0:
