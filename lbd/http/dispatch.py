@@ -90,8 +90,7 @@ class HttpDispatcher:
         default = self.table.default
         group = default.single if isinstance(default, Forward) else None
         # The common case, one forward and no rules, routes without looking at the request.
-        self.single_group = group if group and not self.table.has_rules else None
-        self._fast = RouteDecision("forward", group, b"", 0) if self.single_group else None
+        self._fast = RouteDecision("forward", group, b"", 0) if group and not self.table.has_rules else None
 
     # -- routing -----------------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ is a target connect, when the pool has no idle connection.
   other (DESIGN.md section 3).
 - Keep-alive on both sides; target connections go back to the UpstreamPool between requests.
 - ``Expect: 100-continue`` is answered by lbd at once and stripped, as ALB does (R19).
+- The common case skips the parser: a complete, bodiless, compliant request head and a response with a
+  Content-Length are recognised whole by fastpath.py; everything else goes through llhttp.
 - Upgrades (WebSocket): once the target answers 101 the connection is a byte tunnel pinned to that target;
   rules no longer apply (R1).
 """
@@ -383,7 +385,7 @@ class HttpClientSide(asyncio.Protocol):
             self.exchanges[0].start()
             if len(self.exchanges) == 1:
                 self.resume_reading(PAUSE_PIPELINE)
-        elif self._paused:
+        else:
             self.resume_reading(PAUSE_PIPELINE)
 
     def count_non_compliant(self, reason: str, outcome: str) -> None:
@@ -630,15 +632,7 @@ class Exchange:
         self.head_block = block
         self.request_complete = True
         self.host = host
-        dispatcher = listener.dispatcher
-        head, self.trace_id = dispatcher.fast_head(self, block, host)
-        if dispatcher.single_group is not None:  # one forward and no rules: nothing to match
-            self.action_priority = 0
-            self.action = "forward"
-            self.target_group = dispatcher.single_group
-            self._head = head
-            self._forward(head)
-            return
+        head, self.trace_id = listener.dispatcher.fast_head(self, block, host)
         self._dispatch(listener, head)
 
     def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
