@@ -213,3 +213,45 @@ async def test_pipelined_request_after_an_ambiguous_one_is_not_served_in_defensi
     answer = await client.read_all()
     assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 200 ")
     assert [r.target for r in backend.requests] == ["/echo"]
+
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\n" + H + b"\r\n"
+
+
+@pytest.mark.parametrize("mode", ["monitor", "defensive", "strictest"])
+@pytest.mark.parametrize(
+    ("nominated", "framing"),
+    [
+        ("Content-Length", b"Content-Length: %d\r\n" % len(SMUGGLED)),
+        ("content-length, keep-alive", b"Content-Length: %d\r\n" % len(SMUGGLED)),
+        (
+            "Transfer-Encoding",
+            b"Transfer-Encoding: chunked\r\n",
+        ),
+        ("Host", b"Content-Length: %d\r\n" % len(SMUGGLED)),
+    ],
+)
+async def test_connection_cannot_nominate_framing_or_host(
+    alb: Alb, mode: str, nominated: str, framing: bytes
+) -> None:
+    """A Connection header naming Content-Length, Transfer-Encoding or Host must not strip them: the body
+    would reach the target unframed and run there as a second request (request smuggling)."""
+    _, port, backend = await alb(desync_mitigation_mode=mode)
+    body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED) if b"chunked" in framing else SMUGGLED
+    client = await Client.connect(port)
+    client.send(
+        b"POST /echo HTTP/1.1\r\n"
+        + H
+        + b"Connection: "
+        + nominated.encode()
+        + b"\r\n"
+        + framing
+        + b"\r\n"
+        + body
+    )
+    response = await client.response()
+    assert response.status == 200 and response.body == SMUGGLED
+    assert (await client.request("GET", "/after")).status == 200
+    assert [r.target for r in backend.requests] == ["/echo", "/after"]
+    assert backend.requests[0].body == SMUGGLED
+    assert (backend.requests[0].header("host") or "").startswith("example.com")

@@ -56,6 +56,11 @@ class RewrittenRequest:
 
 
 REPLACED = frozenset({b"x-forwarded-proto", b"x-forwarded-port"})
+# Fields a client's Connection header may not nominate for removal (RFC 9110 7.6.1 lets a sender list any
+# field): removing a framing field would send the body to the target unframed, where it runs as a second
+# request on a pooled connection (request smuggling), and removing Host would change routing. lbd ignores
+# these nominations in every desync mode; the fields are framed and routed as if not listed.
+PROTECTED_FROM_CONNECTION = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # routing.http.drop_invalid_header_fields: valid names match [-A-Za-z0-9]+ (R9).
 _VALID_NAME = frozenset(b"-ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -159,6 +164,7 @@ class HttpDispatcher:
             raise HttpError(400, "MissingHost")  # RFC 9112 3.2: a 1.1 request without Host is invalid
         close_after = self._check_framing(exchange, content_length, transfer_encoding)
         chunked = transfer_encoding is not None
+        connection_listed -= PROTECTED_FROM_CONNECTION
         if connection_listed:
             out = [(n, v) for n, v in out if n.lower() not in connection_listed]
         if chunked and content_length is not None:
