@@ -15,7 +15,10 @@ from lbd import __version__
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
+    from lbd import build
+
     print(f"lbd {__version__}")
+    print(f"data path: {build.data_path()}")
     return 0
 
 

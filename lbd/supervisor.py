@@ -197,6 +197,7 @@ class Supervisor:
         # One stickiness cookie key for all workers (inherited through the environment), so a cookie set
         # by one worker is honoured by the others and by restarted ones.
         cookie_key()
+        _warn_about_the_build()
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
@@ -732,3 +733,21 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--log-level", choices=LEVELS, default=os.environ.get("LBD_LOG_LEVEL", "info"))
     run.add_argument("--log-format", choices=FORMATS, default=os.environ.get("LBD_LOG_FORMAT", "text"))
     run.set_defaults(func=cmd_run)
+
+
+def _warn_about_the_build() -> None:
+    """Say so when the data path runs interpreted (no C compiler at install) or a compiled module is stale."""
+    from lbd import build
+
+    path = build.data_path()
+    if path != "compiled":
+        log.warning(
+            "data path: %s; lbd runs at a fraction of its speed. Install gcc and python3-dev, then reinstall "
+            "lbd (pip install .) to compile it",
+            path,
+        )
+    stale = build.stale_modules()
+    if stale:
+        log.warning(
+            "compiled modules older than their source (reinstall lbd to rebuild): %s", ", ".join(stale)
+        )

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from lbd.config.loader import parse_config
 from lbd.http import fastpath, messages
-from lbd.http.proxy import Exchange, HttpClientSide
+from lbd.http.exchange import Exchange
+from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.stats import StatsRegistry

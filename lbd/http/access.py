@@ -9,7 +9,8 @@ from lbd.observe.access_log import AccessLog, seconds, timestamp
 
 if TYPE_CHECKING:
     from lbd.http.errors import HttpError
-    from lbd.http.proxy import Exchange, HttpClientSide
+    from lbd.http.exchange import Exchange
+    from lbd.http.proxy import HttpClientSide
     from lbd.runtime import HttpListenerRuntime
 
 

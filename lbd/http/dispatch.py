@@ -25,7 +25,7 @@ from lbd.routing.table import RuleTable
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from lbd.http.proxy import Exchange
+    from lbd.http.exchange import Exchange
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
 log = logging.getLogger("lbd.http")

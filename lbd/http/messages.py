@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from lbd.http import errors
 
 if TYPE_CHECKING:
-    from lbd.http.proxy import Exchange
+    from lbd.http.exchange import Exchange
     from lbd.runtime import HttpListenerRuntime
 
 

@@ -22,7 +22,7 @@ from lbd.http import fastpath
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
-    from lbd.http.proxy import Exchange
+    from lbd.http.exchange import Exchange
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024

@@ -1,0 +1,517 @@
+"""One request and its response on an application listener: routing, the target connection, the response.
+
+The client side (lbd/http/proxy.py) makes an Exchange per request, once its head is known, and keeps them
+in order (pipelining); the target side (lbd/http/upstream.py) feeds it the response. The Exchange decides
+what the request gets (a forward, a redirect, a fixed response or one of ALB's own errors), picks the target,
+takes a pooled connection or opens one, re-frames bodies both ways, and counts what happened for metrics
+and the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from time import monotonic
+from typing import TYPE_CHECKING
+
+from lbd.http import errors, fastpath, messages
+from lbd.http.upstream import StopParsing
+from lbd.upstream.target import Target
+
+if TYPE_CHECKING:
+    from lbd.http.proxy import HttpClientSide
+    from lbd.http.upstream import HttpTargetSide
+    from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
+
+log = logging.getLogger("lbd.http")
+
+# Reasons reading from the client is paused; reading resumes only when none is left.
+PAUSE_PIPELINE = 1  # an earlier request is still being answered
+PAUSE_BACKPRESSURE = 2  # the target cannot take the request body as fast as the client sends it
+PAUSE_CONNECTING = 4  # body arriving before the target connection exists
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("internal error in a target connect", exc_info=task.exception())
+
+
+class Exchange:
+    """One request and its response.
+
+    No __slots__: most fields keep their class-level default for the whole exchange, so creating one sets
+    only what differs per request (an exchange is made per request, on the hot path).
+    """
+
+    # Request side
+    head_block: bytes | None = None  # the raw field lines, when the fast path took the request
+    chunked_request = False
+    request_complete = False
+    upgrade = False
+    head_request = False
+    early_tunnel_data = b""
+    desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
+    close_target = False
+    set_cookie = b""
+    _head = b""
+    _connect_error_status = 502
+    _tried: frozenset[Target] | set[Target] = frozenset()
+    # Target side
+    target: Target | None = None
+    target_group: TargetGroupRuntime | None = None
+    target_side: HttpTargetSide | None = None
+    response_started = False
+    response_done = False
+    waiting_since = 0.0
+    _response_chunked = False
+    _response_close = False
+    _target_until_close = False
+    _switching = False
+    # For metrics and the access log (ALB's fields): times on the monotonic clock, byte marks on the
+    # connection's counters, what was done and why it failed.
+    sent_at = 0.0
+    response_at = 0.0
+    target_status = 0
+    local_status = 0
+    action_priority = -1
+    action = ""
+    redirect_url = ""
+    error_reason = ""
+    host = b""
+    trace_id = b""
+    classification = ""
+    classification_reason = ""
+
+    def __init__(
+        self,
+        client: HttpClientSide,
+        method: str,
+        url: bytes,
+        version: str,
+        headers: Sequence[tuple[bytes, bytes]] | None,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.client = client
+        self.method = method
+        self.url = url
+        self.version = version
+        self._headers = headers
+        self.keep_alive = self.keep_client = keep_alive
+        if upgrade:
+            self.upgrade = True
+        if method == "HEAD":
+            self.head_request = True
+        self._pending_body: list[bytes] | None = []
+        self.started_at = monotonic()
+        self.received_mark = client.received_mark
+        self.sent_mark = client.sent_bytes
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The fields as (name, value); after the fast path, parsed from the raw block only when read."""
+        if self._headers is None:
+            self._headers = fastpath.FieldLines(self.head_block or b"")
+        return self._headers
+
+    # -- request side --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Route the request and act on the rule's action."""
+        listener = self.client.listener
+        try:
+            head = messages.prepare_request(self, listener)
+        except errors.HttpError as error:
+            self.client.reject(error)
+            return
+        self.chunked_request = head.chunked
+        self.host = head.host
+        self.trace_id = head.trace
+        if head.close_after:
+            # Desync mitigation (defensive mode): forward the normalised request, then close both sides.
+            self.keep_client = False
+            self.close_target = True
+        if head.expect_continue:
+            # ALB answers 100 Continue itself and strips Expect (R19), so the body starts flowing at once.
+            self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._dispatch(listener, head.data)
+
+    def start_fast(self, block: bytes, host: bytes) -> None:
+        """``start`` for a request the fast path took: a complete, bodiless, compliant head (fastpath.py)."""
+        listener = self.client.listener
+        self.head_block = block
+        self.request_complete = True
+        self.host = host
+        head, self.trace_id = listener.dispatcher.fast_head(self, block, host)
+        self._dispatch(listener, head)
+
+    def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
+        decision = listener.route(self)
+        self.action_priority = decision.priority
+        self.action = decision.kind
+        if decision.kind == "forward":
+            self.target_group = decision.target_group
+            self.set_cookie = decision.set_cookie
+            self._head = head
+            self._forward(head)
+            return
+        if decision.kind == "redirect":
+            listener.stats.redirects += 1
+            self.redirect_url = decision.redirect_url
+        else:
+            listener.stats.fixed_responses += 1
+        self.local_status = int(decision.response[9:12])
+        listener.stats.elb_response(self.local_status)  # HTTPCode_ELB_3XX_Count counts redirects
+        self._respond_locally(decision.response, close=not self.keep_alive)
+
+    def _forward(self, head: bytes) -> None:
+        group = self.target_group
+        if group is None:
+            self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
+            return
+        target = group.pick(None, self._tried)
+        if target is None:
+            if self._tried:
+                self._respond_error(self._connect_error_status, "TargetConnectionError")
+            else:
+                self._respond_error(503, "NoRegisteredTargets")
+            return
+        if self.target is None:
+            self.client.listener.stats.requests += 1  # RequestCount: only requests a target was chosen for
+        self.target = target
+        conn = self.client.pool.acquire(target)
+        if conn is not None:
+            self._attach(conn, head)
+            return
+        self.client.pause_reading(PAUSE_CONNECTING)
+        self.client._loop.create_task(self._connect(target, head)).add_done_callback(_report_crash)
+
+    async def _connect(self, target: Target, head: bytes) -> None:
+        group = self.target_group
+        assert group is not None
+        try:
+            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls, group.verify)
+        except (OSError, TimeoutError) as exc:
+            self.client.listener.stats.target_connection_errors += 1
+            target.stats.connection_errors += 1
+            group.request_failed(target)
+            self._tried = {*self._tried, target}
+            # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
+            self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
+            log.warning(
+                "%s %s: connect to target %s failed (%s); trying another target",
+                self.client.listener.load_balancer.name,
+                self.client.listener.name,
+                target.label,
+                "timeout" if isinstance(exc, TimeoutError) else exc,
+            )
+            if self.client.transport is None:
+                return
+            self._forward(head)
+            return
+        if self.client.transport is None or self.response_done:
+            self.client.pool.release(conn)
+            return
+        self.client.resume_reading(PAUSE_CONNECTING)
+        self._attach(conn, head)
+
+    def _attach(self, conn: HttpTargetSide, head: bytes) -> None:
+        self.target_side = conn
+        conn.exchange = self
+        assert self.target is not None
+        self.target.outstanding += 1
+        self.target.stats.requests += 1
+        self.sent_at = monotonic()
+        pending, self._pending_body = self._pending_body, None
+        if pending or self.chunked_request:
+            data = [head]
+            if pending:
+                data.extend(self._frame(chunk) for chunk in pending)
+            if self.request_complete and self.chunked_request:
+                data.append(b"0\r\n\r\n")
+            head = b"".join(data)
+        conn.write(head)
+        if self.request_complete:
+            self._arm_response_timer()
+
+    def _arm_response_timer(self) -> None:
+        # ALB: 504 when the target does not answer within the idle timeout (R10). Counted from when the
+        # whole request is sent, so a long upload is not mistaken for a silent target; the connection's
+        # periodic check enforces it, which costs no timer per request.
+        self.waiting_since = self.client._loop.time()
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self.chunked_request:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        return chunk
+
+    def request_body(self, chunk: bytes) -> None:
+        if self.response_done and self.target_side is None:
+            return  # answered locally: the body is read and dropped to keep the connection in sync
+        if self.target_side is not None:
+            self.target_side.write(self._frame(chunk))
+        elif self._pending_body is not None:
+            self._pending_body.append(chunk)
+
+    def request_end(self) -> None:
+        self.request_complete = True
+        if self.target_side is not None:
+            if self.chunked_request:
+                self.target_side.write(b"0\r\n\r\n")  # trailers are dropped: ALB does not forward them
+            if not self.response_started:
+                self._arm_response_timer()
+        if self.response_done:
+            self._finish()
+
+    # -- local responses -----------------------------------------------------------------------------------
+
+    def _respond_locally(self, response: bytes, *, close: bool) -> None:
+        self.response_started = True
+        self.response_done = True
+        if close:
+            self.keep_client = False
+        self.client.write(response)
+        if self.request_complete or close:
+            self._finish()
+
+    def _respond_error(self, status: int, reason: str) -> None:
+        self.client.listener.stats.elb_response(status)
+        self.error_reason = reason
+        self.local_status = status
+        log.info(
+            "%s %s: %s %s -> %d (%s)",
+            self.client.listener.load_balancer.name,
+            self.client.listener.name,
+            self.method,
+            self.url.decode("latin-1")[:200],
+            status,
+            reason,
+        )
+        close = not self.request_complete or not self.keep_alive
+        self._respond_locally(errors.error_response(status, close=close), close=close)
+
+    # -- response side (called by HttpTargetSide) ----------------------------------------------------------
+
+    def response_headers_complete(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], target_keep_alive: bool
+    ) -> None:
+        self.waiting_since = 0.0
+        if 100 <= status < 200 and status != 101:
+            # Interim responses: 100 Continue was already answered by lbd; others (103) pass through.
+            if status != 100:
+                self.client.write(
+                    messages.response_head(
+                        status,
+                        reason,
+                        headers,
+                        chunked=False,
+                        close=False,
+                        interim=True,
+                    )
+                )
+            return
+        self._response_begins(status)
+        bodiless = self.head_request or status in (204, 304)
+        framing = messages.response_framing(status, headers, bodiless, self.version)
+        self._response_chunked = framing.chunked
+        self._target_until_close = framing.target_close_delimited
+        if self.upgrade and status != 101:
+            # The target declined the upgrade; the client may already be sending data for the new protocol.
+            self.keep_client = False
+        if framing.close_delimited or not self.keep_alive:
+            self.keep_client = False
+        self._response_close = not target_keep_alive
+        self.response_started = True
+        self.client.write(
+            messages.response_head(
+                status,
+                reason,
+                framing.headers,
+                chunked=framing.chunked,
+                close=not self.keep_client,
+                extra=self.set_cookie,
+            )
+        )
+        if status == 101:
+            # llhttp reports the 101 as a complete message, then raises HttpParserUpgrade, and
+            # target_upgraded takes over: the exchange must stay open until then.
+            self._switching = True
+            return
+        if self.head_request:
+            # llhttp cannot be told the request was HEAD, so it would wait for the announced body.
+            self.response_complete(keep_alive=not self._response_close)
+            raise StopParsing
+
+    def _response_begins(self, status: int) -> None:
+        """A final response from the target: metrics, and passive health (outlier ejection)."""
+        stats = self.client.listener.stats
+        self.response_at = now = monotonic()
+        self.target_status = status
+        stats.target_responses[status // 100] += 1
+        stats.target_response_time.observe(now - self.sent_at)
+        group = self.target_group
+        if group is not None and self.target is not None:
+            if status >= 500:
+                group.request_failed(self.target)
+            elif group.failures:
+                group.request_succeeded(self.target)
+
+    def response_fast(self, status: int, head: bytes, body: bytes, target_keep_alive: bool) -> None:
+        """A response the fast path took (fastpath.simple_response): a head with a Content-Length, hop-by-hop
+        fields already removed, and the body bytes read so far."""
+        self.waiting_since = 0.0
+        self._response_begins(status)
+        self._response_close = not target_keep_alive
+        self.response_started = True
+        if self.keep_client:
+            end = b"%b\r\n" % self.set_cookie if self.set_cookie else b"\r\n"
+        else:
+            end = b"Connection: close\r\n%b\r\n" % self.set_cookie
+        self.client.write(b"%b%b%b" % (head, end, body))
+
+    def response_body(self, chunk: bytes) -> None:
+        if self._response_chunked:
+            self.client.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            self.client.write(chunk)
+
+    def response_complete(self, keep_alive: bool) -> None:
+        if self.response_done or self._switching:
+            return
+        if self._response_chunked:
+            self.client.write(b"0\r\n\r\n")
+        self.response_done = True
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            assert self.target is not None
+            self.target.outstanding -= 1
+            if keep_alive and self.request_complete and not self._response_close and not self.close_target:
+                self.client.pool.release(conn)
+            else:
+                conn.exchange = None
+                conn.close()
+        if not self.request_complete:
+            # The target answered before the whole request arrived: the client connection cannot be
+            # reused, since the rest of the body would be read as a new request.
+            self.keep_client = False
+            self._finish()
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        client = self.client
+        stats = client.listener.stats
+        now = monotonic()
+        stats.request_duration.observe(now - self.started_at)
+        if client.listener.access_log is not None:
+            client.listener.access_log.request(self, now)
+        client.exchange_done(self)
+
+    def target_lost(self, conn: HttpTargetSide, exc: Exception | None) -> None:
+        """The target closed or reset the connection before the response was complete."""
+        if self.target is not None and self.target_side is conn:
+            self.target.outstanding -= 1
+        self.target_side = None
+        if self.response_done:
+            return
+        self.waiting_since = 0.0
+        if self.response_started and self._target_until_close and exc is None:
+            self.response_complete(keep_alive=False)  # the close is how this body ends
+            return
+        if not self.response_started and conn.reused and self._pending_body is None and self._can_retry():
+            # A pooled connection the target closed while idle (a keep-alive race): nothing was answered,
+            # so send the request again on a fresh connection.
+            self._pending_body = []
+            self._forward(self._head)
+            return
+        if self.response_started:
+            # Cut short mid-body: the client must see a broken response, not a complete-looking one.
+            self.client.abort()
+            return
+        self._respond_error(502, "TargetClosedConnection")
+
+    def _can_retry(self) -> bool:
+        # Only requests without a body: a body already streamed to the dead connection is gone.
+        return self.request_complete and not self.chunked_request and not messages.has_body(self.headers)
+
+    def target_failed(self, reason: str, *, malformed: bool = False) -> None:
+        conn = self.target_side
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+            if self.target is not None:
+                self.target.outstanding -= 1
+        self.target_side = None
+        log.warning("%s %s: %s", self.client.listener.load_balancer.name, self.client.listener.name, reason)
+        if self.response_started:
+            self.client.abort()
+        else:
+            self._respond_error(502, "MalformedResponse" if malformed else "TargetError")
+
+    def response_timeout(self) -> None:
+        self.waiting_since = 0.0
+        if self.response_started or self.response_done:
+            return
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            conn.exchange = None
+            conn.abort()
+            if self.target is not None:
+                self.target.outstanding -= 1
+        self._respond_error(504, "TargetResponseTimeout")
+
+    def client_lost(self) -> None:
+        self.waiting_since = 0.0
+        conn = self.target_side
+        self.target_side = None
+        if conn is not None:
+            if self.target is not None:
+                self.target.outstanding -= 1
+            conn.exchange = None
+            conn.close()  # mid-response: the connection cannot be reused
+
+    # -- flow control ------------------------------------------------------------------------------------
+
+    def target_pause_writing(self) -> None:
+        self.client.pause_reading(PAUSE_BACKPRESSURE)
+
+    def target_resume_writing(self) -> None:
+        self.client.resume_reading(PAUSE_BACKPRESSURE)
+
+    def client_pause_writing(self) -> None:
+        if self.target_side is not None and self.target_side.transport is not None:
+            self.target_side.transport.pause_reading()
+
+    def client_resume_writing(self) -> None:
+        if self.target_side is not None and self.target_side.transport is not None:
+            self.target_side.transport.resume_reading()
+
+    # -- upgrades ----------------------------------------------------------------------------------------
+
+    def target_upgraded(self, rest: bytes) -> None:
+        """The target answered 101: splice the two connections from now on (R1: pinned to that target)."""
+        conn = self.target_side
+        assert conn is not None
+        client = self.client
+        conn.tunnel = client.tunnel_data
+        client.become_tunnel(conn)
+        if rest:
+            client.write(rest)
+        if self.early_tunnel_data:
+            conn.write(self.early_tunnel_data)
+            self.early_tunnel_data = b""
+
+    def tunnel_target_eof(self) -> bool:
+        transport = self.client.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        return self.client.tunnel_eof()
+
+    def tunnel_target_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ConnectionResetError):
+            self.client.abort()
+        else:
+            self.client.close()
