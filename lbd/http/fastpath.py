@@ -25,74 +25,211 @@ from typing import overload
 
 from lbd.http.messages import standard_phrase
 
-# RFC 9110 5.6.2 token and RFC 9112 field-line grammar, with no obs-fold and no control characters.
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+# The head is scanned byte by byte. Compiled (fastpath.pxd types ``p`` as a C pointer into the bytes object
+# and the indices as C integers) this is a few nanoseconds per byte, like llhttp; interpreted, the same code
+# runs as ordinary Python, only slower.
+
+
+def _table(allowed: bytes) -> bytes:
+    return bytes(1 if byte in allowed else 0 for byte in range(256))
+
+
+_ALPHA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# RFC 9110 5.6.2 tchar: what a method and a field name are made of.
+TCHAR = _table(b"!#$%&'*+-.^_`|~0123456789" + _ALPHA)
 # drop_invalid_header_fields: names of [-A-Za-z0-9] only; others take the full path, which drops them.
-_ALNUM_NAME = rb"[-0-9A-Za-z]+"
-_VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[\t \x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+ALNUM_NAME = _table(b"-0123456789" + _ALPHA)
+# RFC 9110 5.5 field-vchar, SP and HTAB: what a field value (with the whitespace around it) may hold; no
+# control characters, no obs-fold (a CR or LF ends the line).
+VALUE = _table(b"\t " + bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)))
+# RFC 3986 characters of an origin-form target, as llhttp takes them: visible ASCII.
+TARGET = _table(bytes(range(0x21, 0x7F)))
 
+# Flags for ``simple_request``'s ``names``: which field names the fast path may forward as they are.
+REQUEST_HEAD = 0
+REQUEST_HEAD_ALNUM_NAMES = 1
 
-def _request_head(name: bytes) -> re.Pattern[bytes]:
-    field = rb"%s:[ \t]*%s[ \t]*\r\n" % (name, _VALUE)
-    # origin-form targets only (RFC 9112 3.2.1); absolute-form and the rest take the full path.
-    return re.compile(rb"(%s) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n((?:%s)*)\r\n" % (_TOKEN, field))
-
-
-REQUEST_HEAD = _request_head(_TOKEN)
-REQUEST_HEAD_ALNUM_NAMES = _request_head(_ALNUM_NAME)
-
-# Request fields the fast path does not handle (searched in the lowercased head; "\n" anchors a line start).
-_REQUEST_SPECIAL = re.compile(
-    rb"\n(?:content-length|transfer-encoding|connection|upgrade|expect|x-forwarded-(?:for|proto|port)"
-    rb"|x-amzn-trace-id|keep-alive|te|trailer|proxy-connection|host:.*\nhost):",
-    re.S,
-)
 FAST_REQUEST_MAX = 8 * 1024  # larger heads go to the full parser, which enforces ALB's limits (R6)
 
-# Methods lbd itself treats specially (TRACE is refused, CONNECT and HEAD change framing).
+# Methods lbd itself treats specially (TRACE is refused, CONNECT and HEAD change framing) take the parser.
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
+# Request fields the fast path does not handle: framing, hop-by-hop fields, upgrades, Expect, and the fields
+# lbd rewrites (X-Forwarded-*, X-Amzn-Trace-Id). Lowercase; compared case-insensitively.
+_REQUEST_SPECIAL = (
+    b"content-length",
+    b"transfer-encoding",
+    b"connection",
+    b"upgrade",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-port",
+    b"x-amzn-trace-id",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"proxy-connection",
+)
+_SPECIAL_LENGTHS = frozenset(len(name) for name in _REQUEST_SPECIAL)
 
-def simple_request(data: bytes, pattern: re.Pattern[bytes]) -> tuple[str, bytes, str, bytes, bytes] | None:
+
+def _name_is(data: bytes, at: int, size: int, lower: bytes) -> bool:
+    """data[at:at+size] equals the lowercase token ``lower``, ignoring ASCII case."""
+    if size != len(lower):
+        return False
+    i = 0
+    while i < size:
+        # Tokens hold no CR, the one byte that | 0x20 maps onto "-": this folds letters and nothing else.
+        if (data[at + i] | 0x20) != lower[i]:
+            return False
+        i += 1
+    return True
+
+
+def _special_request_field(data: bytes, at: int, size: int) -> bool:
+    if size not in _SPECIAL_LENGTHS:
+        return False
+    for name in _REQUEST_SPECIAL:  # noqa: SIM110 (a loop, not a generator: compiled, it is C)
+        if _name_is(data, at, size, name):
+            return True
+    return False
+
+
+def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes] | None:
     """``data`` as (method, url, version, header block, Host value) when it is exactly one complete,
     bodiless, compliant request head with one Host field and nothing a proxy must rewrite; else None.
 
-    The header block is the field lines as sent, each ending in CRLF, without the final CRLF.
+    The header block is the field lines as sent, each ending in CRLF, without the final CRLF. ``names`` is
+    REQUEST_HEAD, or REQUEST_HEAD_ALNUM_NAMES where only [-A-Za-z0-9] names may pass as they are.
     """
-    if len(data) > FAST_REQUEST_MAX or data[-4:] != b"\r\n\r\n":
+    n = len(data)
+    if n > FAST_REQUEST_MAX or n < 4 or data[n - 4 : n] != b"\r\n\r\n":
         return None
-    lowered = data.lower()
-    if _REQUEST_SPECIAL.search(lowered) is not None:
-        return None  # checked first: the cheapest way to decline (a body, Connection: close ...)
-    match = pattern.fullmatch(data)
-    if match is None:
+    p = data
+    tchar = TCHAR
+    name_table = ALNUM_NAME if names else TCHAR
+    value_table = VALUE
+    # Request line (RFC 9112 3): method SP origin-form SP "HTTP/1." DIGIT CRLF.
+    i = 0
+    while i < n and tchar[p[i]]:
+        i += 1
+    if i == 0 or i >= n or p[i] != 32:
         return None
-    method = _METHODS.get(match[1])
+    method = _METHODS.get(data[:i])
     if method is None:
         return None
-    at = lowered.find(b"\nhost:")
-    if at < 0:
+    i += 1
+    url_at = i
+    if i >= n or p[i] != 47:  # "/": origin-form only (RFC 9112 3.2.1); the rest takes the full path
         return None
-    end = data.index(b"\r", at)
-    host = data[at + 6 : end].lstrip(b" \t")  # trailing whitespace stays, as llhttp reports it
-    if not host:
+    target = TARGET
+    while i < n and target[p[i]]:
+        i += 1
+    url_end = i
+    if i + 11 > n or data[i : i + 8] != b" HTTP/1." or p[i + 9] != 13 or p[i + 10] != 10:
         return None
-    return method, match[2], "1.1" if match[3] == b"1" else "1.0", match[4], host
+    minor = p[i + 8]
+    if minor != 48 and minor != 49:
+        return None
+    i += 11
+    block_at = i
+    host_at = -1
+    host_end = 0
+    # Field lines (RFC 9112 5): token ":" OWS value OWS CRLF, until the empty line.
+    while True:
+        if i + 1 >= n:
+            return None
+        if p[i] == 13:
+            if p[i + 1] != 10 or i + 2 != n:
+                return None  # a bare CR, or bytes after the head (pipelining): the full path
+            break
+        name_at = i
+        while i < n and name_table[p[i]]:
+            i += 1
+        size = i - name_at
+        if size == 0 or i >= n or p[i] != 58:  # ":" right after a non-empty name
+            return None
+        if _special_request_field(data, name_at, size):
+            return None
+        i += 1
+        value_at = i
+        while i < n and value_table[p[i]]:
+            i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return None
+        if size == 4 and _name_is(data, name_at, 4, b"host"):
+            if host_at >= 0:
+                return None  # two Hosts: 400 on the full path (RFC 9112 3.2)
+            while value_at < i and (p[value_at] == 32 or p[value_at] == 9):
+                value_at += 1
+            host_at = value_at
+            host_end = i  # trailing whitespace stays, as llhttp reports it
+        i += 2
+    if host_at < 0 or host_at == host_end:
+        return None
+    return (
+        method,
+        data[url_at:url_end],
+        "1.1" if minor == 49 else "1.0",
+        data[block_at : n - 2],
+        data[host_at:host_end],
+    )
 
 
-_TEXT = rb"[\t \x21-\x7e\x80-\xff]*"
-# A response head: status line and field lines (lenient on values, as clients are; strict on names).
-_RESPONSE_HEAD = re.compile(
-    rb"HTTP/1\.([01]) ([2-5][0-9][0-9]) (%s)\r\n((?:%s:%s\r\n)*)\r\n" % (_TEXT, _TOKEN, _TEXT)
+# Response fields the fast path acts on: (lowercase name, what to do).
+_KEEP = 0
+_LENGTH = 1
+_CONNECTION = 2
+_CUT = 3  # Keep-Alive, Proxy-Connection: hop-by-hop (RFC 9110 7.6.1), dropped
+_DECLINE = 4  # Transfer-Encoding, Upgrade, TE, Trailer: the full path
+_RESPONSE_FIELDS = (
+    (b"content-length", _LENGTH),
+    (b"connection", _CONNECTION),
+    (b"keep-alive", _CUT),
+    (b"proxy-connection", _CUT),
+    (b"transfer-encoding", _DECLINE),
+    (b"upgrade", _DECLINE),
+    (b"te", _DECLINE),
+    (b"trailer", _DECLINE),
 )
-# The response fields the fast path looks at (in the lowercased head, where "\n" anchors a line start):
-# framing (RFC 9112 6), hop-by-hop fields to remove (RFC 9110 7.6.1), and upgrades.
-_RESPONSE_FIELDS = re.compile(
-    rb"\n(content-length|connection|keep-alive|proxy-connection|transfer-encoding|upgrade|te|trailer):"
-    rb"[ \t]*([^\r]*)"
-)
-# Connection options that name no other field; any other option names fields to remove (the full path).
-_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close"})
+_RESPONSE_LENGTHS = frozenset(len(name) for name, _ in _RESPONSE_FIELDS)
+_MAX_DIGITS = 18  # longer Content-Length values take the full path (no overflow to think about here)
+
+
+def _response_field(data: bytes, at: int, size: int) -> int:
+    if size not in _RESPONSE_LENGTHS:
+        return _KEEP
+    for name, kind in _RESPONSE_FIELDS:
+        if _name_is(data, at, size, name):
+            return kind
+    return _KEEP
+
+
+def _connection_options(data: bytes, at: int, end: int) -> int:
+    """The options of a Connection value: 1 keep-alive, 2 close (bits), or -1 when it names anything else
+    (fields to remove: the full path does that)."""
+    found = 0
+    p = data
+    while True:
+        while at < end and (p[at] == 32 or p[at] == 9):
+            at += 1
+        option_at = at
+        while at < end and p[at] != 44:  # ","
+            at += 1
+        option_end = at
+        while option_end > option_at and (p[option_end - 1] == 32 or p[option_end - 1] == 9):
+            option_end -= 1
+        size = option_end - option_at
+        if _name_is(data, option_at, size, b"keep-alive"):
+            found |= 1
+        elif _name_is(data, option_at, size, b"close"):
+            found |= 2
+        else:
+            return -1
+        if at >= end:
+            return found
+        at += 1
 
 
 def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
@@ -104,52 +241,112 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
     Proxy-Connection. Interim, 204 and 304 responses, chunked or close-delimited bodies, upgrades and
     Connection options naming other fields take the full path.
     """
-    match = _RESPONSE_HEAD.match(data)
-    if match is None:
+    n = len(data)
+    p = data
+    # Status line: "HTTP/1." DIGIT SP 3DIGIT SP reason CRLF (lenient on the reason, as clients are).
+    if n < 17 or data[:7] != b"HTTP/1.":
         return None
-    version, code, reason, _ = match.groups()
-    status = int(code)
+    minor = p[7]
+    if (minor != 48 and minor != 49) or p[8] != 32 or p[12] != 32:
+        return None
+    d0 = p[9] - 48
+    d1 = p[10] - 48
+    d2 = p[11] - 48
+    if d0 < 2 or d0 > 5 or d1 < 0 or d1 > 9 or d2 < 0 or d2 > 9:
+        return None
+    status = d0 * 100 + d1 * 10 + d2
     if status == 204 or status == 304:
         return None
-    block_at = match.start(4) - 1  # the status line's "\n"
-    body_at = match.end()
+    value_table = VALUE
+    tchar = TCHAR
+    i = 13
+    while i < n and value_table[p[i]]:
+        i += 1
+    reason_end = i
+    if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+        return None
+    i += 2
+    block_at = i
+    keep_alive = minor == 49
     length = -1
-    keep_alive = version == b"1"
-    cuts: list[tuple[int, int]] = []
-    for field in _RESPONSE_FIELDS.finditer(data[block_at:body_at].lower()):
-        name, value = field.groups()
-        if name == b"content-length":
-            value = value.rstrip(b" \t")
-            if length >= 0 or not value.isdigit():
-                return None  # repeated or invalid: the full parser refuses it (502)
-            length = int(value)
-            continue
-        if name == b"connection":
-            options = {option.strip() for option in value.split(b",")}
-            if not options <= _CONNECTION_OPTIONS:
-                return None
-            keep_alive = b"close" not in options and (keep_alive or b"keep-alive" in options)
-        elif name != b"keep-alive" and name != b"proxy-connection":
+    # Spans of the head to send as they are; a cut field ends one and starts the next.
+    spans: list[int] = []
+    kept_at = block_at
+    while True:
+        if i + 1 >= n:
             return None
-        cuts.append(field.span())  # "\n<line>" without its CRLF: cut with the CR before it, keep its LF
+        if p[i] == 13:
+            if p[i + 1] != 10:
+                return None
+            break
+        line_at = i
+        while i < n and tchar[p[i]]:
+            i += 1
+        size = i - line_at
+        if size == 0 or i >= n or p[i] != 58:
+            return None
+        kind = _response_field(data, line_at, size)
+        i += 1
+        value_at = i
+        while i < n and value_table[p[i]]:
+            i += 1
+        if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+            return None
+        value_end = i
+        i += 2
+        if kind == _KEEP:
+            continue
+        if kind == _DECLINE:
+            return None
+        if kind == _LENGTH:
+            if length >= 0:
+                return None  # repeated: the full parser refuses it (502)
+            while value_at < value_end and (p[value_at] == 32 or p[value_at] == 9):
+                value_at += 1
+            while value_end > value_at and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
+                value_end -= 1
+            if value_end == value_at or value_end - value_at > _MAX_DIGITS:
+                return None
+            length = 0
+            while value_at < value_end:
+                digit = p[value_at] - 48
+                if digit < 0 or digit > 9:
+                    return None
+                length = length * 10 + digit
+                value_at += 1
+            continue
+        if kind == _CONNECTION:
+            options = _connection_options(data, value_at, value_end)
+            if options < 0:
+                return None
+            keep_alive = not (options & 2) and (keep_alive or bool(options & 1))
+        # Connection, Keep-Alive, Proxy-Connection: not forwarded.
+        if line_at > kept_at:
+            spans.append(kept_at)
+            spans.append(line_at)
+        kept_at = i
     if length < 0:
         return None
-    if version == b"1" and reason:
-        head = data[: body_at - 2]
+    body_at = i + 2
+    k = 0
+    if minor == 49 and reason_end > 13:
+        if not spans:
+            return status, data[:i], length, keep_alive, body_at  # nothing to cut: one slice
+        if spans[0] == block_at:
+            pieces = [data[: spans[1]]]  # the status line and the first kept lines in one slice
+            k = 2
+        else:
+            pieces = [data[:block_at]]
     else:
-        status_line = b"HTTP/1.1 %d %b" % (status, reason or standard_phrase(status))
-        head = status_line + data[block_at - 1 : body_at - 2]
-        block_at += len(status_line) + 1 - block_at
-        data = head + b"\r\n"
-    if cuts:
-        pieces = []
-        start = 0
-        for cut_at, cut_end in cuts:
-            pieces.append(data[start : block_at + cut_at - 1])
-            start = block_at + cut_end
-        pieces.append(head[start:])
-        head = b"".join(pieces)
-    return status, head, length, keep_alive, body_at
+        # HTTP/1.0 or an empty reason phrase: lbd speaks HTTP/1.1 and sends the standard phrase.
+        phrase = data[13:reason_end] or standard_phrase(status)
+        pieces = [b"HTTP/1.1 %d %b\r\n" % (status, phrase)]
+    while k < len(spans):
+        pieces.append(data[spans[k] : spans[k + 1]])
+        k += 2
+    if kept_at < i:
+        pieces.append(data[kept_at:i])
+    return status, b"".join(pieces), length, keep_alive, body_at
 
 
 _FIELD_LINE = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
