@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
+from typing import cast
 
 import uvloop
 
@@ -275,7 +276,8 @@ class Worker:
             runtime = bound.runtime
             app: asyncio.Protocol
             if isinstance(runtime, HttpListenerRuntime):
-                app = HttpClientSide(runtime, tracker, pool, bound)
+                # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
+                app = cast(asyncio.Protocol, HttpClientSide(runtime, tracker, pool, bound))
             else:
                 app = TcpClientSide(runtime, tracker)
             if runtime.tls is not None:

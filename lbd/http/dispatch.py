@@ -34,14 +34,27 @@ MAX_FORWARDED_FOR = 30  # ALB answers 463 when X-Forwarded-For holds more addres
 MAX_TRACE_HEADER = 7 * 1024  # ALB replaces larger X-Amzn-Trace-Id headers with a new Root (R8)
 
 
-@dataclass(slots=True)
 class RouteDecision:
-    kind: str  # "forward" | "redirect" | "fixed-response"
-    target_group: TargetGroupRuntime | None
-    response: bytes  # a whole response, for "redirect" and "fixed-response"
-    priority: int  # matched rule priority for the access log: 0 = default rule
-    set_cookie: bytes = b""  # Set-Cookie lines to add to the target's response (group stickiness)
-    redirect_url: str = ""
+    """What a request gets: the rule's action, resolved."""
+
+    def __init__(
+        self,
+        kind: str,  # "forward" | "redirect" | "fixed-response"
+        target_group: TargetGroupRuntime | None,
+        response: bytes,  # a whole response, for "redirect" and "fixed-response"
+        priority: int,  # matched rule priority for the access log: 0 = default rule
+        set_cookie: bytes = b"",  # Set-Cookie lines to add to the target's response (group stickiness)
+        redirect_url: str = "",
+    ) -> None:
+        self.kind = kind
+        self.target_group = target_group
+        self.response = response
+        self.priority = priority
+        self.set_cookie = set_cookie
+        self.redirect_url = redirect_url
+
+    def __repr__(self) -> str:
+        return f"RouteDecision({self.kind!r}, priority={self.priority})"
 
 
 @dataclass(slots=True)
@@ -207,14 +220,19 @@ class HttpDispatcher:
             forwarded = self._forwarded_fields
             if self.xff_mode == "append":
                 forwarded = b"X-Forwarded-For: %b\r\n%b" % (self._client_address(client.peer), forwarded)
+            forwarded += b"X-Amzn-Trace-Id: "
             client.fast_forwarded = (self, forwarded)
         trace = new_trace_root()
-        head = b"%b %b HTTP/1.1\r\n%b%bX-Amzn-Trace-Id: %b\r\n\r\n" % (
-            exchange.method.encode(),
-            exchange.url,
-            block,
-            forwarded,
-            trace,
+        head = b"".join(
+            (
+                _METHOD_BYTES[exchange.method],
+                exchange.url,
+                b" HTTP/1.1\r\n",
+                block,
+                forwarded,
+                trace,
+                b"\r\n\r\n",
+            )
         )
         return head, trace
 
@@ -265,6 +283,34 @@ def trace_header(existing: bytes) -> bytes:
     return b";".join([b"Self=" + stamp, *kept])
 
 
+class _TraceRoots:
+    """New X-Amzn-Trace-Id roots, cheaply: the epoch part is formatted once a second, and the random part
+    is cut from a block of random hex digits made 128 ids at a time (one big getrandbits and one hex
+    conversion instead of one each per request)."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = b""
+        self.digits = b""
+        self.at = 0
+
+    def new(self) -> bytes:
+        second = int(time.time())
+        if second != self.second:
+            self.second = second
+            self.prefix = b"Root=1-%08x-" % second
+        at = self.at
+        if at + 24 > len(self.digits):
+            self.digits = b"%0*x" % (24 * 128, getrandbits(96 * 128))
+            at = 0
+        self.at = at + 24
+        return self.prefix + self.digits[at : at + 24]
+
+
+_trace_roots = _TraceRoots()
+_METHOD_BYTES = {m: m.encode() + b" " for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
+
 def new_trace_root() -> bytes:
     """A new X-Amzn-Trace-Id: Root=1-<epoch seconds, hex>-<96 random bits, hex> (R8)."""
-    return b"Root=1-%08x-%024x" % (int(time.time()), getrandbits(96))
+    return _trace_roots.new()

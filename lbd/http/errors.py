@@ -90,3 +90,7 @@ def parser_error(exc: httptools.HttpParserError) -> HttpError:
         if fragment in message:
             return HttpError(status, reason, desync=desync)
     return HttpError(400, "MalformedRequest")
+
+
+class StopParsing(Exception):
+    """Raised from a parser callback to end a response early (HEAD: headers announce a body never sent)."""

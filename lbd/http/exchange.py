@@ -16,7 +16,8 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from lbd.http import errors, fastpath, messages
-from lbd.http.upstream import StopParsing
+from lbd.http.errors import StopParsing
+from lbd.http.flow import PAUSE_BACKPRESSURE, PAUSE_CONNECTING
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -26,10 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lbd.http")
 
-# Reasons reading from the client is paused; reading resumes only when none is left.
-PAUSE_PIPELINE = 1  # an earlier request is still being answered
-PAUSE_BACKPRESSURE = 2  # the target cannot take the request body as fast as the client sends it
-PAUSE_CONNECTING = 4  # body arriving before the target connection exists
+_NO_TARGETS: frozenset[Target] = frozenset()
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -38,50 +36,7 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 
 class Exchange:
-    """One request and its response.
-
-    No __slots__: most fields keep their class-level default for the whole exchange, so creating one sets
-    only what differs per request (an exchange is made per request, on the hot path).
-    """
-
-    # Request side
-    head_block: bytes | None = None  # the raw field lines, when the fast path took the request
-    chunked_request = False
-    request_complete = False
-    upgrade = False
-    head_request = False
-    early_tunnel_data = b""
-    desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
-    close_target = False
-    set_cookie = b""
-    _head = b""
-    _connect_error_status = 502
-    _tried: frozenset[Target] | set[Target] = frozenset()
-    # Target side
-    target: Target | None = None
-    target_group: TargetGroupRuntime | None = None
-    target_side: HttpTargetSide | None = None
-    response_started = False
-    response_done = False
-    waiting_since = 0.0
-    _response_chunked = False
-    _response_close = False
-    _target_until_close = False
-    _switching = False
-    # For metrics and the access log (ALB's fields): times on the monotonic clock, byte marks on the
-    # connection's counters, what was done and why it failed.
-    sent_at = 0.0
-    response_at = 0.0
-    target_status = 0
-    local_status = 0
-    action_priority = -1
-    action = ""
-    redirect_url = ""
-    error_reason = ""
-    host = b""
-    trace_id = b""
-    classification = ""
-    classification_reason = ""
+    """One request and its response."""
 
     def __init__(
         self,
@@ -99,14 +54,48 @@ class Exchange:
         self.version = version
         self._headers = headers
         self.keep_alive = self.keep_client = keep_alive
-        if upgrade:
-            self.upgrade = True
-        if method == "HEAD":
-            self.head_request = True
+        # Request side
+        self.upgrade = upgrade
+        self.head_request = method == "HEAD"
+        self.head_block: bytes | None = None  # the raw field lines, when the fast path took the request
+        self.chunked_request = False
+        self.request_complete = False
+        self.early_tunnel_data = b""
+        self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
+        self.close_target = False
+        self.set_cookie = b""
+        self._head = b""
+        self._connect_error_status = 502
+        self._tried: frozenset[Target] | set[Target] = _NO_TARGETS
         self._pending_body: list[bytes] | None = []
+        # Target side
+        self.target: Target | None = None
+        self.target_group: TargetGroupRuntime | None = None
+        self.target_side: HttpTargetSide | None = None
+        self.response_started = False
+        self.response_done = False
+        self.waiting_since = 0.0
+        self._response_chunked = False
+        self._response_close = False
+        self._target_until_close = False
+        self._switching = False
+        # For metrics and the access log (ALB's fields): times on the monotonic clock, byte marks on the
+        # connection's counters, what was done and why it failed.
         self.started_at = monotonic()
         self.received_mark = client.received_mark
         self.sent_mark = client.sent_bytes
+        self.sent_at = 0.0
+        self.response_at = 0.0
+        self.target_status = 0
+        self.local_status = 0
+        self.action_priority = -1
+        self.action = ""
+        self.redirect_url = ""
+        self.error_reason = ""
+        self.host = b""
+        self.trace_id = b""
+        self.classification = ""
+        self.classification_reason = ""
 
     @property
     def headers(self) -> Sequence[tuple[bytes, bytes]]:
@@ -143,11 +132,11 @@ class Exchange:
         self.head_block = block
         self.request_complete = True
         self.host = host
-        head, self.trace_id = listener.dispatcher.fast_head(self, block, host)
+        head, self.trace_id = self.client.dispatcher.fast_head(self, block, host)
         self._dispatch(listener, head)
 
     def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
-        decision = listener.route(self)
+        decision = self.client.dispatcher.route(self)
         self.action_priority = decision.priority
         self.action = decision.kind
         if decision.kind == "forward":
@@ -163,7 +152,7 @@ class Exchange:
             listener.stats.fixed_responses += 1
         self.local_status = int(decision.response[9:12])
         listener.stats.elb_response(self.local_status)  # HTTPCode_ELB_3XX_Count counts redirects
-        self._respond_locally(decision.response, close=not self.keep_alive)
+        self._respond_locally(decision.response, not self.keep_alive)
 
     def _forward(self, head: bytes) -> None:
         group = self.target_group
@@ -178,7 +167,7 @@ class Exchange:
                 self._respond_error(503, "NoRegisteredTargets")
             return
         if self.target is None:
-            self.client.listener.stats.requests += 1  # RequestCount: only requests a target was chosen for
+            self.client.stats.requests += 1  # RequestCount: only requests a target was chosen for
         self.target = target
         conn = self.client.pool.acquire(target)
         if conn is not None:
@@ -193,7 +182,7 @@ class Exchange:
         try:
             conn = await self.client.pool.connect(target, group.connect_timeout, group.tls, group.verify)
         except (OSError, TimeoutError) as exc:
-            self.client.listener.stats.target_connection_errors += 1
+            self.client.stats.target_connection_errors += 1
             target.stats.connection_errors += 1
             group.request_failed(target)
             self._tried = {*self._tried, target}
@@ -227,7 +216,8 @@ class Exchange:
         if pending or self.chunked_request:
             data = [head]
             if pending:
-                data.extend(self._frame(chunk) for chunk in pending)
+                for chunk in pending:  # a loop, not a generator: closures cannot live in compiled methods
+                    data.append(self._frame(chunk))
             if self.request_complete and self.chunked_request:
                 data.append(b"0\r\n\r\n")
             head = b"".join(data)
@@ -266,7 +256,7 @@ class Exchange:
 
     # -- local responses -----------------------------------------------------------------------------------
 
-    def _respond_locally(self, response: bytes, *, close: bool) -> None:
+    def _respond_locally(self, response: bytes, close: bool) -> None:
         self.response_started = True
         self.response_done = True
         if close:
@@ -276,7 +266,7 @@ class Exchange:
             self._finish()
 
     def _respond_error(self, status: int, reason: str) -> None:
-        self.client.listener.stats.elb_response(status)
+        self.client.stats.elb_response(status)
         self.error_reason = reason
         self.local_status = status
         log.info(
@@ -289,7 +279,7 @@ class Exchange:
             reason,
         )
         close = not self.request_complete or not self.keep_alive
-        self._respond_locally(errors.error_response(status, close=close), close=close)
+        self._respond_locally(errors.error_response(status, close=close), close)
 
     # -- response side (called by HttpTargetSide) ----------------------------------------------------------
 
@@ -340,12 +330,12 @@ class Exchange:
             return
         if self.head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for the announced body.
-            self.response_complete(keep_alive=not self._response_close)
+            self.response_complete(not self._response_close)
             raise StopParsing
 
     def _response_begins(self, status: int) -> None:
         """A final response from the target: metrics, and passive health (outlier ejection)."""
-        stats = self.client.listener.stats
+        stats = self.client.stats
         self.response_at = now = monotonic()
         self.target_status = status
         stats.target_responses[status // 100] += 1
@@ -402,7 +392,7 @@ class Exchange:
 
     def _finish(self) -> None:
         client = self.client
-        stats = client.listener.stats
+        stats = client.stats
         now = monotonic()
         stats.request_duration.observe(now - self.started_at)
         if client.listener.access_log is not None:
@@ -418,7 +408,7 @@ class Exchange:
             return
         self.waiting_since = 0.0
         if self.response_started and self._target_until_close and exc is None:
-            self.response_complete(keep_alive=False)  # the close is how this body ends
+            self.response_complete(False)  # the close is how this body ends
             return
         if not self.response_started and conn.reused and self._pending_body is None and self._can_retry():
             # A pooled connection the target closed while idle (a keep-alive race): nothing was answered,

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from lbd.http import desync, errors, fastpath
-from lbd.http.exchange import PAUSE_PIPELINE, Exchange
-from lbd.http.upstream import HIGH_WATER, LOW_WATER, HttpTargetSide, UpstreamPool
+from lbd.http.exchange import Exchange
+from lbd.http.flow import HIGH_WATER, LOW_WATER, PAUSE_PIPELINE
+from lbd.http.upstream import HttpTargetSide, UpstreamPool
 from lbd.listener.tracker import ConnectionTracker
 
 if TYPE_CHECKING:
@@ -43,46 +44,8 @@ MAX_HEADER = 16 * 1024
 MAX_HEADERS_TOTAL = 64 * 1024
 
 
-class HttpClientSide(asyncio.Protocol):
-    """One client connection on an application listener."""
-
-    __slots__ = (
-        "_begun",
-        "_head_raw",
-        "_header_bytes",
-        "_headers",
-        "_idle_handle",
-        "_in_head",
-        "_in_message",
-        "_loop",
-        "_moved",
-        "_moved_at_check",
-        "_out",
-        "_paused",
-        "_quiet_checks",
-        "_replay_reason",
-        "_replayable",
-        "_request_started_at",
-        "_url",
-        "closing",
-        "draining",
-        "exchanges",
-        "fast_forwarded",
-        "listener",
-        "parser",
-        "peer",
-        "pool",
-        "received_bytes",
-        "received_mark",
-        "sent_bytes",
-        "slot",
-        "tls_info",
-        "tracker",
-        "transport",
-        "tunnel_eofs",
-        "tunnel_target",
-        "upgrading",
-    )
+class HttpClientSide:
+    """One client connection on an application listener (an asyncio protocol; an extension type compiled)."""
 
     def __init__(
         self,
@@ -92,6 +55,8 @@ class HttpClientSide(asyncio.Protocol):
         slot: ListenerSlot | None = None,
     ) -> None:
         self.listener = listener
+        self.stats = listener.stats  # the listener's counters, typed when compiled (stats.pxd)
+        self.dispatcher = listener.dispatcher
         # Where the listener's current runtime is found: a keep-alive connection serves each new request
         # with the latest generation (health, draining, rules), while requests in flight finish on theirs.
         self.slot = slot
@@ -147,7 +112,7 @@ class HttpClientSide(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
-        stats = self.listener.stats
+        stats = self.stats
         stats.new_connections += 1
         stats.active_connections += 1
         self.tracker.add(self)
@@ -167,7 +132,7 @@ class HttpClientSide(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._moved += 1
         self.received_bytes += len(data)
-        self.listener.stats.processed_bytes += len(data)
+        self.stats.processed_bytes += len(data)
         if self.tunnel_target is not None:
             self.tunnel_target.write(data)
             return
@@ -183,8 +148,8 @@ class HttpClientSide(asyncio.Protocol):
 
     def _fast_request(self, data: bytes) -> bool:
         """Take a complete, simple request head without the parser (fastpath.py); False to parse it."""
-        listener = self._latest_listener()
-        parsed = fastpath.simple_request(data, listener.dispatcher.fast_pattern)
+        self._latest_listener()
+        parsed = fastpath.simple_request(data, self.dispatcher.fast_pattern)
         if parsed is None:
             return False
         method, url, version, block, host = parsed
@@ -199,6 +164,8 @@ class HttpClientSide(asyncio.Protocol):
             latest = self.slot.runtime
             if latest is not self.listener and latest.kind == "http":
                 self.listener = cast("HttpListenerRuntime", latest)
+                self.stats = self.listener.stats
+                self.dispatcher = self.listener.dispatcher
         return self.listener
 
     def _feed(self, data: bytes, *, replay: bool) -> None:
@@ -264,7 +231,7 @@ class HttpClientSide(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.listener.stats.active_connections -= 1
+        self.stats.active_connections -= 1
         self.tracker.discard(self)
         if self._idle_handle is not None:
             self._idle_handle.cancel()
@@ -351,7 +318,7 @@ class HttpClientSide(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.sent_bytes += len(data)
-        self.listener.stats.processed_bytes += len(data)
+        self.stats.processed_bytes += len(data)
         if self._out is not None:
             self._out.append(data)
         elif self.transport is not None:
@@ -384,7 +351,7 @@ class HttpClientSide(asyncio.Protocol):
 
     def count_non_compliant(self, reason: str, outcome: str) -> None:
         """A request ALB's desync mitigation calls non-compliant (lbd_non_compliant_requests_total)."""
-        self.listener.stats.non_compliant_requests += 1
+        self.stats.non_compliant_requests += 1
         log.info(
             "%s %s: non-compliant request from %s:%s: %s (%s)",
             self.listener.load_balancer.name,
@@ -396,11 +363,11 @@ class HttpClientSide(asyncio.Protocol):
 
     def reject(self, error: errors.HttpError) -> None:
         """Answer a request lbd cannot forward with ALB's status code, then close (the framing is lost)."""
-        self.listener.stats.elb_response(error.status)
+        self.stats.elb_response(error.status)
         if self.listener.access_log is not None:
             self.listener.access_log.rejected(self, error, monotonic())
         if error.desync:
-            self.listener.stats.non_compliant_requests += 1
+            self.stats.non_compliant_requests += 1
         log.info(
             "%s %s: rejected request from %s:%s with %d (%s)",
             self.listener.load_balancer.name,
@@ -468,7 +435,7 @@ class HttpClientSide(asyncio.Protocol):
 
     def tunnel_data(self, data: bytes) -> None:
         self._moved += 1
-        self.listener.stats.processed_bytes += len(data)
+        self.stats.processed_bytes += len(data)
         if self.transport is not None:
             self.transport.write(data)
 

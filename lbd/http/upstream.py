@@ -19,38 +19,16 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from lbd.http import fastpath
+from lbd.http.errors import StopParsing
+from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
     from lbd.http.exchange import Exchange
 
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 
-
-class StopParsing(Exception):
-    """Raised from a parser callback to end a response early (HEAD: headers announce a body never sent)."""
-
-
-class HttpTargetSide(asyncio.Protocol):
+class HttpTargetSide:
     """One HTTP/1.1 connection to a target; serves one Exchange at a time, then goes back to the pool."""
-
-    __slots__ = (
-        "_fast_keep_alive",
-        "_in_message",
-        "exchange",
-        "generation",
-        "headers",
-        "idle_since",
-        "parser",
-        "pool",
-        "reason",
-        "remaining",
-        "reused",
-        "target",
-        "transport",
-        "tunnel",
-    )
 
     def __init__(self, pool: UpstreamPool, target: Target, generation: int) -> None:
         self.pool = pool
@@ -232,9 +210,11 @@ class UpstreamPool:
     async def connect(
         self, target: Target, timeout: float, tls: ssl.SSLContext | None = None, verify: bool = False
     ) -> HttpTargetSide:
+        conn = HttpTargetSide(self, target, self.generation)
         async with asyncio.timeout(timeout):
-            _, conn = await self._loop.create_connection(
-                lambda: HttpTargetSide(self, target, self.generation),
+            # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
+            await self._loop.create_connection(
+                lambda: cast(asyncio.Protocol, conn),
                 target.id,
                 target.port,
                 ssl=tls,

@@ -38,20 +38,25 @@ class RoundRobin:
 
     def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NOTHING) -> Target | None:
         scores = self._scores
+        targets = self._targets
         best = -1
         total = 0.0
-        for index, target in enumerate(self._targets):
-            if not target.eligible or target in exclude:
-                continue
-            weight = target.effective_weight
-            scores[index] += weight
-            total += weight
-            if best < 0 or scores[index] > scores[best]:
-                best = index
+        index = 0
+        count = len(targets)
+        while index < count:
+            target = targets[index]
+            if target.eligible and (not exclude or target not in exclude):
+                weight = target.effective_weight
+                scores[index] += weight
+                total += weight
+                if best < 0 or scores[index] > scores[best]:
+                    best = index
+            index += 1
         if best < 0:
             return None
         scores[best] -= total
-        return self._targets[best]
+        result: Target = targets[best]
+        return result
 
 
 class FlowHash:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from lbd.observe.stats import TargetStats
 
 
-@dataclass(eq=False, slots=True)
 class Target:
     """One registered target of one target group (identity is the object, not its fields).
 
@@ -17,25 +14,38 @@ class Target:
     outlier ejection (``ejected``), slow start (``ramp``), and the group's fail-open state.
     """
 
-    id: str
-    port: int
-    zone: str
-    weight: int = 1
-    healthy: bool = True
-    draining: bool = False
-    ejected: bool = False
-    ramp: float = 1.0  # slow start: the share of its weight a new target gets, 0..1
-    outstanding: int = 0
-    eligible: bool = True
-    stats: TargetStats = field(default_factory=TargetStats)  # the registry's, so counts survive reloads
-    effective_weight: float = field(init=False)
-    hash_key: bytes = field(init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        id: str,
+        port: int,
+        zone: str,
+        weight: int = 1,
+        healthy: bool = True,
+        draining: bool = False,
+        ejected: bool = False,
+        ramp: float = 1.0,  # slow start: the share of its weight a new target gets, 0..1
+        outstanding: int = 0,
+        eligible: bool = True,
+        stats: TargetStats | None = None,  # the registry's, so counts survive reloads
+    ) -> None:
+        self.id = id
+        self.port = port
+        self.zone = zone
+        self.weight = weight
+        self.healthy = healthy
+        self.draining = draining
+        self.ejected = ejected
+        self.ramp = ramp
+        self.outstanding = outstanding
+        self.eligible = eligible
+        self.stats = stats if stats is not None else TargetStats()
         # Used by flow-hash balancing: the same bytes on every worker and every node, so all agree.
         self.hash_key = f"{self.id}:{self.port}".encode()
         self.effective_weight = float(self.weight)
         self.refresh()
+
+    def __repr__(self) -> str:
+        return f"Target({self.label}, zone={self.zone}, weight={self.weight}, eligible={self.eligible})"
 
     @property
     def routable(self) -> bool:
