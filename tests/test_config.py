@@ -134,7 +134,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "bad lb name",
         mutate("load_balancers.0.name", "-web"),
         "load_balancers[0].name",
-        "should match pattern",
+        "must be 1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen, got '-web'",
     ),
     (
         "forward to missing group",
@@ -454,9 +454,11 @@ def test_lbd_check_lists_errors_and_exits_2(tmp_path: Path, capsys: pytest.Captu
     data["target_groups"][0]["protocol"] = "SMTP"
     path.write_text(yaml.safe_dump(data))
     assert main(["check", "-c", str(path)]) == 2
-    out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"{path}: 2 errors"
-    assert any(f"{L0}.port" in line for line in out)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # errors go to stderr
+    err = captured.err.splitlines()
+    assert err[-1] == f"{path}: 2 errors"
+    assert any(f"{L0}.port" in line for line in err)
 
 
 def test_lbd_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
