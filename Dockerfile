@@ -9,8 +9,8 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dependencies pinned by requirements.lock (pip freeze of a fresh install, see README "Development"),
-# then lbd itself without resolving anything again. The source is removed after the install: lbd runs
+# Dependencies pinned by requirements.lock (a pip freeze; its header says how to regenerate it), then
+# lbd itself without resolving anything again. The source is removed after the install: lbd runs
 # from site-packages, and its workers (python -m lbd.worker) cannot pick up a stray copy of the source.
 COPY requirements.lock /tmp/requirements.lock
 RUN pip install --requirement /tmp/requirements.lock
