@@ -1,21 +1,35 @@
-# lbd in a container. The config is mounted at /etc/lbd/lbd.yaml:
-#   docker run -v $PWD/conf/lbd.yaml:/etc/lbd/lbd.yaml:ro -p 8080:8080 lbd
-# The HEALTHCHECK probes the admin API's /healthz; admin.listen must be reachable inside the container
-# (127.0.0.1:9900 by default).
+# lbd in a container. Build, then run with the image's own config (conf/container.yaml):
+#   docker build -t lbd .
+#   docker run -d --name lbd -p 8080:8080 -v lbd-state:/var/lib/lbd --stop-timeout 15 lbd
+#   curl http://127.0.0.1:8080/ ; curl http://127.0.0.1:8080/readyz
+# With your own config: add -v $PWD/my-lbd.yaml:/etc/lbd/lbd.yaml:ro (bind 0.0.0.0 inside the container,
+# and keep node.shutdown_timeout_seconds below --stop-timeout, or docker stop SIGKILLs the drain).
+# The HEALTHCHECK probes the admin API's /healthz on 127.0.0.1:9900 inside the container.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /opt/lbd
-COPY pyproject.toml README.md ./
-COPY lbd ./lbd
-RUN pip install . && rm -rf /opt/lbd/build \
+# Dependencies pinned by requirements.lock (a pip freeze; its header says how to regenerate it), then
+# lbd itself without resolving anything again. The source is removed after the install: lbd runs
+# from site-packages, and its workers (python -m lbd.worker) cannot pick up a stray copy of the source.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --requirement /tmp/requirements.lock
+COPY pyproject.toml README.md LICENSE /tmp/lbd-src/
+COPY lbd /tmp/lbd-src/lbd
+RUN pip install --no-deps /tmp/lbd-src && rm -rf /tmp/lbd-src /tmp/requirements.lock \
     && useradd --system --no-create-home --shell /usr/sbin/nologin lbd \
     && mkdir -p /etc/lbd /var/lib/lbd && chown lbd:lbd /var/lib/lbd
-COPY conf/lbd.yaml /etc/lbd/lbd.yaml
+COPY conf/container.yaml /etc/lbd/lbd.yaml
+
+# Registrations made through the admin API are kept in /var/lib/lbd (state_dir); mount a volume there
+# to keep them across container restarts.
+VOLUME /var/lib/lbd
+WORKDIR /var/lib/lbd
+ENV STATE_DIRECTORY=/var/lib/lbd
 
 USER lbd
-EXPOSE 8080 9900
+# Only the listener: the admin API listens on the container's loopback.
+EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9900/healthz', timeout=2).status == 200 else 1)"]

@@ -2,7 +2,7 @@
 
 Each client connection gets its own target connection. Two floors:
 - bytes (default): bytes pass both ways untouched; no parsing, routing, headers or metrics.
-- ``--http``: DESIGN.md's prototype, httptools (llhttp) parsing both directions, the request head rebuilt
+- ``--http``: the first HTTP prototype, httptools (llhttp) parsing both directions, the request head rebuilt
   with X-Forwarded-For, the response head and body passed on as parsed. No rules, no checks, no metrics.
 
 Only correct for traffic where that is enough (the harness's small keep-alive requests): they exist to be

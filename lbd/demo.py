@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 from lbd.config.loader import ConfigError, load_config
@@ -98,7 +100,38 @@ async def _ready(admin: str, process: asyncio.subprocess.Process) -> bool:
     return False
 
 
-async def run_demo(config_path: str, config: Config, workers: int | None) -> int:
+# Signals passed on to lbd run: reload (SIGHUP) and reopen logs (SIGUSR1) go to it as they are; the
+# demo stops by stopping lbd run (SIGTERM) and waiting for it, so no lbd is left behind without its
+# demo targets.
+FORWARDED = (signal.SIGHUP, signal.SIGUSR1)
+STOPPING = (signal.SIGINT, signal.SIGTERM)
+CHECKOUT = Path(__file__).resolve().parent.parent  # conf/ of a source checkout sits beside lbd/
+
+
+def resolve_config(path: str) -> Path:
+    """``path`` as given if it exists, else relative to the checkout lbd runs from: ``lbd demo -c
+    conf/lbd.yaml`` (make run) works from any current directory."""
+    given = Path(path)
+    if not given.exists() and not given.is_absolute() and (CHECKOUT / given).exists():
+        return (CHECKOUT / given).resolve()
+    return given.resolve()
+
+
+async def run_demo(config_path: Path, config: Config, workers: int | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    process: asyncio.subprocess.Process | None = None
+
+    def forward(signum: int) -> None:
+        if process is not None and process.returncode is None:
+            process.send_signal(signum)
+
+    # Installed before lbd run starts, so a signal during start-up is handled instead of killing the
+    # demo and orphaning its child.
+    for signum in STOPPING:
+        loop.add_signal_handler(signum, stop.set)
+    for signum in FORWARDED:
+        loop.add_signal_handler(signum, forward, signum)
     servers = []
     for host, port in _loopback_targets(config):
         try:
@@ -106,47 +139,67 @@ async def run_demo(config_path: str, config: Config, workers: int | None) -> int
         except OSError as exc:
             print(f"cannot start demo target on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
             return 3
-    command = [sys.executable, "-m", "lbd", "run", "-c", config_path]
+    command = [sys.executable, "-m", "lbd", "run", "-c", str(config_path)]
     if workers is not None:
         command += ["--workers", str(workers)]
-    process = await asyncio.create_subprocess_exec(*command)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    if await _ready(config.admin.listen, process):
+    # From the config's directory, so relative paths in it (certificate store, logs) are relative to it.
+    process = await asyncio.create_subprocess_exec(*command, cwd=config_path.parent)
+    waiter = asyncio.ensure_future(process.wait())
+    stopper = asyncio.ensure_future(stop.wait())
+    ready = asyncio.ensure_future(_ready(config.admin.listen, process))
+    await asyncio.wait([ready, stopper], return_when=asyncio.FIRST_COMPLETED)
+    if ready.done() and ready.result():
         targets = ", ".join(f"{h}:{p}" for h, p in _loopback_targets(config)) or "none"
-        print("\nlbd is running (demo targets on " + targets + "). Try:", flush=True)
+        print(f"\nlbd is running (pid {process.pid}; demo targets on {targets}). Try:", flush=True)
         print("\n".join(_hints(config)), flush=True)
         print(f"  curl http://{config.admin.listen}/readyz", flush=True)
         for group in config.target_groups[:1]:
             print(f"  curl http://{config.admin.listen}/v1/target-groups/{group.name}/targets", flush=True)
         print(f"  curl http://{config.admin.listen}/metrics", flush=True)
-        print("Reload after editing the config: kill -HUP <lbd pid>. Stop: Ctrl-C.\n", flush=True)
-        waiter = asyncio.ensure_future(process.wait())
-        await asyncio.wait([waiter, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        print(
+            f"Reload after editing {config_path}: kill -HUP {os.getpid()} (this demo passes it on). "
+            "Stop: Ctrl-C.\n",
+            flush=True,
+        )
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    stopper.cancel()
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
-    code = await process.wait()
+    code = await waiter
     for server in servers:
         server.close()
     return 0 if stop.is_set() and code == 0 else code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    path = resolve_config(args.config)
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as exc:
         for issue in exc.issues:
-            print(f"{args.config}: {issue}", file=sys.stderr)
+            print(f"{path}: {issue}", file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(run_demo(args.config, config, args.workers))
+        return asyncio.run(run_demo(path, config, args.workers))
     return 0
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    from lbd.supervisor import worker_count
+
     demo = sub.add_parser("demo", help="start demo targets and lbd in front of them")
-    demo.add_argument("-c", "--config", default="conf/lbd.yaml", help="config file (default: conf/lbd.yaml)")
-    demo.add_argument("--workers", type=int, help="number of worker processes")
+    demo.add_argument(
+        "-c",
+        "--config",
+        default="conf/lbd.yaml",
+        metavar="FILE",
+        help="config file; a relative path not found here is looked up in the lbd checkout",
+    )
+    demo.add_argument(
+        "--workers",
+        type=worker_count,
+        metavar="N",
+        help="number of worker processes, 1-256 (default: node.workers from the config)",
+    )
     demo.set_defaults(func=cmd_demo)

@@ -2,7 +2,7 @@
 
 A worker holds exactly one current Snapshot and swaps it atomically on reload (the generation number
 says which one a connection started on). Connections keep a reference to the listener runtime they were
-accepted on, so requests in flight finish on the Snapshot they started with (DESIGN.md section 2).
+accepted on, so requests in flight finish on the Snapshot they started with.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class ListenerKey:
 class TargetGroupRuntime:
     """A target group's targets, who among them takes traffic, and the balancer that picks among those.
 
-    Who takes traffic follows ELB (elb-semantics.md sections 1-2):
+    Who takes traffic follows ELB (AWS: Elastic Load Balancing, "Health checks for your target groups"
+    and "Cross-zone load balancing"):
 
     - healthy targets (the node's health checker decides; ``apply_health``), minus those a worker ejected
       for failing requests (passive outlier detection) and those draining;
@@ -339,12 +340,8 @@ class Snapshot:
 
     @classmethod
     def build(cls, config: Config, generation: int, stats: StatsRegistry) -> Snapshot:
-        for index, tg in enumerate(config.target_groups):
-            if tg.health_check.enabled and tg.health_check.protocol == "GRPC":
-                raise UnsupportedConfig(
-                    f"target_groups[{index}].health_check.protocol: GRPC health checks are not served by "
-                    "this version of lbd yet (supported: TCP, HTTP, HTTPS)"
-                )
+        # Features this build does not serve never get here: lbd run refuses them before it binds, in
+        # the check lbd check shares (lbd/config/preflight.py).
         zone = config.node.zone
         inherited = _inherited_cross_zone(config)
         target_groups = {
@@ -360,7 +357,6 @@ class Snapshot:
         for lb_index, lb in enumerate(config.load_balancers):
             for l_index, listener in enumerate(lb.listeners):
                 where = f"load_balancers[{lb_index}].listeners[{l_index}]"
-                _check_supported(lb, listener, where)
                 key = listener_key(listener)
                 kind = HttpListenerRuntime if lb.type == "application" else ListenerRuntime
                 runtime = kind(
@@ -387,16 +383,6 @@ def _inherited_cross_zone(config: Config) -> dict[str, bool]:
                     for weighted in action.target_groups:
                         inherited.setdefault(weighted.name, lb.cross_zone)
     return inherited
-
-
-def _check_supported(lb: LoadBalancer, listener: Listener, where: str) -> None:
-    # Refusing loudly beats binding a port and serving nothing on it.
-    supported = {"network": ("TCP", "TLS"), "application": ("HTTP", "HTTPS")}.get(lb.type, ())
-    if listener.protocol not in supported:
-        raise UnsupportedConfig(
-            f"{where}.protocol: {lb.type} load balancer listeners with protocol {listener.protocol} are not "
-            "served by this version of lbd yet (supported: network TCP and TLS, application HTTP and HTTPS)"
-        )
 
 
 def _listener_tls(config: Config, lb: LoadBalancer, listener: Listener, where: str) -> ListenerTls | None:

@@ -1,6 +1,6 @@
 """The supervisor: ``lbd run``. Starts the workers, owns reload, shutdown, the admin API and sd_notify.
 
-Process model (DESIGN.md section 2):
+Process model:
 
 - Every worker is ``python -m lbd.worker``, started fresh (no fork of a running event loop) and driven over
   a control socketpair. Each binds its own SO_REUSEPORT sockets.
@@ -12,8 +12,8 @@ Process model (DESIGN.md section 2):
   ``node.shutdown_timeout_seconds`` and exit; the supervisor exits 0.
 - A worker that dies is restarted with the current config, with exponential backoff.
 
-Exit codes: 0 clean shutdown, 1 internal error, 2 invalid config (or not supported yet), 3 a listener or
-the admin API could not bind, 4 workers could not be started.
+Exit codes: 0 clean shutdown, 1 internal error, 2 invalid config (anything ``lbd check`` refuses: the
+same checks), 3 a listener or the admin API could not bind, 4 workers could not be started.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -36,7 +35,8 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.server import AdminRequest, AdminResponse, Router, start_admin_server
-from lbd.config.loader import ConfigError, parse_config
+from lbd.config.loader import ConfigError
+from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
 from lbd.control import ControlProtocol, Message
@@ -71,13 +71,6 @@ class StartupError(Exception):
 
 
 @dataclass
-class LoadedConfig:
-    config: Config
-    text: str
-    path: str
-
-
-@dataclass
 class ReloadResult:
     ok: bool
     generation: int
@@ -85,14 +78,8 @@ class ReloadResult:
 
 
 def load_checked(path: str) -> LoadedConfig:
-    """Read, validate and check that this build serves everything the config asks for."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from exc
-    config = parse_config(text, source=path)
-    Snapshot.build(config, 0, StatsRegistry())  # raises UnsupportedConfig
-    return LoadedConfig(config, text, str(Path(path).resolve()))
+    """Every check before binding; the same function ``lbd check`` runs (lbd/config/preflight.py)."""
+    return load_for_run(path)
 
 
 def config_errors(exc: Exception) -> list[str]:
@@ -240,20 +227,22 @@ class Supervisor:
         return EXIT_OK if clean else EXIT_ERROR
 
     async def _stop_workers(self, deadline: float) -> bool:
+        """SIGTERM every worker at once and wait for all of them together: one deadline for the node, not
+        one per worker in turn (which would let shutdown take workers x deadline)."""
         running = [w for w in self.workers if w.process is not None and w.process.returncode is None]
         for worker in running:
             worker.signal(signal.SIGTERM)
-        clean = True
-        for worker in running:
-            assert worker.process is not None
-            try:
-                code = await asyncio.wait_for(worker.process.wait(), deadline)
-            except TimeoutError:
-                log.error("worker %d did not stop in time; killing it", worker.index)
-                worker.signal(signal.SIGKILL)
-                code = await worker.process.wait()
-            clean = clean and code == 0
-        return clean
+        codes = await asyncio.gather(*(self._wait_worker(worker, deadline) for worker in running))
+        return all(code == 0 for code in codes)
+
+    async def _wait_worker(self, worker: WorkerHandle, deadline: float) -> int:
+        assert worker.process is not None
+        try:
+            return await asyncio.wait_for(worker.process.wait(), deadline)
+        except TimeoutError:
+            log.error("worker %d did not stop in time; killing it", worker.index)
+            worker.signal(signal.SIGKILL)
+            return await worker.process.wait()
 
     def _signal_workers(self, signum: int) -> None:
         for worker in self.workers:
@@ -482,16 +471,12 @@ class Supervisor:
 
     async def _start_admin(self) -> None:
         admin = self.current.config.admin
-        token: str | None = None
-        if admin.token_file:
-            try:
-                token = Path(admin.token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise StartupError(
-                    f"admin.token_file: cannot read {admin.token_file}: {exc}", EXIT_CONFIG
-                ) from exc
-            if not token:
-                raise StartupError(f"admin.token_file: {admin.token_file} is empty", EXIT_CONFIG)
+        try:
+            token = read_token(self.current.config)  # load_for_run checked it reads and is not empty
+        except OSError as exc:  # removed since, say
+            raise StartupError(
+                f"admin.token_file: cannot read {admin.token_file}: {exc}", EXIT_CONFIG
+            ) from exc
         router = Router()
         router.add("GET", "/healthz", self._healthz)
         router.add("GET", "/readyz", self._readyz)
@@ -710,28 +695,62 @@ def resolve_workers(option: int | None, config: Config) -> int:
     return int(config.node.workers)
 
 
+WORKERS_MAX = 256  # node.workers' bound, so --workers cannot ask for more than the file may
+
+
+def worker_count(text: str) -> int:
+    """argparse type for --workers: an integer within node.workers' range."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= WORKERS_MAX:
+        raise argparse.ArgumentTypeError(f"must be 1-{WORKERS_MAX}, got {value}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         loaded = load_checked(args.config)
-    except (ConfigError, UnsupportedConfig) as exc:
+    except ConfigError as exc:
         for error in config_errors(exc):
-            config_log.error("%s", error)
-        config_log.error("not starting: %s is invalid", args.config)
-        return EXIT_CONFIG
-    if args.workers is not None and args.workers < 1:
-        log.error("--workers must be 1 or more")
+            config_log.error("%s: %s", args.config, error)
+        config_log.error(
+            "not starting: %s is invalid (lbd check -c %s lists the same errors)", args.config, args.config
+        )
         return EXIT_CONFIG
     workers = resolve_workers(args.workers, loaded.config)
     return uvloop.run(Supervisor(loaded, workers, args.log_level, args.log_format).run())
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    run = sub.add_parser("run", help="run the load balancer (supervisor and workers)")
-    run.add_argument("-c", "--config", required=True, help="YAML config file")
-    run.add_argument("--workers", type=int, help="number of worker processes (overrides node.workers)")
-    run.add_argument("--log-level", choices=LEVELS, default=os.environ.get("LBD_LOG_LEVEL", "info"))
-    run.add_argument("--log-format", choices=FORMATS, default=os.environ.get("LBD_LOG_FORMAT", "text"))
+    run = sub.add_parser(
+        "run",
+        help="run the load balancer (supervisor and workers)",
+        description="Run the load balancer: validate the config (as lbd check does), start the workers "
+        "and the admin API. Exit status: 0 clean shutdown, 1 internal error, 2 invalid config, 3 a port "
+        "could not be bound, 4 workers could not be started.",
+    )
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
+    run.add_argument(
+        "--workers",
+        type=worker_count,
+        metavar="N",
+        help=f"number of worker processes, 1-{WORKERS_MAX} (default: node.workers from the config)",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=os.environ.get("LBD_LOG_LEVEL", "info"),
+        help="log level (default: %(default)s, or $LBD_LOG_LEVEL)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("LBD_LOG_FORMAT", "text"),
+        help="log line format (default: %(default)s, or $LBD_LOG_FORMAT)",
+    )
     run.set_defaults(func=cmd_run)
 
 

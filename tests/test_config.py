@@ -134,7 +134,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "bad lb name",
         mutate("load_balancers.0.name", "-web"),
         "load_balancers[0].name",
-        "should match pattern",
+        "must be 1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen, "
+        "got '-web'",
     ),
     (
         "forward to missing group",
@@ -454,9 +455,11 @@ def test_lbd_check_lists_errors_and_exits_2(tmp_path: Path, capsys: pytest.Captu
     data["target_groups"][0]["protocol"] = "SMTP"
     path.write_text(yaml.safe_dump(data))
     assert main(["check", "-c", str(path)]) == 2
-    out = capsys.readouterr().out.splitlines()
-    assert out[-1] == f"{path}: 2 errors"
-    assert any(f"{L0}.port" in line for line in out)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # errors go to stderr
+    err = captured.err.splitlines()
+    assert err[-1] == f"{path}: 2 errors"
+    assert any(f"{L0}.port" in line for line in err)
 
 
 def test_lbd_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -464,3 +467,206 @@ def test_lbd_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert {"load_balancers", "target_groups", "node", "admin"} <= set(schema["properties"])
     assert schema["additionalProperties"] is False
+
+
+# -- duplicate keys, one error per mistake, the file named once ----------------------------------------------
+
+
+def test_duplicate_keys_are_errors_with_path_and_line() -> None:
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    # A second `port:` in the first listener and a second `node:` at the top: last-one-wins no more.
+    text = text.replace("    port: 8080\n", "    port: 8080\n    port: 8081\n", 1)
+    text += "node:\n  zone: zone-b\n"
+    errors = errors_of(text)
+    lines = text.splitlines()
+    first_port = next(i for i, row in enumerate(lines, 1) if "port: 8080" in row)
+    second_node = max(i for i, row in enumerate(lines, 1) if row == "node:")
+    assert errors == [
+        f"{L0}.port: duplicate key; first given on line {first_port} (line {first_port + 1})",
+        f"node: duplicate key; first given on line 1 (line {second_node})",
+    ]
+
+
+def test_a_misspelt_key_is_one_error_with_its_suggestion() -> None:
+    data = mutate(f"{L0}.protocol".replace("[", ".").replace("]", ""), None, delete=True)
+    data["load_balancers"][0]["listeners"][0]["protocl"] = "HTTP"
+    (error,) = errors_of(data)  # not also "protocol: required key is missing"
+    assert error.startswith(f"{L0}.protocl: unknown key; did you mean 'protocol'?")
+
+
+def test_values_have_the_types_the_schema_says() -> None:
+    # Strict: a quoted number is not a number (and the JSON Schema says integer).
+    (error,) = errors_of(mutate("load_balancers.0.listeners.0.port", "8080"))
+    assert error.startswith(f"{L0}.port: Input should be a valid integer, got '8080'")
+    # Dates stay strings, as in YAML 1.2: a zone named like a date is a zone.
+    assert load(mutate("node.zone", "2024-01-01") | {}).node.zone == "2024-01-01"
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("zone: zone-a", "zone: 2024-01-01", 1)
+    assert parse_config(text).node.zone == "2024-01-01"
+
+
+def test_config_path_is_not_a_key_of_the_file() -> None:
+    (error,) = errors_of(BASE | {"config_path": "/elsewhere.yaml"})
+    assert error.startswith("config_path: set by lbd")
+
+
+def test_health_check_interval_leaves_room_for_a_timeout() -> None:
+    (error,) = errors_of(mutate("target_groups.0.health_check", {"interval_seconds": 1}))
+    assert error.startswith("target_groups[0].health_check.interval_seconds: must be at least 2")
+    config = load(mutate("target_groups.0.health_check", {"interval_seconds": 2}))
+    assert config.target_groups[0].health_check.timeout_seconds == 1  # default lowered to fit
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("node: {zone: [\n", "invalid YAML at line 2, column 1"), ("", "the file is empty")],
+)
+def test_lbd_check_names_the_file_once(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    assert main(["check", "-c", str(path)]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"{path}: {message}")
+    assert first.count(str(path)) == 1
+
+
+# -- lbd schema ----------------------------------------------------------------------------------------------
+
+
+def schema_validator() -> Any:
+    import jsonschema
+
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def config_schema() -> dict[str, Any]:
+    from lbd.config.schema import json_schema
+
+    return json_schema()
+
+
+def test_lbd_schema_prints_draft_2020_12(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == config_schema()
+    assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "config_path" not in printed["properties"]
+    # Keys the loader fills in are not required of the file.
+    assert "required" not in printed["$defs"]["HealthCheck"]
+    assert printed["$defs"]["TargetGroup"]["required"] == ["name", "protocol"]
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("conf/*.yaml")), ids=lambda p: p.name)
+def test_every_example_validates_against_the_schema(path: Path) -> None:
+    validator = schema_validator()
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(yaml.safe_load(path.read_text()))
+    ]
+    assert errors == []
+
+
+def test_the_schema_refuses_what_the_loader_refuses() -> None:
+    validator = schema_validator()
+    for data in (
+        mutate("load_balancers.0.listeners.0.protocl", "HTTP"),
+        mutate("load_balancers.0.listeners.0.port", 70000),
+        mutate("load_balancers.0.name", "-web"),
+        mutate("target_groups.0.health_check", {"interval_seconds": 1}),
+    ):
+        assert not validator.is_valid(data)
+
+
+# Values of every JSON type, for the leaves of BASE and the optional keys below.
+ANY_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 70000)
+    | st.floats(-1, 100, allow_nan=False)
+    | st.sampled_from(["", "x", "8080", "HTTP", "TCP", "auto", "inherit", "zone-a", "0.0.0.0", "/", "200"])
+)
+# Optional keys with mostly valid values (a config the loader accepts is what this test needs).
+OPTIONAL: dict[str, list[tuple[str, Any]]] = {
+    "node": [
+        ("workers", st.sampled_from(["auto", 1, 2, 256])),
+        ("shutdown_timeout_seconds", st.integers(0, 3600) | st.floats(0, 3600)),
+    ],
+    "lb": [
+        ("cross_zone", st.booleans()),
+        ("idle_timeout_seconds", st.integers(1, 4000)),
+        ("desync_mitigation_mode", st.sampled_from(["monitor", "defensive", "strictest"])),
+        ("xff_client_port", st.booleans()),
+        ("access_log", st.just({"path": "-"}) | st.just({"path": "/tmp/x.log", "format": "json"})),
+    ],
+    "group": [
+        ("cross_zone", st.sampled_from(["inherit", True, False])),
+        ("slow_start_seconds", st.integers(0, 900)),
+        ("connect_timeout_seconds", st.integers(1, 60) | st.floats(0.1, 60)),
+        ("stickiness", st.just({"enabled": True}) | st.just({"enabled": True, "type": "source_ip"})),
+        ("outlier_detection", st.just({"consecutive_failures": 3})),
+        ("minimum_healthy_targets", st.just({"count": 2}) | st.just({"percentage": 50})),
+        (
+            "health_check",
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "enabled": st.booleans(),
+                    "interval_seconds": st.integers(2, 300),
+                    "healthy_threshold": st.integers(2, 10),
+                    "matcher": st.sampled_from(["200", 200, "200-299", "200,302"]),
+                    "path": st.sampled_from(["/", "/health"]),
+                    "port": st.sampled_from(["traffic-port", 80]),
+                },
+            ),
+        ),
+    ],
+}
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, (*path, key))]
+    if isinstance(node, list):
+        return [leaf for index, value in enumerate(node) for leaf in _leaves(value, (*path, index))]
+    return [path]
+
+
+@st.composite
+def loader_inputs(draw: st.DrawFn) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    for key, values in OPTIONAL["node"]:
+        if draw(st.booleans()):
+            data["node"][key] = draw(values)
+    for lb in data["load_balancers"]:
+        for key, values in OPTIONAL["lb"]:
+            if draw(st.booleans()):
+                lb[key] = draw(values)
+    for group in data["target_groups"]:
+        for key, values in OPTIONAL["group"]:
+            if draw(st.booleans()):
+                group[key] = draw(values)
+    # And perhaps one leaf of any kind replaced by a value of any type.
+    if draw(st.integers(0, 2)) == 0:
+        *parents, last = draw(st.sampled_from(_leaves(data)))
+        node: Any = data
+        for part in parents:
+            node = node[part]
+        node[last] = draw(ANY_VALUE)
+    return data
+
+
+@settings(max_examples=150, deadline=None)
+@given(loader_inputs())
+def test_configs_the_loader_accepts_validate_against_the_schema(data: dict[str, Any]) -> None:
+    try:
+        load(data)
+    except ConfigError:
+        return  # the schema may refuse it too, or not: it cannot see across keys
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in SCHEMA_VALIDATOR.iter_errors(data)]
+    assert errors == []
+
+
+SCHEMA_VALIDATOR = schema_validator()

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from lbd.demo import serve_demo_backend
+from tests.conftest import LbdFactory
 from tests.http_client import Client
 from tests.lbdproc import free_port, network_config, wait_for
 
@@ -22,32 +23,86 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_systemd_unit_passes_systemd_analyze(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    # .ci/run installs systemd; outside CI a developer without it is told, not silently skipped.
-    assert analyze, "systemd-analyze not found: apt-get install systemd (.ci/run does)"
+    # scripts/test-tools.sh (make test) installs systemd; without it this fails, naming the package.
+    assert analyze, "systemd-analyze not found: apt-get install systemd (scripts/test-tools.sh does)"
     unit = (ROOT / "systemd/lbd.service").read_text()
-    for needed in (
-        "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        "LimitNOFILE=",
-        "ProtectSystem=strict",
-    ):
-        assert needed in unit
-    # verify checks that ExecStart exists: point it at this checkout's lbd.
+    directives = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines() if "=" in line}
+    assert directives["ExecStart"] == "/opt/lbd/bin/lbd run -c /etc/lbd/lbd.yaml"  # the README's venv
+    assert directives["RestartPreventExitStatus"] == "2"  # an invalid config does not restart in a loop
+    assert directives["StateDirectory"] == "lbd" and directives["LogsDirectory"] == "lbd"
+    assert directives["ProtectSystem"] == "strict" and directives["Type"] == "notify"
+    assert directives["ExecReload"] == "/bin/kill -HUP $MAINPID" and "LimitNOFILE" in directives
+    assert "ExecStartPre" not in directives  # lbd run makes lbd check's checks itself
+    # The access logs docs/metrics.md puts in /var/log/lbd are writable under ProtectSystem=strict.
+    assert "/var/log/lbd" in (ROOT / "docs/configuration.md").read_text()
+    # verify checks that ExecStart exists: point it at the lbd installed in this venv.
     local = tmp_path / "lbd.service"
-    local.write_text(unit.replace("/usr/local/bin/lbd", str(Path(sys.executable).parent / "lbd")))
+    local.write_text(unit.replace("/opt/lbd/bin/lbd", str(Path(sys.executable).parent / "lbd")))
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no warnings either
+    readme = (ROOT / "README.md").read_text()
+    assert "python3 -m venv /opt/lbd && /opt/lbd/bin/pip install ." in readme
 
 
-def test_dockerfile_runs_as_non_root_with_a_healthcheck() -> None:
+async def test_state_goes_to_the_systemd_state_directory(lbd: LbdFactory, tmp_path: Path) -> None:
+    """Under systemd (StateDirectory=lbd) registrations land in $STATE_DIRECTORY without a state_dir."""
+    state = tmp_path / "state"
+    state.mkdir()
+    config = network_config(free_port(), [free_port()])
+    proc = lbd(config, start=False)
+    os.environ["STATE_DIRECTORY"] = str(state)
+    try:
+        proc.start()
+    finally:
+        del os.environ["STATE_DIRECTORY"]
+    await proc.wait_ready()
+    status, _ = await proc.admin(
+        "POST", "/v1/target-groups/pool/targets", b'{"targets": [{"id": "127.0.0.2", "port": 1}]}'
+    )
+    assert status == 200
+    assert [p.name for p in state.iterdir()], "nothing in $STATE_DIRECTORY"
+    assert not list(proc.config_path.parent.glob("*.json")), "state written beside the config instead"
+
+
+def test_dockerfile_runs_from_site_packages_with_state_on_a_volume() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.1[1-9]-slim", dockerfile, re.M)
     assert re.search(r"^USER lbd$", dockerfile, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*\n.*", dockerfile, re.M)
     assert healthcheck and "/healthz" in healthcheck.group(0)
     assert 'CMD ["run", "-c", "/etc/lbd/lbd.yaml"]' in dockerfile
+    assert re.search(r"^VOLUME /var/lib/lbd$", dockerfile, re.M)
+    assert re.findall(r"^EXPOSE (.*)$", dockerfile, re.M) == ["8080"]  # the admin API is loopback-only
+    assert "pip install --requirement /tmp/requirements.lock" in dockerfile
+    assert "pip install --no-deps /tmp/lbd-src && rm -rf /tmp/lbd-src" in dockerfile  # no source left
+    assert "COPY conf/container.yaml /etc/lbd/lbd.yaml" in dockerfile
+    workdir = re.findall(r"^WORKDIR (.*)$", dockerfile, re.M)
+    assert workdir == ["/var/lib/lbd"]  # python -m lbd.worker must not find a source tree in its cwd
+    # Every runtime dependency is pinned in the lock file.
+    lock = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    declared = re.search(r"^dependencies = \[(.*?)\]", pyproject, re.M | re.S)
+    assert declared
+    names = {
+        re.split(r"[<>=]", d.strip().strip('",'))[0].lower()
+        for d in declared.group(1).split(",")
+        if d.strip()
+    }
+    assert names <= lock, names - lock
+    # The documented docker run: the same command in the README and the Dockerfile header, and a stop
+    # timeout longer than the drain it allows.
     readme = (ROOT / "README.md").read_text()
-    assert "/etc/lbd/lbd.yaml" in readme  # the documented mount point is the one the image uses
+    run = re.search(r"docker run -d --name lbd .*", dockerfile)
+    assert run and run.group(0) in readme
+    stop = re.search(r"--stop-timeout (\d+)", run.group(0))
+    config = yaml.safe_load((ROOT / "conf/container.yaml").read_text())
+    assert stop and int(stop.group(1)) > config["node"]["shutdown_timeout_seconds"]
+    assert "-p 8080:8080" in run.group(0) and "-v lbd-state:/var/lib/lbd" in run.group(0)
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
-from lbd.config.loader import ConfigError, load_config
-from lbd.config.schema import Config
+from lbd.config.loader import ConfigError
+from lbd.config.preflight import load_for_run
+from lbd.config.schema import json_schema
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exactly what ``lbd run`` checks before it binds (load_for_run): errors on stderr, exit 2."""
     try:
-        config = load_config(args.config)
+        config = load_for_run(args.config).config
     except ConfigError as exc:
-        for issue in exc.issues:
-            print(f"{args.config}: {issue}")
+        print_issues(args.config, exc)
         count = len(exc.issues)
-        print(f"{args.config}: {count} error{'s' if count != 1 else ''}")
+        print(f"{args.config}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 2
     listeners = sum(len(lb.listeners) for lb in config.load_balancers)
     targets = sum(len(tg.targets) for tg in config.target_groups)
@@ -29,18 +31,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_issues(path: str, exc: ConfigError) -> None:
+    for issue in exc.issues:
+        print(f"{path}: {issue}", file=sys.stderr)
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(Config.model_json_schema(), indent=2))
+    print(json.dumps(json_schema(), indent=2))
     return 0
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    check = sub.add_parser("check", help="validate a config file and list every error")
-    check.add_argument("-c", "--config", required=True, help="YAML config file")
+    check = sub.add_parser(
+        "check",
+        help="validate a config file as lbd run would, and list every error",
+        description="Validate a config file with every check lbd run makes before it binds a port "
+        "(schema, references, port collisions, certificates in the store, admin.token_file, features "
+        "this build serves). Errors go to stderr; exit status 2 if there are any.",
+    )
+    check.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
     check.set_defaults(func=cmd_check)
-    schema = sub.add_parser("schema", help="print the config's JSON Schema (for editors)")
+    schema = sub.add_parser(
+        "schema",
+        help="print the config file's JSON Schema (draft 2020-12, for editors)",
+        description="Print the JSON Schema (draft 2020-12) of the config file, for editor completion.",
+    )
     schema.set_defaults(func=cmd_schema)

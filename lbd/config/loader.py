@@ -8,6 +8,7 @@ must not be silently ignored) with the nearest allowed key suggested.
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,37 +44,94 @@ def load_config(path: str | Path) -> Config:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError.single("", f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise ConfigError.single("", f"cannot read the file: {exc.strerror or exc}") from exc
     config = parse_config(text, source=str(path))
     return config.model_copy(update={"config_path": str(Path(path).resolve())})
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError.single("", f"{source}: invalid YAML{where}: {problem}") from exc
-    if raw is None:
-        raise ConfigError.single("", f"{source}: the file is empty; see conf/ for examples")
-    if not isinstance(raw, dict):
-        raise ConfigError.single(
-            "", f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}"
-        )
-    raw.pop("config_path", None)  # set by load_config, never by the file
+    """Validate YAML text. ``source`` is accepted for callers' logs; messages never repeat it (whoever
+    prints them names the file once)."""
+    raw = _load_yaml(text)
+    if "config_path" in raw:
+        raise ConfigError([with_line(ConfigIssue("config_path", CONFIG_PATH_SET), text)])
     resolve_defaults(raw)
     try:
-        config = Config.model_validate(raw)
+        # Strict JSON-mode validation: the types in the file are exactly the ones `lbd schema` publishes
+        # (no "8080" for 8080, no "yes" for true), while lists still become tuples.
+        config = Config.model_validate_json(json.dumps(raw, default=str), strict=True)
     except ValidationError as exc:
         raise ConfigError(_issues(exc, text)) from None
     from lbd.config.validate import cross_check
 
     issues = cross_check(config)
     if issues:
-        raise ConfigError([_with_line(issue, text) for issue in issues])
+        raise ConfigError([with_line(issue, text) for issue in issues])
     return config
+
+
+CONFIG_PATH_SET = "set by lbd to the file's own location; remove it from the file"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with two changes for config files.
+
+    Dates stay strings (as in YAML 1.2 and JSON Schema), so ``zone: 2024-01-01`` is the string the
+    schema says it is, and a key given twice in one mapping is an error instead of the last one silently
+    winning: ``duplicates`` collects each repeat with its key path and line while mappings are built.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[ConfigIssue] = []
+
+    def check_duplicates(self, node: yaml.Node, path: str = "") -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                child = f"{path}.{key}" if path else str(key)
+                line = key_node.start_mark.line + 1
+                if key is not None and key in seen:
+                    self.duplicates.append(
+                        ConfigIssue(child, f"duplicate key; first given on line {seen[key]} (line {line})")
+                    )
+                elif key is not None:
+                    seen[key] = line
+                self.check_duplicates(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self.check_duplicates(item, f"{path}[{index}]")
+
+
+# Without the timestamp resolver PyYAML leaves dates as plain strings.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _load_yaml(text: str) -> dict[str, Any]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            loader.check_duplicates(node)
+            if loader.duplicates:
+                raise ConfigError(loader.duplicates)
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError.single("", f"invalid YAML{where}: {problem}") from exc
+    finally:
+        loader.dispose()
+    if raw is None:
+        raise ConfigError.single("", "the file is empty; see conf/ for examples")
+    if not isinstance(raw, dict):
+        raise ConfigError.single("", f"the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
 
 
 # -- context-dependent defaults ------------------------------------------------------------------------------
@@ -176,8 +234,18 @@ _PATH_PREFIX = re.compile(r"^((?:\[\d+\])?(?:\.?[A-Za-z_]\w*(?:\[\d+\])*)*): (.*
 def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
     errors = exc.errors(include_url=False)
     locs = [tuple(error["loc"]) for error in errors]
+    # A misspelt key is reported once, as unknown with its suggestion, not again as the key it should
+    # have been being missing.
+    suggested = {
+        (*loc[:-1], hint)
+        for error, loc in zip(errors, locs, strict=True)
+        if error["type"] == "extra_forbidden"
+        for hint in difflib.get_close_matches(str(loc[-1]), _allowed_keys(loc[:-1]), n=1)
+    }
     by_path: dict[str, list[str]] = {}
     for error, loc in zip(errors, locs, strict=True):
+        if error["type"] == "missing" and loc in suggested:
+            continue
         if error["type"] == "too_short" and any(other[: len(loc)] == loc and other != loc for other in locs):
             continue  # "needs at least 1 item" only because an item inside was invalid: the item says why
         path = format_path(loc)
@@ -191,7 +259,7 @@ def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
         if message not in messages:
             messages.append(message)
     # Several errors at one place come from the branches of a union: any one of them would do.
-    return [_with_line(ConfigIssue(path, " or: ".join(msgs)), text) for path, msgs in by_path.items()]
+    return [with_line(ConfigIssue(path, " or: ".join(msgs)), text) for path, msgs in by_path.items()]
 
 
 def _message(error: Any, loc: tuple[Any, ...]) -> str:
@@ -213,6 +281,11 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
         return f"unknown action type {tag!r}; allowed: forward, redirect, fixed-response"
     if kind == "union_tag_not_found":
         return "an action needs a type: forward, redirect or fixed-response"
+    if kind == "string_pattern_mismatch":
+        from lbd.config.schema import PATTERN_WORDS
+
+        pattern = str(error.get("ctx", {}).get("pattern", ""))
+        return f"must be {PATTERN_WORDS.get(pattern, f'a string matching {pattern}')}, got {value!r}"
     if kind == "literal_error":
         return f"{message}, got {value!r}"
     if isinstance(value, dict | list):
@@ -261,7 +334,7 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _with_line(issue: ConfigIssue, text: str) -> ConfigIssue:
+def with_line(issue: ConfigIssue, text: str) -> ConfigIssue:
     line = _line_of(issue.path, text)
     return issue._replace(message=f"{issue.message} (line {line})") if line else issue
 

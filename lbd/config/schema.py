@@ -1,4 +1,4 @@
-"""The config schema: typed, frozen, validated once (DESIGN.md section 4; docs/configuration.md).
+"""The config schema: typed, frozen, validated once (docs/configuration.md is the reference).
 
 Field-level rules (types, ranges, ELB's character sets and limits) live here; rules that relate one part
 of the file to another (references, ports used twice, protocol pairings) live in validate.py. Defaults
@@ -12,9 +12,13 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alphanumerics and hyphens
+# What each pattern allows, in words: error messages say this, never the regular expression.
+PATTERN_WORDS = {
+    NAME: "1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen",
+}
 ELB_POLICIES = (
     "ELBSecurityPolicy-TLS13-1-2-2021-06",
     "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
@@ -86,7 +90,8 @@ class QueryStringValue(Model):
 ConditionField = Literal[
     "host-header", "path-pattern", "http-request-method", "http-header", "query-string", "source-ip"
 ]
-# ALB's allowed characters per condition (R1, R3).
+# ALB's allowed characters per condition (AWS: Elastic Load Balancing, Application Load Balancers,
+# "Listener rules" > "Condition types").
 _CHARSETS = {
     "host-header": re.compile(r"^[A-Za-z0-9\-.*?]+$"),
     "path-pattern": re.compile(r"^[A-Za-z0-9 _\-.$/~\"'@:+&*?]+$"),
@@ -206,7 +211,7 @@ class RedirectAction(Model):
     status_code: Literal["HTTP_301", "HTTP_302"]
     protocol: str = "#{protocol}"
     host: str = Field("#{host}", min_length=1, max_length=128)
-    port: str = "#{port}"
+    port: Annotated[str, WithJsonSchema({"type": ["string", "integer"]})] = "#{port}"
     path: str = Field("/#{path}", min_length=1, max_length=128)
     query: str = Field("#{query}", max_length=128)
 
@@ -255,7 +260,10 @@ class RedirectAction(Model):
 class FixedResponseAction(Model):
     type: Literal["fixed-response"]
     order: int | None = Field(None, ge=1, le=50000)
-    status_code: int
+    # ELB's API takes the code as a string ("404"); the file may give either.
+    status_code: Annotated[
+        int, WithJsonSchema({"type": ["integer", "string"], "pattern": "^[245][0-9][0-9]$"})
+    ]
     content_type: Literal[CONTENT_TYPES] | None = None  # type: ignore[valid-type]
     message_body: str = Field("", max_length=1024)
 
@@ -422,11 +430,12 @@ class HealthCheck(Model):
     protocol: Literal["TCP", "HTTP", "HTTPS", "GRPC"]
     path: str = Field(min_length=1, max_length=1024)
     port: Literal["traffic-port"] | Annotated[int, Field(ge=1, le=65535)] = "traffic-port"
-    interval_seconds: int = Field(30, ge=1, le=300)
+    # At least 2: the timeout is whole seconds, at least 1, and must be shorter than the interval.
+    interval_seconds: int = Field(30, le=300, json_schema_extra={"minimum": 2})
     timeout_seconds: int = Field(ge=1, le=120)
     healthy_threshold: int = Field(5, ge=2, le=10)
     unhealthy_threshold: int = Field(2, ge=2, le=10)
-    matcher: str
+    matcher: Annotated[str, WithJsonSchema({"type": ["string", "integer"]})]
 
     @field_validator("path")
     @classmethod
@@ -443,12 +452,21 @@ class HealthCheck(Model):
             raise ValueError(f'must be codes like "200", "200,302" or "200-299", got {value!r}')
         return text
 
+    @field_validator("interval_seconds")
+    @classmethod
+    def _interval(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(
+                f"must be at least 2 (timeout_seconds, at least 1, must be shorter than it), got {value}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> HealthCheck:
         if self.timeout_seconds >= self.interval_seconds:
             raise ValueError(
                 f"timeout_seconds: must be smaller than interval_seconds ({self.interval_seconds}), "
-                f"got {self.timeout_seconds}"
+                f"got {self.timeout_seconds} (whole seconds: at most {self.interval_seconds - 1})"
             )
         return self
 
@@ -525,4 +543,33 @@ class Config(Model):
     state_dir: str | None = None
     load_balancers: tuple[LoadBalancer, ...] = ()
     target_groups: tuple[TargetGroup, ...] = ()
-    config_path: str | None = Field(None, exclude=True, json_schema_extra=None)
+    config_path: str | None = Field(None, exclude=True)  # set by load_config; not a key of the file
+
+
+# Keys the loader fills in from context (resolve_defaults) when the file leaves them out: required by
+# the models, but not of the file.
+LOADER_DEFAULTS = {
+    "LoadBalancer": ("cross_zone", "idle_timeout_seconds"),
+    "Target": ("port", "zone"),
+    "TargetGroup": ("algorithm", "health_check"),
+    "HealthCheck": ("protocol", "path", "timeout_seconds", "matcher"),
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a config file: what ``lbd schema`` prints."""
+    schema = Config.model_json_schema(mode="validation")
+    schema["properties"].pop("config_path", None)
+    for name, keys in LOADER_DEFAULTS.items():
+        definition = schema["$defs"][name]
+        required = [key for key in definition.get("required", []) if key not in keys]
+        if required:
+            definition["required"] = required
+        else:
+            definition.pop("required", None)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "lbd configuration file",
+        "description": "See docs/configuration.md. Generated by `lbd schema`.",
+        **{key: value for key, value in schema.items() if key not in ("title", "description")},
+    }

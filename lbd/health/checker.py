@@ -1,4 +1,4 @@
-"""The node's health checker: one per node, in the supervisor, never one per worker (DESIGN.md section 2).
+"""The node's health checker: one per node, in the supervisor, never one per worker.
 
 Each target of each target group with checks enabled gets its own loop: probe, record the result in its
 TargetHealth, sleep an interval. The first check of a target comes within a second of its registration

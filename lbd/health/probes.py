@@ -1,4 +1,4 @@
-"""Active health-check probes: TCP connect, HTTP and HTTPS GET (elb-semantics.md [R12]).
+"""Active health-check probes: TCP connect, HTTP and HTTPS GET (AWS: "Health checks for your target groups").
 
 Low rate (one request per target per interval), so the HTTP client is h11 over asyncio streams rather
 than the data path's httptools. As ELB does, the request carries ``Host: <target>:<port>`` and a

@@ -1,6 +1,6 @@
 """Target health as ELB reports it: a state, a reason code and a description (pure: no I/O, no clock).
 
-States and reason codes are ELB's (DescribeTargetHealth, elb-semantics.md section 1 [R12]):
+States and reason codes are ELB's (AWS API reference: DescribeTargetHealth, TargetHealth):
 
     initial --(1 success)--> healthy --(unhealthy_threshold failures)--> unhealthy
     initial --(unhealthy_threshold failures)--> unhealthy --(healthy_threshold successes)--> healthy
@@ -55,7 +55,7 @@ class ProbeResult:
 
 
 class Matcher:
-    """ELB's success codes: "200", "200,302", "200-299" (elb-semantics.md, API_Matcher [R18])."""
+    """ELB's success codes: "200", "200,302", "200-299" (AWS API reference: Matcher)."""
 
     def __init__(self, spec: str) -> None:
         self.spec = spec

@@ -4,7 +4,7 @@ Off by default (``access_log`` on a load balancer). Lines are formatted on the e
 work) and written by one thread per file, in batches, so a slow disk never blocks the data path. SIGUSR1
 reopens every file (logrotate's ``postrotate``).
 
-ALB's fields, in order (elb-semantics.md section 5, [R15]):
+ALB's fields, in order (AWS: Application Load Balancers, "Access log entries"):
 
     type time elb client:port target:port request_processing_time target_processing_time
     response_processing_time elb_status_code target_status_code received_bytes sent_bytes "request"

@@ -1,5 +1,5 @@
 """Rule actions compiled once per Snapshot: forward (weighted, with group stickiness), redirect and
-fixed-response (elb-semantics.md section 1, "Actions")."""
+fixed-response (AWS: Application Load Balancers, "Listener rules", "Rule action types")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Listener rule conditions compiled to predicates over a RequestView (ALB: elb-semantics.md section 1).
+"""Listener rule conditions compiled to predicates over a RequestView (AWS: Application Load Balancers,
+"Listener rules", "Rule condition types").
 
 Values inside one condition are ORed. Wildcards: ``*`` matches zero or more characters, ``?`` exactly
 one. Exact values (no wildcard) become a set lookup; only wildcard values become a regular expression,

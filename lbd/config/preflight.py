@@ -1,0 +1,135 @@
+"""Everything ``lbd run`` checks before it binds a socket, as one function that ``lbd check`` calls too.
+
+``load_for_run(path)`` is the only way the supervisor reads a config (at start and on every reload) and
+the only thing ``lbd check`` runs, so the two cannot drift apart: a file ``lbd check`` passes does not
+fail at start for a reason ``lbd check`` could have seen. Beyond the schema and the cross-references
+(``parse_config``) it refuses what a valid file asks for but this build cannot do:
+
+- features that validate but are not served yet (HTTP/2 and gRPC target groups, classic load balancers,
+  UDP listeners, gRPC health checks): binding a port and serving nothing on it would be worse;
+- certificates the listeners name that the store does not hold, or that do not load;
+- an ``admin.token_file`` that cannot be read or is empty.
+
+Ports that collide inside the file (two listeners, or a listener and the admin API) are refused by
+``parse_config`` already. Whether another process holds a port is not checked here: ``lbd check`` runs
+beside a running lbd (``systemctl reload``), whose own ports are taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
+from lbd.config.schema import Config
+
+# What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
+SERVED_LISTENERS = {"network": ("TCP", "TLS"), "application": ("HTTP", "HTTPS")}
+SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS")
+SERVED_PROTOCOL_VERSIONS = ("HTTP1",)
+
+
+@dataclass
+class LoadedConfig:
+    config: Config
+    text: str
+    path: str  # absolute
+
+
+def load_for_run(path: str | Path) -> LoadedConfig:
+    """Read and validate ``path`` and check that this build can start on it; else raise ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError.single("", f"cannot read the file: {exc.strerror or exc}") from exc
+    absolute = str(Path(path).resolve())
+    config = parse_config(text, source=str(path)).model_copy(update={"config_path": absolute})
+    issues = startup_issues(config)
+    if issues:
+        raise ConfigError([with_line(issue, text) for issue in issues])
+    return LoadedConfig(config, text, absolute)
+
+
+def startup_issues(config: Config) -> list[ConfigIssue]:
+    return [*_unsupported(config), *_certificates(config), *_token_file(config)]
+
+
+def _unsupported(config: Config) -> Iterator[ConfigIssue]:
+    for i, lb in enumerate(config.load_balancers):
+        served = SERVED_LISTENERS.get(lb.type, ())
+        if not served:
+            yield ConfigIssue(
+                f"load_balancers[{i}].type",
+                f"{lb.type} load balancers are not served by this version of lbd yet "
+                "(served: application, network)",
+            )
+            continue
+        for j, listener in enumerate(lb.listeners):
+            where = f"load_balancers[{i}].listeners[{j}]"
+            if listener.protocol not in served:
+                yield ConfigIssue(
+                    f"{where}.protocol",
+                    f"{lb.type} listeners with protocol {listener.protocol} are not served by this version "
+                    f"of lbd yet (served: network TCP and TLS, application HTTP and HTTPS)",
+                )
+            elif lb.type == "application" and listener.alpn_policy == "HTTP2Only":
+                yield ConfigIssue(
+                    f"{where}.alpn_policy",
+                    "HTTP2Only needs HTTP/2, which this version of lbd does not serve yet "
+                    "(HTTPS listeners offer http/1.1)",
+                )
+    for i, group in enumerate(config.target_groups):
+        if group.protocol_version not in SERVED_PROTOCOL_VERSIONS:
+            yield ConfigIssue(
+                f"target_groups[{i}].protocol_version",
+                f"{group.protocol_version} target groups are not served by this version of lbd yet "
+                "(served: HTTP1)",
+            )
+        check = group.health_check
+        if check.enabled and check.protocol not in SERVED_HEALTH_CHECKS:
+            yield ConfigIssue(
+                f"target_groups[{i}].health_check.protocol",
+                f"{check.protocol} health checks are not served by this version of lbd yet "
+                f"(served: {', '.join(SERVED_HEALTH_CHECKS)})",
+            )
+
+
+def _certificates(config: Config) -> Iterator[ConfigIssue]:
+    # The listener's own loader, so a certificate that passes here is one the worker can load.
+    from lbd.tls.server import ALPN, ListenerTls, TlsConfigError
+    from lbd.tls.store import CertificateStore
+
+    store = CertificateStore(config.certificates.store)
+    for i, lb in enumerate(config.load_balancers):
+        for j, listener in enumerate(lb.listeners):
+            if listener.protocol not in ("HTTPS", "TLS") or not listener.certificates:
+                continue
+            where = f"load_balancers[{i}].listeners[{j}]"
+            try:
+                ListenerTls(
+                    store, listener.certificates, listener.ssl_policy, ALPN[listener.alpn_policy], where
+                )
+            except TlsConfigError as exc:
+                path, _, message = str(exc).partition(": ")
+                yield ConfigIssue(path, message)
+
+
+def _token_file(config: Config) -> Iterator[ConfigIssue]:
+    name = config.admin.token_file
+    if not name:
+        return
+    try:
+        token = Path(name).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        yield ConfigIssue("admin.token_file", f"cannot read {name}: {reason}")
+        return
+    if not token:
+        yield ConfigIssue("admin.token_file", f"{name} is empty")
+
+
+def read_token(config: Config) -> str | None:
+    """The admin token (after ``load_for_run`` checked that the file reads and is not empty)."""
+    name = config.admin.token_file
+    return Path(name).read_text(encoding="utf-8").strip() if name else None

@@ -1,0 +1,155 @@
+"""`lbd check` refuses every config `lbd run` would refuse at start, with the same message, and `lbd run`
+refuses it with exit 2 before it binds anything: both call lbd.config.preflight.load_for_run."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lbd.cli import main
+from lbd.tls.store import CertificateStore, issue
+from tests.lbdproc import application_config, free_port, network_config
+
+
+def https(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    listener = config["load_balancers"][0]["listeners"][0]
+    listener["protocol"] = "HTTPS"
+    listener["certificates"] = ["site"]
+    config["certificates"] = {"store": str(tmp / "store")}
+    CertificateStore(tmp / "store").put(issue("site", ["site.test"]))
+    return config
+
+
+def missing_certificate(tmp: Path) -> dict[str, Any]:
+    config = https(tmp)
+    config["load_balancers"][0]["listeners"][0]["certificates"] = ["site", "nope"]
+    return config
+
+
+def unreadable_token(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    config["admin"] = {"listen": f"127.0.0.1:{free_port()}", "token_file": str(tmp / "no-such.token")}
+    return config
+
+
+def empty_token(tmp: Path) -> dict[str, Any]:
+    (tmp / "empty.token").write_text("\n")
+    config = application_config(free_port(), [free_port()])
+    config["admin"] = {"listen": f"127.0.0.1:{free_port()}", "token_file": str(tmp / "empty.token")}
+    return config
+
+
+def http2_group(tmp: Path) -> dict[str, Any]:
+    config = https(tmp)
+    config["target_groups"][0]["protocol_version"] = "HTTP2"
+    return config
+
+
+def classic(tmp: Path) -> dict[str, Any]:
+    return {
+        "load_balancers": [
+            {
+                "name": "old",
+                "type": "classic",
+                "listeners": [
+                    {
+                        "protocol": "TCP",
+                        "port": free_port(),
+                        "address": "127.0.0.1",
+                        "instance_protocol": "TCP",
+                        "instance_port": free_port(),
+                    }
+                ],
+                "instances": [{"id": "127.0.0.1"}],
+            }
+        ]
+    }
+
+
+def udp(tmp: Path) -> dict[str, Any]:
+    config = network_config(free_port(), [free_port()])
+    config["load_balancers"][0]["listeners"][0]["protocol"] = "UDP"
+    config["target_groups"][0]["protocol"] = "UDP"
+    return config
+
+
+def grpc_check(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    config["target_groups"][0]["health_check"] = {"protocol": "GRPC"}
+    return config
+
+
+def port_twice(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    second = copy.deepcopy(config["load_balancers"][0])
+    second["name"] = "alb2"
+    config["load_balancers"].append(second)
+    return config
+
+
+def admin_on_listener_port(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    port = config["load_balancers"][0]["listeners"][0]["port"]
+    config["admin"] = {"listen": f"127.0.0.1:{port}"}
+    return config
+
+
+CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
+    (
+        "missing certificate",
+        missing_certificate,
+        "load_balancers[0].listeners[0].certificates[1]: no certificate named 'nope' in the store",
+    ),
+    ("unreadable token_file", unreadable_token, "admin.token_file: cannot read"),
+    ("empty token_file", empty_token, "admin.token_file: "),
+    (
+        "HTTP/2 target group",
+        http2_group,
+        "target_groups[0].protocol_version: HTTP2 target groups are not served by this version of lbd yet",
+    ),
+    ("classic load balancer", classic, "load_balancers[0].type: classic load balancers are not served"),
+    ("UDP listener", udp, "load_balancers[0].listeners[0].protocol: network listeners with protocol UDP"),
+    ("GRPC health check", grpc_check, "target_groups[0].health_check.protocol: GRPC health checks are not"),
+    ("two listeners on one port", port_twice, "load_balancers[1].listeners[0].port: 127.0.0.1:"),
+    ("admin port on a listener's", admin_on_listener_port, "is already used by admin.listen"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "message"), CASES, ids=[c[0] for c in CASES])
+def test_check_and_run_refuse_the_same(
+    case: str,
+    make: Callable[[Path], dict[str, Any]],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "lbd.yaml"
+    path.write_text(yaml.safe_dump(make(tmp_path), sort_keys=False))
+    assert main(["check", "-c", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert any(line.startswith(f"{path}: ") and message in line for line in lines), captured.err
+    # The same file, the same message, exit 2 and no worker started.
+    run = subprocess.run(
+        [sys.executable, "-m", "lbd", "run", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, run.stderr
+    assert any(f"{path}: " in line and message in line for line in run.stderr.splitlines()), run.stderr
+    assert "lbd ready" not in run.stderr
+
+
+def test_a_config_that_starts_passes_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The HTTPS config the failures above start from is fine on its own (a certificate in the store).
+    path = tmp_path / "lbd.yaml"
+    path.write_text(yaml.safe_dump(https(tmp_path)))
+    assert main(["check", "-c", str(path)]) == 0
+    assert ": OK (1 load balancer, 1 listener, 1 target group, 1 target)" in capsys.readouterr().out
