@@ -75,7 +75,13 @@ def test_dockerfile_runs_from_site_packages_with_state_on_a_volume() -> None:
     assert re.search(r"^VOLUME /var/lib/lbd$", dockerfile, re.M)
     assert re.findall(r"^EXPOSE (.*)$", dockerfile, re.M) == ["8080"]  # the admin API is loopback-only
     assert "pip install --requirement /tmp/requirements.lock" in dockerfile
-    assert "pip install --no-deps /tmp/lbd-src && rm -rf /tmp/lbd-src" in dockerfile  # no source left
+    # Multi-stage: a build stage compiles the wheel (compiled or failing), the runtime stage carries no
+    # compiler and no source, and refuses to finish if the installed data path is not compiled.
+    build_stage, _, runtime_stage = dockerfile.partition("\nFROM python:3.11-slim\n")
+    assert "LBD_REQUIRE_EXTENSIONS=1" in build_stage and "pip wheel" in build_stage
+    assert "gcc" not in runtime_stage and "COPY lbd " not in runtime_stage
+    assert "pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels" in runtime_stage
+    assert "build.data_path() != 'compiled'" in runtime_stage
     assert "COPY conf/container.yaml /etc/lbd/lbd.yaml" in dockerfile
     workdir = re.findall(r"^WORKDIR (.*)$", dockerfile, re.M)
     assert workdir == ["/var/lib/lbd"]  # python -m lbd.worker must not find a source tree in its cwd
