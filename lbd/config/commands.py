@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from lbd.config.loader import ConfigError, load_config
 from lbd.config.schema import Config
+from lbd.tls.policies import policy_warnings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -19,6 +21,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         count = len(exc.issues)
         print(f"{args.config}: {count} error{'s' if count != 1 else ''}")
         return 2
+    for warning in policy_warnings(config):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     listeners = sum(len(lb.listeners) for lb in config.load_balancers)
     targets = sum(len(tg.targets) for tg in config.target_groups)
     print(
