@@ -5,7 +5,9 @@ warns about them; SNI picks exact, wildcard, default, and ECDSA over RSA for cli
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import types
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ import yaml
 
 from lbd.cli import main
 from lbd.config.schema import ELB_POLICIES
+from lbd.listener.tls import ServerContext, ServerSSLObject
 from lbd.tls.policies import POLICIES, Policy, missing_ciphers, set_groups
 from lbd.tls.server import ALPN
 from lbd.tls.sni import SniTable
@@ -252,3 +255,36 @@ def test_lbd_check_warns_about_missing_ciphers_naming_the_listener(
     assert len(warnings) == 1, err
     assert warnings[0].startswith(f"{path}: warning: load_balancers[0].listeners[1].ssl_policy: ")
     assert "ELBSecurityPolicy-TLS-1-0-2015-04" in warnings[0] and warnings[0].endswith(": DES-CBC3-SHA")
+
+
+def test_listener_ssl_objects_read_and_write_through_c_and_carry_the_data(
+    rsa_cert: StoredCertificate, tmp_path: Path
+) -> None:
+    """uvloop caches ssl_object.read/write/pending: on a listener's context they are _ssl's C methods,
+    so no Python frame runs per TLS record, and the data still goes through."""
+    bundle = tmp_path / "site.pem"
+    bundle.write_bytes(rsa_cert.bundle())
+    server = ServerContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(bundle)
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_side = server.wrap_bio(s_in, s_out, server_side=True)
+    assert isinstance(server_side, ServerSSLObject)
+    for name in ("read", "write", "pending"):
+        assert isinstance(getattr(server_side, name), types.BuiltinMethodType), name
+    client_side = client_context(V13).wrap_bio(c_in, c_out)
+    for _ in range(10):
+        for side in (client_side, server_side):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    client_side.write(b"ping")
+    s_in.write(c_out.read())
+    assert server_side.pending() == 0 and server_side.read(1024) == b"ping"
+    buffer = bytearray(8)
+    server_side.write(b"pong")
+    c_in.write(s_out.read())
+    client_side.write(b"again")
+    s_in.write(c_out.read())
+    assert server_side.read(8, buffer) == 5 and bytes(buffer[:5]) == b"again"
+    assert client_side.read(1024) == b"pong"

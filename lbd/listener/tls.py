@@ -15,7 +15,10 @@ aborted by the client, timed out) is counted (ClientTLSNegotiationErrorCount) an
 Two small Python hooks run once per connection, never per record:
 
 - ``ServerContext.wrap_bio`` (``SSLContext.sslobject_class`` is the documented way to customise the
-  ``SSLObject`` a context makes) ties the handshake's ``SSLObject`` to the connection.
+  ``SSLObject`` a context makes) ties the handshake's ``SSLObject`` to the connection. It also binds the
+  object's ``read``, ``write`` and ``pending`` to the C methods of ``_ssl`` underneath: ``ssl.SSLObject``
+  defines them as Python functions that only forward, and uvloop caches whatever the attributes are, so
+  without this every TLS record would still cost a Python frame.
 - ``ServerSSLObject.do_handshake``: when OpenSSL refuses a handshake it writes a fatal alert
   (protocol_version, handshake_failure, inappropriate_fallback, ...) into the outgoing memory BIO, but
   uvloop (like asyncio) closes the socket without sending what is left there, so the client sees a bare
@@ -95,6 +98,10 @@ class ServerContext(ssl.SSLContext):
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
         ssl_object = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        inner = getattr(ssl_object, "_sslobj", None)  # CPython's _ssl._SSLSocket for this connection
+        if inner is not None:
+            # Same arguments and results as SSLObject.read(len, buffer)/write(data)/pending().
+            vars(ssl_object).update(read=inner.read, write=inner.write, pending=inner.pending)
         handshake = _connecting
         if handshake is not None and isinstance(ssl_object, ServerSSLObject):
             handshake.outgoing = outgoing
