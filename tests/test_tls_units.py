@@ -1,18 +1,26 @@
 """TLS building blocks with real certificates and real OpenSSL handshakes (in memory, no sockets): ELB
-policies accept and refuse the protocol versions they should; SNI picks exact, wildcard, default, and
-ECDSA over RSA for clients that support it."""
+policies accept and refuse the protocol versions they should and exchange keys over ECDHE groups only;
+ALPN policies choose as ELB's lists say; ciphers the local OpenSSL lacks are found and ``lbd check``
+warns about them; SNI picks exact, wildcard, default, and ECDSA over RSA for clients that support it."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+import types
 from pathlib import Path
 
 import pytest
+import yaml
 
+from lbd.cli import main
 from lbd.config.schema import ELB_POLICIES
-from lbd.tls.policies import POLICIES, Policy
+from lbd.listener.tls import ServerContext, ServerSSLObject
+from lbd.tls.policies import POLICIES, Policy, missing_ciphers, set_groups
+from lbd.tls.server import ALPN
 from lbd.tls.sni import SniTable
 from lbd.tls.store import StoredCertificate, issue
+from tests.lbdproc import application_config
 
 # The legacy policies are tested with TLS 1.0/1.1 clients, which Python marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
@@ -149,3 +157,134 @@ def test_sni_offers_ecdsa_and_rsa_and_openssl_prefers_ecdsa(tmp_path: Path) -> N
     rsa_only.set_ciphers("ECDHE-RSA-AES128-GCM-SHA256")
     cipher = handshake(context, rsa_only).cipher()
     assert cipher is not None and cipher[0] == "ECDHE-RSA-AES128-GCM-SHA256"
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_key_exchange_is_ecdhe_only(policy: str, rsa_cert: StoredCertificate, tmp_path: Path) -> None:
+    server = server_context(POLICIES[policy], rsa_cert, tmp_path)
+    version = POLICIES[policy].maximum
+    for group in ("X25519", "P-256", "P-384", "P-521"):
+        client = client_context(version)
+        set_groups(client, (group,))
+        assert handshake(server, client).version()
+    # OpenSSL's own default would agree on ffdhe2048 with this client (TLS 1.3) or on no ECDHE suite at all
+    # (TLS 1.2): either way the policy refuses it, there is no finite-field DH.
+    for group in ("ffdhe2048", "ffdhe3072", "ffdhe8192"):
+        client = client_context(version)
+        set_groups(client, (group,))
+        with pytest.raises(ssl.SSLError):
+            handshake(server, client)
+
+
+def test_without_the_groups_limit_openssl_would_take_ffdhe(
+    rsa_cert: StoredCertificate, tmp_path: Path
+) -> None:
+    """The control for the test above: the refusal comes from lbd's group list, not from the client."""
+    server = server_context(POLICIES["ELBSecurityPolicy-TLS13-1-3-2021-06"], rsa_cert, tmp_path)
+    set_groups(server, ("X25519", "ffdhe2048"))
+    client = client_context(V13)
+    set_groups(client, ("ffdhe2048",))
+    assert handshake(server, client).version() == "TLSv1.3"
+
+
+def test_groups_refuse_a_name_openssl_does_not_know() -> None:
+    with pytest.raises(ssl.SSLError, match="no-such-group"):
+        set_groups(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), ("X25519", "no-such-group"))
+
+
+@pytest.mark.parametrize(
+    ("policy", "offered", "chosen"),
+    [
+        ("HTTP1Only", ["http/1.0"], "http/1.0"),
+        ("HTTP1Only", ["http/1.0", "http/1.1"], "http/1.1"),
+        ("HTTP1Only", ["h2"], None),
+        ("HTTP2Only", ["http/1.1", "h2"], "h2"),
+        ("HTTP2Only", ["http/1.0"], None),
+        ("HTTP2Optional", ["h2", "http/1.1"], "http/1.1"),
+        ("HTTP2Optional", ["h2", "http/1.0"], "http/1.0"),
+        ("HTTP2Optional", ["h2"], "h2"),
+        ("HTTP2Preferred", ["http/1.1", "h2"], "h2"),
+        ("HTTP2Preferred", ["http/1.0"], "http/1.0"),
+        ("None", ["h2", "http/1.1"], None),
+    ],
+)
+def test_alpn_policies_choose_as_elb_lists_say(
+    policy: str, offered: list[str], chosen: str | None, tmp_path: Path
+) -> None:
+    server = server_context(
+        POLICIES["ELBSecurityPolicy-TLS13-1-2-2021-06"], issue("s", ["s.example"]), tmp_path
+    )
+    if ALPN[policy]:
+        server.set_alpn_protocols(ALPN[policy])
+    client = client_context(V13)
+    client.set_alpn_protocols(offered)
+    try:
+        selected = handshake(server, client).selected_alpn_protocol()
+    except ssl.SSLError as exc:  # OpenSSL refuses a client whose protocols the server has none of
+        assert chosen is None and "NO_APPLICATION_PROTOCOL" in str(exc), exc
+        return
+    assert selected == chosen
+
+
+def test_missing_ciphers_are_the_ones_openssl_does_not_offer() -> None:
+    for name, policy in POLICIES.items():
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        policy.apply(context)
+        offered = {c["name"] for c in context.get_ciphers()}
+        assert missing_ciphers(name) == tuple(c for c in policy.ciphers if c not in offered), name
+    # This OpenSSL (3.x, built without weak ciphers like every OpenSSL since 1.1.0) has no 3DES.
+    assert missing_ciphers("ELBSecurityPolicy-TLS-1-0-2015-04") == ("DES-CBC3-SHA",)
+    assert missing_ciphers("ELBSecurityPolicy-TLS13-1-2-2021-06") == ()
+
+
+def test_lbd_check_warns_about_missing_ciphers_naming_the_listener(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = application_config(8443, [9000])
+    config["certificates"] = {"store": str(tmp_path / "store")}
+    modern = config["load_balancers"][0]["listeners"][0]
+    modern.update(protocol="HTTPS", certificates=["site"])
+    legacy = {**modern, "port": 8444, "ssl_policy": "ELBSecurityPolicy-TLS-1-0-2015-04"}
+    config["load_balancers"][0]["listeners"].append(legacy)
+    path = tmp_path / "lbd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert ": OK (" in out
+    warnings = err.splitlines()
+    assert len(warnings) == 1, err
+    assert warnings[0].startswith(f"{path}: warning: load_balancers[0].listeners[1].ssl_policy: ")
+    assert "ELBSecurityPolicy-TLS-1-0-2015-04" in warnings[0] and warnings[0].endswith(": DES-CBC3-SHA")
+
+
+def test_listener_ssl_objects_read_and_write_through_c_and_carry_the_data(
+    rsa_cert: StoredCertificate, tmp_path: Path
+) -> None:
+    """uvloop caches ssl_object.read/write/pending: on a listener's context they are _ssl's C methods,
+    so no Python frame runs per TLS record, and the data still goes through."""
+    bundle = tmp_path / "site.pem"
+    bundle.write_bytes(rsa_cert.bundle())
+    server = ServerContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(bundle)
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server_side = server.wrap_bio(s_in, s_out, server_side=True)
+    assert isinstance(server_side, ServerSSLObject)
+    for name in ("read", "write", "pending"):
+        assert isinstance(getattr(server_side, name), types.BuiltinMethodType), name
+    client_side = client_context(V13).wrap_bio(c_in, c_out)
+    for _ in range(10):
+        for side in (client_side, server_side):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    client_side.write(b"ping")
+    s_in.write(c_out.read())
+    assert server_side.pending() == 0 and server_side.read(1024) == b"ping"
+    buffer = bytearray(8)
+    server_side.write(b"pong")
+    c_in.write(s_out.read())
+    client_side.write(b"again")
+    s_in.write(c_out.read())
+    assert server_side.read(8, buffer) == 5 and bytes(buffer[:5]) == b"again"
+    assert client_side.read(1024) == b"pong"

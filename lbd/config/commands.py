@@ -10,6 +10,7 @@ from typing import Any
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import load_for_run
 from lbd.config.schema import json_schema
+from lbd.tls.policies import policy_warnings
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -21,6 +22,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         count = len(exc.issues)
         print(f"{args.config}: {count} error{'s' if count != 1 else ''}", file=sys.stderr)
         return 2
+    for warning in policy_warnings(config):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     listeners = sum(len(lb.listeners) for lb in config.load_balancers)
     targets = sum(len(tg.targets) for tg in config.target_groups)
     print(

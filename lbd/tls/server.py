@@ -20,21 +20,23 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from lbd.listener.tls import ServerContext
 from lbd.tls.policies import POLICIES
 from lbd.tls.sni import SniTable
 from lbd.tls.store import CertificateRefused, CertificateStore, StoredCertificate, validate
 
 log = logging.getLogger("lbd.tls")
 
-# ELB's ALPN policies for network TLS listeners [N6]; application HTTPS offers http/1.1 until HTTP/2.
+# ELB's ALPN policies for network TLS listeners [N6], in ELB's preference order ("HTTP1Only: the ALPN
+# preference list is http/1.1, http/1.0", ...). OpenSSL picks the first of these the client also offers.
+# Application HTTPS offers http/1.1 until HTTP/2.
 ALPN = {
-    "HTTP1Only": ["http/1.1"],
+    "HTTP1Only": ["http/1.1", "http/1.0"],
     "HTTP2Only": ["h2"],
-    "HTTP2Optional": ["http/1.1", "h2"],
-    "HTTP2Preferred": ["h2", "http/1.1"],
+    "HTTP2Optional": ["http/1.1", "http/1.0", "h2"],
+    "HTTP2Preferred": ["h2", "http/1.1", "http/1.0"],
     "None": [],
 }
-HANDSHAKE_TIMEOUT = 10
 
 
 class TlsConfigError(Exception):
@@ -59,7 +61,9 @@ class ListenerTls:
         self.where = where
         self._server_names: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
         self._loaded = self._load()
-        self.context = self._new_context(self._loaded.table.default)
+        # Every handshake starts on this context; the SNI callback then moves it to the one holding the
+        # certificates for the client's server name.
+        self.context = self._new_context(self._loaded.table.default, ServerContext)
         self.context.sni_callback = self._select
 
     # -- handshakes --------------------------------------------------------------------------------------
@@ -102,8 +106,10 @@ class ListenerTls:
                 contexts[key] = self._new_context(chosen)
         return Loaded(table, contexts, stamps)
 
-    def _new_context(self, certificates: tuple[StoredCertificate, ...]) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    def _new_context(
+        self, certificates: tuple[StoredCertificate, ...], kind: type[ssl.SSLContext] = ssl.SSLContext
+    ) -> ssl.SSLContext:
+        context = kind(ssl.PROTOCOL_TLS_SERVER)
         self.policy.apply(context)
         for certificate in certificates:
             # load_cert_chain reads files: give it the bytes that were validated, not the store file,
