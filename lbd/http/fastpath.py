@@ -23,19 +23,20 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import overload
 
-from lbd.http.messages import standard_phrase
+from lbd.http.messages import MAX_RESPONSE_HEAD, standard_phrase
+from lbd.http.requestline import valid_host
 
 # RFC 9110 5.6.2 token and RFC 9112 field-line grammar, with no obs-fold and no control characters.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 # drop_invalid_header_fields: names of [-A-Za-z0-9] only; others take the full path, which drops them.
 _ALNUM_NAME = rb"[-0-9A-Za-z]+"
-_VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[\t \x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+_VALUE = rb"(?:[\x21-\x7e](?:[\t \x21-\x7e]*[\x21-\x7e])?)?"  # obs-text: the full path classifies it
 
 
 def _request_head(name: bytes) -> re.Pattern[bytes]:
     field = rb"%s:[ \t]*%s[ \t]*\r\n" % (name, _VALUE)
-    # origin-form targets only (RFC 9112 3.2.1); absolute-form and the rest take the full path.
-    return re.compile(rb"(%s) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n((?:%s)*)\r\n" % (_TOKEN, field))
+    # origin-form targets only (RFC 9112 3.2.1), without "#"; absolute-form and the rest take the full path.
+    return re.compile(rb"(%s) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n((?:%s)*)\r\n" % (_TOKEN, field))
 
 
 REQUEST_HEAD = _request_head(_TOKEN)
@@ -43,7 +44,7 @@ REQUEST_HEAD_ALNUM_NAMES = _request_head(_ALNUM_NAME)
 
 # Request fields the fast path does not handle (searched in the lowercased head; "\n" anchors a line start).
 _REQUEST_SPECIAL = re.compile(
-    rb"\n(?:content-length|transfer-encoding|connection|upgrade|expect|x-forwarded-(?:for|proto|port)"
+    rb"\n(?:content[-_]length|transfer[-_]encoding|connection|upgrade|expect|x-forwarded-(?:for|proto|port)"
     rb"|x-amzn-trace-id|keep-alive|te|trailer|proxy-connection|host:.*\nhost):",
     re.S,
 )
@@ -75,8 +76,8 @@ def simple_request(data: bytes, pattern: re.Pattern[bytes]) -> tuple[str, bytes,
         return None
     end = data.index(b"\r", at)
     host = data[at + 6 : end].lstrip(b" \t")  # trailing whitespace stays, as llhttp reports it
-    if not host:
-        return None
+    if not valid_host(host):
+        return None  # empty or invalid: the full path names or refuses it (RFC 9112 3.2)
     return method, match[2], "1.1" if match[3] == b"1" else "1.0", match[4], host
 
 
@@ -105,8 +106,8 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
     Connection options naming other fields take the full path.
     """
     match = _RESPONSE_HEAD.match(data)
-    if match is None:
-        return None
+    if match is None or match.end() > MAX_RESPONSE_HEAD:
+        return None  # over ALB's 32K: the full path answers 502
     version, code, reason, _ = match.groups()
     status = int(code)
     if status == 204 or status == 304:

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from lbd.http import desync, errors, fastpath, messages
+from lbd.http import desync, errors, fastpath, messages, timeouts
 from lbd.http.upstream import HIGH_WATER, LOW_WATER, HttpTargetSide, StopParsing, UpstreamPool
 from lbd.listener.tracker import ConnectionTracker
+from lbd.observe.ratelimit import CONNECT_WARNINGS
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -228,6 +229,8 @@ class HttpClientSide(asyncio.Protocol):
                 self.reject(errors.HttpError(500, "InternalError"))
         except httptools.HttpParserError as exc:
             error = errors.parser_error(exc)
+            if error.reason == "DataAfterClose":
+                return  # RFC 9112 9.6: after a request with Connection: close, ignore what follows
             if replay and error.reason in desync.REPLAYABLE:
                 raw = head_raw + data if head_raw is not None else None
                 if raw is None and fresh and self._begun == 1:
@@ -438,6 +441,8 @@ class HttpClientSide(asyncio.Protocol):
     def drain(self) -> None:
         """Shutdown began: close now if idle, else after the responses in progress."""
         self.draining = True
+        for exchange in self.exchanges:
+            exchange.keep_client = False  # responses still to come say Connection: close (RFC 9112 9.6)
         if not self.exchanges and self.tunnel_target is None:
             self.close()
 
@@ -491,7 +496,9 @@ class HttpClientSide(asyncio.Protocol):
     # -- timeouts ----------------------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        self._idle_handle = self._loop.call_later(self.listener.idle_timeout / 2, self._check_timeouts)
+        # Every idle_timeout/2, or at the header deadline of a pending head if that comes first.
+        delay = timeouts.next_check(self.listener.idle_timeout, self._request_started_at, monotonic())
+        self._idle_handle = self._loop.call_later(delay, self._check_timeouts)
 
     def _check_timeouts(self) -> None:
         """Idle keep-alive connections close quietly after the idle timeout (ALB: idle_timeout).
@@ -510,7 +517,7 @@ class HttpClientSide(asyncio.Protocol):
         waiting = self.exchanges[0].waiting_since if self.exchanges else 0.0
         if waiting and now - waiting >= self.listener.idle_timeout:
             self.exchanges[0].response_timeout()
-        if self._moved != self._moved_at_check or (self.exchanges and self.tunnel_target is None):
+        if self._moved != self._moved_at_check or started or (self.exchanges and self.tunnel_target is None):
             self._moved_at_check = self._moved
             self._quiet_checks = 0
         else:
@@ -688,7 +695,9 @@ class Exchange:
             self._tried = {*self._tried, target}
             # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
             self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
-            log.warning(
+            CONNECT_WARNINGS.warning(
+                log,
+                target.label,
                 "%s %s: connect to target %s failed (%s); trying another target",
                 self.client.listener.load_balancer.name,
                 self.client.listener.name,
@@ -916,10 +925,17 @@ class Exchange:
             self._forward(self._head)
             return
         if self.response_started:
-            # Cut short mid-body: the client must see a broken response, not a complete-looking one.
-            self.client.abort()
+            self._cut_short("TargetClosedConnection")
             return
         self._respond_error(502, "TargetClosedConnection")
+
+    def _cut_short(self, reason: str) -> None:
+        """The response broke off mid-body: logged like any other request, then the client connection is
+        reset, so the client sees a broken response, not a complete-looking one."""
+        self.error_reason = reason
+        self.keep_client = False
+        self._finish()
+        self.client.abort()
 
     def _can_retry(self) -> bool:
         # Only requests without a body: a body already streamed to the dead connection is gone.
@@ -935,7 +951,7 @@ class Exchange:
         self.target_side = None
         log.warning("%s %s: %s", self.client.listener.load_balancer.name, self.client.listener.name, reason)
         if self.response_started:
-            self.client.abort()
+            self._cut_short("MalformedResponse" if malformed else "TargetError")
         else:
             self._respond_error(502, "MalformedResponse" if malformed else "TargetError")
 
