@@ -107,16 +107,18 @@ def normalise_head(raw: bytes) -> tuple[bytes, str]:
 
 
 def classify_framing(
-    method: str, content_length: bytes | None, transfer_encoding: bytes | None
+    method: str, content_length: bytes | None, transfer_encoding: bytes | None, version: str = "1.1"
 ) -> tuple[str, str] | None:
     """Requests llhttp parsed but ALB still calls non-compliant, as (class, reason); None when compliant.
 
-    llhttp has already refused conflicting or malformed Content-Length fields.
+    llhttp has already refused conflicting or malformed Content-Length fields. Transfer-Encoding is an
+    HTTP/1.1 feature: an HTTP/1.0 recipient may not know it (RFC 9112 6.1), so on a 1.0 request it is
+    ambiguous (http-desync-guardian, "Transfer-Encoding for HTTP/1.0").
     """
     if transfer_encoding is not None:
         if content_length is not None:
             return AMBIGUOUS, "BothTeClPresent"
-        if method in ("GET", "HEAD"):
+        if method in ("GET", "HEAD") or version != "1.1":
             return AMBIGUOUS, "UndefinedTransferEncodingSemantics"
     elif content_length is not None and method in ("GET", "HEAD"):
         if content_length.strip() in (b"0", b""):

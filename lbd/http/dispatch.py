@@ -273,7 +273,9 @@ class HttpDispatcher:
             desync.check_transfer_encoding(transfer_encoding)
         # Normalised by the connection before parsing (duplicate Content-Length, obs-fold): ambiguous.
         replayed = (desync.AMBIGUOUS, exchange.desync_reason) if exchange.desync_reason else None
-        framing = desync.classify_framing(exchange.method, content_length, transfer_encoding)
+        framing = desync.classify_framing(
+            exchange.method, content_length, transfer_encoding, exchange.version
+        )
         found = desync.worst(framing, replayed, field_finding)
         if found is None:
             return False
