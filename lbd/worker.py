@@ -33,11 +33,13 @@ from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
-from lbd.listener.sockets import BACKLOG, BindError, bind_listener
+from lbd.listener.accept import Acceptor
+from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.access_log import AccessLogs
 from lbd.observe.logs import setup_logging
+from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
 from lbd.upstream.registry import Overlay, apply_overlay
@@ -52,7 +54,7 @@ class BoundListener:
     key: ListenerKey
     sock: socket.socket
     runtime: ListenerRuntime
-    server: asyncio.AbstractServer | None = None
+    server: Acceptor | None = None
 
 
 @dataclass
@@ -266,7 +268,6 @@ class Worker:
                 sock.close()
 
     async def _serve(self, bound: BoundListener) -> None:
-        loop = asyncio.get_running_loop()
         tracker = self.tracker
         pool = self.pool
         assert pool is not None
@@ -284,7 +285,30 @@ class Worker:
                 return tls_protocol(app, runtime.tls.context, runtime.stats)
             return app
 
-        bound.server = await loop.create_server(accept, sock=bound.sock, backlog=BACKLOG)
+        def admit(pending: int) -> bool:
+            # max_connections (per worker): over it, a connection is closed at once (RejectedConnectionCount).
+            limit = bound.runtime.listener.max_connections
+            return limit is None or bound.runtime.stats.active_connections + pending < limit
+
+        def rejected(count: int, error: OSError | None) -> None:
+            runtime = bound.runtime
+            runtime.stats.rejected_connections += count
+            why = (
+                "max_connections reached" if error is None else f"out of file descriptors ({error.strerror})"
+            )
+            ACCEPT_WARNINGS.warning(
+                log,
+                f"{bound.key}:{error is None}",
+                "worker %d: %s %s: %s; closed %d new connection(s)",
+                self.worker_id,
+                runtime.load_balancer.name,
+                runtime.name,
+                why,
+                count,
+            )
+
+        bound.server = Acceptor(bound.sock, accept, admit, rejected)
+        bound.server.start()
 
     def _stats_report(self) -> list[Message]:
         return [

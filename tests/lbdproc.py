@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class Lbd:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         os.replace(tmp, self.config_path)
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, preexec: Callable[[], None] | None = None) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -117,6 +118,7 @@ class Lbd:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec,  # e.g. a lower RLIMIT_NOFILE, inherited by the workers
         )
         log.close()
 

@@ -52,10 +52,12 @@ TRICKY_NAMES = [
 NAMES = st.one_of(st.sampled_from(PLAIN_NAMES), st.sampled_from(PLAIN_NAMES), st.sampled_from(TRICKY_NAMES))
 PLAIN_VALUES = [
     b"example.com", b"Example.COM:8080", b"127.0.0.1:18080", b"[::1]:80", b"0", b"5", b"chunked",
-    b"keep-alive", b"close", b"", b" padded ", b"\tx\t", b"caf\xc3\xa9", b"1.2.3.4, 5.6.7.8",
+    b"keep-alive", b"close", b"", b" padded ", b"\tx\t", b"caf%C3%A9", b"1.2.3.4, 5.6.7.8",
 ]  # fmt: skip
 VALUES = st.one_of(
-    st.sampled_from(PLAIN_VALUES), st.sampled_from([b"a\x00b", b"x\ry"]), st.binary(max_size=12)
+    st.sampled_from(PLAIN_VALUES),
+    st.sampled_from([b"a\x00b", b"x\ry", b"caf\xc3\xa9"]),
+    st.binary(max_size=12),
 )
 METHODS = st.one_of(
     *[st.sampled_from([b"GET", b"POST", b"DELETE", b"OPTIONS"])] * 4,
@@ -92,7 +94,8 @@ def requests(draw: st.DrawFn) -> bytes:
 def plain_requests(draw: st.DrawFn) -> bytes:
     """Requests of the shape the fast path exists for: it must take every one of them."""
     method = draw(st.sampled_from([b"GET", b"POST", b"DELETE", b"OPTIONS", b"PUT", b"PATCH"]))
-    target = draw(st.sampled_from([b"/", b"/a/b?x=1&y", b"/%41", b"/#f", b"/~a.b"]))
+    # no "#": a fragment is not part of a request-target (RFC 9112 3.2), the full path refuses it
+    target = draw(st.sampled_from([b"/", b"/a/b?x=1&y", b"/%41", b"/f?a=%23", b"/~a.b"]))
     fields = draw(st.lists(PLAIN_FIELD, max_size=5))
     host = draw(st.sampled_from([b"example.com", b"Example.COM", b"a:8080", b"[::1]", b"127.0.0.1:18080"]))
     fields.insert(draw(st.integers(0, len(fields))), (b"Host", b": ", host, b"\r\n"))

@@ -344,6 +344,9 @@ class Listener(Model):
     instance_port: int | None = Field(None, ge=1, le=65535)
     stickiness: ClassicStickiness | None = None
     proxy_protocol: bool = False
+    # Open client connections a worker serves on this listener; more are closed at once and counted as
+    # RejectedConnectionCount (ALB's connection limit, R16). None: no limit.
+    max_connections: int | None = Field(None, ge=1)
 
     @field_validator("address")
     @classmethod

@@ -107,22 +107,53 @@ def normalise_head(raw: bytes) -> tuple[bytes, str]:
 
 
 def classify_framing(
-    method: str, content_length: bytes | None, transfer_encoding: bytes | None
+    method: str, content_length: bytes | None, transfer_encoding: bytes | None, version: str = "1.1"
 ) -> tuple[str, str] | None:
     """Requests llhttp parsed but ALB still calls non-compliant, as (class, reason); None when compliant.
 
-    llhttp has already refused conflicting or malformed Content-Length fields.
+    llhttp has already refused conflicting or malformed Content-Length fields. Transfer-Encoding is an
+    HTTP/1.1 feature: an HTTP/1.0 recipient may not know it (RFC 9112 6.1), so on a 1.0 request it is
+    ambiguous (http-desync-guardian, "Transfer-Encoding for HTTP/1.0").
     """
     if transfer_encoding is not None:
         if content_length is not None:
             return AMBIGUOUS, "BothTeClPresent"
-        if method in ("GET", "HEAD"):
+        if method in ("GET", "HEAD") or version != "1.1":
             return AMBIGUOUS, "UndefinedTransferEncodingSemantics"
     elif content_length is not None and method in ("GET", "HEAD"):
         if content_length.strip() in (b"0", b""):
             return ACCEPTABLE, "GetHeadZeroContentLength"
         return AMBIGUOUS, "UndefinedContentLengthSemantics"
     return None
+
+
+# Names a target may read as a framing field: some servers and gateways map "_" to "-" (CGI-style
+# environments, nginx with underscores_in_headers). http-desync-guardian calls them SuspiciousHeader,
+# an ambiguous request (tests/ambiguous.yaml, "Content_Length with underscore").
+_FRAMING_LOOKALIKES = frozenset({b"content_length", b"transfer_encoding"})
+
+
+def classify_field(name: bytes, value: bytes) -> tuple[str, str] | None:
+    """A field llhttp accepted that ALB's desync mitigation still calls non-compliant, as (class, reason).
+
+    - An underscore lookalike of Content-Length or Transfer-Encoding: ambiguous (SuspiciousHeader).
+    - obs-text (bytes 0x80-0xff) in a value: RFC 9110 5.5 keeps it only for old senders and tells
+      recipients to treat it as opaque; http-desync-guardian's NonCompliantHeader, acceptable.
+    """
+    if b"_" in name and name.lower() in _FRAMING_LOOKALIKES:
+        return AMBIGUOUS, "SuspiciousHeader"
+    if not value.isascii():
+        return ACCEPTABLE, "NonCompliantHeader"
+    return None
+
+
+_RANK = {ACCEPTABLE: 1, AMBIGUOUS: 2, SEVERE: 3}
+
+
+def worst(*found: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The most severe of several findings (the one the request is classified by), or None."""
+    present = [f for f in found if f is not None]
+    return max(present, key=lambda f: _RANK[f[0]]) if present else None
 
 
 def check_transfer_encoding(value: bytes) -> None:

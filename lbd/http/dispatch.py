@@ -14,7 +14,7 @@ from random import getrandbits
 from typing import TYPE_CHECKING
 
 from lbd.config.schema import Listener
-from lbd.http import desync, fastpath
+from lbd.http import desync, fastpath, requestline
 from lbd.http.errors import HttpError
 from lbd.http.messages import HOP_BY_HOP
 from lbd.routing.actions import Forward, Redirect
@@ -115,7 +115,11 @@ class HttpDispatcher:
     def route(self, exchange: Exchange) -> RouteDecision:
         if self._fast is not None:
             return self._fast
-        request = RequestView(exchange.method, exchange.url, exchange.headers, exchange.client.peer[0])
+        # exchange.host is the Host the target gets: from an absolute-form target when there is one
+        # (RFC 9112 3.2.2), so rules and target agree on the name.
+        request = RequestView(
+            exchange.method, exchange.url, exchange.headers, exchange.client.peer[0], host=exchange.host
+        )
         priority, action = self.table.match(request)
         if isinstance(action, Forward):
             group, cookies = action.pick(exchange.headers)
@@ -130,8 +134,13 @@ class HttpDispatcher:
 
     def rewrite_request(self, exchange: Exchange, peer: tuple[str, int]) -> RewrittenRequest:
         """Check the request (desync classes, ALB's limits) and build the headers the target gets."""
+        requestline.check_version(exchange.version)
         if exchange.method == "TRACE":
             raise HttpError(405, "MethodNotAllowed")  # ALB refuses TRACE (R10)
+        target = requestline.request_target(exchange.method, exchange.url)
+        exchange.url = target.url  # origin-form (or "*") for the target, the rules and the access log
+        host_at = -1
+        field_finding: tuple[str, str] | None = None
         out: list[tuple[bytes, bytes]] = []
         transfer_encoding: bytes | None = None
         content_length: bytes | None = None
@@ -152,14 +161,17 @@ class HttpDispatcher:
                 elif lower == b"upgrade":
                     upgrade = value
                 continue
+            if field_finding is None or field_finding[0] != desync.AMBIGUOUS:
+                field_finding = desync.worst(field_finding, desync.classify_field(name, value))
             if lower == b"content-length":
                 content_length = value
             elif lower == b"host":
                 if host is not None:
                     raise HttpError(400, "MultipleHostHeaders", desync=True)  # RFC 9112 3.2
-                host = value
-                if not self.preserve_host:
-                    value = self._target_host(value)
+                host = value.strip(b" \t")
+                if host and not requestline.valid_host(host):
+                    raise HttpError(400, "BadHost")  # RFC 9112 3.2: an invalid Host value is a 400
+                host_at = len(out)
             elif lower == b"expect":
                 if value.lower() == b"100-continue":
                     expect_continue = True
@@ -175,7 +187,13 @@ class HttpDispatcher:
             out.append((name, value))
         if host is None and exchange.version == "1.1":
             raise HttpError(400, "MissingHost")  # RFC 9112 3.2: a 1.1 request without Host is invalid
-        close_after = self._check_framing(exchange, content_length, transfer_encoding)
+        host = self._request_host(exchange, target, host)
+        sent_host = host if self.preserve_host else self._target_host(host)
+        if host_at >= 0:
+            out[host_at] = (out[host_at][0], sent_host)
+        else:
+            out.insert(0, (b"Host", sent_host))  # the target always gets HTTP/1.1, which needs a Host
+        close_after = self._check_framing(exchange, content_length, transfer_encoding, field_finding)
         chunked = transfer_encoding is not None
         connection_listed -= PROTECTED_FROM_CONNECTION
         if connection_listed:
@@ -192,7 +210,19 @@ class HttpDispatcher:
         out.append((b"X-Forwarded-Port", self.port))
         trace = trace_header(trace)
         out.append((b"X-Amzn-Trace-Id", trace))
-        return RewrittenRequest(out, chunked, expect_continue, upgrade, host or b"", close_after, trace)
+        return RewrittenRequest(out, chunked, expect_continue, upgrade, host, close_after, trace)
+
+    def _request_host(self, exchange: Exchange, target: requestline.Target, host: bytes | None) -> bytes:
+        """The Host a request is routed and forwarded by: an absolute-form target's authority replaces
+        the Host field (RFC 9112 3.2.2); a request without one (HTTP/1.0, or an empty Host) is named by
+        the address and port the client connected to, so the target still gets valid HTTP/1.1."""
+        if target.authority is not None:
+            return target.authority
+        if host:
+            return host
+        transport = exchange.client.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return requestline.listener_authority(sockname, self.listener_port)
 
     def fast_head(self, exchange: Exchange, block: bytes, host: bytes) -> tuple[bytes, bytes]:
         """``rewrite_request`` for a head the fast path took, as (head for the target, trace id).
@@ -250,16 +280,23 @@ class HttpDispatcher:
         return value
 
     def _check_framing(
-        self, exchange: Exchange, content_length: bytes | None, transfer_encoding: bytes | None
+        self,
+        exchange: Exchange,
+        content_length: bytes | None,
+        transfer_encoding: bytes | None,
+        field_finding: tuple[str, str] | None = None,
     ) -> bool:
         """Apply desync mitigation to a parsed request; True when both connections close afterwards."""
         if transfer_encoding is not None:
             desync.check_transfer_encoding(transfer_encoding)
-        found = desync.classify_framing(exchange.method, content_length, transfer_encoding)
+        # Normalised by the connection before parsing (duplicate Content-Length, obs-fold): ambiguous.
+        replayed = (desync.AMBIGUOUS, exchange.desync_reason) if exchange.desync_reason else None
+        framing = desync.classify_framing(
+            exchange.method, content_length, transfer_encoding, exchange.version
+        )
+        found = desync.worst(framing, replayed, field_finding)
         if found is None:
-            if not exchange.desync_reason:
-                return False
-            found = (desync.AMBIGUOUS, exchange.desync_reason)  # normalised by the connection before parsing
+            return False
         severity, reason = found
         exchange.classification, exchange.classification_reason = severity, reason
         verdict = desync.verdict(self.desync_mode, severity)

@@ -72,6 +72,8 @@ _PARSER_ERRORS: tuple[tuple[str, int, str, bool], ...] = (
     ("Unexpected whitespace after header value", 400, "ObsFold", True),
     ("Invalid header value char", 400, "BadHeaderValue", True),
     ("Invalid header token", 400, "BadHeaderName", True),
+    # Bytes after a request that closed the connection (RFC 9112 9.6): not an error, ignored.
+    ("Data after `Connection: close`", 400, "DataAfterClose", False),
     ("Invalid HTTP version", 505, "UnsupportedHttpVersion", False),
     ("Invalid method", 400, "BadMethod", False),
     ("Expected HTTP/", 400, "SpaceInUri", True),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from lbd.http import errors, fastpath, messages
 from lbd.http.errors import StopParsing
 from lbd.http.flow import PAUSE_BACKPRESSURE, PAUSE_CONNECTING
+from lbd.observe.ratelimit import CONNECT_WARNINGS
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -188,7 +189,9 @@ class Exchange:
             self._tried = {*self._tried, target}
             # ALB: 504 when the connection to the target timed out, 502 when it was refused (R10).
             self._connect_error_status = 504 if isinstance(exc, TimeoutError) else 502
-            log.warning(
+            CONNECT_WARNINGS.warning(
+                log,
+                target.label,
                 "%s %s: connect to target %s failed (%s); trying another target",
                 self.client.listener.load_balancer.name,
                 self.client.listener.name,
@@ -417,10 +420,17 @@ class Exchange:
             self._forward(self._head)
             return
         if self.response_started:
-            # Cut short mid-body: the client must see a broken response, not a complete-looking one.
-            self.client.abort()
+            self._cut_short("TargetClosedConnection")
             return
         self._respond_error(502, "TargetClosedConnection")
+
+    def _cut_short(self, reason: str) -> None:
+        """The response broke off mid-body: logged like any other request, then the client connection is
+        reset, so the client sees a broken response, not a complete-looking one."""
+        self.error_reason = reason
+        self.keep_client = False
+        self._finish()
+        self.client.abort()
 
     def _can_retry(self) -> bool:
         # Only requests without a body: a body already streamed to the dead connection is gone.
@@ -436,7 +446,7 @@ class Exchange:
         self.target_side = None
         log.warning("%s %s: %s", self.client.listener.load_balancer.name, self.client.listener.name, reason)
         if self.response_started:
-            self.client.abort()
+            self._cut_short("MalformedResponse" if malformed else "TargetError")
         else:
             self._respond_error(502, "MalformedResponse" if malformed else "TargetError")
 

@@ -2,7 +2,7 @@
 # source). Bytes are read through C pointers; indices are C integers.
 cimport cython
 
-cdef bytes TCHAR, ALNUM_NAME, VALUE, TARGET
+cdef bytes TCHAR, ALNUM_NAME, VALUE, REQUEST_VALUE, TARGET, HOST_NAME
 cdef dict _METHODS
 cdef tuple _REQUEST_SPECIAL, _RESPONSE_FIELDS
 cdef frozenset _SPECIAL_LENGTHS, _RESPONSE_LENGTHS
@@ -16,7 +16,7 @@ cdef bint _name_is(bytes data, Py_ssize_t at, Py_ssize_t size, bytes lower) noex
 cdef bint _special_request_field(bytes data, Py_ssize_t at, Py_ssize_t size) except -1
 
 @cython.locals(
-    p="const unsigned char *", tchar="const unsigned char *", name_table="const unsigned char *",
+    p="const unsigned char *", tchar="const unsigned char *", name_table="const unsigned char *", host=bytes,
     value_table="const unsigned char *", target="const unsigned char *",
     n=Py_ssize_t, i=Py_ssize_t, url_at=Py_ssize_t, url_end=Py_ssize_t, block_at=Py_ssize_t,
     host_at=Py_ssize_t, host_end=Py_ssize_t, name_at=Py_ssize_t, size=Py_ssize_t, value_at=Py_ssize_t,
@@ -39,3 +39,6 @@ cdef int _connection_options(bytes data, Py_ssize_t at, Py_ssize_t end) except -
     digit=int, options=int, body_at=Py_ssize_t, k=Py_ssize_t, pieces=list,
 )
 cpdef tuple simple_response(bytes data)
+
+@cython.locals(p="const unsigned char *", name="const unsigned char *", i=Py_ssize_t, port=long, digit=int)
+cdef bint _plain_host(bytes data, Py_ssize_t at, Py_ssize_t end) except -1

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import overload
 
-from lbd.http.messages import standard_phrase
+from lbd.http.messages import MAX_RESPONSE_HEAD, standard_phrase
 
 # The head is scanned byte by byte. Compiled (fastpath.pxd types ``p`` as a C pointer into the bytes object
 # and the indices as C integers) this is a few nanoseconds per byte, like llhttp; interpreted, the same code
@@ -42,8 +42,15 @@ ALNUM_NAME = _table(b"-0123456789" + _ALPHA)
 # RFC 9110 5.5 field-vchar, SP and HTAB: what a field value (with the whitespace around it) may hold; no
 # control characters, no obs-fold (a CR or LF ends the line).
 VALUE = _table(b"\t " + bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)))
-# RFC 3986 characters of an origin-form target, as llhttp takes them: visible ASCII.
-TARGET = _table(bytes(range(0x21, 0x7F)))
+# A request's field values on the fast path: no obs-text either (desync mitigation classifies non-ASCII
+# values as acceptable, so the full path must see them).
+REQUEST_VALUE = _table(b"\t " + bytes(range(0x21, 0x7F)))
+# RFC 3986 characters of an origin-form target, as llhttp takes them: visible ASCII, without "#" (a
+# fragment is never sent: the full path refuses it).
+TARGET = _table(bytes(c for c in range(0x21, 0x7F) if c != 0x23))
+
+# A Host name the fast path takes as it is.
+HOST_NAME = _table(b"-.0123456789" + _ALPHA)
 
 # Flags for ``simple_request``'s ``names``: which field names the fast path may forward as they are.
 REQUEST_HEAD = 0
@@ -58,7 +65,9 @@ _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "PATCH", "OP
 # lbd rewrites (X-Forwarded-*, X-Amzn-Trace-Id). Lowercase; compared case-insensitively.
 _REQUEST_SPECIAL = (
     b"content-length",
+    b"content_length",  # underscore lookalikes of framing fields: ambiguous (desync mitigation)
     b"transfer-encoding",
+    b"transfer_encoding",
     b"connection",
     b"upgrade",
     b"expect",
@@ -96,6 +105,33 @@ def _special_request_field(data: bytes, at: int, size: int) -> bool:
     return False
 
 
+def _plain_host(data: bytes, at: int, end: int) -> bool:
+    """A Host value the fast path may forward: a name of letters, digits, "." and "-", then an optional
+    ":" and port of at most 65535. Every such value is a valid uri-host [":" port] (RFC 9110 7.2); the
+    rest (IP literals, percent-encoding, whitespace, anything invalid) takes the full path, which checks
+    the whole grammar (lbd/http/requestline.py)."""
+    p = data
+    name = HOST_NAME
+    i = at
+    while i < end and name[p[i]]:
+        i += 1
+    if i == at:
+        return False
+    if i == end:
+        return True
+    if p[i] != 58 or end - i - 1 < 1 or end - i - 1 > 5:  # ":" and 1 to 5 digits
+        return False
+    port = 0
+    i += 1
+    while i < end:
+        digit = p[i] - 48
+        if digit < 0 or digit > 9:
+            return False
+        port = port * 10 + digit
+        i += 1
+    return port <= 65535
+
+
 def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes] | None:
     """``data`` as (method, url, version, header block, Host value) when it is exactly one complete,
     bodiless, compliant request head with one Host field and nothing a proxy must rewrite; else None.
@@ -109,7 +145,7 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
     p = data
     tchar = TCHAR
     name_table = ALNUM_NAME if names else TCHAR
-    value_table = VALUE
+    value_table = REQUEST_VALUE
     # Request line (RFC 9112 3): method SP origin-form SP "HTTP/1." DIGIT CRLF.
     i = 0
     while i < n and tchar[p[i]]:
@@ -166,14 +202,15 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
             host_at = value_at
             host_end = i  # trailing whitespace stays, as llhttp reports it
         i += 2
-    if host_at < 0 or host_at == host_end:
-        return None
+    if host_at < 0 or not _plain_host(data, host_at, host_end):
+        return None  # empty, unusual or invalid: the full path names, checks or refuses it (RFC 9112 3.2)
+    host = data[host_at:host_end]
     return (
         method,
         data[url_at:url_end],
         "1.1" if minor == 49 else "1.0",
         data[block_at : n - 2],
-        data[host_at:host_end],
+        host,
     )
 
 
@@ -243,6 +280,8 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
     """
     n = len(data)
     p = data
+    if n > MAX_RESPONSE_HEAD:
+        n = MAX_RESPONSE_HEAD  # a head must end within ALB's 32K; past that the full path answers 502
     # Status line: "HTTP/1." DIGIT SP 3DIGIT SP reason CRLF (lenient on the reason, as clients are).
     if n < 17 or data[:7] != b"HTTP/1.":
         return None

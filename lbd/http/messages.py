@@ -25,6 +25,15 @@ HOP_BY_HOP = frozenset(
 )
 
 
+# ALB answers 502 when a target's response headers are over 32K (R6, R10); lbd counts the status line too.
+MAX_RESPONSE_HEAD = 32 * 1024
+
+
+def response_head_size(reason: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """The size of a parsed response head as sent: status line, "name: value" lines, CRLFs."""
+    return 17 + len(reason) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
 # Fields a response loses on the way to the client: hop-by-hop ones, and Content-Length (re-framed).
 _FRAMING = HOP_BY_HOP | {b"content-length"}
 # Connection options that name no other field (nginx sends "Connection: keep-alive" on every response).

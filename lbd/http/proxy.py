@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from lbd.http import desync, errors, fastpath
+from lbd.http import desync, errors, fastpath, timeouts
 from lbd.http.exchange import Exchange
 from lbd.http.flow import HIGH_WATER, LOW_WATER, PAUSE_PIPELINE
 from lbd.http.upstream import HttpTargetSide, UpstreamPool
@@ -189,6 +189,8 @@ class HttpClientSide:
                 self.reject(errors.HttpError(500, "InternalError"))
         except httptools.HttpParserError as exc:
             error = errors.parser_error(exc)
+            if error.reason == "DataAfterClose":
+                return  # RFC 9112 9.6: after a request with Connection: close, ignore what follows
             if replay and error.reason in desync.REPLAYABLE:
                 raw = head_raw + data if head_raw is not None else None
                 if raw is None and fresh and self._begun == 1:
@@ -399,6 +401,8 @@ class HttpClientSide:
     def drain(self) -> None:
         """Shutdown began: close now if idle, else after the responses in progress."""
         self.draining = True
+        for exchange in self.exchanges:
+            exchange.keep_client = False  # responses still to come say Connection: close (RFC 9112 9.6)
         if not self.exchanges and self.tunnel_target is None:
             self.close()
 
@@ -452,7 +456,9 @@ class HttpClientSide:
     # -- timeouts ----------------------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        self._idle_handle = self._loop.call_later(self.listener.idle_timeout / 2, self._check_timeouts)
+        # Every idle_timeout/2, or at the header deadline of a pending head if that comes first.
+        delay = timeouts.next_check(self.listener.idle_timeout, self._request_started_at, monotonic())
+        self._idle_handle = self._loop.call_later(delay, self._check_timeouts)
 
     def _check_timeouts(self) -> None:
         """Idle keep-alive connections close quietly after the idle timeout (ALB: idle_timeout).
@@ -471,7 +477,7 @@ class HttpClientSide:
         waiting = self.exchanges[0].waiting_since if self.exchanges else 0.0
         if waiting and now - waiting >= self.listener.idle_timeout:
             self.exchanges[0].response_timeout()
-        if self._moved != self._moved_at_check or (self.exchanges and self.tunnel_target is None):
+        if self._moved != self._moved_at_check or started or (self.exchanges and self.tunnel_target is None):
             self._moved_at_check = self._moved
             self._quiet_checks = 0
         else:

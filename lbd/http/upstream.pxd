@@ -15,6 +15,7 @@ cdef class HttpTargetSide:
     cdef public list headers
     cdef public double idle_since
     cdef public bint reused, _in_message, _fast_keep_alive
+    cdef public long long _head_bytes
     cdef public long long remaining
 
     @cython.locals(exchange=Exchange, parsed=tuple, status=int, head=bytes, length="long long",

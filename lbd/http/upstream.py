@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from lbd.http import fastpath
+from lbd.http import fastpath, messages
 from lbd.http.errors import StopParsing
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.upstream.target import Target
@@ -46,6 +46,7 @@ class HttpTargetSide:
         self._in_message = False  # the parser is inside a response (the fast path waits for a boundary)
         self._fast_keep_alive = True
         self.remaining = 0  # body bytes still to come of a response the fast path took
+        self._head_bytes = 0  # bytes read while a response head is incomplete (the 32K limit)
 
     # -- transport callbacks ---------------------------------------------------------------------------
 
@@ -93,6 +94,11 @@ class HttpTargetSide:
                 raise
         except httptools.HttpParserError as exc:
             exchange.target_failed(f"malformed response from target: {exc}", malformed=True)
+        else:
+            if self._in_message and not exchange.response_started and self.exchange is exchange:
+                self._head_bytes += len(data)  # the head is still incomplete: bound what it buffers
+                if self._head_bytes > messages.MAX_RESPONSE_HEAD:
+                    exchange.target_failed("response head from target over 32 KiB", malformed=True)
         finally:
             client.uncork()
 
@@ -135,7 +141,11 @@ class HttpTargetSide:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = 0
         if self.exchange is not None:
+            if messages.response_head_size(self.reason, self.headers) > messages.MAX_RESPONSE_HEAD:
+                self.exchange.target_failed("response head from target over 32 KiB", malformed=True)
+                raise StopParsing
             parser = self.parser
             self.exchange.response_headers_complete(
                 parser.get_status_code(), self.reason, self.headers, parser.should_keep_alive()

@@ -10,14 +10,24 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RequestView:
-    __slots__ = ("_host", "_path", "_query", "_source", "headers", "method", "peer_ip", "url")
+    __slots__ = ("_host", "_host_field", "_path", "_query", "_source", "headers", "method", "peer_ip", "url")
 
-    def __init__(self, method: str, url: bytes, headers: Sequence[tuple[bytes, bytes]], peer_ip: str) -> None:
+    def __init__(
+        self,
+        method: str,
+        url: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        peer_ip: str,
+        host: bytes | None = None,
+    ) -> None:
+        """``host``: the Host the request is forwarded with, when the proxy already knows it (an
+        absolute-form target's authority replaces the Host field, RFC 9112 3.2.2)."""
         self.method = method
         self.url = url
         self.headers = headers
         self.peer_ip = peer_ip
         self._host: str | None = None
+        self._host_field = host
         self._path: str | None = None
         self._query: list[tuple[str, str]] | None = None
         self._source: IPAddress | None = None
@@ -26,15 +36,14 @@ class RequestView:
     def host(self) -> str:
         """The Host header without its port, lowercased (host-header conditions are case-insensitive)."""
         if self._host is None:
-            value = b""
-            for name, raw in self.headers:
+            value = self._host_field or b""
+            for name, raw in () if value else self.headers:
                 if len(name) == 4 and name.lower() == b"host":
                     value = raw
                     break
             if not value:
                 value = _authority(self.url)
-            host = value.decode("latin-1").strip().lower()
-            self._host = host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
+            self._host = _bare_host(value)
         return self._host
 
     @property
@@ -81,3 +90,9 @@ def _authority(url: bytes) -> bytes:
     if url.startswith(b"/"):
         return b""
     return url.partition(b"://")[2].partition(b"/")[0]
+
+
+def _bare_host(value: bytes) -> str:
+    """A Host value without its port, lowercased."""
+    host = value.decode("latin-1").strip().lower()
+    return host[: host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]

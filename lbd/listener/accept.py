@@ -1,0 +1,132 @@
+"""Accepting client connections: lbd's own accept loop over a listening socket.
+
+uvloop's server (libuv) survives running out of descriptors by accepting and closing the connection
+silently, so nobody learns that clients are being turned away. lbd accepts itself to see it:
+
+- EMFILE/ENFILE (no descriptor for the new connection): the reserve descriptor is freed, the pending
+  connections are accepted and closed at once (the "EMFILE trick" of libuv and nginx: a connection left
+  in the backlog keeps the socket readable, and the loop would spin), the reserve is taken back, and the
+  closed connections are reported (RejectedConnectionCount; a warning, rate-limited). Serving goes on.
+- ``admit`` says no (the listener's ``max_connections`` is reached): the connection is closed at once and
+  reported the same way, as ALB counts RejectedConnectionCount when its connection limit is reached (R16).
+- Otherwise the socket becomes a transport with the listener's protocol (connect_accepted_socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+log = logging.getLogger("lbd.listener")
+
+BATCH = 64  # connections accepted per readiness callback, so one busy listener cannot starve the rest
+RETRY = 0.1  # seconds before accepting again when even the reserve descriptor could not be taken back
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def _reserve() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+class Acceptor:
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.BaseProtocol],
+        admit: Callable[[int], bool],
+        rejected: Callable[[int, OSError | None], None],
+    ) -> None:
+        """``admit(pending)``: may one more connection be served, with ``pending`` accepted but not yet
+        connected; ``rejected(count, error)``: connections closed at once (error None: over the limit)."""
+        self.sock = sock
+        self.factory = factory
+        self.admit = admit
+        self.rejected = rejected
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[object]] = set()
+        self._reserve = _reserve()
+        self._reading = False
+        self._closed = False
+
+    def start(self) -> None:
+        if not self._reading and not self._closed:
+            self._loop.add_reader(self.sock.fileno(), self._ready)
+            self._reading = True
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket; connections already open are not touched."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._reading:
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
+        self.sock.close()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+
+    def _ready(self) -> None:
+        for _ in range(BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while in the backlog
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    self._shed(exc)
+                else:
+                    log.warning("accept on %s failed: %s", self.sock.getsockname(), exc)
+                return
+            if not self.admit(len(self._pending)):
+                conn.close()
+                self.rejected(1, None)
+                continue
+            self._connect(conn)
+
+    def _connect(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as uvloop's server does
+        task: asyncio.Task[object] = self._loop.create_task(
+            self._loop.connect_accepted_socket(self.factory, conn)
+        )
+        self._pending.add(task)
+
+        def done(task: asyncio.Task[object]) -> None:
+            self._pending.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                conn.close()
+                log.warning("could not serve an accepted connection: %s", task.exception())
+
+        task.add_done_callback(done)
+
+    def _shed(self, exc: OSError) -> None:
+        """Out of descriptors: close the connections waiting in the backlog (the EMFILE trick)."""
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+        shed = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                break
+            conn.close()
+            shed += 1
+        self._reserve = _reserve()
+        self.rejected(max(shed, 1), exc)
+        if shed == 0 and self._reading:
+            # Not even one descriptor to accept with: stop watching for a moment instead of spinning.
+            self._loop.remove_reader(self.sock.fileno())
+            self._reading = False
+            self._loop.call_later(RETRY, self.start)
