@@ -303,3 +303,14 @@ async def test_slow_clients_are_closed_and_do_not_pin_the_port(admin: Any) -> No
         assert status == 408
         assert json.loads(payload) == {"error": "the request body did not arrive within 1 s"}
         assert elapsed >= limits.body_timeout * 0.9
+
+
+async def test_a_token_header_that_is_not_utf_8_is_401(admin: Any) -> None:
+    server = await admin(token=TOKEN)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /v1/things HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    status, _, _ = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    writer.close()
+    assert status == 401

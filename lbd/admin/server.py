@@ -148,7 +148,8 @@ def authorized(header: str | None, token: str) -> bool:
     scheme, _, credentials = (header or "").strip().partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(credentials.strip().encode(), token.encode())
+    # surrogateescape: aiohttp keeps undecodable header bytes as surrogates; they must compare, not raise.
+    return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 def _allowed(request: web.Request, token: str | None) -> bool:
