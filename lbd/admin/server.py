@@ -111,12 +111,13 @@ class Router:
 
 
 def to_web(response: AdminResponse) -> web.Response:
-    headers = {"Server": "lbd"}  # not aiohttp's default, which names the Python and aiohttp versions
+    # The header as given: aiohttp's content_type argument refuses parameters such as Prometheus's
+    # "text/plain; version=0.0.4; charset=utf-8".
+    headers = {"Content-Type": response.content_type}
+    headers["Server"] = "lbd"  # not aiohttp's default, which names the Python and aiohttp versions
     if response.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lbd-admin"'
-    return web.Response(
-        status=response.status, body=response.encode(), content_type=response.content_type, headers=headers
-    )
+    return web.Response(status=response.status, body=response.encode(), headers=headers)
 
 
 def error(status: int, message: str, **extra: Any) -> web.Response:
