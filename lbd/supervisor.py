@@ -34,7 +34,7 @@ import uvloop
 from pydantic import ValidationError
 
 from lbd import systemd
-from lbd.admin.server import AdminRequest, AdminResponse, Router, start_admin_server
+from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
@@ -51,6 +51,7 @@ from lbd.upstream.registry import (
     Registry,
     apply_overlay,
     load_registry,
+    parse_target_key,
     save_registry,
     state_path,
     target_key,
@@ -165,7 +166,7 @@ class Supervisor:
         self.stopping = False
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._admin: asyncio.AbstractServer | None = None
+        self._admin: AdminServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stats_seq = 0
         self.checker: HealthChecker | None = None
@@ -222,7 +223,7 @@ class Supervisor:
             self.checker.stop()
         clean = await self._stop_workers(deadline + 5.0)
         if self._admin is not None:
-            self._admin.close()
+            await self._admin.close()
         log.info("lbd stopped")
         return EXIT_OK if clean else EXIT_ERROR
 
@@ -484,9 +485,9 @@ class Supervisor:
         router.add("GET", "/v1/stats", self._stats_endpoint)
         router.add("GET", "/metrics", self._metrics_endpoint)
         router.add("GET", "/v1/target-groups", self._target_groups_endpoint)
-        router.add("GET", "/v1/target-groups/*", self._targets_endpoint)
-        router.add("POST", "/v1/target-groups/*", self._register_endpoint)
-        router.add("DELETE", "/v1/target-groups/*", self._deregister_endpoint)
+        router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
+        router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
+        router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -581,15 +582,16 @@ class Supervisor:
 
     def _target_path(self, request: AdminRequest) -> tuple[TargetGroup | None, str, AdminResponse | None]:
         """/v1/target-groups/{name}/targets[/{id}:{port}] -> (group, target key or "", error)."""
-        rest = request.path.removeprefix("/v1/target-groups/")
-        name, _, tail = rest.partition("/")
-        what, _, key = tail.partition("/")
-        if what != "targets":
-            return None, "", AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        name = request.params["name"]
         group = next((g for g in self.current.config.target_groups if g.name == name), None)
         if group is None:
             return None, "", AdminResponse(404, {"error": f"no target group named {name!r}"})
-        return group, key, None
+        if "target" not in request.params:
+            return group, "", None
+        try:
+            return group, parse_target_key(request.params["target"]), None
+        except ValueError as exc:
+            return None, "", AdminResponse(400, {"error": str(exc)})
 
     async def _targets_endpoint(self, request: AdminRequest) -> AdminResponse:
         group, _, error = self._target_path(request)
@@ -600,13 +602,10 @@ class Supervisor:
 
     async def _register_endpoint(self, request: AdminRequest) -> AdminResponse:
         """RegisterTargets: body {"targets": [{"id", "port", "zone", "weight"}]}, as in the config."""
-        group, key, error = self._target_path(request)
-        if error is not None or group is None or key:
-            return error or AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
-        try:
-            body = request.json()
-        except ValueError as exc:
-            return AdminResponse(400, {"error": f"body is not JSON: {exc}"})
+        group, _, error = self._target_path(request)
+        if error is not None or group is None:
+            return error or AdminResponse(404, {})
+        body = request.json()  # BadRequest (400) if it is not JSON
         items = body.get("targets") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             return AdminResponse(400, {"error": 'body must be {"targets": [{"id": ..., "port": ...}, ...]}'})
@@ -623,7 +622,8 @@ class Supervisor:
                 targets.append(ConfigTarget.model_validate(item).model_dump())
             except ValidationError as exc:
                 problems += [
-                    f"targets[{index}].{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                    f"targets[{index}].{'.'.join(str(p) for p in e['loc'])}: {_pydantic_message(e)}"
+                    for e in exc.errors()
                 ]
         if problems:
             return AdminResponse(400, {"error": "invalid targets", "errors": problems})
@@ -681,6 +681,11 @@ class Supervisor:
             log.error("%s", message)
             return message
         return None
+
+
+def _pydantic_message(error: Any) -> str:
+    """pydantic's message without the "Value error, " it puts before our own validators' words."""
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _count(in_flight: dict[str, dict[str, int]], ident: tuple[str, str]) -> int:

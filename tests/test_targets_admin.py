@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from lbd.cli import main
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.http_client import Client
@@ -155,3 +160,91 @@ async def test_reload_that_drops_a_target_drains_it(lbd: LbdFactory) -> None:
     slow.close()
     await a.close()
     await b.close()
+
+
+async def test_registered_ids_must_be_ip_addresses_or_host_names(lbd: LbdFactory) -> None:
+    target = free_port()
+    proc = lbd(application_config(free_port(), [target]))
+    await proc.wait_ready()
+    bad = ["10.0.0.300", "bad_host", "[::1]", "a..b", "-edge.internal", "x" * 64 + ".internal"]
+    body = json.dumps(
+        {"targets": [{"id": i, "port": 80} for i in ["10.0.0.8", *bad, "api.internal", "fd00::8"]]}
+    )
+    status, answer = await proc.admin("POST", "/v1/target-groups/web/targets", body.encode())
+    assert status == 400 and answer["error"] == "invalid targets"
+    assert [e.split(":")[0] for e in answer["errors"]] == [f"targets[{i}].id" for i in range(1, 7)]
+    for error, target_id in zip(answer["errors"], bad, strict=True):
+        assert repr(target_id) in error  # each error names the bad id
+    assert answer["errors"][0] == "targets[1].id: '10.0.0.300' is neither an IP address nor a host name"
+    assert answer["errors"][2] == "targets[3].id: '[::1]': write an IPv6 address without brackets"
+    assert set(await listed(proc)) == {target}  # nothing registered
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 50_000 + b"]" * 50_000, "the body is not JSON lbd accepts: nested too deeply"),
+        (b'{"targets": [{"id": "10.0.0.1",', "the body is not JSON: "),
+        (
+            b'{"targets": {"id": "10.0.0.1", "port": 80}}',
+            'body must be {"targets": [{"id": ..., "port": ...}, ...]}',
+        ),
+        (b"[1, 2]", 'body must be {"targets": '),
+        (b'{"targets": [7]}', "invalid targets"),
+    ],
+    ids=["nested", "truncated", "targets not a list", "not an object", "target not an object"],
+)
+async def test_register_bodies_of_the_wrong_shape_are_400(lbd: LbdFactory, body: bytes, message: str) -> None:
+    proc = lbd(application_config(free_port(), [free_port()]))
+    await proc.wait_ready()
+    status, answer = await proc.admin("POST", "/v1/target-groups/web/targets", body)
+    assert status == 400 and answer["error"].startswith(message), answer
+    status, _ = await proc.admin("GET", "/readyz")
+    assert status == 200  # and lbd carries on
+
+
+async def test_deregister_takes_bracketed_and_percent_encoded_ipv6(lbd: LbdFactory) -> None:
+    port = free_port()
+    config = application_config(port, [free_port()])
+    config["target_groups"][0]["deregistration_delay_seconds"] = 0  # gone at once, no draining
+    proc = lbd(config)
+    await proc.wait_ready()
+    first, second, third = free_port(), free_port(), free_port()
+    body = json.dumps({"targets": [{"id": "::1", "port": p} for p in (first, second, third)]}).encode()
+    status, answer = await proc.admin("POST", "/v1/target-groups/web/targets", body)
+    assert status == 200, answer
+    assert {first, second, third} <= set(await listed(proc))
+
+    for path, port_gone in (
+        (f"%5B%3A%3A1%5D%3A{first}", first),
+        (f"[::1]:{second}", second),
+        (f"::1:{third}", third),  # the registry's own key form
+    ):
+        status, answer = await proc.admin("DELETE", f"/v1/target-groups/web/targets/{path}")
+        assert (status, answer["target"], answer["state"]) == (200, f"::1:{port_gone}", "unused"), answer
+        assert port_gone not in await listed(proc)
+
+    status, answer = await proc.admin("DELETE", "/v1/target-groups/web/targets/%5B10.0.0.1%5D%3A80")
+    assert (status, answer["error"]) == (400, "target '[10.0.0.1]:80': only an IPv6 address goes in brackets")
+    status, answer = await proc.admin("DELETE", "/v1/target-groups/web/targets/no-port")
+    assert status == 400 and "write it as id:port" in answer["error"]
+
+
+def test_lbd_check_names_bad_target_ids_with_their_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = application_config(8080, [8081])
+    config["target_groups"][0]["targets"] = [
+        {"id": "10.0.0.7", "port": 80},
+        {"id": "10.0.0.256", "port": 80},
+        {"id": "db.internal", "port": 80},
+        {"id": "under_score", "port": 80},
+        {"id": "::1", "port": 80},
+    ]
+    path = tmp_path / "lbd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "-c", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "target_groups[0].targets[1].id: '10.0.0.256' is neither an IP address nor a host name" in out
+    assert "target_groups[0].targets[3].id: 'under_score' is not a host name" in out
+    assert f"{path}: 2 errors" in out

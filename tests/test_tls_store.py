@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from lbd.cli import main
+from lbd.config.names import certificate_name_error
 from lbd.tls.store import CertificateRefused, CertificateStore, validate
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -223,3 +226,210 @@ def test_cert_commands_end_to_end(pki: dict[str, Made], tmp_path: Path) -> None:
     assert lbd_cert("delete", "--store", store, "--name", "internal").returncode == 0
     missing = lbd_cert("delete", "--store", store, "--name", "internal")
     assert missing.returncode == 1 and "no certificate named internal" in missing.stderr
+
+
+# -- names that would escape the store, and what `lbd cert request` refuses -------------------------------
+
+ESCAPING = ["../victim", "/abs/victim", "a/b", ".", "..", "", "a\x00b", "shop\n", ".hidden", "-dash"]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its content: what a command may not have changed."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def cert(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["cert", *args])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("name", ESCAPING, ids=repr)
+def test_the_store_refuses_names_that_are_not_one_file_in_it(
+    pki: dict[str, Made], tmp_path: Path, name: str
+) -> None:
+    store = CertificateStore(tmp_path / "store")
+    leaf = pki["leaf"]
+    for attempt in (
+        lambda: store.path(name),
+        lambda: store.delete(name),
+        lambda: store.get(name),
+        lambda: validate(name, leaf.cert_pem, leaf.key_pem),
+    ):
+        with pytest.raises(CertificateRefused, match="use 1-128 letters"):
+            attempt()
+    assert certificate_name_error(name) is not None
+
+
+@pytest.mark.parametrize("name", ["../victim", "ABS", "a/../../victim"])
+def test_cert_delete_outside_the_store_deletes_nothing(
+    pki: dict[str, Made], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    store = tmp_path / "store"
+    CertificateStore(store).put(validate("shop", pki["leaf"].cert_pem, pki["leaf"].key_pem))
+    victim = tmp_path / "victim.pem"  # what "../victim" named: <store>/../victim.pem
+    victim.write_text("keep me\n")
+    name = str(tmp_path / "victim") if name == "ABS" else name
+    before = tree(tmp_path)
+    code, output = cert(capsys, "delete", "--store", str(store), "--name", name)
+    assert code == 2 and "refused: name" in output
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "name", ["../escaped", "/abs/escaped", "sub/escaped", "..", "shop\n", "a\x00b"], ids=repr
+)
+def test_cert_request_outside_the_store_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    store = tmp_path / "a" / "store"
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    name = name.replace("/abs", str(tmp_path))
+    code, output = cert(capsys, "request", "--store", str(store), "--name", name, "--domain", "svc.internal")
+    assert code == 2 and "refused: name" in output
+    assert tree(tmp_path) == {} and not store.exists()
+
+
+def test_cert_request_does_not_overwrite_without_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    args = ("request", "--store", str(store), "--name", "svc", "--domain", "svc.internal")
+    assert cert(capsys, *args)[0] == 0
+    first = CertificateStore(store).get("svc").fingerprint
+    code, output = cert(capsys, *args)
+    assert code == 2 and "a certificate named svc already exists" in output and "--force" in output
+    assert CertificateStore(store).get("svc").fingerprint == first
+    assert cert(capsys, *args, "--force")[0] == 0
+    assert CertificateStore(store).get("svc").fingerprint != first
+    assert CertificateStore(store).names() == ["svc"]
+
+
+def test_put_without_replace_keeps_a_certificate_that_appeared_meanwhile(
+    pki: dict[str, Made], tmp_path: Path
+) -> None:
+    store = CertificateStore(tmp_path)
+    store.put(validate("shop", pki["leaf"].cert_pem, pki["leaf"].key_pem))
+    with pytest.raises(CertificateRefused, match="already exists"):
+        store.put(validate("shop", pki["rsa"].cert_pem, pki["rsa"].key_pem), replace=False)
+    assert store.get("shop").key_type == "EC P-256"
+    assert [p.name for p in tmp_path.iterdir()] == ["shop.pem"]  # the temporary is gone too
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "-365", "3651", "100000000"])
+def test_cert_request_days_must_be_one_to_3650(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    store = tmp_path / "store"
+    code, output = cert(
+        capsys, "request", "--store", str(store), "--name", "x", "--domain", "x.test", "--days", days
+    )
+    assert code == 2 and f"days: must be 1 to 3650 (ten years), got {int(days)}" in output
+    assert not store.exists()
+
+
+def test_cert_request_days_at_the_edges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    for name, days in (("one", "1"), ("ten-years", "3650")):
+        assert (
+            cert(
+                capsys, "request", "--store", str(store), "--name", name, "--domain", "x.test", "--days", days
+            )[0]
+            == 0
+        )
+    assert CertificateStore(store).get("one").days_left() == 0
+    assert 3649 <= CertificateStore(store).get("ten-years").days_left() <= 3650
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "bad_domain.test",
+        "-edge.test",
+        "edge-.test",
+        "a..b",
+        ".a.test",
+        "a.test.",
+        "*.*.test",
+        "a.*.test",
+        "*a.test",
+        "*",
+        "",
+        "1.2.3.4",
+        "sp ace.test",
+        "x" * 64 + ".test",  # a label is at most 63
+        ".".join(["a" * 63] * 4) + ".test",  # over 253 in all
+        "caf\u00e9.test",
+    ],
+    ids=repr,
+)
+def test_cert_request_refuses_invalid_domains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], domain: str
+) -> None:
+    store = tmp_path / "store"
+    code, output = cert(
+        capsys, "request", "--store", str(store), "--name", "x", "--domain", "ok.test", f"--domain={domain}"
+    )
+    assert code == 2 and "refused: domain" in output
+    assert not store.exists()
+
+
+def test_cert_request_takes_wildcards_and_rfc_1123_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    domains = [
+        "shop.example.com",
+        "*.shop.example.com",
+        "localhost",
+        "xn--caf-dma.test",
+        "1a.test",
+        "a" * 63 + ".test",
+    ]
+    args = [arg for d in domains for arg in ("--domain", d)]
+    assert cert(capsys, "request", "--store", str(store), "--name", "shop", *args)[0] == 0
+    assert CertificateStore(store).get("shop").names == domains
+
+
+def test_the_first_domain_fits_a_common_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    long = "a" * 60 + ".test"  # 65: a valid DNS name, but too long for X.509's common name
+    code, output = cert(capsys, "request", "--store", str(tmp_path / "s"), "--name", "x", "--domain", long)
+    assert code == 2 and "at most 64 characters" in output
+    assert (
+        cert(
+            capsys,
+            "request",
+            "--store",
+            str(tmp_path / "s"),
+            "--name",
+            "x",
+            "--domain",
+            "a.test",
+            "--domain",
+            long,
+        )[0]
+        == 0
+    )
+
+
+def test_lbd_check_validates_listener_certificate_names_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listener = {
+        "protocol": "HTTPS",
+        "port": 8443,
+        "certificates": ["site", "../../etc/passwd", "ok.name", "trailing\n"],
+        "default_actions": [{"type": "forward", "target_group": "web"}],
+    }
+    config = {
+        "load_balancers": [{"name": "web", "type": "application", "listeners": [listener]}],
+        "target_groups": [{"name": "web", "protocol": "HTTP", "port": 80, "targets": [{"id": "127.0.0.1"}]}],
+    }
+    path = tmp_path / "lbd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["check", "-c", str(path)]) == 2
+    out = capsys.readouterr().out
+    where = "load_balancers[0].listeners[0].certificates"
+    assert f"{where}[1]: name '../../etc/passwd': use 1-128 letters" in out
+    assert f"{where}[3]: name 'trailing\\n': use 1-128 letters" in out
+    assert f"{path}: 2 errors" in out

@@ -1,8 +1,18 @@
-"""The admin HTTP API (JSON) on ``admin.listen``, served by the supervisor.
+"""The admin HTTP API (JSON) on ``admin.listen``, served by the supervisor on its event loop.
 
-Low request rate, so h11 (pure Python, strict) is the right parser here; the data path uses httptools.
-``/healthz`` and ``/readyz`` are open (liveness and readiness probes run without credentials, as with
-Kubernetes); every other path needs ``Authorization: Bearer <token>`` when ``admin.token_file`` is set.
+The HTTP layer is aiohttp.web: a maintained server with a strict parser, header limits, routing and (for
+the console to come) static files and WebSockets, instead of a parser of our own. What lbd adds:
+
+- every answer is JSON, errors included (404 unknown path, 405 wrong method, 413 body too large, 408 a
+  body that does not arrive in time, 400 a body that is not the JSON asked for);
+- limits, so that one client cannot pin the admin port: a request head must be complete within
+  ``header_timeout`` of the connection opening (or of the previous answer on a kept-alive connection),
+  its body within ``body_timeout`` of the head, and a body is at most ``max_body`` bytes (1 MiB);
+- ``/healthz`` and ``/readyz`` are open (liveness and readiness probes run without credentials, as with
+  Kubernetes); every other path needs ``Authorization: Bearer <token>`` when ``admin.token_file`` is set.
+
+Handlers (the supervisor's) see an ``AdminRequest`` and return an ``AdminResponse``: they do not depend
+on aiohttp, so the endpoints are plain coroutines.
 """
 
 from __future__ import annotations
@@ -11,16 +21,25 @@ import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import h11
+from aiohttp import web
+from aiohttp.typedefs import Handler as WebHandler
+from aiohttp.typedefs import Middleware
 
 log = logging.getLogger("lbd.admin")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-MAX_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024  # bytes; registrations are small, and this bounds what one request can hold
+HEADER_TIMEOUT = 10.0  # seconds for a request head (also the idle keep-alive time)
+BODY_TIMEOUT = 10.0  # seconds for a body once its head is in
+LINGER = 2.0  # seconds to drain an unread body after an error answer, so the client sees the answer
+
+
+class BadRequest(ValueError):
+    """The request is not what the endpoint takes: 400 with this message."""
 
 
 @dataclass(frozen=True)
@@ -28,11 +47,12 @@ class AdminRequest:
     method: str
     path: str
     query: str
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     body: bytes
+    params: Mapping[str, str] = field(default_factory=dict)  # from the route pattern, percent-decoded
 
     def json(self) -> Any:
-        return json.loads(self.body or b"null")
+        return parse_json(self.body)
 
 
 @dataclass(frozen=True)
@@ -52,152 +72,179 @@ class AdminResponse:
 Handler = Callable[[AdminRequest], Awaitable[AdminResponse]]
 
 
-class Router:
-    """Exact paths, plus prefix routes whose handler gets the rest of the path in ``request.path``."""
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or BadRequest saying why not (never a 500, whatever the client sent)."""
+    if not body.strip():
+        raise BadRequest("the body is empty; send a JSON document")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        # json's C scanner recurses once per nesting level: [[[[...]]]] a few thousand deep ends here.
+        raise BadRequest("the body is not JSON lbd accepts: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
+        raise BadRequest(f"the body is not JSON: {exc}") from None
 
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = MAX_BODY
+    header_timeout: float = HEADER_TIMEOUT
+    body_timeout: float = BODY_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # an aiohttp pattern: "/v1/target-groups/{name}/targets"
+    handler: Handler
+
+
+class Router:
     def __init__(self) -> None:
-        self._exact: dict[tuple[str, str], Handler] = {}
-        self._prefix: list[tuple[str, str, Handler]] = []
+        self.routes: list[Route] = []
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        if path.endswith("/*"):
-            self._prefix.append((method, path[:-1], handler))
-        else:
-            self._exact[(method, path)] = handler
-
-    def find(self, method: str, path: str) -> Handler | bool | None:
-        """The handler; False if the path exists with other methods (405); None if unknown (404)."""
-        handler = self._exact.get((method, path))
-        if handler is not None:
-            return handler
-        for m, prefix, h in self._prefix:
-            if path.startswith(prefix) and m == method:
-                return h
-        known = any(p == path for _, p in self._exact) or any(path.startswith(p) for _, p, _ in self._prefix)
-        return False if known else None
+        self.routes.append(Route(method, path, handler))
 
 
-class AdminProtocol(asyncio.Protocol):
-    def __init__(self, router: Router, token: str | None) -> None:
-        self._router = router
-        self._token = token
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        self._transport: asyncio.Transport | None = None
-        self._busy = False
+# -- answers ---------------------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
-        self._conn.receive_data(data)
-        self._pump()
+def to_web(response: AdminResponse) -> web.Response:
+    # The header as given: aiohttp's content_type argument refuses parameters such as Prometheus's
+    # "text/plain; version=0.0.4; charset=utf-8".
+    headers = {"Content-Type": response.content_type}
+    headers["Server"] = "lbd"  # not aiohttp's default, which names the Python and aiohttp versions
+    if response.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lbd-admin"'
+    return web.Response(status=response.status, body=response.encode(), headers=headers)
 
-    def eof_received(self) -> bool:
-        self._conn.receive_data(b"")
-        self._pump()
+
+def error(status: int, message: str, **extra: Any) -> web.Response:
+    return to_web(AdminResponse(status, {"error": message, **extra}))
+
+
+def _http_error(exc: web.HTTPException, request: web.Request, limits: Limits) -> web.Response:
+    """aiohttp's own refusals (routing, body size) as JSON, keeping headers such as Allow."""
+    if isinstance(exc, web.HTTPNotFound):
+        message = f"no such endpoint: {request.path}"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = f"the request body is larger than {limits.max_body} bytes"
+    else:
+        message = exc.reason
+    response = error(exc.status, message)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+# -- authentication --------------------------------------------------------------------------------------
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>``; the scheme is case-insensitive (RFC 7235), the token is not."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
         return False
+    # surrogateescape: aiohttp keeps undecodable header bytes as surrogates; they must compare, not raise.
+    return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogateescape"), token.encode())
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
 
-    def _pump(self) -> None:
-        if self._busy:
-            return
+def _allowed(request: web.Request, token: str | None) -> bool:
+    if token is None or request.path in OPEN_PATHS:
+        return True
+    return authorized(request.headers.get("Authorization"), token)
+
+
+def _middleware(token: str | None, limits: Limits) -> Middleware:
+    @web.middleware
+    async def admin_middleware(request: web.Request, handler: WebHandler) -> web.StreamResponse:
+        # Before routing answers, so that without the token even a 404 tells nothing about the paths.
+        if not _allowed(request, token):
+            return error(401, "missing or wrong bearer token")
         try:
-            request = self._next_request()
-        except h11.RemoteProtocolError as exc:
-            self._reply_and_close(exc.error_status_hint, {"error": str(exc)})
-            return
-        if request is None:
-            return
-        self._busy = True
-        asyncio.get_running_loop().create_task(self._handle(request))
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _http_error(exc, request, limits)
+        return response
 
-    def _next_request(self) -> AdminRequest | None:
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = self._conn.next_event()
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                # h11 buffers the partial request itself; nothing to do until more bytes arrive.
-                return None
-            if isinstance(event, h11.ConnectionClosed):
-                if self._transport is not None:
-                    self._transport.close()
-                return None
-            if isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise h11.RemoteProtocolError("request body too large", error_status_hint=413)
-            elif isinstance(event, h11.EndOfMessage) and head is not None:
-                target = head.target.decode("latin-1")
-                path, _, query = target.partition("?")
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
-                return AdminRequest(head.method.decode("latin-1"), path, query, headers, bytes(body))
+    return admin_middleware
 
-    async def _handle(self, request: AdminRequest) -> None:
+
+# -- endpoints -------------------------------------------------------------------------------------------
+
+
+async def read_body(request: web.Request, limits: Limits) -> bytes:
+    """The whole body, however many reads it takes; 413 past the limit, TimeoutError if too slow."""
+    if request.content_length is not None and request.content_length > limits.max_body:
+        raise web.HTTPRequestEntityTooLarge(limits.max_body, request.content_length)
+    async with asyncio.timeout(limits.body_timeout):
+        return await request.read()  # counts against client_max_size across reads: 413 past it
+
+
+def _endpoint(handler: Handler, limits: Limits) -> WebHandler:
+    async def serve(request: web.Request) -> web.StreamResponse:
         try:
-            response = await self._dispatch(request)
+            body = await read_body(request, limits)
+        except TimeoutError:
+            response = error(408, f"the request body did not arrive within {limits.body_timeout:g} s")
+            response.force_close()
+            return response
+        admin_request = AdminRequest(
+            request.method,
+            request.path,
+            request.query_string,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            dict(request.match_info),
+        )
+        try:
+            return to_web(await handler(admin_request))
+        except BadRequest as exc:
+            return error(400, str(exc))
+        except (ValueError, KeyError, TypeError) as exc:
+            return error(400, f"bad request: {exc}")
         except Exception:
             log.exception("admin %s %s failed", request.method, request.path)
-            response = AdminResponse(500, {"error": "internal error, see the lbd log"})
-        self._send(response)
-        self._busy = False
-        if self._conn.our_state is h11.MUST_CLOSE or self._conn.their_state is h11.MUST_CLOSE:
-            if self._transport is not None:
-                self._transport.close()
-            return
-        if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
-            self._conn.start_next_cycle()
-            self._pump()
+            return error(500, "internal error, see the lbd log")
 
-    async def _dispatch(self, request: AdminRequest) -> AdminResponse:
-        if request.path not in OPEN_PATHS and self._token is not None:
-            presented = request.headers.get("authorization", "")
-            if not hmac.compare_digest(presented.encode(), f"Bearer {self._token}".encode()):
-                return AdminResponse(401, {"error": "missing or wrong bearer token"})
-        handler = self._router.find(request.method, request.path)
-        if handler is None:
-            return AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
-        if handler is False:
-            return AdminResponse(405, {"error": f"method {request.method} not allowed on {request.path}"})
-        try:
-            return await cast(Handler, handler)(request)
-        except (ValueError, KeyError, TypeError) as exc:
-            return AdminResponse(400, {"error": f"bad request: {exc}"})
+    return serve
 
-    def _send(self, response: AdminResponse) -> None:
-        if self._transport is None:
-            return
-        body = response.encode()
-        headers = [
-            ("content-type", response.content_type),
-            ("content-length", str(len(body))),
-            ("server", "lbd"),
-        ]
-        if response.status == 401:
-            headers.append(("www-authenticate", 'Bearer realm="lbd-admin"'))
-        try:
-            data = self._conn.send(h11.Response(status_code=response.status, headers=headers))
-            data = (data or b"") + (self._conn.send(h11.Data(data=body)) or b"")
-            data += self._conn.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError:
-            self._transport.close()
-            return
-        self._transport.write(data)
 
-    def _reply_and_close(self, status: int, body: Any) -> None:
-        if self._transport is None:
-            return
-        payload = (json.dumps(body) + "\n").encode()
-        self._transport.write(
-            f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n"
-            "connection: close\r\n\r\n".encode()
-            + payload
-        )
-        self._transport.close()
+def make_app(router: Router, token: str | None, limits: Limits = Limits()) -> web.Application:
+    app = web.Application(middlewares=[_middleware(token, limits)], client_max_size=limits.max_body)
+    for route in router.routes:
+        app.router.add_route(route.method, route.path, _endpoint(route.handler, limits))
+    return app
+
+
+# -- the server ------------------------------------------------------------------------------------------
+
+
+class AdminServer:
+    def __init__(self, runner: web.AppRunner, site: web.BaseSite) -> None:
+        self._runner = runner
+        self._site = site
+
+    @property
+    def port(self) -> int:
+        """The bound port (tests listen on port 0)."""
+        address = self._runner.addresses[0]
+        return int(address[1])
+
+    @property
+    def requests_started(self) -> int:
+        """Requests whose head aiohttp has parsed (counted before the body is read)."""
+        server = self._runner.server
+        return server.requests_count if server is not None else 0
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -206,7 +253,33 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def start_admin_server(listen: str, router: Router, token: str | None) -> asyncio.AbstractServer:
+def _runner(router: Router, token: str | None, limits: Limits) -> web.AppRunner:
+    return web.AppRunner(
+        make_app(router, token, limits),
+        handle_signals=False,  # the supervisor owns SIGTERM, SIGINT, SIGHUP
+        access_log=None,  # lbd's access logs are for the data path; admin calls that change things log
+        # aiohttp closes a connection that has no complete request head this long after it opened or
+        # after its previous answer: the header-read deadline that stops a slowloris client.
+        keepalive_timeout=limits.header_timeout,
+        lingering_time=LINGER,
+        # An admin change (a reload, a registration) carries on when its client goes away: cancelling it
+        # halfway would leave workers between two generations.
+        handler_cancellation=False,
+        shutdown_timeout=2.0,
+    )
+
+
+async def start_admin_server(
+    listen: str, router: Router, token: str | None, limits: Limits = Limits()
+) -> AdminServer:
+    """Listen on ``listen``; OSError (the supervisor's exit code 3) if the address cannot be bound."""
     host, port = parse_listen(listen)
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: AdminProtocol(router, token), host, port, reuse_address=True)
+    runner = _runner(router, token, limits)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return AdminServer(runner, site)

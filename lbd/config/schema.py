@@ -12,7 +12,17 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from lbd.config.names import certificate_name_error, target_id_error
 
 NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alphanumerics and hyphens
 # What each pattern allows, in words: error messages say this, never the regular expression.
@@ -32,6 +42,17 @@ ELB_POLICIES = (
 )
 CONTENT_TYPES = ("text/plain", "text/css", "text/html", "application/javascript", "application/json")
 STICKY_RESERVED = ("AWSALB", "AWSALBAPP", "AWSALBTG")
+
+
+def _certificate_name(name: str) -> str:
+    # The store's own rule: a name becomes <store>/<name>.pem and must not reach outside the store.
+    problem = certificate_name_error(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+CertificateName = Annotated[str, AfterValidator(_certificate_name)]
 
 
 class Model(BaseModel):
@@ -335,7 +356,7 @@ class Listener(Model):
     protocol: Literal["HTTP", "HTTPS", "TCP", "UDP", "TCP_UDP", "TLS", "SSL"]
     port: int = Field(ge=1, le=65535)
     address: str = "0.0.0.0"
-    certificates: tuple[str, ...] = ()
+    certificates: tuple[CertificateName, ...] = ()
     ssl_policy: Literal[ELB_POLICIES] = "ELBSecurityPolicy-TLS13-1-2-2021-06"  # type: ignore[valid-type]
     alpn_policy: Literal["HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred", "None"] = "None"
     default_actions: tuple[Action, ...] = ()
@@ -383,6 +404,14 @@ class Target(Model):
     port: int = Field(ge=1, le=65535)
     zone: str = Field(min_length=1)
     weight: int = Field(1, ge=0, le=1000)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        problem = target_id_error(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class ClassicHealthCheck(Model):

@@ -17,7 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lbd.config.loader import ConfigError, load_config
-from lbd.tls.store import CertificateRefused, CertificateStore, issue, validate
+from lbd.tls.store import (
+    MAX_DAYS,
+    MIN_DAYS,
+    CertificateRefused,
+    CertificateStore,
+    check_request,
+    issue,
+    validate,
+)
 
 EXIT_OK, EXIT_MISSING, EXIT_REFUSED = 0, 1, 2
 
@@ -94,7 +102,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     store = store_of(args)
-    if not store.delete(args.name):
+    try:
+        deleted = store.delete(args.name)
+    except CertificateRefused as exc:
+        print(f"lbd cert delete: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if not deleted:
         print(f"lbd cert delete: no certificate named {args.name} in {store.directory}", file=sys.stderr)
         return EXIT_MISSING
     print(f"deleted {args.name}")
@@ -104,6 +117,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_request(args: argparse.Namespace) -> int:
     """A new certificate for tests and internal use: self-signed, or signed by a local CA (--ca)."""
     store = store_of(args)
+    try:
+        check_request(args.name, args.domain, args.days)
+    except CertificateRefused as exc:
+        print(f"lbd cert request: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if store.path(args.name).exists() and not args.force:
+        print(_exists(store, args.name), file=sys.stderr)
+        return EXIT_REFUSED
     ca = None
     if args.ca:
         try:
@@ -119,10 +140,21 @@ def cmd_request(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         ca = (ca_cert, ca_key)
     certificate = issue(args.name, args.domain, days=args.days, key_type=args.key_type, ca=ca)
-    path = store.put(certificate)
+    try:
+        path = store.put(certificate, replace=args.force)
+    except CertificateRefused:  # imported meanwhile: put refuses rather than overwrite it
+        print(_exists(store, args.name), file=sys.stderr)
+        return EXIT_REFUSED
     signer = f"signed by {ca[0].subject.rfc4514_string()}" if ca else "self-signed"
     print(f"created {args.name}: {', '.join(args.domain)}, {certificate.key_type}, {signer} ({path})")
     return EXIT_OK
+
+
+def _exists(store: CertificateStore, name: str) -> str:
+    return (
+        f"lbd cert request: refused: a certificate named {name} already exists in {store.directory}; "
+        "give --force to replace it"
+    )
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -156,6 +188,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     requested.add_argument("--domain", action="append", required=True, help="repeatable; the first is the CN")
     requested.add_argument("--ca", help="PEM file with the CA certificate (and its key, unless --ca-key)")
     requested.add_argument("--ca-key", help="PEM file with the CA's private key")
-    requested.add_argument("--days", type=int, default=365)
+    requested.add_argument("--days", type=int, default=365, help=f"{MIN_DAYS}-{MAX_DAYS}, default 365")
+    requested.add_argument("--force", action="store_true", help="replace a certificate of the same name")
     requested.add_argument("--key-type", choices=("ec", "rsa"), default="ec")
     requested.set_defaults(func=cmd_request)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from lbd.config.names import certificate_name_error, domain_name_error
+
 MAX_KEY_BYTES = 5 * 1024
 RSA_SIZES = (2048, 3072, 4096)
 EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
@@ -117,10 +117,7 @@ def validate(
     now: datetime.datetime | None = None,
 ) -> StoredCertificate:
     """Check an import as ACM does; raise CertificateRefused saying what is wrong."""
-    if not NAME.match(name):
-        raise CertificateRefused(
-            f"name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
+    checked_name(name)
     leaf = _one_certificate(cert_pem)
     if leaf.version is not x509.Version.v3:
         raise CertificateRefused(f"the certificate is X.509 {leaf.version.name}; only X.509 v3 is accepted")
@@ -210,16 +207,26 @@ def _chain(leaf: x509.Certificate, pem: bytes) -> tuple[x509.Certificate, ...]:
 # -- the store -------------------------------------------------------------------------------------------
 
 
+def checked_name(name: str) -> str:
+    """``name``, if it is one file name in the store; else CertificateRefused (``../x`` and the like)."""
+    problem = certificate_name_error(name)
+    if problem is not None:
+        raise CertificateRefused(problem)
+    return name
+
+
 class CertificateStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
     def path(self, name: str) -> Path:
-        return self.directory / f"{name}.pem"
+        """The file of ``name``; CertificateRefused for a name that is not one file name in the store."""
+        return self.directory / f"{checked_name(name)}.pem"
 
-    def put(self, certificate: StoredCertificate) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def put(self, certificate: StoredCertificate, *, replace: bool = True) -> Path:
+        """Write the bundle; with ``replace=False``, CertificateRefused if the name is taken."""
         target = self.path(certificate.name)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=f".{certificate.name}.", dir=self.directory)
         try:
             os.fchmod(fd, 0o600)  # the private key is in it
@@ -227,10 +234,12 @@ class CertificateStore:
                 out.write(certificate.bundle())
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
+            if replace:
+                os.replace(tmp, target)
+            else:
+                _link_new(tmp, target)
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
         return target
 
     def get(self, name: str) -> StoredCertificate:
@@ -254,7 +263,39 @@ class CertificateStore:
         return True
 
 
+def _link_new(tmp: str, target: Path) -> None:
+    """Give ``tmp`` the name ``target`` only if no file has it: link(2) refuses an existing name, so a
+    certificate imported meanwhile is not overwritten (an exists() check before a rename could)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise CertificateRefused(
+            f"a certificate named {target.stem} already exists in {target.parent}; give --force to replace it"
+        ) from None
+
+
 # -- certificates lbd makes itself ------------------------------------------------------------------------
+
+MIN_DAYS, MAX_DAYS = 1, 3650  # at least a day; at most ten years, for internal certificates
+MAX_COMMON_NAME = 64  # X.509's upper bound for a common name; the first domain becomes it
+
+
+def check_request(name: str, domains: list[str], days: int) -> None:
+    """What ``issue`` is asked for, refused with the reason before any key is made."""
+    checked_name(name)
+    if not MIN_DAYS <= days <= MAX_DAYS:
+        raise CertificateRefused(f"days: must be {MIN_DAYS} to {MAX_DAYS} (ten years), got {days}")
+    if not domains:
+        raise CertificateRefused("give at least one domain")
+    for domain in domains:
+        problem = domain_name_error(domain)
+        if problem is not None:
+            raise CertificateRefused(problem)
+    if len(domains[0]) > MAX_COMMON_NAME:
+        raise CertificateRefused(
+            f"domain {domains[0]!r}: the first domain is the common name, at most {MAX_COMMON_NAME} "
+            "characters; put a shorter one first"
+        )
 
 
 def issue(
@@ -266,6 +307,7 @@ def issue(
     ca: tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes] | None = None,
 ) -> StoredCertificate:
     """A new key and a certificate for ``domains``: self-signed, or signed by a local CA."""
+    check_request(name, domains, days)
     key: PrivateKey = (
         ec.generate_private_key(ec.SECP256R1()) if key_type == "ec" else rsa.generate_private_key(65537, 2048)
     )

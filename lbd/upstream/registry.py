@@ -12,8 +12,10 @@ Everything here is pure apart from reading and writing the state file.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,25 @@ STATE_FILE = "lbd-registrations.json"
 
 def target_key(target_id: str, port: int) -> str:
     return f"{target_id}:{port}"
+
+
+def parse_target_key(text: str) -> str:
+    """A target as the admin API's path names it, ``id:port`` or ``[v6]:port``, as a registry key.
+
+    Keys keep IPv6 ids unbracketed (``::1:8080``, what ``target_key`` makes); the brackets are accepted
+    because that is how an IPv6 address and port are written everywhere else.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"target {text!r}: write it as id:port, or [v6]:port for an IPv6 address")
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"target {text!r}: only an IPv6 address goes in brackets") from None
+        host = inner
+    return target_key(host, int(port))
 
 
 @dataclass
@@ -177,11 +198,24 @@ def load_registry(path: Path) -> Registry:
 
 
 def save_registry(registry: Registry, path: Path) -> None:
-    """Atomically: a crash leaves the old file or the new one, never half of one."""
+    """Atomically: a crash leaves the old file or the new one, never half of one.
+
+    The temporary file has a fresh random name (mkstemp: O_CREAT|O_EXCL, mode 0600) in the same
+    directory, so that a symlink planted at a predictable name cannot redirect the write, and rename
+    stays on one file system. fsync before the rename, or a crash could leave the new name empty.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(registry.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    data = (json.dumps(registry.to_json(), indent=2) + "\n").encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def apply_overlay(config: Config, overlay: Overlay) -> Config:
