@@ -287,6 +287,9 @@ def test_plain_requests_take_the_fast_path(data: bytes) -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",  # severe: control character in a value
         b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 1\r\n\r\n",  # lookalikes: desync classes them
+        b"GET / HTTP/1.1\r\nHost: a\r\ntransfer_ENCODING: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHOST: a\r\nhost: b\r\n\r\n",  # two Hosts, in any case
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nX-Amzn-Trace-Id: Root=1-2-3\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",

@@ -9,7 +9,7 @@ cdef frozenset _SPECIAL_LENGTHS, _RESPONSE_LENGTHS
 cdef Py_ssize_t FAST_REQUEST_MAX, _MAX_DIGITS
 cdef int _KEEP, _LENGTH, _CONNECTION, _CUT, _DECLINE
 
-@cython.locals(p="const unsigned char *", l="const unsigned char *", i=Py_ssize_t)
+@cython.locals(i=Py_ssize_t, c=int)
 cdef bint _name_is(bytes data, Py_ssize_t at, Py_ssize_t size, bytes lower) noexcept
 
 @cython.locals(name=bytes)

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import overload
 
 from lbd.http.messages import MAX_RESPONSE_HEAD, standard_phrase
+from lbd.http.requestline import valid_host
 
 # The head is scanned byte by byte. Compiled (fastpath.pxd types ``p`` as a C pointer into the bytes object
 # and the indices as C integers) this is a few nanoseconds per byte, like llhttp; interpreted, the same code
@@ -89,8 +90,10 @@ def _name_is(data: bytes, at: int, size: int, lower: bytes) -> bool:
         return False
     i = 0
     while i < size:
-        # Tokens hold no CR, the one byte that | 0x20 maps onto "-": this folds letters and nothing else.
-        if (data[at + i] | 0x20) != lower[i]:
+        c = data[at + i]
+        if 65 <= c <= 90:  # A-Z: ASCII case folding only (RFC 9110 5.1: names are case-insensitive)
+            c += 32
+        if c != lower[i]:
             return False
         i += 1
     return True
@@ -107,10 +110,12 @@ def _special_request_field(data: bytes, at: int, size: int) -> bool:
 
 def _plain_host(data: bytes, at: int, end: int) -> bool:
     """A Host value the fast path may forward: a name of letters, digits, "." and "-", then an optional
-    ":" and port of at most 65535. Every such value is a valid uri-host [":" port] (RFC 9110 7.2); the
-    rest (IP literals, percent-encoding, whitespace, anything invalid) takes the full path, which checks
-    the whole grammar (lbd/http/requestline.py)."""
+    ":" and port of at most 65535, or a valid IP literal. Every such value is a valid uri-host [":" port]
+    (RFC 9110 7.2); the rest (percent-encoding, whitespace, anything invalid) takes the full path, which
+    checks the whole grammar (lbd/http/requestline.py)."""
     p = data
+    if end > at and p[at] == 91:  # "[": an IP literal, rare enough for the whole grammar check
+        return valid_host(data[at:end]) and p[end - 1] != 32 and p[end - 1] != 9
     name = HOST_NAME
     i = at
     while i < end and name[p[i]]:
