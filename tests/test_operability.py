@@ -15,12 +15,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from lbd import build
 from lbd.cli import build_parser, main, subparsers
 from tests.conftest import LbdFactory
 from tests.lbdproc import application_config, free_port, http_request, network_config, wait_for
@@ -57,7 +59,11 @@ def test_help_is_plain_text_and_every_option_has_help_and_its_default() -> None:
 def test_version_flag_and_command() -> None:
     for args in (["--version"], ["version"]):
         result = subprocess.run([str(LBD), *args], capture_output=True, text=True, timeout=60)
-        assert (result.returncode, result.stdout.strip()) == (0, "lbd 0.1.0"), result.stderr
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "lbd 0.1.0"
+        # lbd version also says whether the data path is compiled (lbd/build.py).
+        expected = [f"data path: {build.data_path()}"] if args == ["version"] else []
+        assert result.stdout.splitlines()[1:] == expected
 
 
 @pytest.mark.parametrize("value", ["0", "257", "two"])
@@ -280,9 +286,11 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     """python -m build makes a wheel that installs into a fresh venv (as under /opt/lbd) and runs."""
     source = tmp_path / "src"  # a copy, so build/ and *.egg-info do not land in the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "lbd", source / "lbd", ignore=shutil.ignore_patterns("__pycache__"))
+    # Without the checkout's build products: the wheel compiles its own data path.
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.c", "*.html")
+    shutil.copytree(ROOT / "lbd", source / "lbd", ignore=ignore)
     tools = tmp_path / "tools"
     subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
     subprocess.run([str(tools / "bin/pip"), "install", "--quiet", "build"], check=True)
@@ -305,9 +313,17 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     venv = tmp_path / "opt-lbd"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin/pip"), "install", "--quiet", str(wheel)], check=True)
+    # Where this machine has a compiler, the wheel carries the compiled data path and runs it.
+    compiled = build.data_path() == "compiled"
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.startswith("lbd/http/proxy.") and n.endswith(".so") for n in names) == compiled, names
+    assert "lbd/http/proxy.pxd" in names
     for args in (["version"], ["--version"]):
         result = subprocess.run([str(venv / "bin/lbd"), *args], capture_output=True, text=True, cwd=tmp_path)
-        assert (result.returncode, result.stdout.strip()) == (0, "lbd 0.1.0"), result.stderr
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[0] == "lbd 0.1.0"
+        if args == ["version"]:
+            assert result.stdout.splitlines()[1] == f"data path: {build.data_path()}"
     check = subprocess.run(
         [str(venv / "bin/lbd"), "check", "-c", str(ROOT / "conf/lbd.yaml")], capture_output=True, text=True
     )

@@ -244,7 +244,7 @@ def test_lbd_check_names_bad_target_ids_with_their_key_path(
     path = tmp_path / "lbd.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["check", "-c", str(path)]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # errors go to stderr
     assert "target_groups[0].targets[1].id: '10.0.0.256' is neither an IP address nor a host name" in out
     assert "target_groups[0].targets[3].id: 'under_score' is not a host name" in out
     assert f"{path}: 2 errors" in out

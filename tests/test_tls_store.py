@@ -428,7 +428,7 @@ def test_lbd_check_validates_listener_certificate_names_alike(
     path = tmp_path / "lbd.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["check", "-c", str(path)]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err  # errors go to stderr
     where = "load_balancers[0].listeners[0].certificates"
     assert f"{where}[1]: name '../../etc/passwd': use 1-128 letters" in out
     assert f"{where}[3]: name 'trailing\\n': use 1-128 letters" in out

@@ -19,7 +19,7 @@ from lbd.listener.tls import ServerContext, ServerSSLObject
 from lbd.tls.policies import POLICIES, Policy, missing_ciphers, set_groups
 from lbd.tls.server import ALPN
 from lbd.tls.sni import SniTable
-from lbd.tls.store import StoredCertificate, issue
+from lbd.tls.store import CertificateStore, StoredCertificate, issue
 from tests.lbdproc import application_config
 
 # The legacy policies are tested with TLS 1.0/1.1 clients, which Python marks deprecated.
@@ -238,10 +238,11 @@ def test_missing_ciphers_are_the_ones_openssl_does_not_offer() -> None:
 
 
 def test_lbd_check_warns_about_missing_ciphers_naming_the_listener(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rsa_cert: StoredCertificate
 ) -> None:
     config = application_config(8443, [9000])
     config["certificates"] = {"store": str(tmp_path / "store")}
+    CertificateStore(tmp_path / "store").put(rsa_cert)  # lbd check loads listener certificates as run does
     modern = config["load_balancers"][0]["listeners"][0]
     modern.update(protocol="HTTPS", certificates=["site"])
     legacy = {**modern, "port": 8444, "ssl_policy": "ELBSecurityPolicy-TLS-1-0-2015-04"}
