@@ -210,7 +210,8 @@ def test_accepted_requests_get_the_full_paths_head(client: HttpClientSide, data:
     taken = fastpath.simple_request(data, listener.dispatcher.fast_pattern)
     if taken is None:
         return
-    method, url, version, block, host = taken
+    method, url, version, block, host, host_at = taken
+    assert block[host_at : host_at + len(host)] == host
     parsed = ParsedRequest(data)  # llhttp accepts whatever the fast path accepts
     assert parsed.complete
     assert (method.encode(), url) == (parsed.parser.get_method(), parsed.url)
@@ -219,7 +220,7 @@ def test_accepted_requests_get_the_full_paths_head(client: HttpClientSide, data:
     assert [v for n, v in parsed.headers if n.lower() == b"host"] == [host]
 
     fast = Exchange(client, method, url, version, None, version == "1.1", False)
-    fast_head, trace = listener.dispatcher.fast_head(fast, block, host)
+    fast_head, trace = listener.dispatcher.fast_head(fast, block, host, host_at)
     full = Exchange(client, method, url, version, parsed.headers, parsed.keep_alive, False)
     full_head = messages.prepare_request(full, listener)
     assert not (full_head.chunked or full_head.expect_continue or full_head.close_after)
@@ -308,6 +309,7 @@ def test_a_plain_request_is_taken() -> None:
         "1.1",
         b"Host: Example.com\r\nUser-Agent: curl/8\r\nAccept: */*\r\n",
         b"Example.com",
+        6,
     )
     # drop_invalid_header_fields: a name outside [-A-Za-z0-9] must reach the full path to be dropped.
     underscored = b"GET / HTTP/1.1\r\nHost: a\r\nX_Y: 1\r\n\r\n"
@@ -320,9 +322,9 @@ def test_host_rewrite_keeps_the_field_in_place(loop: asyncio.AbstractEventLoop) 
     data = b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: Example.COM\r\nX-A: 1\r\n\r\n"
     taken = fastpath.simple_request(data, client.listener.dispatcher.fast_pattern)
     assert taken is not None
-    method, url, version, block, host = taken
+    method, url, version, block, host, host_at = taken
     exchange = Exchange(client, method, url, version, None, True, False)
-    head, _ = client.listener.dispatcher.fast_head(exchange, block, host)
+    head, _ = client.listener.dispatcher.fast_head(exchange, block, host, host_at)
     assert head.startswith(
         b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: example.com:8080\r\nX-A: 1\r\n"
         b"X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 8080\r\n"

@@ -20,9 +20,9 @@ cdef class HttpDispatcher:
     cdef public RouteDecision _fast
 
     cpdef RouteDecision route(self, Exchange exchange)
-    @cython.locals(target_host=bytes, lines=bytes, at=Py_ssize_t, cached=tuple, forwarded=bytes, trace=bytes,
+    @cython.locals(target_host=bytes, cached=tuple, forwarded=bytes, trace=bytes,
                    head=bytes)
-    cpdef tuple fast_head(self, Exchange exchange, bytes block, bytes host)
+    cpdef tuple fast_head(self, Exchange exchange, bytes block, bytes host, Py_ssize_t host_at)
 
 @cython.final
 cdef class _TraceRoots:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from random import getrandbits
+from random import getrandbits, randbytes
 from typing import TYPE_CHECKING
 
 from lbd.config.schema import Listener
@@ -224,7 +224,7 @@ class HttpDispatcher:
         sockname = transport.get_extra_info("sockname") if transport is not None else None
         return requestline.listener_authority(sockname, self.listener_port)
 
-    def fast_head(self, exchange: Exchange, block: bytes, host: bytes) -> tuple[bytes, bytes]:
+    def fast_head(self, exchange: Exchange, block: bytes, host: bytes, host_at: int) -> tuple[bytes, bytes]:
         """``rewrite_request`` for a head the fast path took, as (head for the target, trace id).
 
         fastpath.simple_request guarantees no framing, hop-by-hop, X-Forwarded-* or trace fields and one
@@ -238,9 +238,8 @@ class HttpDispatcher:
                     self._target_hosts.clear()  # a bound, not an LRU: clients rarely use many names
                 target_host = self._target_hosts[host] = self._target_host(host)
             if target_host != host:
-                lines = b"\n" + block
-                at = lines.lower().find(b"\nhost:")
-                block = lines[1 : at + 1] + b"Host: " + target_host + lines[lines.index(b"\r", at) :]
+                # The value replaced where it stands (host_at, from simple_request); the rest as sent.
+                block = b"".join((block[:host_at], target_host, block[host_at + len(host) :]))
         client = exchange.client
         cached = client.fast_forwarded
         if cached is not None and cached[0] is self:
@@ -322,8 +321,8 @@ def trace_header(existing: bytes) -> bytes:
 
 class _TraceRoots:
     """New X-Amzn-Trace-Id roots, cheaply: the epoch part is formatted once a second, and the random part
-    is cut from a block of random hex digits made 128 ids at a time (one big getrandbits and one hex
-    conversion instead of one each per request)."""
+    is cut from a block of random hex digits made 128 ids at a time (one random draw and one hex conversion
+    instead of one each per request)."""
 
     def __init__(self) -> None:
         self.second = -1
@@ -338,7 +337,7 @@ class _TraceRoots:
             self.prefix = b"Root=1-%08x-" % second
         at = self.at
         if at + 24 > len(self.digits):
-            self.digits = b"%0*x" % (24 * 128, getrandbits(96 * 128))
+            self.digits = randbytes(12 * 128).hex().encode()
             at = 0
         self.at = at + 24
         return self.prefix + self.digits[at : at + 24]

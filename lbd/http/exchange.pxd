@@ -25,7 +25,7 @@ cdef class Exchange:
     cdef public long long received_mark, sent_mark
 
     cpdef void start(self) except *
-    cpdef void start_fast(self, bytes block, bytes host) except *
+    cpdef void start_fast(self, bytes block, bytes host, Py_ssize_t host_at) except *
     @cython.locals(decision=RouteDecision)
     cpdef void _dispatch(self, object listener, bytes head) except *
     @cython.locals(target=Target, conn=HttpTargetSide)

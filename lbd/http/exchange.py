@@ -127,13 +127,13 @@ class Exchange:
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._dispatch(listener, head.data)
 
-    def start_fast(self, block: bytes, host: bytes) -> None:
+    def start_fast(self, block: bytes, host: bytes, host_at: int) -> None:
         """``start`` for a request the fast path took: a complete, bodiless, compliant head (fastpath.py)."""
         listener = self.client.listener
         self.head_block = block
         self.request_complete = True
         self.host = host
-        head, self.trace_id = self.client.dispatcher.fast_head(self, block, host)
+        head, self.trace_id = self.client.dispatcher.fast_head(self, block, host, host_at)
         self._dispatch(listener, head)
 
     def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:

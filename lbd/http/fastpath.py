@@ -137,9 +137,10 @@ def _plain_host(data: bytes, at: int, end: int) -> bool:
     return port <= 65535
 
 
-def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes] | None:
-    """``data`` as (method, url, version, header block, Host value) when it is exactly one complete,
-    bodiless, compliant request head with one Host field and nothing a proxy must rewrite; else None.
+def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes, int] | None:
+    """``data`` as (method, url, version, header block, Host value, where the Host value starts in the
+    block) when it is exactly one complete, bodiless, compliant request head with one Host field and nothing
+    a proxy must rewrite; else None.
 
     The header block is the field lines as sent, each ending in CRLF, without the final CRLF. ``names`` is
     REQUEST_HEAD, or REQUEST_HEAD_ALNUM_NAMES where only [-A-Za-z0-9] names may pass as they are.
@@ -216,6 +217,7 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
         "1.1" if minor == 49 else "1.0",
         data[block_at : n - 2],
         host,
+        host_at - block_at,
     )
 
 

@@ -152,10 +152,10 @@ class HttpClientSide:
         parsed = fastpath.simple_request(data, self.dispatcher.fast_pattern)
         if parsed is None:
             return False
-        method, url, version, block, host = parsed
+        method, url, version, block, host, host_at = parsed
         exchange = Exchange(self, method, url, version, None, version == "1.1", False)
         self.exchanges.append(exchange)
-        exchange.start_fast(block, host)
+        exchange.start_fast(block, host, host_at)
         return True
 
     def _latest_listener(self) -> HttpListenerRuntime:
