@@ -210,16 +210,18 @@ def test_accepted_requests_get_the_full_paths_head(client: HttpClientSide, data:
     taken = fastpath.simple_request(data, listener.dispatcher.fast_pattern)
     if taken is None:
         return
-    method, url, version, block, host, host_at = taken
+    method, url, version, block, host, host_at, keep_alive = taken
     assert block[host_at : host_at + len(host)] == host
     parsed = ParsedRequest(data)  # llhttp accepts whatever the fast path accepts
     assert parsed.complete
     assert (method.encode(), url) == (parsed.parser.get_method(), parsed.url)
     assert version == parsed.parser.get_http_version()
-    assert fastpath.field_lines(block) == parsed.headers
+    assert keep_alive == parsed.keep_alive
+    # The fields as sent, less the Connection line (hop-by-hop: close or keep-alive, never forwarded).
+    assert fastpath.field_lines(block) == [(n, v) for n, v in parsed.headers if n.lower() != b"connection"]
     assert [v for n, v in parsed.headers if n.lower() == b"host"] == [host]
 
-    fast = Exchange(client, method, url, version, None, version == "1.1", False)
+    fast = Exchange(client, method, url, version, None, keep_alive, False)
     fast_head, trace = listener.dispatcher.fast_head(fast, block, host, host_at)
     full = Exchange(client, method, url, version, parsed.headers, parsed.keep_alive, False)
     full_head = messages.prepare_request(full, listener)
@@ -287,7 +289,8 @@ def test_plain_requests_take_the_fast_path(data: bytes) -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",  # severe: invalid name
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",  # severe: control character in a value
         b"GET / HTTP/1.1\nHost: a\n\n",  # bare LF
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-private\r\n\r\n",  # names a field
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: close\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nContent_Length: 1\r\n\r\n",  # lookalikes: desync classes them
         b"GET / HTTP/1.1\r\nHost: a\r\ntransfer_ENCODING: chunked\r\n\r\n",
         b"GET / HTTP/1.1\r\nHOST: a\r\nhost: b\r\n\r\n",  # two Hosts, in any case
@@ -310,6 +313,7 @@ def test_a_plain_request_is_taken() -> None:
         b"Host: Example.com\r\nUser-Agent: curl/8\r\nAccept: */*\r\n",
         b"Example.com",
         6,
+        True,
     )
     # drop_invalid_header_fields: a name outside [-A-Za-z0-9] must reach the full path to be dropped.
     underscored = b"GET / HTTP/1.1\r\nHost: a\r\nX_Y: 1\r\n\r\n"
@@ -317,12 +321,33 @@ def test_a_plain_request_is_taken() -> None:
     assert fastpath.simple_request(underscored, fastpath.REQUEST_HEAD_ALNUM_NAMES) is None
 
 
+@pytest.mark.parametrize(
+    ("data", "keep_alive"),
+    [
+        (b"GET / HTTP/1.1\r\nConnection: close\r\nHost: a\r\nX: 1\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\nHost: a\r\n\r\n", False),
+        (b"GET / HTTP/1.0\r\nHost: a\r\nconnection:keep-alive \r\n\r\n", True),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n", False),
+    ],
+)
+def test_connection_close_or_keep_alive_is_taken_and_not_forwarded(data: bytes, keep_alive: bool) -> None:
+    # Connection-per-request clients send Connection: close on every request: the fast path takes them,
+    # answers with Connection: close, and the Connection line never reaches the target (hop-by-hop).
+    taken = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
+    assert taken is not None
+    _, _, _, block, host, host_at, persistent = taken
+    assert persistent == keep_alive == ParsedRequest(data).keep_alive
+    assert b"onnection" not in block
+    assert (block[host_at : host_at + len(host)], host) == (b"a", b"a")
+
+
 def test_host_rewrite_keeps_the_field_in_place(loop: asyncio.AbstractEventLoop) -> None:
     client = client_for(loop, 8080, {})
     data = b"GET / HTTP/1.1\r\nAccept: */*\r\nHost: Example.COM\r\nX-A: 1\r\n\r\n"
     taken = fastpath.simple_request(data, client.listener.dispatcher.fast_pattern)
     assert taken is not None
-    method, url, version, block, host, host_at = taken
+    method, url, version, block, host, host_at, _ = taken
     exchange = Exchange(client, method, url, version, None, True, False)
     head, _ = client.listener.dispatcher.fast_head(exchange, block, host, host_at)
     assert head.startswith(

@@ -20,7 +20,8 @@ cdef bint _special_request_field(bytes data, Py_ssize_t at, Py_ssize_t size) exc
     value_table="const unsigned char *", target="const unsigned char *",
     n=Py_ssize_t, i=Py_ssize_t, url_at=Py_ssize_t, url_end=Py_ssize_t, block_at=Py_ssize_t,
     host_at=Py_ssize_t, host_end=Py_ssize_t, name_at=Py_ssize_t, size=Py_ssize_t, value_at=Py_ssize_t,
-    minor=int,
+    minor=int, connection=bint, cut_at=Py_ssize_t, cut_end=Py_ssize_t, close=bint, keep_alive_option=bint,
+    keep_alive=bint, options=int, block=bytes,
 )
 cpdef tuple simple_request(bytes data, int names)
 

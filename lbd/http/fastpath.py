@@ -137,13 +137,14 @@ def _plain_host(data: bytes, at: int, end: int) -> bool:
     return port <= 65535
 
 
-def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes, int] | None:
+def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes, int, bool] | None:
     """``data`` as (method, url, version, header block, Host value, where the Host value starts in the
-    block) when it is exactly one complete, bodiless, compliant request head with one Host field and nothing
-    a proxy must rewrite; else None.
+    block, keep-alive) when it is exactly one complete, bodiless, compliant request head with one Host field
+    and nothing a proxy must rewrite but a Connection field of ``close`` or ``keep-alive``; else None.
 
-    The header block is the field lines as sent, each ending in CRLF, without the final CRLF. ``names`` is
-    REQUEST_HEAD, or REQUEST_HEAD_ALNUM_NAMES where only [-A-Za-z0-9] names may pass as they are.
+    The header block is the field lines as sent, each ending in CRLF, without the final CRLF and without the
+    Connection line. ``names`` is REQUEST_HEAD, or REQUEST_HEAD_ALNUM_NAMES where only [-A-Za-z0-9] names
+    may pass as they are.
     """
     n = len(data)
     if n > FAST_REQUEST_MAX or n < 4 or data[n - 4 : n] != b"\r\n\r\n":
@@ -178,6 +179,10 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
     block_at = i
     host_at = -1
     host_end = 0
+    cut_at = -1  # the Connection line, when there is one
+    cut_end = 0
+    close = False
+    keep_alive_option = False
     # Field lines (RFC 9112 5): token ":" OWS value OWS CRLF, until the empty line.
     while True:
         if i + 1 >= n:
@@ -192,7 +197,8 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
         size = i - name_at
         if size == 0 or i >= n or p[i] != 58:  # ":" right after a non-empty name
             return None
-        if _special_request_field(data, name_at, size):
+        connection = size == 10 and _name_is(data, name_at, 10, b"connection")
+        if not connection and _special_request_field(data, name_at, size):
             return None
         i += 1
         value_at = i
@@ -200,7 +206,19 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
             i += 1
         if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
             return None
-        if size == 4 and _name_is(data, name_at, 4, b"host"):
+        if connection:
+            # Connection: close or keep-alive (the connection-per-request clients), and nothing else: other
+            # options name fields to drop (the full path). The line is hop-by-hop: not forwarded.
+            if cut_at >= 0:
+                return None
+            options = _connection_options(data, value_at, i)
+            if options < 0:
+                return None
+            close = bool(options & 2)
+            keep_alive_option = bool(options & 1)
+            cut_at = name_at
+            cut_end = i + 2
+        elif size == 4 and _name_is(data, name_at, 4, b"host"):
             if host_at >= 0:
                 return None  # two Hosts: 400 on the full path (RFC 9112 3.2)
             while value_at < i and (p[value_at] == 32 or p[value_at] == 9):
@@ -211,13 +229,22 @@ def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, byt
     if host_at < 0 or not _plain_host(data, host_at, host_end):
         return None  # empty, unusual or invalid: the full path names, checks or refuses it (RFC 9112 3.2)
     host = data[host_at:host_end]
+    # RFC 9112 9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive".
+    keep_alive = not close and (minor == 49 or keep_alive_option)
+    if cut_at < 0:
+        block = data[block_at : n - 2]
+    else:
+        block = data[block_at:cut_at] + data[cut_end : n - 2]
+        if host_at > cut_at:
+            host_at -= cut_end - cut_at
     return (
         method,
         data[url_at:url_end],
         "1.1" if minor == 49 else "1.0",
-        data[block_at : n - 2],
+        block,
         host,
         host_at - block_at,
+        keep_alive,
     )
 
 

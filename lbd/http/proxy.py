@@ -152,8 +152,8 @@ class HttpClientSide:
         parsed = fastpath.simple_request(data, self.dispatcher.fast_pattern)
         if parsed is None:
             return False
-        method, url, version, block, host, host_at = parsed
-        exchange = Exchange(self, method, url, version, None, version == "1.1", False)
+        method, url, version, block, host, host_at, keep_alive = parsed
+        exchange = Exchange(self, method, url, version, None, keep_alive, False)
         self.exchanges.append(exchange)
         exchange.start_fast(block, host, host_at)
         return True
