@@ -87,7 +87,9 @@ class HttpDispatcher:
     ) -> None:
         lb = runtime.load_balancer
         self.runtime = runtime
-        self.table = RuleTable(listener, target_groups, CookieSealer(cookie_key(), b"AWSALBTG"))
+        self.table: RuleTable[TargetGroupRuntime] = RuleTable(
+            listener, target_groups, CookieSealer(cookie_key(), b"AWSALBTG")
+        )
         self.listener_port = listener.port
         self.port = str(listener.port).encode()
         self.scheme = "https" if listener.protocol == "HTTPS" else "http"

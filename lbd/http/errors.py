@@ -6,12 +6,9 @@ Error pages are rendered once per status and cached: serving a 503 under load co
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 import httptools
 
-# Codes ALB uses that are not in the IANA registry.
-_ELB_PHRASES = {460: "Client Closed Request", 463: "Bad Request", 464: "Bad Request", 561: "Unauthorized"}
+from lbd.routing.phrases import phrase
 
 
 class HttpError(Exception):
@@ -22,15 +19,6 @@ class HttpError(Exception):
         self.status = status
         self.reason = reason
         self.desync = desync  # counts as a non-compliant request (lbd_non_compliant_requests_total)
-
-
-def phrase(status: int) -> str:
-    if status in _ELB_PHRASES:
-        return _ELB_PHRASES[status]
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
 
 
 _pages: dict[tuple[int, bool], bytes] = {}

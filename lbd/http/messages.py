@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lbd.http import errors
+from lbd.routing.phrases import phrase
 
 if TYPE_CHECKING:
     from lbd.http.exchange import Exchange
@@ -158,5 +158,5 @@ def standard_phrase(status: int) -> bytes:
     # A target may send an empty reason phrase (RFC 9112 4 allows it); lbd sends the standard one.
     text = _phrases.get(status)
     if text is None:
-        text = _phrases[status] = errors.phrase(status).encode()
+        text = _phrases[status] = phrase(status).encode()
     return text

@@ -5,30 +5,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from lbd.config.schema import Action, FixedResponseAction, ForwardAction, RedirectAction
-from lbd.http.errors import phrase
+from lbd.routing.phrases import phrase
 from lbd.routing.stickiness import CookieSealer, cookie_value
 
 if TYPE_CHECKING:
     from lbd.routing.request import RequestView
-    from lbd.runtime import TargetGroupRuntime
+
+
+class NamedGroup(Protocol):
+    """What routing needs of a target group: its name (stickiness cookies name the group). Routing is pure:
+    it picks among the groups it is given, whatever the caller's group type (lbd.runtime's at run time)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+G = TypeVar("G", bound=NamedGroup)
 
 TG_COOKIE = b"AWSALBTG"
 MAX_LOCATION = 8 * 1024  # ALB counts longer redirect URLs in HTTP_Redirect_Url_Limit_Exceeded_Count
 
 
-class Forward:
+class Forward(Generic[G]):
     """Forward to one target group, or split between up to five by weight (smooth weighted round robin,
     so a 3:1 split is exactly 3:1 over every four requests rather than only on average)."""
 
     kind = "forward"
     __slots__ = ("_current", "by_name", "groups", "sealer", "sticky_seconds", "weights")
 
-    def __init__(
-        self, action: ForwardAction, target_groups: Mapping[str, TargetGroupRuntime], sealer: CookieSealer
-    ) -> None:
+    def __init__(self, action: ForwardAction, target_groups: Mapping[str, G], sealer: CookieSealer) -> None:
         self.groups = tuple(target_groups[g.name] for g in action.target_groups)
         self.weights = tuple(g.weight for g in action.target_groups)
         self.by_name = {g.name: g for g in self.groups}
@@ -38,10 +46,10 @@ class Forward:
         self.sealer = sealer
 
     @property
-    def single(self) -> TargetGroupRuntime | None:
+    def single(self) -> G | None:
         return self.groups[0] if len(self.groups) == 1 and not self.sticky_seconds else None
 
-    def pick(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[TargetGroupRuntime | None, bytes]:
+    def pick(self, headers: Iterable[tuple[bytes, bytes]]) -> tuple[G | None, bytes]:
         """The target group for a request, and the Set-Cookie lines to add to its response."""
         if self.sticky_seconds:
             sealed = cookie_value(headers, TG_COOKIE)
@@ -55,7 +63,7 @@ class Forward:
             return None, b""
         return group, self._cookies(group) if self.sticky_seconds else b""
 
-    def _weighted(self) -> TargetGroupRuntime | None:
+    def _weighted(self) -> G | None:
         if len(self.groups) == 1:
             return self.groups[0] if self.weights[0] else None
         total = 0
@@ -73,7 +81,7 @@ class Forward:
         current[best] -= total
         return self.groups[best]
 
-    def _cookies(self, group: TargetGroupRuntime) -> bytes:
+    def _cookies(self, group: G) -> bytes:
         # ALB sets AWSALBTG and, for cross-origin requests, AWSALBTGCORS with SameSite=None; Secure.
         value, expiry = self.sealer.seal(group.name, self.sticky_seconds)
         expires = formatdate(expiry, usegmt=True)
@@ -157,12 +165,10 @@ def _fill(template: str, original: Mapping[str, str], allowed: tuple[str, ...]) 
     return template
 
 
-CompiledAction = Forward | Redirect | Respond
+CompiledAction = Forward[G] | Redirect | Respond
 
 
-def compile_action(
-    action: Action, target_groups: Mapping[str, TargetGroupRuntime], sealer: CookieSealer
-) -> CompiledAction:
+def compile_action(action: Action, target_groups: Mapping[str, G], sealer: CookieSealer) -> CompiledAction[G]:
     if isinstance(action, ForwardAction):
         return Forward(action, target_groups, sealer)
     if isinstance(action, RedirectAction):

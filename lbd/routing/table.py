@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic
 
 from lbd.config.schema import Listener
-from lbd.routing.actions import CompiledAction, compile_action
+from lbd.routing.actions import CompiledAction, G, compile_action
 from lbd.routing.conditions import Predicate, compile_conditions, wildcard_regex
 from lbd.routing.stickiness import CookieSealer
 
 if TYPE_CHECKING:
     from lbd.routing.request import RequestView
-    from lbd.runtime import TargetGroupRuntime
 
 
-class RuleTable:
+class RuleTable(Generic[G]):
     """Rules in priority order, with a path gate in front of them.
 
     Most rules name a path pattern, and most requests match none of them. All the path patterns of a
@@ -28,11 +27,9 @@ class RuleTable:
 
     __slots__ = ("_gate", "_ungated", "default", "rules")
 
-    def __init__(
-        self, listener: Listener, target_groups: Mapping[str, TargetGroupRuntime], sealer: CookieSealer
-    ) -> None:
+    def __init__(self, listener: Listener, target_groups: Mapping[str, G], sealer: CookieSealer) -> None:
         # Lowest priority number first (ALB); the config keeps the file's order.
-        self.rules: tuple[tuple[int, Predicate, CompiledAction], ...] = tuple(
+        self.rules: tuple[tuple[int, Predicate, CompiledAction[G]], ...] = tuple(
             (
                 rule.priority,
                 compile_conditions(rule.conditions),
@@ -40,7 +37,7 @@ class RuleTable:
             )
             for rule in sorted(listener.rules, key=lambda r: r.priority)
         )
-        self.default: CompiledAction = compile_action(listener.default_actions[-1], target_groups, sealer)
+        self.default: CompiledAction[G] = compile_action(listener.default_actions[-1], target_groups, sealer)
         gated: list[str] = []
         ungated = []
         for rule, compiled in zip(sorted(listener.rules, key=lambda r: r.priority), self.rules, strict=True):
@@ -56,7 +53,7 @@ class RuleTable:
     def has_rules(self) -> bool:
         return bool(self.rules)
 
-    def match(self, request: RequestView) -> tuple[int, CompiledAction]:
+    def match(self, request: RequestView) -> tuple[int, CompiledAction[G]]:
         """The first rule whose conditions all hold, as (priority, action); priority 0 is the default."""
         gate = self._gate
         rules = self.rules if gate is None or gate.fullmatch(request.path) is not None else self._ungated
