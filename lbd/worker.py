@@ -31,10 +31,10 @@ from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
-from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.listener.accept import Acceptor
+from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
 from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
 from lbd.listener.tracker import ConnectionTracker
@@ -279,11 +279,12 @@ class Worker:
             app: asyncio.Protocol
             if isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
-                    app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))  # h2 or HTTP/1.1
+                    # ALPN picks h2 or HTTP/1.1 once the handshake is done.
+                    app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))
                 elif runtime.listener.h2c:
                     app = cast(asyncio.Protocol, PriorKnowledge(runtime, tracker, pool, bound))
                 else:
-                    # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
+                    # An extension type when compiled, not an asyncio.Protocol subclass: it has its methods.
                     app = cast(asyncio.Protocol, HttpClientSide(runtime, tracker, pool, bound))
             else:
                 app = TcpClientSide(runtime, tracker)

@@ -456,15 +456,13 @@ class LoadBalancer(Model):
             if listener.h2c and (self.type != "application" or listener.protocol != "HTTP"):
                 raise ValueError(
                     f"listeners[{index}].h2c: cleartext HTTP/2 is for HTTP listeners of application load "
-                    f"balancers (this is a {self.type} {listener.protocol} listener; HTTPS negotiates h2 by ALPN)"
+                    f"balancers (this is a {self.type} {listener.protocol} listener; HTTPS negotiates h2 "
+                    "by ALPN)"
                 )
-            if (
-                self.type == "application"
-                and listener.alpn_policy == "HTTP2Only"
-                and not self.http2_enabled
-            ):
+            if self.type == "application" and listener.alpn_policy == "HTTP2Only" and not self.http2_enabled:
                 raise ValueError(
-                    f"listeners[{index}].alpn_policy: HTTP2Only needs HTTP/2, which http2_enabled: false turns off"
+                    f"listeners[{index}].alpn_policy: HTTP2Only needs HTTP/2, which http2_enabled: false "
+                    "turns off"
                 )
         return self
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from contextlib import suppress
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
@@ -126,6 +127,7 @@ class H2ClientSide:
         self._window_updates = 0
         self._data_sent = 0
         self._blocked: deque[H2Stream] = deque()
+        self._reset_now: set[int] = set()
 
     # -- transport callbacks -------------------------------------------------------------------------
 
@@ -164,12 +166,18 @@ class H2ClientSide:
             # h2 has queued GOAWAY with the error's code (PROTOCOL_ERROR, FRAME_SIZE_ERROR,
             # ENHANCE_YOUR_CALM for an oversized header list, ...): send it and close.
             log.info("%s: HTTP/2 connection error from %s:%s: %s", self.listener.name, *self.peer, exc)
+            if self.conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                # Raised before h2 queued its GOAWAY (a bad connection preface, RFC 9113 3.4).
+                self.conn.close_connection(exc.error_code or h2.errors.ErrorCodes.PROTOCOL_ERROR)
             self._fail()
             return
         now = monotonic()
         if now - self._window_start >= 1.0:
             self._window_start = now
             self._resets = self._pings = self._settings = self._priority = 0
+        # h2 reports a whole read's events at once, after its state machine has seen every frame: a stream
+        # opened and reset in the same read (rapid reset) is closed already and is not served at all.
+        self._reset_now = {e.stream_id for e in events if isinstance(e, h2.events.StreamReset)}
         for event in events:
             if self.closing:
                 return
@@ -202,8 +210,9 @@ class H2ClientSide:
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
-                self._resets += 1
                 stream.reset_by_peer()
+            if event.remote_reset:
+                self._resets += 1
                 if self._resets > MAX_RESETS:
                     self.calm_down("rapid reset")  # CVE-2023-44487
         elif isinstance(event, h2.events.WindowUpdated):
@@ -244,6 +253,8 @@ class H2ClientSide:
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         self.opened += 1
+        if stream_id in self._reset_now:
+            return  # reset in this same read: nothing to serve
         listener = self.listener
         if self.slot is not None and self.slot.runtime.kind == "http":
             listener = cast("HttpListenerRuntime", self.slot.runtime)  # new streams: the newest rules
@@ -400,6 +411,8 @@ class H2Stream:
         self.valid = True
         self.head_request = False
         self.chunked = False
+        self.expect = False
+        self.deferred = False  # the head waits for the first DATA or END_STREAM to choose its framing
         self.request_done = False
         self.response_started = False
         self.response_done = False
@@ -441,6 +454,8 @@ class H2Stream:
                 continue
             if name == b"content-length":
                 content_length = True
+            elif name == b"expect":
+                self.expect = True
             lines.append(b"%b: %b\r\n" % (name, value))
         # h2 checks the pseudo-header set; lbd checks what HTTP/1.1 would misread: a method that is not a
         # token, a path with spaces or controls, CONNECT (ALB does not tunnel).
@@ -458,6 +473,7 @@ class H2Stream:
         if cookies:
             lines.append(b"cookie: %b\r\n" % b"; ".join(cookies))
         self.chunked = not content_length
+        self.deferred = self.chunked and not self.expect
         return b"%b %b HTTP/1.1\r\nhost: %b\r\n%b" % (method, path, authority, b"".join(lines))
 
     # -- request side -----------------------------------------------------------------------------------
@@ -473,20 +489,34 @@ class H2Stream:
         client.tls_info = connection.tls_info
         if ended:
             self.request_done = True
-            self.chunked = False
-            head = self._head + b"\r\n"
-        elif self.chunked:
-            head = self._head + b"transfer-encoding: chunked\r\n\r\n"
-        else:
-            head = self._head + b"\r\n"
-        self._head = b""
-        client.data_received(head)
+            self._send_head(False)
+        elif not self.deferred:
+            self._send_head(self.chunked)
+
+    def _send_head(self, chunked: bool) -> None:
+        """A request whose HEADERS did not end the stream and that gave no Content-Length is chunked once
+        DATA arrives; one that ends before any DATA (a GET, usually) is sent without a body, so it is not
+        mistaken for a bodied GET by the desync checks."""
+        self.deferred = False
+        self.chunked = chunked
+        head, self._head = self._head, b""
+        if self.client is not None:
+            self.client.data_received(
+                head + b"transfer-encoding: chunked\r\n\r\n" if chunked else head + b"\r\n"
+            )
 
     def request_data(self, data: bytes, flow_length: int) -> None:
         client = self.client
         if client is None or client.transport is None:
             self._ack(flow_length)
             return
+        if self.deferred:
+            if not data:
+                self._ack(flow_length)
+                return
+            self._send_head(True)
+            if client.transport is None:
+                return
         if data:
             client.data_received(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
         if self.reading_paused:
@@ -496,17 +526,18 @@ class H2Stream:
 
     def _ack(self, flow_length: int) -> None:
         if flow_length:
-            try:
+            # A stream already gone is not acknowledged; h2 credited the connection window for it.
+            with suppress(h2.exceptions.ProtocolError, KeyError):
                 self.connection.conn.acknowledge_received_data(flow_length, self.stream_id)
-            except h2.exceptions.StreamClosedError:
-                self.connection.conn.acknowledge_received_data(flow_length, 0)
 
     def request_ended(self) -> None:
         if self.request_done:
             return
         self.request_done = True
         client = self.client
-        if client is not None and client.transport is not None and self.chunked:
+        if self.deferred:
+            self._send_head(False)
+        elif client is not None and client.transport is not None and self.chunked:
             client.data_received(b"0\r\n\r\n")
         self._maybe_done()
 
@@ -577,10 +608,8 @@ class H2Stream:
         self._pending.clear()
         connection = self.connection
         if not connection.closing:
-            try:
+            with suppress(h2.exceptions.ProtocolError, KeyError):  # closed meanwhile
                 connection.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass  # closed meanwhile
             connection.schedule_flush()
         self._lose_client()
         connection.stream_done(self)
@@ -591,6 +620,12 @@ class H2Stream:
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        try:
+            self._response_head()
+        except (h2.exceptions.ProtocolError, KeyError):
+            self.abort()  # the stream closed meanwhile (reset by the client in the same read)
+
+    def _response_head(self) -> None:
         status = self._parser.get_status_code()
         headers = [(n, v) for n, v in self._headers if n not in _RESPONSE_DROPPED]
         self._headers = []
@@ -630,6 +665,12 @@ class H2Stream:
         """Send queued body bytes as the windows allow, then END_STREAM once the body is done."""
         if self.ended:
             return
+        try:
+            self._send_body()
+        except (h2.exceptions.ProtocolError, KeyError):
+            self.abort()
+
+    def _send_body(self) -> None:
         connection = self.connection
         conn = connection.conn
         pending = self._pending
@@ -679,10 +720,8 @@ class H2Stream:
         self.finished = True
         if not self.request_done and not self.connection.closing:
             self.request_done = True
-            try:
+            with suppress(h2.exceptions.ProtocolError, KeyError):  # the stream closed meanwhile
                 self.connection.conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                pass  # the stream closed meanwhile
             self.connection.schedule_flush()
         self._lose_client()
         self.connection.stream_done(self)

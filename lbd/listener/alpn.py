@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING, cast
 
 from lbd.http.h2front import PREFACE, H2ClientSide
@@ -68,13 +69,13 @@ class AlpnSwitch(_Chooser):
         pass
 
 
-def tls_info(listener: HttpListenerRuntime, ssl_object: object) -> tuple[str, str, str, str] | None:
+def tls_info(listener: HttpListenerRuntime, ssl_object: ssl.SSLObject) -> tuple[str, str, str, str] | None:
     """For the access log: ssl_cipher, ssl_protocol, domain_name, chosen_cert_arn."""
     if listener.tls is None:
         return None
-    cipher = ssl_object.cipher()  # type: ignore[attr-defined]
+    cipher = ssl_object.cipher()
     server_name, certificate = listener.tls.handshake_info(ssl_object)
-    return (cipher[0] if cipher else "-", ssl_object.version() or "-", server_name, certificate)  # type: ignore[attr-defined]
+    return (cipher[0] if cipher else "-", ssl_object.version() or "-", server_name, certificate)
 
 
 class PriorKnowledge(_Chooser):
@@ -106,11 +107,8 @@ class PriorKnowledge(_Chooser):
         assert transport is not None
         if self._timer is not None:
             self._timer.cancel()
-        app: asyncio.Protocol
-        if received.startswith(PREFACE):
-            app = cast(asyncio.Protocol, self._h2())
-        else:
-            app = self._http1()
+        h2 = received.startswith(PREFACE)
+        app = cast(asyncio.Protocol, self._h2()) if h2 else self._http1()
         transport.set_protocol(app)
         app.connection_made(transport)
         app.data_received(received)
