@@ -34,7 +34,7 @@ from lbd.tls.store import CertificateStore, issue
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-DEBIAN_PACKAGES = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk"}
+DEBIAN_PACKAGES = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk", "h2load": "nghttp2-client"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Scenario:
     path: str
     connections: int
     description: str
-    kind: str = "wrk"  # "wrk": load with wrk; "idle": memory per idle connection; "unsupported"
+    kind: str = "wrk"  # "wrk"; "h2load": HTTP/2 load; "idle": memory per idle connection; "unsupported"
     rules: int = 0  # listener rules the request goes through without matching (L7)
     close: bool = False  # a new connection per request
     tls: bool = False  # clients speak HTTPS to the load balancer (an EC P-256 certificate)
@@ -90,10 +90,10 @@ SCENARIOS = {
             "h2",
             "l7",
             "/small",
-            50,
-            "HTTP/2 with h2load",
-            kind="unsupported",
-            unsupported="lbd has no HTTP/2 yet",
+            10,
+            "HTTPS h2 (ALPN) to HTTP/1.1 targets, h2load -c10 -m100, small responses",
+            kind="h2load",
+            tls=True,
         ),
     )
 }
@@ -311,6 +311,7 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     rules = "".join(
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
+    alpn = " alpn h2,http/1.1" if scenario.kind == "h2load" else ""
     return f"""global
     nbthread {threads}
     maxconn 9000
@@ -320,7 +321,7 @@ defaults
     timeout client 60s
     timeout server 60s
 frontend fe
-    bind 127.0.0.1:{port}{f" ssl crt {cert}" if scenario.tls else ""}
+    bind 127.0.0.1:{port}{f" ssl crt {cert}" if scenario.tls else ""}{alpn}
 {rules}    default_backend be
 backend be
     balance roundrobin
@@ -344,7 +345,8 @@ def nginx_lb_conf(
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
     return main + (
         f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
-        f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''} reuseport backlog=4096; "
+        f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''}"
+        f"{' http2' if scenario.kind == 'h2load' else ''} reuseport backlog=4096; "
         + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")
         + "keepalive_requests 1000000; "
         f"{rules}location / {{ {proxy} }} }} }}\n"
@@ -422,6 +424,8 @@ def measure(
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
         if scenario.kind == "idle":
             return measure_idle(proc, port, scenario)
+        if scenario.kind == "h2load":
+            return measure_h2(proc, port, scenario, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
         url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
@@ -455,6 +459,45 @@ def measure(
             cpu_us_per_request=cpu / requests * 1e6,
             peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
         )
+
+
+def parse_h2load(output: str) -> dict[str, float]:
+    """Requests/sec, bytes/sec, requests done and failed, and the mean request time from h2load."""
+    finished = re.search(r"finished in [\d.]+s, ([\d.]+) req/s, ([\d.]+)([KMG]?B)/s", output)
+    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", output)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", output)
+    scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+    return {
+        "rps": float(finished.group(1)) if finished else 0.0,
+        "bytes_per_s": float(finished.group(2)) * scale[finished.group(3)] if finished else 0.0,
+        "requests": float(counts.group(1)) if counts else 0.0,
+        "errors": float(int(counts.group(1)) - int(counts.group(2))) if counts else 0.0,
+        "mean_ms": float(mean.group(1)) * UNITS[mean.group(2)] if mean else 0.0,
+    }
+
+
+def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: float) -> Sample:
+    """h2load: ``scenario.connections`` connections, 100 concurrent streams each, for ``seconds``."""
+    url = f"https://127.0.0.1:{port}{scenario.path}"
+    base = ["h2load", f"-c{scenario.connections}", "-m100", "-t1"]
+    subprocess.run([*base, "-n2000", url], capture_output=True, check=True)  # warm-up
+    cpu_before = proc.cpu_seconds() if proc else 0.0
+    run = subprocess.run(
+        [*base, f"-D{max(1, round(seconds))}", url], capture_output=True, text=True, check=True
+    )
+    cpu = (proc.cpu_seconds() - cpu_before) if proc else 0.0
+    stats = parse_h2load(run.stdout)
+    requests = max(stats["requests"], 1)
+    return Sample(
+        rps=stats["rps"],
+        bytes_per_s=stats["bytes_per_s"],
+        p50_ms=stats["mean_ms"],  # h2load reports no percentiles: the mean request time
+        p99_ms=0.0,
+        requests=int(stats["requests"]),
+        errors=int(stats["errors"]),
+        cpu_us_per_request=cpu / requests * 1e6,
+        peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
+    )
 
 
 def measure_idle(proc: Process | None, port: int, scenario: Scenario) -> Sample:

@@ -385,11 +385,19 @@ def _inherited_cross_zone(config: Config) -> dict[str, bool]:
     return inherited
 
 
+def application_alpn(lb: LoadBalancer, listener: Listener) -> list[str]:
+    """What an HTTPS listener offers: h2 then http/1.1 (ALB), narrowed by an alpn_policy if one is set."""
+    offered = ["h2", "http/1.1"] if lb.http2_enabled else ["http/1.1"]
+    if listener.alpn_policy == "None":
+        return offered
+    return [name for name in ALPN[listener.alpn_policy] if name in offered]
+
+
 def _listener_tls(config: Config, lb: LoadBalancer, listener: Listener, where: str) -> ListenerTls | None:
     if listener.protocol not in ("HTTPS", "TLS"):
         return None
-    # Application HTTPS offers http/1.1 until HTTP/2 lands; network TLS takes ELB's ALPN policy.
-    alpn = ["http/1.1"] if lb.type == "application" else ALPN[listener.alpn_policy]
+    # Network TLS takes ELB's ALPN policy; application HTTPS offers h2 unless http2_enabled is false.
+    alpn = application_alpn(lb, listener) if lb.type == "application" else ALPN[listener.alpn_policy]
     try:
         return ListenerTls(
             CertificateStore(config.certificates.store),

@@ -34,6 +34,7 @@ from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.listener.accept import Acceptor
+from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
 from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
 from lbd.listener.tracker import ConnectionTracker
@@ -277,8 +278,14 @@ class Worker:
             runtime = bound.runtime
             app: asyncio.Protocol
             if isinstance(runtime, HttpListenerRuntime):
-                # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
-                app = cast(asyncio.Protocol, HttpClientSide(runtime, tracker, pool, bound))
+                if runtime.tls is not None and "h2" in runtime.tls.alpn:
+                    # ALPN picks h2 or HTTP/1.1 once the handshake is done.
+                    app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))
+                elif runtime.listener.h2c:
+                    app = cast(asyncio.Protocol, PriorKnowledge(runtime, tracker, pool, bound))
+                else:
+                    # An extension type when compiled, not an asyncio.Protocol subclass: it has its methods.
+                    app = cast(asyncio.Protocol, HttpClientSide(runtime, tracker, pool, bound))
             else:
                 app = TcpClientSide(runtime, tracker)
             if runtime.tls is not None:

@@ -17,6 +17,7 @@ from benchmarks.harness import (
     haproxy_conf,
     lbd_conf,
     nginx_lb_conf,
+    parse_h2load,
     parse_wrk,
     ratio,
     table,
@@ -88,8 +89,29 @@ def test_table_reports_ratios_of_medians() -> None:
 
 
 def test_unsupported_scenarios_are_reported_not_run() -> None:
-    text = table([Result("h2", "lbd", 1, [], unsupported=SCENARIOS["h2"].unsupported)])
-    assert "h2          lbd       1 not supported: lbd has no HTTP/2 yet" in text
+    text = table([Result("grpc", "lbd", 1, [], unsupported="lbd has no gRPC yet")])
+    assert "grpc        lbd       1 not supported: lbd has no gRPC yet" in text
+
+
+def test_h2_scenario_offers_h2_by_alpn_on_every_load_balancer_and_parses_h2load() -> None:
+    h2 = SCENARIOS["h2"]
+    assert (h2.kind, h2.tls, h2.connections) == ("h2load", True, 10)
+    assert "ssl crt /c.pem alpn h2,http/1.1" in haproxy_conf(h2, 1, [2], 1, "/c.pem")
+    assert "listen 127.0.0.1:1 ssl http2" in nginx_lb_conf(Path("/tmp"), h2, 1, [2], 1, "/c.pem")
+    listener = parse_config(lbd_conf(h2, 1, 2, [3], 1, "/certs")).load_balancers[0].listeners[0]
+    assert listener.protocol == "HTTPS"  # lbd offers h2 by ALPN on HTTPS listeners by default
+    output = (
+        "finished in 5.00s, 1872.40 req/s, 104.52KB/s\n"
+        "requests: 9362 total, 9362 started, 9362 done, 9360 succeeded, 2 failed, 0 errored, 0 timeout\n"
+        "time for request:    62.29ms    563.10ms    259.47ms     60.24ms    71.95%\n"
+    )
+    assert parse_h2load(output) == {
+        "rps": 1872.40,
+        "bytes_per_s": 104.52 * 1024,
+        "requests": 9362.0,
+        "errors": 2.0,
+        "mean_ms": 259.47,
+    }
 
 
 def test_https_scenarios_terminate_tls_on_every_load_balancer() -> None:

@@ -73,12 +73,6 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
                     f"{lb.type} listeners with protocol {listener.protocol} are not served by this version "
                     f"of lbd yet (served: network TCP and TLS, application HTTP and HTTPS)",
                 )
-            elif lb.type == "application" and listener.alpn_policy == "HTTP2Only":
-                yield ConfigIssue(
-                    f"{where}.alpn_policy",
-                    "HTTP2Only needs HTTP/2, which this version of lbd does not serve yet "
-                    "(HTTPS listeners offer http/1.1)",
-                )
     for i, group in enumerate(config.target_groups):
         if group.protocol_version not in SERVED_PROTOCOL_VERSIONS:
             yield ConfigIssue(

@@ -365,6 +365,9 @@ class Listener(Model):
     instance_port: int | None = Field(None, ge=1, le=65535)
     stickiness: ClassicStickiness | None = None
     proxy_protocol: bool = False
+    # lbd extension: an application HTTP listener also takes cleartext HTTP/2 with prior knowledge (RFC
+    # 9113 3.3). ALB serves HTTP/2 on HTTPS listeners only.
+    h2c: bool = False
     # Open client connections a worker serves on this listener; more are closed at once and counted as
     # RejectedConnectionCount (ALB's connection limit, R16). None: no limit.
     max_connections: int | None = Field(None, ge=1)
@@ -446,6 +449,22 @@ class LoadBalancer(Model):
     instances: tuple[Target, ...] = ()
     health_check: ClassicHealthCheck | None = None
     connection_draining_seconds: int = Field(300, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _h2c(self) -> LoadBalancer:
+        for index, listener in enumerate(self.listeners):
+            if listener.h2c and (self.type != "application" or listener.protocol != "HTTP"):
+                raise ValueError(
+                    f"listeners[{index}].h2c: cleartext HTTP/2 is for HTTP listeners of application load "
+                    f"balancers (this is a {self.type} {listener.protocol} listener; HTTPS negotiates h2 "
+                    "by ALPN)"
+                )
+            if self.type == "application" and listener.alpn_policy == "HTTP2Only" and not self.http2_enabled:
+                raise ValueError(
+                    f"listeners[{index}].alpn_policy: HTTP2Only needs HTTP/2, which http2_enabled: false "
+                    "turns off"
+                )
+        return self
 
     @model_validator(mode="after")
     def _idle_range(self) -> LoadBalancer:

@@ -33,8 +33,15 @@ class HttpAccessLog:
         cipher, protocol, domain, certificate = client.tls_info or ("-", "-", "-", "-")
         origin = f"{self.scheme}://{host}{_port(host, self.port)}"
         url = exchange.url.decode("latin-1")
+        kind = "ws" if exchange.target_status == 101 else self.scheme
+        if _over_h2(client):
+            # ALB's types: h2 for HTTP/2 over TLS (lbd's h2c logs h2 too), grpcs for gRPC over TLS.
+            version = "2.0"
+            kind = (
+                "grpcs" if _header(exchange.headers, b"content-type").startswith("application/grpc") else "h2"
+            )
         entry: dict[str, Any] = {
-            "type": "ws" if exchange.target_status == 101 else self.scheme,
+            "type": kind,
             "time": timestamp(log.wall(now)),
             "elb": log.elb,
             "client:port": f"{client.peer[0]}:{client.peer[1]}",
@@ -93,6 +100,12 @@ class HttpAccessLog:
             "classification_reason": error.reason if error.desync else "-",
         }
         log.emit(entry)
+
+
+def _over_h2(client: HttpClientSide) -> bool:
+    from lbd.http.h2front import H2Stream  # not at import time: h2front imports the client side
+
+    return isinstance(client.transport, H2Stream)
 
 
 def _port(host: str, port: int) -> str:

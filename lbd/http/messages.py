@@ -67,7 +67,9 @@ def prepare_request(exchange: Exchange, listener: HttpListenerRuntime) -> Reques
         out += (name, b": ", value, b"\r\n")
     if rewritten.chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
-    if exchange.upgrade:
+    if exchange.upgrade and rewritten.upgrade.strip().lower() != b"h2c":
+        # Upgrade: h2c (RFC 7540 3.2, removed by RFC 9113) is not honoured: the request is served as
+        # HTTP/1.1 and the target never sees an offer to switch protocols on lbd's connection.
         out += (b"Connection: upgrade\r\nUpgrade: ", rewritten.upgrade, b"\r\n")
     out.append(b"\r\n")
     return RequestHead(

@@ -29,7 +29,7 @@ log = logging.getLogger("lbd.tls")
 
 # ELB's ALPN policies for network TLS listeners [N6], in ELB's preference order ("HTTP1Only: the ALPN
 # preference list is http/1.1, http/1.0", ...). OpenSSL picks the first of these the client also offers.
-# Application HTTPS offers http/1.1 until HTTP/2.
+# Application HTTPS offers h2 and http/1.1 (lbd.runtime.application_alpn).
 ALPN = {
     "HTTP1Only": ["http/1.1", "http/1.0"],
     "HTTP2Only": ["h2"],
