@@ -37,7 +37,6 @@ from lbd.health.classic import CLB_MATCHER, parse_target
 
 # Instance protocol -> the target-group protocol that talks to it.
 GROUP_PROTOCOL = {"HTTP": "HTTP", "HTTPS": "HTTPS", "TCP": "TCP", "SSL": "TLS"}
-DRAINING_DESCRIPTION = "Instance deregistration currently in progress"
 
 
 def group_name(lb: LoadBalancer, listener: Listener) -> str:
