@@ -159,7 +159,7 @@ def client_tls() -> ssl.SSLContext:
 
 
 async def test_health_check_targets_and_groups(setup: Setup) -> None:
-    status, body = await setup.proc.admin("GET", "/v1/target-groups")
+    _, body = await setup.proc.admin("GET", "/v1/target-groups")
     groups = {g["name"]: g for g in body["target_groups"]}
     assert {name.split(":")[0] for name in groups} == {"l7", "l7s", "l4", "l4s"}
     l7 = groups[f"l7:{setup.ports['http']}"]

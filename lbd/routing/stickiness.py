@@ -201,11 +201,11 @@ def block_cookie(block: bytes, prefix: bytes) -> str | None:
             line = block.rfind(b"\n", 0, at) + 1
             if block[line : line + 7].lower() == b"cookie:":
                 start = at + len(prefix)
-                end = start
-                size = len(block)
-                while end < size and block[end] not in b";\r\n":
-                    end += 1
-                return block[start:end].strip(b" \t").decode("latin-1")
+                end = block.find(b"\r", start)
+                if end < 0:
+                    end = len(block)
+                semicolon = block.find(b";", start, end)
+                return block[start : semicolon if semicolon >= 0 else end].strip(b" \t").decode("latin-1")
         at = block.find(prefix, at + 1)
     return None
 
