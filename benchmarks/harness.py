@@ -48,6 +48,7 @@ class Scenario:
     rules: int = 0  # listener rules the request goes through without matching (L7)
     close: bool = False  # a new connection per request
     tls: bool = False  # clients speak HTTPS to the load balancer (an EC P-256 certificate)
+    sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
 
 
@@ -66,6 +67,15 @@ SCENARIOS = {
             50,
             "L7 keep-alive through a 20-rule listener (no rule matches)",
             rules=20,
+        ),
+        Scenario(
+            "http-sticky",
+            "l7",
+            "/small",
+            50,
+            "http-small with lb_cookie stickiness: each request opens an AWSALB cookie, each response "
+            "refreshes it (haproxy: cookie insert; nginx has no cookie stickiness, so it runs http-small)",
+            sticky=True,
         ),
         Scenario("http-close", "l7", "/small", 50, "L7 with a new connection per request", close=True),
         Scenario(
@@ -282,7 +292,13 @@ def lbd_conf(
              actions: [{{type: forward, target_group: backends}}]}}"""
         for i in range(scenario.rules)
     )
-    return f"""node: {{workers: {workers}}}
+    sticky = ""
+    key_file = ""
+    if scenario.sticky:
+        sticky = "\n    stickiness: {enabled: true, type: lb_cookie, duration_seconds: 604800}"
+        key_file = f", stickiness_key_file: {Path(cert_store).parent / 'stickiness.keys'}"
+        (Path(cert_store).parent / "stickiness.keys").write_text(BENCH_KEY.hex() + "\n")
+    return f"""node: {{workers: {workers}{key_file}}}
 admin: {{listen: 127.0.0.1:{admin}}}
 certificates: {{store: {cert_store}}}
 load_balancers:
@@ -297,17 +313,32 @@ load_balancers:
 target_groups:
   - name: backends
     protocol: {group}
-    algorithm: round_robin
+    algorithm: round_robin{sticky}
     health_check: {{enabled: false}}
     targets:
 {target_lines}
 """
 
 
+BENCH_KEY = bytes(range(32))  # the sticky scenario's key file, so the harness can seal the clients' cookie
+
+
+def sticky_cookie(targets: list[int]) -> str:
+    """A Cookie header sticking to the first target: lbd's AWSALB (sealed as lbd seals it, for the
+    benchmark's group) and haproxy's SRV."""
+    from lbd.routing.stickiness import CookieSealer
+
+    plain = f"backends|127.0.0.1:{targets[0]}|{int(time.time())}".encode()
+    return f"Cookie: AWSALB={CookieSealer(BENCH_KEY, b'AWSALB').seal_bytes(plain)}; SRV=t0"
+
+
 def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int, cert: str = "") -> str:
     mode = "tcp" if scenario.layer == "l4" else "http"
-    servers = "\n".join(f"    server t{i} 127.0.0.1:{t}" for i, t in enumerate(targets))
+    cookie = " cookie t{i}" if scenario.sticky else ""
+    servers = "\n".join(f"    server t{i} 127.0.0.1:{t}{cookie.format(i=i)}" for i, t in enumerate(targets))
     keep = "    option http-keep-alive\n    http-reuse always\n" if mode == "http" else ""
+    if scenario.sticky:
+        keep += "    cookie SRV insert indirect nocache\n"
     rules = "".join(
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
@@ -429,6 +460,8 @@ def measure(
         scheme = "https" if scenario.tls and name != "direct" else "http"
         url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
+        if scenario.sticky:
+            headers += ["-H", sticky_cookie(targets)]
         # A short warm-up fills connection pools and caches, then the measured run.
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
         cpu_before = proc.cpu_seconds() if proc else 0.0

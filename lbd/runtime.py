@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
@@ -25,10 +26,12 @@ from lbd.upstream.target import Target
 if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
     from lbd.observe.access_log import AccessLog
+    from lbd.routing.stickiness import TargetStickiness
 
 log = logging.getLogger("lbd.targets")
 
 _NO_TARGETS: frozenset[Target] = frozenset()
+HTTP = ("HTTP", "HTTPS")
 
 
 class UnsupportedConfig(Exception):
@@ -96,6 +99,8 @@ class TargetGroupRuntime:
         )
         self.verify = config.verify
         self.checks_enabled = config.health_check.enabled
+        # Cookie stickiness, set by Snapshot.build (it holds the keys); None: the balancer alone picks.
+        self.sticky: TargetStickiness | None = None
         self.fail_open = False
         self.zonal_failover = False
         self.ramping: dict[Target, float] = {}  # target -> when its slow start began
@@ -353,12 +358,14 @@ class Snapshot:
             )
             for tg in config.target_groups
         }
+        _stickiness(config, target_groups)
         listeners: dict[ListenerKey, ListenerRuntime] = {}
         for lb_index, lb in enumerate(config.load_balancers):
             for l_index, listener in enumerate(lb.listeners):
                 where = f"load_balancers[{lb_index}].listeners[{l_index}]"
                 key = listener_key(listener)
-                kind = HttpListenerRuntime if lb.type == "application" else ListenerRuntime
+                layer7 = lb.type == "application" or (lb.type == "classic" and listener.protocol in HTTP)
+                kind = HttpListenerRuntime if layer7 else ListenerRuntime
                 runtime = kind(
                     key,
                     lb,
@@ -370,6 +377,32 @@ class Snapshot:
                 runtime.tls = _listener_tls(config, lb, listener, where)
                 listeners[key] = runtime
         return cls(generation, config, target_groups, listeners)
+
+
+def _stickiness(config: Config, target_groups: Mapping[str, TargetGroupRuntime]) -> None:
+    """Cookie stickiness per target group, sealed with the key file's keys (re-read on every reload, so a
+    key prepended to the file rotates); the group stickiness of weighted forwards uses the same keys."""
+    from lbd.classic import classic_stickiness
+    from lbd.routing import stickiness
+
+    try:
+        keys = stickiness.load_keys(stickiness_key_file(config))
+    except (OSError, stickiness.KeyFileError) as exc:
+        raise UnsupportedConfig(f"node.stickiness_key_file: {exc}") from None
+    stickiness.use_keys(keys)
+    classic = classic_stickiness(config)
+    for name, group in target_groups.items():
+        scope, listener_stickiness = classic.get(name, (name, None))
+        group.sticky = stickiness.target_stickiness(
+            group, scope, group.config.protocol, group.config.stickiness, listener_stickiness, keys
+        )
+
+
+def stickiness_key_file(config: Config) -> str | None:
+    """node.stickiness_key_file, else stickiness.keys in the state directory when one is configured."""
+    if config.node.stickiness_key_file:
+        return config.node.stickiness_key_file
+    return str(Path(config.state_dir) / "stickiness.keys") if config.state_dir else None
 
 
 def _inherited_cross_zone(config: Config) -> dict[str, bool]:
@@ -394,10 +427,16 @@ def application_alpn(lb: LoadBalancer, listener: Listener) -> list[str]:
 
 
 def _listener_tls(config: Config, lb: LoadBalancer, listener: Listener, where: str) -> ListenerTls | None:
-    if listener.protocol not in ("HTTPS", "TLS"):
+    if listener.protocol not in ("HTTPS", "TLS", "SSL"):
         return None
-    # Network TLS takes ELB's ALPN policy; application HTTPS offers h2 unless http2_enabled is false.
-    alpn = application_alpn(lb, listener) if lb.type == "application" else ALPN[listener.alpn_policy]
+    # Network TLS takes ELB's ALPN policy; application HTTPS offers h2 unless http2_enabled is false; classic
+    # HTTPS offers http/1.1 and classic SSL none (CLB negotiates no ALPN beyond HTTP/1.1).
+    if lb.type == "application":
+        alpn = application_alpn(lb, listener)
+    elif listener.protocol == "HTTPS":
+        alpn = ["http/1.1"]
+    else:
+        alpn = ALPN[listener.alpn_policy]
     try:
         return ListenerTls(
             CertificateStore(config.certificates.store),

@@ -27,6 +27,7 @@ from typing import cast
 
 import uvloop
 
+from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
 from lbd.http.access import HttpAccessLog
@@ -214,7 +215,7 @@ class Worker:
     def _prepare(self, generation: int, config_text: str, config_path: object, overlay: Overlay) -> Message:
         try:
             config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            snapshot = Snapshot.build(apply_overlay(config, overlay), generation, self.stats)
+            snapshot = Snapshot.build(apply_overlay(expand(config), overlay), generation, self.stats)
         except (ConfigError, UnsupportedConfig) as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)

@@ -11,6 +11,7 @@ Paths choose the behaviour:
   /ws              101 Switching Protocols, then echo raw bytes (a stand-in for WebSocket frames)
   /sleep/MS        200 after MS milliseconds
   /health          ``health_status`` (200 unless a test changes it; 0 = never answer)
+  /set-cookie/NAME 200 "hello from <name>" with ``Set-Cookie: NAME=<name>; Max-Age=3600; Path=/``
   anything else    200 "hello from <name>"
 """
 
@@ -53,8 +54,10 @@ class HttpBackend:
     server: asyncio.Server | None = None
     open_writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
-    async def start(self, tls: ssl.SSLContext | None = None) -> HttpBackend:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+    async def start(
+        self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> HttpBackend:
+        self.server = await asyncio.start_server(self._serve, host, port, ssl=tls)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -205,6 +208,9 @@ class HttpBackend:
             send(h11.EndOfMessage())
         else:
             body = f"hello from {self.name}\n".encode()
+            cookie = []
+            if path.startswith("/set-cookie/"):
+                cookie = [("Set-Cookie", f"{path.rsplit('/', 1)[1]}={self.name}; Max-Age=3600; Path=/")]
             send(
                 h11.Response(
                     status_code=200,
@@ -212,6 +218,7 @@ class HttpBackend:
                         ("Content-Length", str(len(body))),
                         ("X-Backend", self.name),
                         ("X-Seen-Connection", str(seen.connection)),
+                        *cookie,
                     ],
                 )
             )

@@ -53,25 +53,12 @@ def http2_group(tmp: Path) -> dict[str, Any]:
     return config
 
 
-def classic(tmp: Path) -> dict[str, Any]:
-    return {
-        "load_balancers": [
-            {
-                "name": "old",
-                "type": "classic",
-                "listeners": [
-                    {
-                        "protocol": "TCP",
-                        "port": free_port(),
-                        "address": "127.0.0.1",
-                        "instance_protocol": "TCP",
-                        "instance_port": free_port(),
-                    }
-                ],
-                "instances": [{"id": "127.0.0.1"}],
-            }
-        ]
-    }
+def bad_key_file(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    keys = tmp / "stickiness.keys"
+    keys.write_text("not a key\n")
+    config["node"]["stickiness_key_file"] = str(keys)
+    return config
 
 
 def udp(tmp: Path) -> dict[str, Any]:
@@ -115,7 +102,7 @@ CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
         http2_group,
         "target_groups[0].protocol_version: HTTP2 target groups are not served by this version of lbd yet",
     ),
-    ("classic load balancer", classic, "load_balancers[0].type: classic load balancers are not served"),
+    ("stickiness key file without keys", bad_key_file, "node.stickiness_key_file: "),
     ("UDP listener", udp, "load_balancers[0].listeners[0].protocol: network listeners with protocol UDP"),
     ("GRPC health check", grpc_check, "target_groups[0].health_check.protocol: GRPC health checks are not"),
     ("two listeners on one port", port_twice, "load_balancers[1].listeners[0].port: 127.0.0.1:"),

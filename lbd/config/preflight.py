@@ -5,8 +5,9 @@ the only thing ``lbd check`` runs, so the two cannot drift apart: a file ``lbd c
 fail at start for a reason ``lbd check`` could have seen. Beyond the schema and the cross-references
 (``parse_config``) it refuses what a valid file asks for but this build cannot do:
 
-- features that validate but are not served yet (HTTP/2 and gRPC target groups, classic load balancers,
-  UDP listeners, gRPC health checks): binding a port and serving nothing on it would be worse;
+- features that validate but are not served yet (HTTP/2 and gRPC target groups, UDP listeners, gRPC
+  health checks): binding a port and serving nothing on it would be worse;
+- a stickiness key file that exists but does not hold keys;
 - certificates the listeners name that the store does not hold, or that do not load;
 - an ``admin.token_file`` that cannot be read or is empty.
 
@@ -21,11 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lbd.classic import expand
 from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
 from lbd.config.schema import Config
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
-SERVED_LISTENERS = {"network": ("TCP", "TLS"), "application": ("HTTP", "HTTPS")}
+SERVED_LISTENERS = {
+    "network": ("TCP", "TLS"),
+    "application": ("HTTP", "HTTPS"),
+    "classic": ("HTTP", "HTTPS", "TCP", "SSL"),
+}
 SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS")
 SERVED_PROTOCOL_VERSIONS = ("HTTP1",)
 
@@ -48,11 +54,13 @@ def load_for_run(path: str | Path) -> LoadedConfig:
     issues = startup_issues(config)
     if issues:
         raise ConfigError([with_line(issue, text) for issue in issues])
-    return LoadedConfig(config, text, absolute)
+    # Classic listeners become listeners forwarding to target groups of their instances (lbd/classic.py),
+    # after the checks, so that every error names a key of the file.
+    return LoadedConfig(expand(config), text, absolute)
 
 
 def startup_issues(config: Config) -> list[ConfigIssue]:
-    return [*_unsupported(config), *_certificates(config), *_token_file(config)]
+    return [*_unsupported(config), *_certificates(config), *_token_file(config), *_key_file(config)]
 
 
 def _unsupported(config: Config) -> Iterator[ConfigIssue]:
@@ -62,7 +70,7 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
             yield ConfigIssue(
                 f"load_balancers[{i}].type",
                 f"{lb.type} load balancers are not served by this version of lbd yet "
-                "(served: application, network)",
+                "(served: application, network, classic)",
             )
             continue
         for j, listener in enumerate(lb.listeners):
@@ -97,7 +105,7 @@ def _certificates(config: Config) -> Iterator[ConfigIssue]:
     store = CertificateStore(config.certificates.store)
     for i, lb in enumerate(config.load_balancers):
         for j, listener in enumerate(lb.listeners):
-            if listener.protocol not in ("HTTPS", "TLS") or not listener.certificates:
+            if listener.protocol not in ("HTTPS", "TLS", "SSL") or not listener.certificates:
                 continue
             where = f"load_balancers[{i}].listeners[{j}]"
             try:
@@ -121,6 +129,22 @@ def _token_file(config: Config) -> Iterator[ConfigIssue]:
         return
     if not token:
         yield ConfigIssue("admin.token_file", f"{name} is empty")
+
+
+def _key_file(config: Config) -> Iterator[ConfigIssue]:
+    # Only a file that exists is read: an absent one is created by the first lbd run (lbd check writes
+    # nothing).
+    from lbd.routing.stickiness import KeyFileError, read_key_file
+    from lbd.runtime import stickiness_key_file
+
+    name = stickiness_key_file(config)
+    if not name or not Path(name).exists():
+        return
+    try:
+        read_key_file(name)
+    except (OSError, UnicodeDecodeError, KeyFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        yield ConfigIssue("node.stickiness_key_file", reason)
 
 
 def read_token(config: Config) -> str | None:

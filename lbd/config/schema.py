@@ -66,6 +66,10 @@ class Node(Model):
     zone: str = Field("zone-a", min_length=1, max_length=64)
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     shutdown_timeout_seconds: float = Field(30.0, ge=0, le=3600)
+    # The keys stickiness cookies are sealed with (one hex key per line, newest first); created on first
+    # start when absent. Nodes that share it honour each other's cookies. Default: stickiness.keys in
+    # state_dir when that is set, else a key that lives as long as the lbd process.
+    stickiness_key_file: str | None = None
 
 
 class Admin(Model):

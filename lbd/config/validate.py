@@ -32,6 +32,7 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         *_listeners(config),
         *_bindings(config),
         *_admin(config),
+        *_stickiness(config),
     ]
 
 
@@ -100,6 +101,18 @@ def _classic_listener(listener: Listener, where: str) -> Iterator[ConfigIssue]:
         yield ConfigIssue(
             where, "classic listeners forward to their instances; default_actions and rules are not allowed"
         )
+    # CLB: proxy protocol for TCP and SSL back ends; cookie stickiness on HTTP and HTTPS listeners.
+    if listener.proxy_protocol and listener.instance_protocol not in LAYER4:
+        yield ConfigIssue(
+            f"{where}.proxy_protocol",
+            f"PROXY protocol goes to TCP or SSL instances; {listener.instance_protocol} instances get "
+            "X-Forwarded-For",
+        )
+    if listener.stickiness is not None and listener.protocol in LAYER4:
+        yield ConfigIssue(
+            f"{where}.stickiness",
+            f"cookie stickiness needs an HTTP or HTTPS listener, not {listener.protocol}",
+        )
 
 
 def _actions(
@@ -148,6 +161,32 @@ def _actions(
             version = group.protocol_version
             if version != "HTTP1" and listener.protocol != "HTTPS":
                 yield ConfigIssue(key, f"{version} target groups need an HTTPS listener (ALB rule)")
+
+
+def _stickiness(config: Config) -> Iterator[ConfigIssue]:
+    """Cookie stickiness for HTTP and HTTPS groups, source_ip for the network ones (ELB's types)."""
+    for i, lb in enumerate(config.load_balancers):
+        for j, listener in enumerate(lb.listeners):
+            if lb.type != "classic" and listener.proxy_protocol:
+                yield ConfigIssue(
+                    f"load_balancers[{i}].listeners[{j}].proxy_protocol",
+                    "only classic listeners take proxy_protocol (target groups have proxy_protocol_v2)",
+                )
+    for i, group in enumerate(config.target_groups):
+        sticky = group.stickiness
+        if not sticky.enabled:
+            continue
+        where = f"target_groups[{i}].stickiness.type"
+        layer7 = group.protocol in ("HTTP", "HTTPS")
+        if layer7 and sticky.type == "source_ip":
+            yield ConfigIssue(where, f"{group.protocol} target groups stick by lb_cookie or app_cookie")
+        elif not layer7 and sticky.type != "source_ip":
+            yield ConfigIssue(where, f"{group.protocol} target groups stick by source_ip only")
+        elif not layer7 and group.algorithm != "flow_hash":
+            yield ConfigIssue(
+                f"target_groups[{i}].algorithm",
+                "source_ip stickiness hashes the client address: it needs flow_hash (the default)",
+            )
 
 
 def _bindings(config: Config) -> Iterator[ConfigIssue]:

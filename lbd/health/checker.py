@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from lbd.config.schema import Config, TargetGroup
 from lbd.health.probes import ProbeSpec, probe
-from lbd.health.state import Matcher, ProbeResult, TargetHealth
+from lbd.health.state import DRAINING, Matcher, ProbeResult, TargetHealth
 
 log = logging.getLogger("lbd.health")
 
@@ -59,6 +59,10 @@ def probe_spec(group: TargetGroup, target_id: str, port: int) -> ProbeSpec | Non
         path=check.path,
         matcher=Matcher(check.matcher) if check.protocol in ("HTTP", "HTTPS") else None,
     )
+
+
+# CLB's DescribeInstanceHealth while connection draining runs (AWS: "Configure connection draining").
+CLASSIC_DRAINING = "Instance deregistration currently in progress"
 
 
 class HealthChecker:
@@ -150,13 +154,17 @@ class HealthChecker:
             if check.group != group:
                 continue
             target_id, _, port = check.key.rpartition(":")
+            health = check.health.as_dict()
+            if ":" in group and health.get("state") == DRAINING:
+                # A classic load balancer's group (lbd/classic.py): CLB's words for connection draining.
+                health["description"] = CLASSIC_DRAINING
             out.append(
                 {
                     "id": target_id,
                     "port": int(port),
                     "zone": check.zone,
                     "weight": check.weight,
-                    **check.health.as_dict(),
+                    **health,
                 }
             )
         return out

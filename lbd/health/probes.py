@@ -22,7 +22,7 @@ MAX_RESPONSE_HEAD = 64 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    protocol: str  # TCP | HTTP | HTTPS
+    protocol: str  # TCP | HTTP | HTTPS | SSL (classic)
     host: str
     port: int
     timeout: float
@@ -43,7 +43,7 @@ _TLS = _insecure_context()
 async def probe(spec: ProbeSpec) -> ProbeResult:
     try:
         async with asyncio.timeout(spec.timeout):
-            if spec.protocol == "TCP":
+            if spec.protocol in ("TCP", "SSL"):
                 return await _tcp(spec)
             return await _http(spec)
     except TimeoutError:
@@ -53,7 +53,10 @@ async def probe(spec: ProbeSpec) -> ProbeResult:
 
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
-    _, writer = await asyncio.open_connection(spec.host, spec.port)
+    # SSL (Classic Load Balancers): the check passes when the TLS handshake completes.
+    _, writer = await asyncio.open_connection(
+        spec.host, spec.port, ssl=_TLS if spec.protocol == "SSL" else None
+    )
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()

@@ -19,7 +19,7 @@ from lbd.http.errors import HttpError
 from lbd.http.messages import HOP_BY_HOP
 from lbd.routing.actions import Forward, Redirect
 from lbd.routing.request import RequestView
-from lbd.routing.stickiness import CookieSealer, cookie_key
+from lbd.routing.stickiness import CookieSealer, current_keys
 from lbd.routing.table import RuleTable
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class HttpDispatcher:
         lb = runtime.load_balancer
         self.runtime = runtime
         self.table: RuleTable[TargetGroupRuntime] = RuleTable(
-            listener, target_groups, CookieSealer(cookie_key(), b"AWSALBTG")
+            listener, target_groups, CookieSealer(current_keys(), b"AWSALBTG")
         )
         self.listener_port = listener.port
         self.port = str(listener.port).encode()

@@ -13,8 +13,8 @@ cdef class Exchange:
     cdef public HttpClientSide client
     cdef public str method, version, desync_reason, action, redirect_url, error_reason
     cdef public str classification, classification_reason
-    cdef public bytes url, early_tunnel_data, set_cookie, _head, host, trace_id
-    cdef public object _headers, head_block, _tried, _pending_body, target_group
+    cdef public bytes url, early_tunnel_data, set_cookie, sticky_cookie, _head, host, trace_id
+    cdef public object _headers, head_block, _tried, _pending_body, target_group, sticky
     cdef public bint keep_alive, keep_client, upgrade, head_request, chunked_request, request_complete
     cdef public bint close_target, response_started, response_done, _response_chunked, _response_close
     cdef public bint _target_until_close, _switching
@@ -28,7 +28,7 @@ cdef class Exchange:
     cpdef void start_fast(self, bytes block, bytes host, Py_ssize_t host_at) except *
     @cython.locals(decision=RouteDecision)
     cpdef void _dispatch(self, object listener, bytes head) except *
-    @cython.locals(target=Target, conn=HttpTargetSide)
+    @cython.locals(target=Target, conn=HttpTargetSide, sticky=object)
     cpdef void _forward(self, bytes head) except *
     @cython.locals(pending=object)
     cpdef void _attach(self, HttpTargetSide conn, bytes head) except *
@@ -42,8 +42,10 @@ cdef class Exchange:
         self, int status, bytes reason, list headers, bint target_keep_alive) except *
     @cython.locals(stats=ListenerStats, now=double)
     cpdef void _response_begins(self, int status) except *
-    @cython.locals(end=bytes)
+    @cython.locals(end=bytes, cookies=bytes)
     cpdef void response_fast(self, int status, bytes head, bytes body, bint target_keep_alive) except *
+    @cython.locals(cookies=bytes)
+    cpdef bytes _sticky_response(self, bytes head, object headers)
     cpdef void response_body(self, bytes chunk) except *
     @cython.locals(conn=HttpTargetSide)
     cpdef void response_complete(self, bint keep_alive) except *

@@ -19,11 +19,13 @@ from lbd.http import errors, fastpath, messages
 from lbd.http.errors import StopParsing
 from lbd.http.flow import PAUSE_BACKPRESSURE, PAUSE_CONNECTING
 from lbd.observe.ratelimit import CONNECT_WARNINGS
+from lbd.routing.stickiness import head_sets, response_sets
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
     from lbd.http.proxy import HttpClientSide
     from lbd.http.upstream import HttpTargetSide
+    from lbd.routing.stickiness import TargetStickiness
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
 log = logging.getLogger("lbd.http")
@@ -65,6 +67,8 @@ class Exchange:
         self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
         self.close_target = False
         self.set_cookie = b""
+        self.sticky: TargetStickiness | None = None  # the target group's target stickiness, when it has one
+        self.sticky_cookie = b""  # its Set-Cookie lines for the chosen target
         self._head = b""
         self._connect_error_status = 502
         self._tried: frozenset[Target] | set[Target] = _NO_TARGETS
@@ -160,7 +164,13 @@ class Exchange:
         if group is None:
             self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
             return
-        target = group.pick(None, self._tried)
+        sticky = group.sticky
+        if sticky is None:
+            target = group.pick(None, self._tried)
+        else:
+            # Target stickiness (lbd/routing/stickiness.py): a cookie may name the target before balancing.
+            self.sticky = sticky
+            target, self.sticky_cookie = sticky.pick(self, group, self._tried)
         if target is None:
             if self._tried:
                 self._respond_error(self._connect_error_status, "TargetConnectionError")
@@ -323,7 +333,7 @@ class Exchange:
                 framing.headers,
                 chunked=framing.chunked,
                 close=not self.keep_client,
-                extra=self.set_cookie,
+                extra=self.set_cookie if self.sticky is None else self._sticky_response(b"", headers),
             )
         )
         if status == 101:
@@ -357,11 +367,24 @@ class Exchange:
         self._response_begins(status)
         self._response_close = not target_keep_alive
         self.response_started = True
+        cookies = self.set_cookie if self.sticky is None else self._sticky_response(head, None)
         if self.keep_client:
-            end = b"%b\r\n" % self.set_cookie if self.set_cookie else b"\r\n"
+            end = b"%b\r\n" % cookies if cookies else b"\r\n"
         else:
-            end = b"Connection: close\r\n%b\r\n" % self.set_cookie
+            end = b"Connection: close\r\n%b\r\n" % cookies
         self.client.write(b"%b%b%b" % (head, end, body))
+
+    def _sticky_response(self, head: bytes, headers: list[tuple[bytes, bytes]] | None) -> bytes:
+        """The Set-Cookie lines of a response under target stickiness: the group's, the target's, and those
+        the target's own Set-Cookie (an application cookie) calls for."""
+        sticky = self.sticky
+        assert sticky is not None
+        cookies = self.set_cookie + self.sticky_cookie
+        if sticky.needs_response and self.target is not None:
+            app = sticky.app_cookie_name
+            sets = response_sets(headers, app) if headers is not None else head_sets(head, app)
+            cookies += sticky.response_cookies(self, self.target, sets)
+        return cookies
 
     def response_body(self, chunk: bytes) -> None:
         if self._response_chunked:

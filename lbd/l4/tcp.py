@@ -23,6 +23,7 @@ import logging
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
+from lbd.l4.proxy_protocol import encode_v1
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.access_log import timestamp
 from lbd.upstream.target import Target
@@ -234,6 +235,11 @@ class TcpClientSide(asyncio.Protocol):
 
     def _flow_key(self, transport: asyncio.Transport) -> bytes:
         # NLB hashes protocol, source IP:port and destination IP:port (R19), so a flow keeps its target.
+        # With source_ip stickiness only the client's address is hashed: all its flows go to one target.
+        group = self.listener.target_group
+        sticky = group.config.stickiness if group is not None else None
+        if sticky is not None and sticky.enabled and sticky.type == "source_ip":
+            return f"ip|{self.peer[0]}".encode()
         sockname = transport.get_extra_info("sockname") or ("", 0)
         return f"tcp|{self.peer[0]}|{self.peer[1]}|{sockname[0]}|{sockname[1]}".encode()
 
@@ -302,12 +308,21 @@ class TcpClientSide(asyncio.Protocol):
         self.target = target_side.target
         assert target_side.transport is not None
         pending, self._pending = self._pending, None
-        if pending:
-            target_side.transport.write(b"".join(pending))
+        header = self._proxy_header() if self.listener.listener.proxy_protocol else b""
+        if pending or header:
+            target_side.transport.write(header + b"".join(pending or ()))
         if self._client_eof:
             target_side.transport.write_eof()
         else:
             self.transport.resume_reading()
+
+    def _proxy_header(self) -> bytes:
+        # Classic TCP and SSL listeners with proxy_protocol: a PROXY v1 line ahead of the client's bytes,
+        # naming the client and the address it connected to (AWS: "Configure proxy protocol support for
+        # your Classic Load Balancer").
+        assert self.transport is not None
+        sockname = self.transport.get_extra_info("sockname") or ("", 0)
+        return encode_v1(self.peer, (sockname[0], sockname[1]))
 
     # -- idle timeout --------------------------------------------------------------------------------
 
