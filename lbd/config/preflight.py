@@ -6,7 +6,7 @@ fail at start for a reason ``lbd check`` could have seen. Beyond the schema and 
 (``parse_config``) it refuses what a valid file asks for but this build cannot do:
 
 - features that validate but are not served yet (HTTP/2 and gRPC target groups, classic load balancers,
-  UDP listeners, gRPC health checks): binding a port and serving nothing on it would be worse;
+  gRPC health checks): binding a port and serving nothing on it would be worse;
 - certificates the listeners name that the store does not hold, or that do not load;
 - an ``admin.token_file`` that cannot be read or is empty.
 
@@ -25,7 +25,7 @@ from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
 from lbd.config.schema import Config
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
-SERVED_LISTENERS = {"network": ("TCP", "TLS"), "application": ("HTTP", "HTTPS")}
+SERVED_LISTENERS = {"network": ("TCP", "TLS", "UDP", "TCP_UDP"), "application": ("HTTP", "HTTPS")}
 SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS")
 SERVED_PROTOCOL_VERSIONS = ("HTTP1",)
 
@@ -71,7 +71,7 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
                 yield ConfigIssue(
                     f"{where}.protocol",
                     f"{lb.type} listeners with protocol {listener.protocol} are not served by this version "
-                    f"of lbd yet (served: network TCP and TLS, application HTTP and HTTPS)",
+                    f"of lbd yet (served: network TCP, TLS, UDP and TCP_UDP, application HTTP and HTTPS)",
                 )
             elif lb.type == "application" and listener.alpn_policy == "HTTP2Only":
                 yield ConfigIssue(

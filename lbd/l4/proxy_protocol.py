@@ -140,7 +140,7 @@ def _same_family(
 
 
 def encode_v1(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
-    """``PROXY TCP4|TCP6 src dst sport dport\\r\\n`` for a TCP connection from ``source`` to ``destination``."""
+    """``PROXY TCP4|TCP6 src dst sport dport\\r\\n`` for a TCP connection from source to destination."""
     src, dst = _same_family(source, destination)
     proto = "TCP4" if src.version == 4 else "TCP6"
     return f"PROXY {proto} {src} {dst} {int(source[1])} {int(destination[1])}\r\n".encode("ascii")
