@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from lbd.l4.proxy_protocol import (
     encode_v1,
     encode_v2,
 )
+from lbd.tls.store import CertificateStore, issue
 from tests.http_backend import HttpBackend
 from tests.lbdproc import Lbd, application_config, free_port, http_request, wait_for
 
@@ -427,3 +429,76 @@ async def test_proxy_accepted_on_an_http_listener(
     status, _, metrics = await http_request(proc.admin_port, "GET", "/metrics")
     expected = f'lbd_proxy_protocol_errors_total{{listener="HTTP:{port}",load_balancer="alb"}} 5.0'
     assert expected in metrics.decode()
+
+
+# -- under TLS: the header before the handshake; ALPN and SNI onward ------------------------------------
+
+
+async def test_proxy_under_tls_listeners(
+    lbd: LbdFactory, http_backends: Callable[[str], Awaitable[HttpBackend]], tmp_path: Path
+) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["site.test"]))
+    backend = await http_backends("b1")
+    target = await HeaderTarget().start()
+    https_port, tls_port = free_port(), free_port()
+    config = application_config(https_port, [backend.port])
+    config["certificates"] = {"store": str(store.directory)}
+    config["load_balancers"][0]["listeners"][0].update(
+        protocol="HTTPS",
+        certificates=["site"],
+        accept_proxy_protocol={"trusted_sources": ["127.0.0.1/32"]},
+    )
+    config["load_balancers"].append(
+        {
+            "name": "nlb",
+            "type": "network",
+            "listeners": [
+                {
+                    "protocol": "TLS",
+                    "port": tls_port,
+                    "address": "127.0.0.1",
+                    "certificates": ["site"],
+                    "alpn_policy": "HTTP2Optional",
+                    "default_actions": [{"type": "forward", "target_group": "pool"}],
+                }
+            ],
+        }
+    )
+    config["target_groups"].append(
+        {
+            "name": "pool",
+            "protocol": "TCP",
+            "proxy_protocol_v2": True,
+            "health_check": {"enabled": False},
+            "targets": [{"id": "127.0.0.1", "port": target.port}],
+        }
+    )
+    proc = lbd(config)
+    await proc.wait_ready()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    # HTTPS behind another load balancer: PROXY header in the clear, then the TLS handshake.
+    reader, writer = await asyncio.open_connection("127.0.0.1", https_port)
+    writer.write(encode_v1(("198.51.100.77", 1234), ("192.0.2.1", 443)))
+    await writer.start_tls(context, server_hostname="site.test")
+    writer.write(b"GET /who HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+    assert (await reader.read()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert backend.requests[-1].header("x-forwarded-for") == "198.51.100.77"
+
+    # A TLS listener sends the negotiated ALPN and the client's SNI to a PROXY v2 target.
+    context.set_alpn_protocols(["http/1.1"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", tls_port, ssl=context, server_hostname="site.test"
+    )
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    writer.close()
+    (header,) = target.headers
+    tlvs = dict(header.tlvs)
+    assert tlvs[0x01] == b"http/1.1"
+    assert tlvs[0x02] == b"site.test"
+    assert header.destination == ("127.0.0.1", tls_port)
