@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,9 @@ from lbd.l4.proxy_protocol import (
     encode_v2,
 )
 from lbd.tls.store import CertificateStore, issue
+from tests.certs import self_signed
 from tests.http_backend import HttpBackend
-from tests.lbdproc import Lbd, application_config, free_port, http_request, wait_for
+from tests.lbdproc import Lbd, application_config, free_port, http_request, network_config, wait_for
 
 LbdFactory = Callable[..., Lbd]
 
@@ -502,3 +505,52 @@ async def test_proxy_under_tls_listeners(
     assert tlvs[0x01] == b"http/1.1"
     assert tlvs[0x02] == b"site.test"
     assert header.destination == ("127.0.0.1", tls_port)
+
+
+def tls_target_after_header(context: ssl.SSLContext, headers: list[SpecHeader]) -> tuple[socket.socket, int]:
+    """A target that reads a PROXY v2 header in the clear, then speaks TLS (a thread: blocking sockets)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # the test closed the server
+            with conn:
+                fixed = conn.recv(16, socket.MSG_WAITALL)
+                rest = conn.recv(int.from_bytes(fixed[14:16], "big"), socket.MSG_WAITALL)
+                headers.append(spec_decode(fixed + rest))
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.sendall(tls.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1]
+
+
+async def test_proxy_v2_to_a_tls_group_goes_before_the_handshake(lbd: LbdFactory, tmp_path: Path) -> None:
+    headers: list[SpecHeader] = []
+    server, target_port = tls_target_after_header(self_signed().server_context(tmp_path), headers)
+    port = free_port()
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["site.test"]))
+    config = network_config(port, [target_port], protocol="TLS", proxy_protocol_v2=True)
+    config["certificates"] = {"store": str(store.directory)}
+    config["load_balancers"][0]["listeners"][0].update(protocol="TLS", certificates=["site"])
+    proc = lbd(config)
+    await proc.wait_ready()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="site.test"
+    )
+    writer.write(b"encrypted both ways")
+    assert await reader.readexactly(19) == b"encrypted both ways"
+    address = writer.get_extra_info("sockname")
+    client = (address[0], address[1])
+    writer.close()
+    (header,) = headers
+    assert header.command == 1 and header.source == client
+    assert header.destination == ("127.0.0.1", port)
+    server.close()
