@@ -296,3 +296,24 @@ async def test_flows_move_off_a_target_whose_health_checks_fail(
     checks[0].close()
     for client in clients:
         client.close()
+
+
+async def test_ipv6_flows_keep_one_socket_each(
+    lbd: LbdFactory, hosts: Callable[[str, bytes], Any], tmp_path: Path
+) -> None:
+    target = await hosts("::1", b"six")
+    port = free_port(socket.SOCK_DGRAM)
+    config = udp_config(port, [target], tmp_path / "access.log")
+    config["load_balancers"][0]["listeners"][0]["address"] = "::1"
+    proc = lbd(config)
+    await proc.wait_ready()
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(("::1", port))
+        for i in range(5):
+            sock.send(b"%d" % i)
+            assert await asyncio.wait_for(loop.sock_recv(sock, 100), 5) == b"six:%d" % i
+    # recvfrom gives IPv6 addresses with flowinfo and scope id: still one flow, one socket to the target.
+    assert len(target.udp.clients) == 1
+    assert (await listener_stats(proc))["udp_new_flows"] == 1

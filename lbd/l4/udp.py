@@ -34,6 +34,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from lbd.observe.access_log import timestamp
+from lbd.observe.ratelimit import RateLimitedLog
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ log = logging.getLogger("lbd.l4")
 BATCH = 64  # datagrams per readiness callback: enough to amortise the callback, bounded for fairness
 MAX_DATAGRAM = 65535
 SWEEPS_PER_TIMEOUT = 4
+# A datagram with no target is logged, but not every one of a flood of them.
+UDP_WARNINGS = RateLimitedLog()
 _TRANSIENT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS})
 
 
@@ -121,7 +124,9 @@ class UdpListenerSide:
             stats.udp_dropped_packets += 1
             stats.processed_packets += 1
             return None
-        flow = UdpFlow(self, runtime, (client[0], client[1]), target)
+        # Keyed by the address exactly as recvfrom gives it (IPv6: with flowinfo and scope id), which is
+        # also what sendto needs.
+        flow = UdpFlow(self, runtime, client, target)
         if not flow.connect(target):
             stats.udp_dropped_packets += 1
             stats.processed_packets += 1
@@ -148,7 +153,8 @@ class UdpListenerSide:
             "%s %s: UDP flow from %s:%s moves from target %s to %s",
             runtime.load_balancer.name,
             runtime.name,
-            *flow.client,
+            flow.client[0],
+            flow.client[1],
             flow.target.label,
             target.label,
         )
@@ -168,12 +174,15 @@ class UdpListenerSide:
         key = f"udp|{client[0]}|{client[1]}|{self.local[0]}|{self.local[1]}".encode()
         target: Target | None = group.pick(key)
         if target is None:
-            log.warning(
+            UDP_WARNINGS.warning(
+                log,
+                f"no-target:{runtime.key}",
                 "%s %s: no routable target in target group %s; dropping datagrams from %s:%s",
                 runtime.load_balancer.name,
                 runtime.name,
                 group.name,
-                *client,
+                client[0],
+                client[1],
             )
         return target
 
