@@ -44,12 +44,15 @@ class Scenario:
     path: str
     connections: int
     description: str
-    kind: str = "wrk"  # "wrk"; "h2load": HTTP/2 load; "idle": memory per idle connection; "unsupported"
+    kind: str = (
+        "wrk"  # "wrk"; "h2load": HTTP/2 load; "idle": memory per idle connection; "udp"; "unsupported"
+    )
     rules: int = 0  # listener rules the request goes through without matching (L7)
     close: bool = False  # a new connection per request
     tls: bool = False  # clients speak HTTPS to the load balancer (an EC P-256 certificate)
     sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
+    proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
 
 
 SCENARIOS = {
@@ -57,6 +60,22 @@ SCENARIOS = {
     for s in (
         Scenario("tcp-small", "l4", "/small", 50, "L4 TCP, small keep-alive HTTP requests spliced through"),
         Scenario("tcp-bulk", "l4", "/1m", 10, "L4 TCP, 1 MiB responses (throughput)"),
+        Scenario(
+            "tcp-small-ppv2",
+            "l4",
+            "/small",
+            50,
+            "tcp-small with a PROXY header to targets that require one (v2; nginx stream sends v1)",
+            proxy_v2=True,
+        ),
+        Scenario(
+            "udp",
+            "l4",
+            "",
+            64,
+            "UDP request/response datagrams (64 bytes, DNS-like) over 64 flows, 4 outstanding each",
+            kind="udp",
+        ),
         Scenario(
             "http-small", "l7", "/small", 50, "L7 HTTP/1.1 keep-alive, small responses, one forward rule"
         ),
@@ -180,7 +199,10 @@ def wait_port(port: int, timeout: float = 20) -> None:
 
 
 class Process:
-    def __init__(self, command: list[str], log: Path, ready_port: int, ready_url: str | None = None) -> None:
+    def __init__(
+        self, command: list[str], log: Path, ready_port: int | None, ready_url: str | None = None
+    ) -> None:
+        """``ready_port``: a TCP port to wait for (None: a UDP listener; measure_udp waits for it)."""
         self.log = log
         with log.open("ab") as out:
             self.popen = subprocess.Popen(
@@ -189,7 +211,8 @@ class Process:
         try:
             if ready_url:
                 _wait_url(ready_url)
-            wait_port(ready_port)
+            if ready_port is not None:
+                wait_port(ready_port)
         except Exception:
             self.stop()
             raise RuntimeError(f"{command[0]} did not start; log:\n{log.read_text()[-2000:]}") from None
@@ -252,16 +275,18 @@ def _wait_url(url: str, timeout: float = 30) -> None:
 # -- configs ------------------------------------------------------------------------------------------------
 
 
-def nginx_backend_conf(tmp: Path, ports: list[int]) -> str:
+def nginx_backend_conf(tmp: Path, ports: list[int], proxy_ports: list[int]) -> str:
+    """``ports`` serve plain HTTP; ``proxy_ports`` the same, behind a required PROXY header (v1 or v2)."""
     (tmp / "www").mkdir(exist_ok=True)
     (tmp / "www/1m").write_bytes(os.urandom(1024 * 1024))
     for path in (tmp / "www", tmp / "www/1m"):
         path.chmod(0o755)
+    listens = [(port, "") for port in ports] + [(port, " proxy_protocol") for port in proxy_ports]
     servers = "\n".join(
-        f"""server {{ listen 127.0.0.1:{port} reuseport backlog=4096; access_log off;
+        f"""server {{ listen 127.0.0.1:{port}{proxy} reuseport backlog=4096; access_log off;
            location = /small {{ return 200 "hello from {port}\\n"; }}
            location = /1m {{ root {tmp}/www; }} }}"""
-        for port in ports
+        for port, proxy in listens
     )
     return _nginx_main(tmp, "backend", 1) + f"http {{ keepalive_requests 1000000; {servers} }}\n"
 
@@ -279,6 +304,9 @@ def lbd_conf(
     lb_type, listener, group = (
         ("network", "TCP", "TCP") if scenario.layer == "l4" else ("application", "HTTP", "HTTP")
     )
+    if scenario.kind == "udp":
+        listener = group = "UDP"
+    proxy = "\n    proxy_protocol_v2: true" if scenario.proxy_v2 else ""
     tls = ""
     if scenario.tls:
         listener = "HTTPS"
@@ -313,7 +341,7 @@ load_balancers:
 target_groups:
   - name: backends
     protocol: {group}
-    algorithm: round_robin{sticky}
+    algorithm: round_robin{sticky}{proxy}
     health_check: {{enabled: false}}
     targets:
 {target_lines}
@@ -335,7 +363,10 @@ def sticky_cookie(targets: list[int]) -> str:
 def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int, cert: str = "") -> str:
     mode = "tcp" if scenario.layer == "l4" else "http"
     cookie = " cookie t{i}" if scenario.sticky else ""
-    servers = "\n".join(f"    server t{i} 127.0.0.1:{t}{cookie.format(i=i)}" for i, t in enumerate(targets))
+    send_proxy = " send-proxy-v2" if scenario.proxy_v2 else ""
+    servers = "\n".join(
+        f"    server t{i} 127.0.0.1:{t}{cookie.format(i=i)}{send_proxy}" for i, t in enumerate(targets)
+    )
     keep = "    option http-keep-alive\n    http-reuse always\n" if mode == "http" else ""
     if scenario.sticky:
         keep += "    cookie SRV insert indirect nocache\n"
@@ -366,11 +397,15 @@ def nginx_lb_conf(
     upstream = "".join(f"server 127.0.0.1:{t}; " for t in targets)
     main = _nginx_main(tmp, "lb", workers)
     if scenario.layer == "l4":
+        # UDP: one session per client address until proxy_timeout, like lbd's flows (and NLB's 120 s).
+        udp = scenario.kind == "udp"
+        listen = f"{port} udp reuseport; proxy_timeout 120s" if udp else f"{port} reuseport"
+        proxy_protocol = " proxy_protocol on;" if scenario.proxy_v2 else ""
         return (
             "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
             + main
-            + f"stream {{ upstream be {{ {upstream} }} server {{ listen 127.0.0.1:{port} reuseport; "
-            f"proxy_pass be; }} }}\n"
+            + f"stream {{ upstream be {{ {upstream} }} server {{ listen 127.0.0.1:{listen}; "
+            f"proxy_pass be;{proxy_protocol} }} }}\n"
         )
     proxy = 'proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
@@ -396,6 +431,7 @@ def load_balancer(
         return
     port = free_port()
     log = tmp / f"{name}.log"
+    ready = None if scenario.kind == "udp" else port
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
@@ -403,20 +439,20 @@ def load_balancer(
         proc = Process(
             [sys.executable, "-m", "lbd", "run", "-c", str(conf), "--log-level", "warning"],
             log,
-            port,
+            ready,
             f"http://127.0.0.1:{admin}/readyz",
         )
     elif name.startswith("floor"):
         command = ["-m", "benchmarks.floor", "--listen", str(port), "--target", str(targets[0])]
-        proc = Process([sys.executable, *command, *(["--http"] if name == "floor-http" else [])], log, port)
+        proc = Process([sys.executable, *command, *(["--http"] if name == "floor-http" else [])], log, ready)
     elif name == "haproxy":
         conf = tmp / "haproxy.cfg"
         conf.write_text(haproxy_conf(scenario, port, targets, workers, str(tmp / "certs/bench.pem")))
-        proc = Process(["haproxy", "-db", "-f", str(conf)], log, port)
+        proc = Process(["haproxy", "-db", "-f", str(conf)], log, ready)
     else:
         conf = tmp / "nginx-lb.conf"
         conf.write_text(nginx_lb_conf(tmp, scenario, port, targets, workers, str(tmp / "certs/bench.pem")))
-        proc = Process(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], log, port)
+        proc = Process(["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"], log, ready)
     try:
         yield proc, port
     finally:
@@ -457,6 +493,8 @@ def measure(
             return measure_idle(proc, port, scenario)
         if scenario.kind == "h2load":
             return measure_h2(proc, port, scenario, seconds)
+        if scenario.kind == "udp":
+            return measure_udp(proc, port, scenario, tmp, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
         url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
@@ -533,6 +571,63 @@ def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: flo
     )
 
 
+UDP_DEPTH = 4  # requests outstanding per flow
+UDP_SIZE = 64  # bytes per datagram, a small DNS query or answer
+
+
+def udpload(tmp: Path) -> Path:
+    """benchmarks/udpload.c, compiled once per run: a client cheap enough not to be what is measured."""
+    binary = tmp / "udpload"
+    if not binary.exists():
+        source = Path(__file__).resolve().parent / "udpload.c"
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def measure_udp(proc: Process | None, port: int, scenario: Scenario, tmp: Path, seconds: float) -> Sample:
+    """Answered datagrams per second (requests; each is two datagrams through the load balancer, in and
+    out) and the load balancer's CPU per answered request."""
+    binary = str(udpload(tmp))
+    flows, depth, size = str(scenario.connections), str(UDP_DEPTH), str(UDP_SIZE)
+    if proc is not None:
+        wait_udp(port)
+    subprocess.run([binary, "load", str(port), flows, depth, "1", size], capture_output=True, check=True)
+    cpu_before = proc.cpu_seconds() if proc else 0.0
+    run = subprocess.run(
+        [binary, "load", str(port), flows, depth, str(max(1, round(seconds))), size],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cpu = (proc.cpu_seconds() - cpu_before) if proc else 0.0
+    values = dict(line.split() for line in run.stdout.splitlines())
+    received, elapsed = int(values["received"]), float(values["seconds"])
+    return Sample(
+        rps=received / elapsed,
+        bytes_per_s=received * UDP_SIZE * 2 / elapsed,
+        p50_ms=0.0,
+        p99_ms=0.0,
+        requests=received,
+        errors=int(values["resent"]) // UDP_DEPTH,  # flows that stalled (datagrams lost) and were refilled
+        cpu_us_per_request=cpu / max(received, 1) * 1e6,
+        peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
+    )
+
+
+def wait_udp(port: int, timeout: float = 20) -> None:
+    """Until a datagram sent to ``port`` is answered (the load balancer and its targets are up)."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        sock.connect(("127.0.0.1", port))
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                sock.send(b"ping")
+                sock.recv(2048)
+                return
+        raise RuntimeError(f"nothing answers UDP on {port}")
+
+
 def measure_idle(proc: Process | None, port: int, scenario: Scenario) -> Sample:
     """Open many keep-alive connections, one request each, leave them idle: RSS growth per connection."""
     assert proc is not None
@@ -591,12 +686,15 @@ def run(
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
+                elif scenario.kind == "udp" and name in ("haproxy", "floor", "floor-http"):
+                    result.unsupported = "no UDP proxy (HAProxy's is Enterprise-only)"
                 else:
                     plan.append((scenario, name, workers))
     with tempfile.TemporaryDirectory(prefix="lbd-bench-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
         targets = [free_port(), free_port()]
+        proxy_targets = [free_port(), free_port()]  # the same backends behind a required PROXY header
         # One certificate for every load balancer's HTTPS scenarios, kept in an lbd certificate store.
         CertificateStore(tmp / "certs").put(issue("bench", ["bench.test"]))
         backend = Process(
@@ -605,13 +703,18 @@ def run(
                 "-p",
                 str(tmp),
                 "-c",
-                _write(tmp / "backend.conf", nginx_backend_conf(tmp, targets)),
+                _write(tmp / "backend.conf", nginx_backend_conf(tmp, targets, proxy_targets)),
                 "-g",
                 "daemon off;",
             ],
             tmp / "backend.log",
             targets[-1],
         )
+        # UDP echo targets on the same port numbers as the HTTP ones (another protocol, another socket).
+        echoes = []
+        if any(s.kind == "udp" for s, _, _ in plan):
+            binary = str(udpload(tmp))
+            echoes = [subprocess.Popen([binary, "echo", str(t)], start_new_session=True) for t in targets]
         try:
             total = len(plan) * repetitions
             done = 0
@@ -623,12 +726,16 @@ def run(
                             done += 1
                             what = f"{scenario.name} {name} x{workers} (run {repetition + 1})"
                             print(progress(done, total, what), end="", file=sys.stderr, flush=True)
+                            to = proxy_targets if scenario.proxy_v2 else targets
                             results[(scenario.name, name, workers)].samples.append(
-                                measure(name, scenario, tmp, targets, workers, seconds)
+                                measure(name, scenario, tmp, to, workers, seconds)
                             )
             print(file=sys.stderr)
         finally:
             backend.stop()
+            for echo in echoes:
+                echo.kill()
+                echo.wait()
     return list(results.values())
 
 
@@ -650,13 +757,13 @@ def ratio(a: float, b: float) -> str:
 
 def table(results: list[Result]) -> str:
     rows = [
-        f"{'scenario':<11} {'lb':<8} {'wk':>2} {'req/s':>9} {'MB/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'scenario':<14} {'lb':<8} {'wk':>2} {'req/s':>9} {'MB/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'CPU us/req':>10} {'RSS MiB':>8} {'KiB/conn':>8} {'errors':>6}  "
         "vs haproxy / nginx (req/s; CPU/req)",
     ]
     by_key = {(r.scenario, r.load_balancer, r.workers): r for r in results}
     for r in results:
-        head = f"{r.scenario:<11} {r.load_balancer:<8} {r.workers:>2}"
+        head = f"{r.scenario:<14} {r.load_balancer:<8} {r.workers:>2}"
         if r.unsupported:
             rows.append(f"{head} not supported: {r.unsupported}")
             continue

@@ -17,6 +17,7 @@ from pathlib import Path
 COMPILED = (
     "lbd.listener.tracker",
     "lbd.l4.tcp",
+    "lbd.l4.udp",
     "lbd.http.fastpath",
     "lbd.http.messages",
     "lbd.http.proxy",

@@ -7,6 +7,7 @@ accepted on, so requests in flight finish on the Snapshot they started with.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import random
@@ -294,6 +295,15 @@ class ListenerRuntime:
         )
         self.flow_log: AccessLog | None = None  # network listeners' access log; set by the worker
         self.tls: ListenerTls | None = None  # HTTPS and TLS listeners
+        self.udp_idle_timeout = float(listener.udp_idle_timeout_seconds)
+        accept = listener.accept_proxy_protocol
+        # Sources allowed to send a PROXY header (and then required to); empty: PROXY not accepted.
+        self.proxy_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+            tuple(ipaddress.ip_network(cidr, strict=False) for cidr in accept.trusted_sources)
+            if accept is not None
+            else ()
+        )
+        self.proxy_timeout = accept.timeout_seconds if accept is not None else 0.0
 
 
 class ListenerSlot(Protocol):
@@ -325,9 +335,10 @@ class HttpListenerRuntime(ListenerRuntime):
         self.rewrite_request = self.dispatcher.rewrite_request
 
 
-def listener_key(listener: Listener) -> ListenerKey:
-    transport = "udp" if listener.protocol == "UDP" else "tcp"
-    return ListenerKey(listener.address, listener.port, transport)
+def listener_keys(listener: Listener) -> tuple[ListenerKey, ...]:
+    """The sockets a listener needs: TCP_UDP takes the same port over both transports."""
+    transports = {"UDP": ("udp",), "TCP_UDP": ("tcp", "udp")}.get(listener.protocol, ("tcp",))
+    return tuple(ListenerKey(listener.address, listener.port, transport) for transport in transports)
 
 
 class Snapshot:
@@ -363,11 +374,11 @@ class Snapshot:
         for lb_index, lb in enumerate(config.load_balancers):
             for l_index, listener in enumerate(lb.listeners):
                 where = f"load_balancers[{lb_index}].listeners[{l_index}]"
-                key = listener_key(listener)
+                keys = listener_keys(listener)
                 layer7 = lb.type == "application" or (lb.type == "classic" and listener.protocol in HTTP)
                 kind = HttpListenerRuntime if layer7 else ListenerRuntime
                 runtime = kind(
-                    key,
+                    keys[0],
                     lb,
                     listener,
                     target_groups,
@@ -375,7 +386,8 @@ class Snapshot:
                     generation,
                 )
                 runtime.tls = _listener_tls(config, lb, listener, where)
-                listeners[key] = runtime
+                for key in keys:
+                    listeners[key] = runtime  # TCP_UDP: both sockets serve the same listener
         return cls(generation, config, target_groups, listeners)
 
 

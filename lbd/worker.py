@@ -34,8 +34,10 @@ from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
+from lbd.l4.udp import UdpListenerSide
 from lbd.listener.accept import Acceptor
 from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
+from lbd.listener.proxy import ClientAddressShim, ProxiedClient, ProxyHeaderReceiver, assign_client
 from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
 from lbd.listener.tracker import ConnectionTracker
@@ -56,7 +58,7 @@ class BoundListener:
     key: ListenerKey
     sock: socket.socket
     runtime: ListenerRuntime
-    server: Acceptor | None = None
+    server: Acceptor | UdpListenerSide | None = None
 
 
 @dataclass
@@ -273,10 +275,12 @@ class Worker:
         tracker = self.tracker
         pool = self.pool
         assert pool is not None
+        if bound.key.transport == "udp":
+            bound.server = UdpListenerSide(bound.sock, bound)
+            bound.server.start()
+            return
 
-        def accept() -> asyncio.BaseProtocol:
-            # Read at accept time, so a reload re-points new connections without touching the socket.
-            runtime = bound.runtime
+        def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
             if isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
@@ -288,10 +292,20 @@ class Worker:
                     # An extension type when compiled, not an asyncio.Protocol subclass: it has its methods.
                     app = cast(asyncio.Protocol, HttpClientSide(runtime, tracker, pool, bound))
             else:
-                app = TcpClientSide(runtime, tracker)
+                app = cast(asyncio.Protocol, TcpClientSide(runtime, tracker))
+            if client is not None:
+                assign_client(app, client)  # before connection_made: TCP hashes the flow there
             if runtime.tls is not None:
-                return tls_protocol(app, runtime.tls.context, runtime.stats)
+                inner = app if client is None else cast(asyncio.Protocol, ClientAddressShim(app, client))
+                return tls_protocol(inner, runtime.tls.context, runtime.stats)
             return app
+
+        def accept() -> asyncio.BaseProtocol:
+            # Read at accept time, so a reload re-points new connections without touching the socket.
+            runtime = bound.runtime
+            if runtime.proxy_sources:
+                return ProxyHeaderReceiver(runtime, serve)
+            return serve(runtime, None)
 
         def admit(pending: int) -> bool:
             # max_connections (per worker): over it, a connection is closed at once (RejectedConnectionCount).

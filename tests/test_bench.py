@@ -73,6 +73,17 @@ def test_peer_configs_match_the_scenario() -> None:
     assert "keepalive 64" in nginx_lb_conf(Path("/tmp"), l7, 1, [2, 3], 1)
 
 
+def test_udp_and_proxy_scenarios_configure_every_load_balancer_alike() -> None:
+    udp, ppv2 = SCENARIOS["udp"], SCENARIOS["tcp-small-ppv2"]
+    lbd = parse_config(lbd_conf(udp, 18080, 19900, [18001], 1))
+    assert lbd.load_balancers[0].listeners[0].protocol == "UDP"
+    assert lbd.target_groups[0].protocol == "UDP"
+    assert "listen 127.0.0.1:1 udp reuseport" in nginx_lb_conf(Path("/tmp"), udp, 1, [2], 1)
+    assert parse_config(lbd_conf(ppv2, 18080, 19900, [18001], 1)).target_groups[0].proxy_protocol_v2
+    assert "server t0 127.0.0.1:2 send-proxy-v2" in haproxy_conf(ppv2, 1, [2], 1)
+    assert "proxy_protocol on;" in nginx_lb_conf(Path("/tmp"), ppv2, 1, [2], 1)
+
+
 def test_table_reports_ratios_of_medians() -> None:
     def result(name: str, rps: list[float], cpu: list[float], workers: int = 1) -> Result:
         samples = [Sample(r, 0, 1, 2, 100, 0, c, 10) for r, c in zip(rps, cpu, strict=True)]

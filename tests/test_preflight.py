@@ -61,10 +61,27 @@ def bad_key_file(tmp: Path) -> dict[str, Any]:
     return config
 
 
-def udp(tmp: Path) -> dict[str, Any]:
+def udp_accepting_proxy(tmp: Path) -> dict[str, Any]:
     config = network_config(free_port(), [free_port()])
+    listener = config["load_balancers"][0]["listeners"][0]
+    listener["protocol"] = "UDP"
+    listener["accept_proxy_protocol"] = {"trusted_sources": ["127.0.0.0/8"]}
+    config["target_groups"][0]["protocol"] = "UDP"
+    return config
+
+
+def proxy_v2_on_udp_group(tmp: Path) -> dict[str, Any]:
+    config = network_config(free_port(), [free_port()], proxy_protocol_v2=True)
     config["load_balancers"][0]["listeners"][0]["protocol"] = "UDP"
     config["target_groups"][0]["protocol"] = "UDP"
+    return config
+
+
+def bad_trusted_source(tmp: Path) -> dict[str, Any]:
+    config = application_config(free_port(), [free_port()])
+    config["load_balancers"][0]["listeners"][0]["accept_proxy_protocol"] = {
+        "trusted_sources": ["10.0.0.0/8", "10.0.0.300/32"]
+    }
     return config
 
 
@@ -103,7 +120,21 @@ CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
         "target_groups[0].protocol_version: HTTP2 target groups are not served by this version of lbd yet",
     ),
     ("stickiness key file without keys", bad_key_file, "node.stickiness_key_file: "),
-    ("UDP listener", udp, "load_balancers[0].listeners[0].protocol: network listeners with protocol UDP"),
+    (
+        "UDP listener accepting PROXY",
+        udp_accepting_proxy,
+        "load_balancers[0].listeners[0].accept_proxy_protocol: UDP listeners cannot accept PROXY headers",
+    ),
+    (
+        "PROXY v2 to a UDP group",
+        proxy_v2_on_udp_group,
+        "target_groups[0].proxy_protocol_v2: only TCP, TLS and TCP_UDP target groups send it",
+    ),
+    (
+        "trusted source not a CIDR",
+        bad_trusted_source,
+        "load_balancers[0].listeners[0].accept_proxy_protocol.trusted_sources[1]: must be a CIDR",
+    ),
     ("GRPC health check", grpc_check, "target_groups[0].health_check.protocol: GRPC health checks are not"),
     ("two listeners on one port", port_twice, "load_balancers[1].listeners[0].port: 127.0.0.1:"),
     ("admin port on a listener's", admin_on_listener_port, "is already used by admin.listen"),

@@ -5,8 +5,8 @@ the only thing ``lbd check`` runs, so the two cannot drift apart: a file ``lbd c
 fail at start for a reason ``lbd check`` could have seen. Beyond the schema and the cross-references
 (``parse_config``) it refuses what a valid file asks for but this build cannot do:
 
-- features that validate but are not served yet (HTTP/2 and gRPC target groups, UDP listeners, gRPC
-  health checks): binding a port and serving nothing on it would be worse;
+- features that validate but are not served yet (HTTP/2 and gRPC target groups, gRPC health checks):
+  binding a port and serving nothing on it would be worse;
 - a stickiness key file that exists but does not hold keys;
 - certificates the listeners name that the store does not hold, or that do not load;
 - an ``admin.token_file`` that cannot be read or is empty.
@@ -28,7 +28,7 @@ from lbd.config.schema import Config
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
 SERVED_LISTENERS = {
-    "network": ("TCP", "TLS"),
+    "network": ("TCP", "TLS", "UDP", "TCP_UDP"),
     "application": ("HTTP", "HTTPS"),
     "classic": ("HTTP", "HTTPS", "TCP", "SSL"),
 }
@@ -79,7 +79,7 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
                 yield ConfigIssue(
                     f"{where}.protocol",
                     f"{lb.type} listeners with protocol {listener.protocol} are not served by this version "
-                    f"of lbd yet (served: network TCP and TLS, application HTTP and HTTPS)",
+                    f"of lbd yet (served: network TCP, TLS, UDP and TCP_UDP, application HTTP and HTTPS)",
                 )
     for i, group in enumerate(config.target_groups):
         if group.protocol_version not in SERVED_PROTOCOL_VERSIONS:

@@ -356,6 +356,25 @@ class ClassicStickiness(Model):
         return self
 
 
+class AcceptProxyProtocol(Model):
+    """PROXY protocol (v1 or v2, detected) on a listener behind another load balancer. Only connections
+    from ``trusted_sources`` may (and must) send a header, so no other client can forge its address."""
+
+    trusted_sources: tuple[str, ...] = Field(min_length=1)
+    # The spec asks for a few seconds, at least 3 (one TCP retransmission).
+    timeout_seconds: float = Field(5.0, ge=0.1, le=60)
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, text in enumerate(value):
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"[{index}]: must be a CIDR such as 10.0.0.0/8, got {text!r}") from None
+        return value
+
+
 class Listener(Model):
     protocol: Literal["HTTP", "HTTPS", "TCP", "UDP", "TCP_UDP", "TLS", "SSL"]
     port: int = Field(ge=1, le=65535)
@@ -372,6 +391,9 @@ class Listener(Model):
     # lbd extension: an application HTTP listener also takes cleartext HTTP/2 with prior knowledge (RFC
     # 9113 3.3). ALB serves HTTP/2 on HTTPS listeners only.
     h2c: bool = False
+    accept_proxy_protocol: AcceptProxyProtocol | None = None
+    # NLB forgets a UDP flow after 120 s without datagrams; shorter here for tests and short-lived flows.
+    udp_idle_timeout_seconds: float = Field(120.0, ge=0.1, le=6000)
     # Open client connections a worker serves on this listener; more are closed at once and counted as
     # RejectedConnectionCount (ALB's connection limit, R16). None: no limit.
     max_connections: int | None = Field(None, ge=1)
@@ -391,6 +413,15 @@ class Listener(Model):
     @classmethod
     def _default_actions(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
         return _check_actions(value) if value else value
+
+    @model_validator(mode="after")
+    def _proxy_over_udp(self) -> Listener:
+        if self.accept_proxy_protocol is not None and self.protocol == "UDP":
+            raise ValueError(
+                "accept_proxy_protocol: UDP listeners cannot accept PROXY headers "
+                "(on TCP_UDP the TCP half does)"
+            )
+        return self
 
     @field_validator("rules")
     @classmethod
@@ -567,6 +598,10 @@ class TargetGroup(Model):
     deregistration_delay_seconds: int = Field(300, ge=0, le=3600)
     connect_timeout_seconds: float = Field(10.0, ge=0.1, le=60)
     proxy_protocol_v2: bool = False
+    # Sent in the AWS 0xEA TLV of every PROXY v2 header (NLB sends the VPC endpoint id, vpce-...).
+    proxy_protocol_endpoint_id: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"
+    )
     stickiness: TargetGroupStickiness = TargetGroupStickiness()
     health_check: HealthCheck
     minimum_healthy_targets: MinimumHealthy = MinimumHealthy()
@@ -584,6 +619,10 @@ class TargetGroup(Model):
             )
         if self.protocol_version != "HTTP1" and self.protocol not in ("HTTP", "HTTPS"):
             raise ValueError(f"protocol_version: {self.protocol_version} needs an HTTP or HTTPS target group")
+        if self.proxy_protocol_v2 and self.protocol not in ("TCP", "TLS", "TCP_UDP"):
+            raise ValueError(
+                f"proxy_protocol_v2: only TCP, TLS and TCP_UDP target groups send it, not {self.protocol}"
+            )
         if (self.verify or self.ca_bundle) and self.protocol not in ("HTTPS", "TLS"):
             raise ValueError(
                 f"verify: only HTTPS and TLS target groups talk TLS to targets, not {self.protocol}"

@@ -58,6 +58,7 @@ def probe_spec(group: TargetGroup, target_id: str, port: int) -> ProbeSpec | Non
         timeout=float(check.timeout_seconds),
         path=check.path,
         matcher=Matcher(check.matcher) if check.protocol in ("HTTP", "HTTPS") else None,
+        proxy_protocol=group.proxy_protocol_v2,
     )
 
 

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import h11
 
 from lbd.health.state import FAILED_HEALTH_CHECKS, RESPONSE_CODE_MISMATCH, TIMEOUT, Matcher, ProbeResult
+from lbd.l4.proxy_protocol import encode_v2
 
 USER_AGENT = "lbd-HealthChecker/1.0"
 MAX_RESPONSE_HEAD = 64 * 1024
+PROXY_LOCAL = encode_v2(None, None, local=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,9 @@ class ProbeSpec:
     timeout: float
     path: str = "/"
     matcher: Matcher | None = None
+    # The group sends PROXY v2 to its targets: checks send the LOCAL command first, as NLB's do, so a
+    # target that requires the header accepts them.
+    proxy_protocol: bool = False
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -53,10 +58,14 @@ async def probe(spec: ProbeSpec) -> ProbeResult:
 
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
-    # SSL (Classic Load Balancers): the check passes when the TLS handshake completes.
-    _, writer = await asyncio.open_connection(
-        spec.host, spec.port, ssl=_TLS if spec.protocol == "SSL" else None
-    )
+    if spec.protocol == "SSL":
+        # SSL (Classic Load Balancers): the check passes when the TLS handshake completes.
+        _, writer = await asyncio.open_connection(spec.host, spec.port, ssl=_TLS)
+    else:
+        _, writer = await asyncio.open_connection(spec.host, spec.port)
+        if spec.proxy_protocol:
+            writer.write(PROXY_LOCAL)
+            await writer.drain()
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -74,7 +83,8 @@ async def _http(spec: ProbeSpec) -> ProbeResult:
             target=spec.path,
             headers=[("Host", f"{host}:{spec.port}"), ("User-Agent", USER_AGENT), ("Connection", "close")],
         )
-        writer.write(client.send(request) + client.send(h11.EndOfMessage()))
+        prefix = PROXY_LOCAL if spec.proxy_protocol else b""
+        writer.write(prefix + client.send(request) + client.send(h11.EndOfMessage()))
         while True:
             event = client.next_event()
             if event is h11.NEED_DATA:

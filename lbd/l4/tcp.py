@@ -13,6 +13,14 @@ Everything a flow does is a callback; the only coroutine is the target connect (
   passes resets through (TCP_Client_Reset_Count / TCP_Target_Reset_Count).
 - Idle timeout: NLB's 350 s by default. Checked by a timer every half timeout against a byte counter, so
   the hot path pays one integer add; a flow is closed after between 1 and 1.5 timeouts without traffic.
+- PROXY protocol v2 (``proxy_protocol_v2`` on the group): the header goes first on the target connection,
+  with the client's addresses (the real ones when a trusted PROXY header brought them), a unique id, the
+  ALPN and SNI of a TLS listener, and the AWS 0xEA TLV when an endpoint id is configured. On plain TCP it
+  rides in the first write with whatever the client sent meanwhile; for TLS target groups it is sent on
+  the raw socket before the handshake, as NLB does.
+
+Both protocols are extension types when compiled (tcp.pxd): typed fields, counters as C integers, no
+``asyncio.Protocol`` base (uvloop only needs the methods).
 """
 
 from __future__ import annotations
@@ -20,16 +28,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
-from lbd.l4.proxy_protocol import encode_v1
+from lbd.l4.proxy_protocol import (
+    PP2_TYPE_ALPN,
+    PP2_TYPE_AUTHORITY,
+    PP2_TYPE_UNIQUE_ID,
+    aws_vpce_tlv,
+    encode_v1,
+    encode_v2,
+    tlv,
+)
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.access_log import timestamp
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
-    from lbd.runtime import ListenerRuntime
+    from lbd.runtime import ListenerRuntime, TargetGroupRuntime
 
 log = logging.getLogger("lbd.l4")
 
@@ -38,29 +57,18 @@ log = logging.getLogger("lbd.l4")
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
+# PROXY v2 UNIQUE_ID: a random prefix per process and a counter, unique per flow without a syscall each.
+_ID_PREFIX = os.urandom(8)
+_flow_ids = [0]
 
-class TcpClientSide(asyncio.Protocol):
+
+def _unique_id() -> bytes:
+    _flow_ids[0] += 1
+    return _ID_PREFIX + _flow_ids[0].to_bytes(8, "big")
+
+
+class TcpClientSide:
     """The accepted client connection of one flow; owns the flow's lifetime."""
-
-    __slots__ = (
-        "_client_eof",
-        "_connect_task",
-        "_created_at",
-        "_idle_handle",
-        "_loop",
-        "_moved",
-        "_moved_at_check",
-        "_pending",
-        "_quiet_checks",
-        "_received",
-        "_target_eof",
-        "_tracker",
-        "listener",
-        "peer",
-        "target",
-        "target_side",
-        "transport",
-    )
 
     def __init__(self, listener: ListenerRuntime, tracker: ConnectionTracker) -> None:
         self.listener = listener
@@ -68,7 +76,10 @@ class TcpClientSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.target_side: TcpTargetSide | None = None
         self.target: Target | None = None
+        # Set before connection_made by a PROXY header from a trusted source; else read from the socket.
         self.peer: tuple[str, int] = ("", 0)
+        self.destination: tuple[str, int] = ("", 0)
+        self.proxy_header: bytes | None = None
         self._pending: list[bytes] | None = []
         self._client_eof = False
         self._target_eof = False
@@ -80,6 +91,7 @@ class TcpClientSide(asyncio.Protocol):
         self._moved_at_check = 0
         self._quiet_checks = 0
         self._loop = asyncio.get_running_loop()
+        self._stats = listener.stats
 
     # -- client socket callbacks -------------------------------------------------------------------
 
@@ -95,16 +107,29 @@ class TcpClientSide(asyncio.Protocol):
         stats.active_connections += 1
         self._tracker.add(self)
         self._created_at = monotonic()
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = (peer[0], peer[1])
-        self._connect_task = self._loop.create_task(self._connect(self._flow_key(transport)))
+        if not self.peer[0]:
+            peer = transport.get_extra_info("peername")
+            if peer:
+                self.peer = (peer[0], peer[1])
+            local = transport.get_extra_info("sockname")
+            if local:
+                self.destination = (local[0], local[1])
+        group = self.listener.target_group
+        if group is not None and group.config.proxy_protocol_v2:
+            self.proxy_header = self._proxy_v2(transport, group.config.proxy_protocol_endpoint_id)
+        elif self.listener.listener.proxy_protocol:
+            # Classic TCP and SSL listeners with proxy_protocol: a PROXY v1 line ahead of the client's bytes,
+            # naming the client and the address it connected to (AWS: "Configure proxy protocol support for
+            # your Classic Load Balancer").
+            self.proxy_header = encode_v1(self.peer, self.destination)
+        self._connect_task = self._loop.create_task(self._connect(self._flow_key()))
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
-        self._moved += len(data)
-        self._received += len(data)
-        self.listener.stats.processed_bytes += len(data)
+        size = len(data)
+        self._moved += size
+        self._received += size
+        self._stats.processed_bytes += size
         target_side = self.target_side
         if target_side is not None and target_side.transport is not None:
             target_side.transport.write(data)
@@ -177,8 +202,9 @@ class TcpClientSide(asyncio.Protocol):
     # -- target side, called by TcpTargetSide --------------------------------------------------------
 
     def target_data(self, data: bytes) -> None:
-        self._moved += len(data)
-        self.listener.stats.processed_bytes += len(data)
+        size = len(data)
+        self._moved += size
+        self._stats.processed_bytes += size
         if self.transport is not None:
             self.transport.write(data)
 
@@ -233,15 +259,31 @@ class TcpClientSide(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _flow_key(self, transport: asyncio.Transport) -> bytes:
+    def _flow_key(self) -> bytes:
         # NLB hashes protocol, source IP:port and destination IP:port (R19), so a flow keeps its target.
         # With source_ip stickiness only the client's address is hashed: all its flows go to one target.
         group = self.listener.target_group
         sticky = group.config.stickiness if group is not None else None
         if sticky is not None and sticky.enabled and sticky.type == "source_ip":
             return f"ip|{self.peer[0]}".encode()
-        sockname = transport.get_extra_info("sockname") or ("", 0)
-        return f"tcp|{self.peer[0]}|{self.peer[1]}|{sockname[0]}|{sockname[1]}".encode()
+        peer, destination = self.peer, self.destination
+        return f"tcp|{peer[0]}|{peer[1]}|{destination[0]}|{destination[1]}".encode()
+
+    def _proxy_v2(self, transport: asyncio.Transport, endpoint_id: str | None) -> bytes:
+        """The PROXY v2 header for this flow's target connections (once per flow, never per read)."""
+        tlvs = [tlv(PP2_TYPE_UNIQUE_ID, _unique_id())]
+        tls = self.listener.tls
+        ssl_object = transport.get_extra_info("ssl_object") if tls is not None else None
+        if ssl_object is not None and tls is not None:
+            alpn = ssl_object.selected_alpn_protocol()
+            if alpn:
+                tlvs.append(tlv(PP2_TYPE_ALPN, alpn.encode("ascii")))
+            server_name, _ = tls.handshake_info(ssl_object)
+            if server_name != "-":
+                tlvs.append(tlv(PP2_TYPE_AUTHORITY, server_name.encode("utf-8")))
+        if endpoint_id:
+            tlvs.append(aws_vpce_tlv(endpoint_id))
+        return encode_v2(self.peer, self.destination, tlvs)
 
     async def _connect(self, flow_key: bytes) -> None:
         group = self.listener.target_group
@@ -273,13 +315,7 @@ class TcpClientSide(asyncio.Protocol):
                 return
             try:
                 async with asyncio.timeout(group.connect_timeout):
-                    await self._loop.create_connection(
-                        functools.partial(TcpTargetSide, self, target),
-                        target.id,
-                        target.port,
-                        ssl=group.tls,
-                        server_hostname=target.tls_name(group.verify) if group.tls is not None else None,
-                    )
+                    await self._open(group, target)
             except (OSError, TimeoutError) as exc:
                 # Nothing was sent to this target yet, so trying another one is safe.
                 stats.target_connection_errors += 1
@@ -298,6 +334,31 @@ class TcpClientSide(asyncio.Protocol):
             target.stats.requests += 1
             return
 
+    async def _open(self, group: TargetGroupRuntime, target: Target) -> None:
+        # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
+        factory = cast(Callable[[], asyncio.Protocol], functools.partial(TcpTargetSide, self, target))
+        server_hostname = target.tls_name(group.verify) if group.tls is not None else None
+        if group.tls is None or self.proxy_header is None:
+            # Plain TCP: a PROXY header goes out with the first write (target_connected).
+            await self._loop.create_connection(
+                factory, target.id, target.port, ssl=group.tls, server_hostname=server_hostname
+            )
+            return
+        # TLS to the target with PROXY v2: the header precedes the handshake on the raw socket.
+        infos = await self._loop.getaddrinfo(target.id, target.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await self._loop.sock_connect(sock, address)
+            await self._loop.sock_sendall(sock, self.proxy_header)
+            await self._loop.create_connection(
+                factory, sock=sock, ssl=group.tls, server_hostname=server_hostname
+            )
+        except BaseException:
+            sock.close()
+            raise
+
     def target_connected(self, target_side: TcpTargetSide) -> None:
         """The target accepted: flush what the client sent meanwhile and start splicing."""
         if self.transport is None:  # the client left while we were connecting
@@ -308,21 +369,15 @@ class TcpClientSide(asyncio.Protocol):
         self.target = target_side.target
         assert target_side.transport is not None
         pending, self._pending = self._pending, None
-        header = self._proxy_header() if self.listener.listener.proxy_protocol else b""
-        if pending or header:
-            target_side.transport.write(header + b"".join(pending or ()))
+        group = self.listener.target_group
+        if self.proxy_header is not None and group is not None and group.tls is None:
+            pending = [self.proxy_header, *(pending or ())]
+        if pending:
+            target_side.transport.write(b"".join(pending))
         if self._client_eof:
             target_side.transport.write_eof()
         else:
             self.transport.resume_reading()
-
-    def _proxy_header(self) -> bytes:
-        # Classic TCP and SSL listeners with proxy_protocol: a PROXY v1 line ahead of the client's bytes,
-        # naming the client and the address it connected to (AWS: "Configure proxy protocol support for
-        # your Classic Load Balancer").
-        assert self.transport is not None
-        sockname = self.transport.get_extra_info("sockname") or ("", 0)
-        return encode_v1(self.peer, (sockname[0], sockname[1]))
 
     # -- idle timeout --------------------------------------------------------------------------------
 
@@ -350,10 +405,8 @@ class TcpClientSide(asyncio.Protocol):
         self._arm_idle_timer()
 
 
-class TcpTargetSide(asyncio.Protocol):
+class TcpTargetSide:
     """The connection to the target of one flow; forwards everything to its TcpClientSide."""
-
-    __slots__ = ("client_side", "target", "transport")
 
     def __init__(self, client_side: TcpClientSide, target: Target) -> None:
         self.client_side = client_side

@@ -81,7 +81,8 @@ QUOTED = frozenset(
         "classification_reason",
     }
 )
-# Network listeners, one line per flow (NLB logs only TLS flows; lbd logs TCP ones in the same spirit).
+# Network listeners, one line per flow (NLB logs only TLS flows; lbd logs TCP and UDP ones in the same
+# spirit: a UDP flow's line is written when it expires).
 NLB_FIELDS = (
     "type",
     "version",
@@ -203,7 +204,7 @@ class AccessLog:
     def emit(self, entry: dict[str, Any], kind: str = "http") -> None:
         if self.json:
             self.sink.write(json.dumps(entry, separators=(",", ":")))
-        elif kind == "tcp":
+        elif kind in ("tcp", "udp"):
             self.sink.write(format_nlb(entry))
         else:
             self.sink.write(format_alb(entry))

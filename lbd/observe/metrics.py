@@ -124,6 +124,33 @@ class NodeCollector(Collector):
         new_flows = CounterMetricFamily(
             "lbd_new_flows", "Flows accepted (network listeners).", labels=LISTENER
         )
+        # NLB's UDP metrics: ActiveFlowCount_UDP, NewFlowCount_UDP, ProcessedBytes_UDP, ProcessedPackets.
+        active_udp = GaugeMetricFamily(
+            "lbd_active_flows_udp", "Open UDP flows (ActiveFlowCount_UDP).", labels=LISTENER
+        )
+        new_udp = CounterMetricFamily(
+            "lbd_new_flows_udp", "UDP flows started (NewFlowCount_UDP).", labels=LISTENER
+        )
+        bytes_udp = CounterMetricFamily(
+            "lbd_processed_bytes_udp",
+            "UDP payload bytes, both directions (ProcessedBytes_UDP).",
+            labels=LISTENER,
+        )
+        packets = CounterMetricFamily(
+            "lbd_processed_packets",
+            "UDP datagrams relayed or dropped, both directions (ProcessedPackets).",
+            labels=LISTENER,
+        )
+        dropped_udp = CounterMetricFamily(
+            "lbd_dropped_packets_udp",
+            "UDP datagrams dropped: no routable target, or the socket could not take them.",
+            labels=LISTENER,
+        )
+        proxy_errors = CounterMetricFamily(
+            "lbd_proxy_protocol_errors",
+            "Connections closed because their PROXY protocol header was malformed, late or truncated.",
+            labels=LISTENER,
+        )
         rejected = CounterMetricFamily(
             "lbd_rejected_connections",
             "Connections closed because no target could take them.",
@@ -175,6 +202,11 @@ class NodeCollector(Collector):
                 new_flows.add_metric(labels, values.get("new_connections", 0))
                 resets.add_metric([*labels, "client"], values.get("client_resets", 0))
                 resets.add_metric([*labels, "target"], values.get("target_resets", 0))
+                active_udp.add_metric(labels, values.get("udp_active_flows", 0))
+                new_udp.add_metric(labels, values.get("udp_new_flows", 0))
+                bytes_udp.add_metric(labels, values.get("udp_processed_bytes", 0))
+                packets.add_metric(labels, values.get("processed_packets", 0))
+                dropped_udp.add_metric(labels, values.get("udp_dropped_packets", 0))
             else:
                 active_connections.add_metric(labels, values.get("active_connections", 0))
                 new_connections.add_metric(labels, values.get("new_connections", 0))
@@ -195,6 +227,7 @@ class NodeCollector(Collector):
             connection_errors.add_metric(labels, values.get("target_connection_errors", 0))
             tls_errors.add_metric(labels, values.get("client_tls_negotiation_errors", 0))
             idle.add_metric(labels, values.get("idle_timeouts", 0))
+            proxy_errors.add_metric(labels, values.get("proxy_protocol_errors", 0))
         yield from (
             requests,
             responses,
@@ -203,6 +236,12 @@ class NodeCollector(Collector):
             new_connections,
             active_flows,
             new_flows,
+            active_udp,
+            new_udp,
+            bytes_udp,
+            packets,
+            dropped_udp,
+            proxy_errors,
             rejected,
             processed,
             connection_errors,

@@ -16,6 +16,8 @@ cdef class ListenerStats:
     cdef public long long target_connection_errors, client_resets, target_resets, idle_timeouts
     cdef public long long client_tls_negotiation_errors, requests, non_compliant_requests, redirects
     cdef public long long fixed_responses
+    cdef public long long udp_new_flows, udp_active_flows, udp_processed_bytes, processed_packets
+    cdef public long long udp_dropped_packets, proxy_protocol_errors
     cdef public list elb_responses, target_responses
     cdef public dict elb_statuses
     cdef public Histogram target_response_time, request_duration

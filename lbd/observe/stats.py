@@ -69,6 +69,14 @@ class ListenerStats:
         self.target_resets = 0  # TCP_Target_Reset_Count
         self.idle_timeouts = 0  # flows closed by the idle timeout
         self.client_tls_negotiation_errors = 0  # ClientTLSNegotiationErrorCount
+        # UDP (and the UDP half of TCP_UDP) listeners
+        self.udp_new_flows = 0  # NewFlowCount_UDP
+        self.udp_active_flows = 0  # ActiveFlowCount_UDP
+        self.udp_processed_bytes = 0  # ProcessedBytes_UDP, both directions
+        self.processed_packets = 0  # ProcessedPackets (UDP datagrams, both directions)
+        self.udp_dropped_packets = 0  # datagrams no target could take or that could not be sent on
+        # Listeners with accept_proxy_protocol: headers that were malformed, late or truncated
+        self.proxy_protocol_errors = 0
         # HTTP listeners
         self.requests = 0  # RequestCount: requests for which a target was chosen
         self.non_compliant_requests = 0  # DesyncMitigationMode_NonCompliant_Request_Count
@@ -110,6 +118,12 @@ COUNTERS = (
     "target_resets",
     "idle_timeouts",
     "client_tls_negotiation_errors",
+    "udp_new_flows",
+    "udp_active_flows",
+    "udp_processed_bytes",
+    "processed_packets",
+    "udp_dropped_packets",
+    "proxy_protocol_errors",
     "requests",
     "non_compliant_requests",
     "redirects",
