@@ -559,6 +559,8 @@ class H2Stream:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "ssl_object":
             return None  # the connection's TLS details are copied once, not looked up per stream
+        if name == "peername":
+            return self.connection.peer  # the socket's peer, or the client a PROXY header named
         transport = self.connection.transport
         return transport.get_extra_info(name, default) if transport is not None else default
 

@@ -51,6 +51,11 @@ class Acceptor:
         self.rejected = rejected
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[object]] = set()
+        # Accepted connections whose protocol does not exist yet. A connection counts here from accept()
+        # until its protocol is made, then in the listener's active connections from connection_made on;
+        # counting the tasks instead counted a connection twice between the two, and refused clients
+        # under the limit.
+        self._unmade = 0
         self._reserve = _reserve()
         self._reading = False
         self._closed = False
@@ -87,7 +92,7 @@ class Acceptor:
                 else:
                     log.warning("accept on %s failed: %s", self.sock.getsockname(), exc)
                 return
-            if not self.admit(len(self._pending)):
+            if not self.admit(self._unmade):
                 conn.close()
                 self.rejected(1, None)
                 continue
@@ -97,13 +102,22 @@ class Acceptor:
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as uvloop's server does
-        task: asyncio.Task[object] = self._loop.create_task(
-            self._loop.connect_accepted_socket(self.factory, conn)
-        )
+        self._unmade += 1
+        made = False
+
+        def factory() -> asyncio.BaseProtocol:
+            nonlocal made
+            made = True
+            self._unmade -= 1
+            return self.factory()
+
+        task: asyncio.Task[object] = self._loop.create_task(self._loop.connect_accepted_socket(factory, conn))
         self._pending.add(task)
 
         def done(task: asyncio.Task[object]) -> None:
             self._pending.discard(task)
+            if not made:
+                self._unmade -= 1  # cancelled or failed before its protocol was made
             if not task.cancelled() and task.exception() is not None:
                 conn.close()
                 log.warning("could not serve an accepted connection: %s", task.exception())

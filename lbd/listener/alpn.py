@@ -37,6 +37,13 @@ class _Chooser:
         self.tracker = tracker
         self.pool = pool
         self.slot = slot
+        # The client's real address when a PROXY header named it (lbd/listener/proxy.py assign_client):
+        # handed on to the protocol chosen, which would otherwise read the socket's peer.
+        self.peer: tuple[str, int] = ("", 0)
+
+    def _hand_on_peer(self, app: object) -> None:
+        if self.peer[0]:
+            app.peer = self.peer  # type: ignore[attr-defined]
 
     def _http1(self) -> asyncio.Protocol:
         return cast(asyncio.Protocol, HttpClientSide(self.listener, self.tracker, self.pool, self.slot))
@@ -54,10 +61,12 @@ class AlpnSwitch(_Chooser):
             app = self._http1()
             transport.set_protocol(app)
             app.connection_made(transport)
+            self._hand_on_peer(app)
             return
         h2 = self._h2()
         transport.set_protocol(cast(asyncio.Protocol, h2))
         h2.connection_made(transport, tls_info(self.listener, ssl_object))
+        self._hand_on_peer(h2)
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # only before a handshake completed, when there is nothing to clean up
@@ -111,6 +120,7 @@ class PriorKnowledge(_Chooser):
         app = cast(asyncio.Protocol, self._h2()) if h2 else self._http1()
         transport.set_protocol(app)
         app.connection_made(transport)
+        self._hand_on_peer(app)
         app.data_received(received)
 
     def eof_received(self) -> bool:
