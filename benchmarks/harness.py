@@ -680,9 +680,11 @@ def run(
         for scenario in scenarios:
             for name in names:
                 if name in ("direct", "floor", "floor-http") and (
-                    scenario.kind != "wrk" or scenario.tls or workers != worker_counts[0]
+                    scenario.kind != "wrk" or scenario.tls or scenario.proxy_v2 or workers != worker_counts[0]
                 ):
-                    continue  # the ceiling needs no repeating; idle memory and TLS are the load balancer's
+                    # The ceiling needs no repeating; idle memory, TLS and PROXY headers are the load
+                    # balancer's (the floors send none, and the PROXY scenario's targets require one).
+                    continue
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
