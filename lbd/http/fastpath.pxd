@@ -37,9 +37,12 @@ cdef int _connection_options(bytes data, Py_ssize_t at, Py_ssize_t end) except -
     n=Py_ssize_t, i=Py_ssize_t, minor=int, d0=int, d1=int, d2=int, status=int, reason_end=Py_ssize_t,
     block_at=Py_ssize_t, keep_alive=bint, length="long long", spans=list, kept_at=Py_ssize_t,
     line_at=Py_ssize_t, size=Py_ssize_t, kind=int, value_at=Py_ssize_t, value_end=Py_ssize_t,
-    digit=int, options=int, body_at=Py_ssize_t, k=Py_ssize_t, pieces=list,
+    options=int, body_at=Py_ssize_t, k=Py_ssize_t, pieces=list,
 )
 cpdef tuple simple_response(bytes data)
 
-@cython.locals(p="const unsigned char *", name="const unsigned char *", i=Py_ssize_t, port=long, digit=int)
+@cython.locals(p="const unsigned char *", name="const unsigned char *", i=Py_ssize_t, port="long long")
 cdef bint _plain_host(bytes data, Py_ssize_t at, Py_ssize_t end) except -1
+
+@cython.locals(p="const unsigned char *", value="long long", digit=int)
+cdef long long _decimal(bytes data, Py_ssize_t at, Py_ssize_t end) noexcept

@@ -108,6 +108,22 @@ def _special_request_field(data: bytes, at: int, size: int) -> bool:
     return False
 
 
+def _decimal(data: bytes, at: int, end: int) -> int:
+    """data[at:end] as a decimal number when it is 1 or more ASCII digits, else -1 (callers bound the
+    length, so it cannot overflow)."""
+    if at >= end:
+        return -1
+    p = data
+    value = 0
+    while at < end:
+        digit = p[at] - 48
+        if digit < 0 or digit > 9:
+            return -1
+        value = value * 10 + digit
+        at += 1
+    return value
+
+
 def _plain_host(data: bytes, at: int, end: int) -> bool:
     """A Host value the fast path may forward: a name of letters, digits, "." and "-", then an optional
     ":" and port of at most 65535, or a valid IP literal. Every such value is a valid uri-host [":" port]
@@ -124,17 +140,10 @@ def _plain_host(data: bytes, at: int, end: int) -> bool:
         return False
     if i == end:
         return True
-    if p[i] != 58 or end - i - 1 < 1 or end - i - 1 > 5:  # ":" and 1 to 5 digits
+    if p[i] != 58 or end - i - 1 > 5:  # ":" and 1 to 5 digits
         return False
-    port = 0
-    i += 1
-    while i < end:
-        digit = p[i] - 48
-        if digit < 0 or digit > 9:
-            return False
-        port = port * 10 + digit
-        i += 1
-    return port <= 65535
+    port = _decimal(data, i + 1, end)
+    return 0 <= port <= 65535
 
 
 def simple_request(data: bytes, names: int) -> tuple[str, bytes, str, bytes, bytes, int, bool] | None:
@@ -378,15 +387,11 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
                 value_at += 1
             while value_end > value_at and (p[value_end - 1] == 32 or p[value_end - 1] == 9):
                 value_end -= 1
-            if value_end == value_at or value_end - value_at > _MAX_DIGITS:
+            if value_end - value_at > _MAX_DIGITS:
                 return None
-            length = 0
-            while value_at < value_end:
-                digit = p[value_at] - 48
-                if digit < 0 or digit > 9:
-                    return None
-                length = length * 10 + digit
-                value_at += 1
+            length = _decimal(data, value_at, value_end)
+            if length < 0:
+                return None
             continue
         if kind == _CONNECTION:
             options = _connection_options(data, value_at, value_end)
