@@ -19,7 +19,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 log = logging.getLogger("lbd.listener")
 
@@ -50,7 +50,8 @@ class Acceptor:
         self.admit = admit
         self.rejected = rejected
         self._loop = asyncio.get_running_loop()
-        self._pending: set[asyncio.Task[object]] = set()
+        # Connections being set up (uvloop's coroutines, driven by hand): held here until they finish.
+        self._pending: set[Coroutine[object, None, object]] = set()
         # Accepted connections whose protocol does not exist yet. A connection counts here from accept()
         # until its protocol is made, then in the listener's active connections from connection_made on;
         # counting the tasks instead counted a connection twice between the two, and refused clients
@@ -111,18 +112,40 @@ class Acceptor:
             self._unmade -= 1
             return self.factory()
 
-        task: asyncio.Task[object] = self._loop.create_task(self._loop.connect_accepted_socket(factory, conn))
-        self._pending.add(task)
-
-        def done(task: asyncio.Task[object]) -> None:
-            self._pending.discard(task)
+        def failed(exc: BaseException) -> None:
+            self._pending.discard(coro)
             if not made:
-                self._unmade -= 1  # cancelled or failed before its protocol was made
-            if not task.cancelled() and task.exception() is not None:
-                conn.close()
-                log.warning("could not serve an accepted connection: %s", task.exception())
+                self._unmade -= 1  # failed before its protocol was made
+            conn.close()
+            log.warning("could not serve an accepted connection: %s", exc)
 
-        task.add_done_callback(done)
+        def resume(_: object) -> None:
+            try:
+                coro.send(None)
+            except StopIteration:
+                self._pending.discard(coro)
+            except Exception as exc:  # any failure of one connection is that connection's alone
+                failed(exc)
+
+        # uvloop's connect_accepted_socket makes the transport at once and then only waits for
+        # connection_made. Driving the coroutine by hand, resumed by that wait's future, saves a Task, its
+        # scheduling and its done callback per connection: a client that opens a connection per request
+        # pays for them every time.
+        coro = self._loop.connect_accepted_socket(factory, conn)
+        self._pending.add(coro)
+        try:
+            waiter = coro.send(None)
+        except StopIteration:
+            self._pending.discard(coro)
+            return
+        except Exception as exc:
+            failed(exc)
+            return
+        if not asyncio.isfuture(waiter):
+            coro.close()
+            failed(RuntimeError(f"uvloop's connect_accepted_socket waited on {waiter!r}, not a future"))
+            return
+        waiter.add_done_callback(resume)
 
     def _shed(self, exc: OSError) -> None:
         """Out of descriptors: close the connections waiting in the backlog (the EMFILE trick)."""
