@@ -182,11 +182,20 @@ async def test_make_run_as_a_user_would(tmp_path: Path) -> None:
         assert len(urls) == 4, demo.output
         loop = asyncio.get_running_loop()
         bodies = {}
-        for url in [*urls, urls[0]]:  # the listener twice: round robin over both demo targets
+        for url in urls:
             with await loop.run_in_executor(None, lambda u=url: urllib.request.urlopen(u, timeout=10)) as r:
                 assert r.status == 200, url
                 bodies.setdefault(url, set()).add(r.read().splitlines()[0])
-        assert bodies[urls[0]] == {b"hello from target 127.0.0.1:9001", b"hello from target 127.0.0.1:9002"}
+        both = {b"hello from target 127.0.0.1:9001", b"hello from target 127.0.0.1:9002"}
+
+        async def both_answered() -> bool:
+            # Round robin over both demo targets, once the node's first health checks have seen both (a
+            # target that was still starting when lbd came up is unhealthy until its next check).
+            with await loop.run_in_executor(None, lambda: urllib.request.urlopen(urls[0], timeout=10)) as r:
+                bodies[urls[0]].add(r.read().splitlines()[0])
+            return bodies[urls[0]] == both
+
+        await wait_for(both_answered, timeout=30, interval=0.2, what="answers from both demo targets")
         code = await demo.stop()
     finally:
         demo.kill()
