@@ -368,6 +368,15 @@ def test_nginx_response_loses_its_hop_by_hop_fields() -> None:
         True,
         len(data) - 5,
     )
+    # A hop-by-hop field as the first line, and nothing else to cut (found by the differential test).
+    first = b"HTTP/1.1 200 OK\r\nProxy-Connection: example.com\r\nContent-Length: 0\r\n\r\n"
+    assert fastpath.simple_response(first) == (
+        200,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+        0,
+        True,
+        len(first),
+    )
     closing = b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
     assert fastpath.simple_response(closing) == (
         404,

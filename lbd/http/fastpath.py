@@ -408,9 +408,9 @@ def simple_response(data: bytes) -> tuple[int, bytes, int, bool, int] | None:
     body_at = i + 2
     k = 0
     if minor == 49 and reason_end > 13:
-        if not spans:
+        if not spans and kept_at == block_at:
             return status, data[:i], length, keep_alive, body_at  # nothing to cut: one slice
-        if spans[0] == block_at:
+        if spans and spans[0] == block_at:
             pieces = [data[: spans[1]]]  # the status line and the first kept lines in one slice
             k = 2
         else:
