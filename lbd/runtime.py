@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
     from lbd.observe.access_log import AccessLog
     from lbd.routing.stickiness import TargetStickiness
+    from lbd.surge import SurgeQueue
 
 log = logging.getLogger("lbd.targets")
 
@@ -102,6 +103,8 @@ class TargetGroupRuntime:
         self.checks_enabled = config.health_check.enabled
         # Cookie stickiness, set by Snapshot.build (it holds the keys); None: the balancer alone picks.
         self.sticky: TargetStickiness | None = None
+        # Classic listeners with max_connections_per_instance: their surge queue, set by Snapshot.build.
+        self.surge: SurgeQueue | None = None
         self.fail_open = False
         self.zonal_failover = False
         self.ramping: dict[Target, float] = {}  # target -> when its slow start began
@@ -386,6 +389,14 @@ class Snapshot:
                     generation,
                 )
                 runtime.tls = _listener_tls(config, lb, listener, where)
+                group = runtime.target_group
+                if lb.type == "classic" and lb.max_connections_per_instance and group is not None:
+                    from lbd.surge import SurgeQueue
+
+                    # One group per classic listener (lbd/classic.py): the group's queue is the listener's.
+                    group.surge = SurgeQueue(
+                        group, lb.max_connections_per_instance, lb.surge_queue_length, runtime.stats
+                    )
                 for key in keys:
                     listeners[key] = runtime  # TCP_UDP: both sockets serve the same listener
         return cls(generation, config, target_groups, listeners)

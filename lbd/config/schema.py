@@ -484,6 +484,10 @@ class LoadBalancer(Model):
     instances: tuple[Target, ...] = ()
     health_check: ClassicHealthCheck | None = None
     connection_draining_seconds: int = Field(300, ge=0, le=3600)
+    # Classic only (lbd/surge.py): requests (HTTP) or connections (TCP) one instance takes at a time from
+    # one worker's listener; beyond that they wait in a surge queue of surge_queue_length. None: no limit.
+    max_connections_per_instance: int | None = Field(None, ge=1)
+    surge_queue_length: int = Field(1024, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _h2c(self) -> LoadBalancer:

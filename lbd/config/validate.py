@@ -166,6 +166,11 @@ def _actions(
 def _stickiness(config: Config) -> Iterator[ConfigIssue]:
     """Cookie stickiness for HTTP and HTTPS groups, source_ip for the network ones (ELB's types)."""
     for i, lb in enumerate(config.load_balancers):
+        if lb.type != "classic" and lb.max_connections_per_instance is not None:
+            yield ConfigIssue(
+                f"load_balancers[{i}].max_connections_per_instance",
+                "only classic load balancers have a surge queue (docs/classic.md)",
+            )
         for j, listener in enumerate(lb.listeners):
             if lb.type != "classic" and listener.proxy_protocol:
                 yield ConfigIssue(

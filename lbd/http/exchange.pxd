@@ -19,7 +19,7 @@ cdef class Exchange:
     cdef public bint close_target, response_started, response_done, _response_chunked, _response_close
     cdef public bint _target_until_close, _switching
     cdef public int _connect_error_status, target_status, local_status, action_priority
-    cdef public Target target
+    cdef public Target target, surge_target
     cdef public HttpTargetSide target_side
     cdef public double waiting_since, sent_at, response_at, started_at
     cdef public long long received_mark, sent_mark
@@ -28,8 +28,10 @@ cdef class Exchange:
     cpdef void start_fast(self, bytes block, bytes host, Py_ssize_t host_at) except *
     @cython.locals(decision=RouteDecision)
     cpdef void _dispatch(self, object listener, bytes head) except *
-    @cython.locals(target=Target, conn=HttpTargetSide, sticky=object)
+    @cython.locals(target=Target, sticky=object)
     cpdef void _forward(self, bytes head) except *
+    @cython.locals(conn=HttpTargetSide)
+    cpdef void _forward_to(self, Target target, bytes head) except *
     @cython.locals(pending=object)
     cpdef void _attach(self, HttpTargetSide conn, bytes head) except *
     cpdef void _arm_response_timer(self) except *

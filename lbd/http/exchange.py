@@ -77,6 +77,7 @@ class Exchange:
         self.target: Target | None = None
         self.target_group: TargetGroupRuntime | None = None
         self.target_side: HttpTargetSide | None = None
+        self.surge_target: Target | None = None  # the instance whose surge-queue slot it holds
         self.response_started = False
         self.response_done = False
         self.waiting_since = 0.0
@@ -164,6 +165,10 @@ class Exchange:
         if group is None:
             self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
             return
+        surge = group.surge
+        if surge is not None:
+            self._forward_limited(head)  # a classic listener with max_connections_per_instance
+            return
         sticky = group.sticky
         if sticky is None:
             target = group.pick(None, self._tried)
@@ -171,6 +176,41 @@ class Exchange:
             # Target stickiness (lbd/routing/stickiness.py): a cookie may name the target before balancing.
             self.sticky = sticky
             target, self.sticky_cookie = sticky.pick(self, group, self._tried)
+        self._forward_to(target, head)
+
+    def _forward_limited(self, head: bytes) -> None:
+        """``_forward`` under a surge queue (lbd/surge.py): only instances below their limit are picked;
+        when all are at it the request waits its turn, or is refused with 503 when the queue is full."""
+        group = self.target_group
+        assert group is not None and group.surge is not None
+        surge = group.surge
+        exclude = surge.admit(self, self._tried)
+        target: Target | None = None
+        if exclude is not None:
+            sticky = group.sticky
+            if sticky is None:
+                target = group.pick(None, exclude)
+            else:
+                self.sticky = sticky
+                target, self.sticky_cookie = sticky.pick(self, group, exclude)
+        if target is None and (exclude is None or surge.must_wait(self._tried)):
+            if surge.wait(self):
+                self.client.pause_reading(PAUSE_CONNECTING)  # a body waits in the client's socket
+            else:
+                self._respond_error(503, "SurgeQueueFull")  # SpilloverCount
+            return
+        if target is not None:
+            surge.take(self, target)
+        self._forward_to(target, head)
+
+    def surge_resume(self) -> None:
+        """Out of the surge queue: a slot freed up."""
+        if self.client.transport is None or self.response_done:
+            return
+        self.client.resume_reading(PAUSE_CONNECTING)
+        self._forward_limited(self._head)
+
+    def _forward_to(self, target: Target | None, head: bytes) -> None:
         if target is None:
             if self._tried:
                 self._respond_error(self._connect_error_status, "TargetConnectionError")
@@ -417,6 +457,8 @@ class Exchange:
         self._finish()
 
     def _finish(self) -> None:
+        if self.surge_target is not None:
+            self._surge_release()
         client = self.client
         stats = client.stats
         now = monotonic()
@@ -486,8 +528,15 @@ class Exchange:
                 self.target.outstanding -= 1
         self._respond_error(504, "TargetResponseTimeout")
 
+    def _surge_release(self) -> None:
+        group = self.target_group
+        if group is not None and group.surge is not None:
+            group.surge.release(self)
+
     def client_lost(self) -> None:
         self.waiting_since = 0.0
+        if self.target_group is not None and self.target_group.surge is not None:
+            self._surge_release()  # its slot, or its place in the queue
         conn = self.target_side
         self.target_side = None
         if conn is not None:

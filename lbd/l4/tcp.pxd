@@ -10,7 +10,7 @@ cdef class TcpTargetSide
 cdef class TcpClientSide:
     cdef public object listener, _tracker, transport, _connect_task, _idle_handle, _loop
     cdef public TcpTargetSide target_side
-    cdef public Target target
+    cdef public Target target, surge_target
     cdef public tuple peer, destination
     cdef public bytes proxy_header
     cdef public list _pending

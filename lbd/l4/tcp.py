@@ -76,6 +76,7 @@ class TcpClientSide:
         self.transport: asyncio.Transport | None = None
         self.target_side: TcpTargetSide | None = None
         self.target: Target | None = None
+        self.surge_target: Target | None = None  # the instance whose surge-queue slot it holds
         # Set before connection_made by a PROXY header from a trusted source; else read from the socket.
         self.peer: tuple[str, int] = ("", 0)
         self.destination: tuple[str, int] = ("", 0)
@@ -165,6 +166,9 @@ class TcpClientSide:
             self._idle_handle = None
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
+        group = self.listener.target_group
+        if group is not None and group.surge is not None:
+            group.surge.release(self)  # its slot, or its place in the queue
         target_side = self.target_side
         if target_side is not None and target_side.transport is not None:
             if isinstance(exc, ConnectionResetError):
@@ -290,8 +294,27 @@ class TcpClientSide:
         assert group is not None  # network listeners always forward (config-checked)
         stats = self.listener.stats
         tried: set[Target] = set()
+        surge = group.surge
         while True:
-            target = group.pick(flow_key, tried)
+            if surge is None:
+                target = group.pick(flow_key, tried)
+            else:
+                # A classic listener with max_connections_per_instance (lbd/surge.py): wait for a slot.
+                exclude = surge.admit(self, tried)
+                target = group.pick(flow_key, exclude) if exclude is not None else None
+                if target is None and (exclude is None or surge.must_wait(tried)):
+                    self._connect_task = None  # surge_resume starts another
+                    if not surge.wait(self) and self.transport is not None:
+                        log.info(
+                            "%s %s: surge queue full; closing connection from %s:%s",
+                            self.listener.load_balancer.name,
+                            self.listener.name,
+                            *self.peer,
+                        )
+                        self.transport.close()  # SpilloverCount
+                    return
+                if target is not None:
+                    surge.take(self, target)
             if target is None:
                 if not tried:
                     stats.rejected_connections += 1
@@ -358,6 +381,11 @@ class TcpClientSide:
         except BaseException:
             sock.close()
             raise
+
+    def surge_resume(self) -> None:
+        """Out of the surge queue: a slot freed up."""
+        if self.transport is not None:
+            self._connect_task = self._loop.create_task(self._connect(self._flow_key()))
 
     def target_connected(self, target_side: TcpTargetSide) -> None:
         """The target accepted: flush what the client sent meanwhile and start splicing."""

@@ -184,6 +184,17 @@ class NodeCollector(Collector):
         idle = CounterMetricFamily(
             "lbd_idle_timeouts", "Connections closed after the idle timeout.", labels=LISTENER
         )
+        surge = GaugeMetricFamily(
+            "lbd_surge_queue_length",
+            "Requests or connections waiting for an instance below max_connections_per_instance "
+            "(classic listeners; SurgeQueueLength).",
+            labels=LISTENER,
+        )
+        spillover = CounterMetricFamily(
+            "lbd_spillover",
+            "Requests or connections refused because the surge queue was full (SpilloverCount).",
+            labels=LISTENER,
+        )
         target_time = HistogramMetricFamily(
             "lbd_target_response_seconds",
             "From sending the request to a target to receiving its response headers (TargetResponseTime).",
@@ -228,7 +239,11 @@ class NodeCollector(Collector):
             tls_errors.add_metric(labels, values.get("client_tls_negotiation_errors", 0))
             idle.add_metric(labels, values.get("idle_timeouts", 0))
             proxy_errors.add_metric(labels, values.get("proxy_protocol_errors", 0))
+            surge.add_metric(labels, values.get("surge_queue_length", 0))
+            spillover.add_metric(labels, values.get("spillover_count", 0))
         yield from (
+            surge,
+            spillover,
             requests,
             responses,
             lb_statuses,

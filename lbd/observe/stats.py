@@ -77,6 +77,9 @@ class ListenerStats:
         self.udp_dropped_packets = 0  # datagrams no target could take or that could not be sent on
         # Listeners with accept_proxy_protocol: headers that were malformed, late or truncated
         self.proxy_protocol_errors = 0
+        # Classic listeners with max_connections_per_instance (lbd/surge.py)
+        self.surge_queue_length = 0  # SurgeQueueLength: requests or connections waiting (a gauge)
+        self.spillover_count = 0  # SpilloverCount: refused because the surge queue was full
         # HTTP listeners
         self.requests = 0  # RequestCount: requests for which a target was chosen
         self.non_compliant_requests = 0  # DesyncMitigationMode_NonCompliant_Request_Count
@@ -128,6 +131,8 @@ COUNTERS = (
     "non_compliant_requests",
     "redirects",
     "fixed_responses",
+    "surge_queue_length",
+    "spillover_count",
 )
 
 
