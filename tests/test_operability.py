@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -130,6 +131,9 @@ class Demo:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Its own process group, so a failed test can take the demo's lbd run and workers down with
+                # it (kill below): an orphan would hold the example's fixed ports for the next run.
+                start_new_session=True,
             )
 
     @property
@@ -158,9 +162,10 @@ class Demo:
         return int(await loop.run_in_executor(None, self.process.wait, 60))
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """The demo and everything it started (lbd run, its workers), whatever state the test left."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 async def test_make_run_as_a_user_would(tmp_path: Path) -> None:
