@@ -64,6 +64,7 @@ class H2Client:
         self.responses: dict[int, Response] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = asyncio.Event()
+        self._window = asyncio.Event()  # set when the server opens a flow-control window
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -93,6 +94,7 @@ class H2Client:
             pass
         finally:
             self.closed.set()
+            self._window.set()  # a body sender waiting on a window sees the connection is gone
             for response in self.responses.values():
                 response.done.set()
 
@@ -115,6 +117,8 @@ class H2Client:
                 response.done.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self._window.set()
 
     def start(
         self,
@@ -139,7 +143,10 @@ class H2Client:
         while view:
             window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
             if window <= 0:
-                await asyncio.sleep(0.005)  # wait for WINDOW_UPDATE (read by _read)
+                if self.closed.is_set():
+                    return
+                self._window.clear()
+                await self._window.wait()  # a WINDOW_UPDATE (read by _read) opens it again
                 continue
             self.conn.send_data(stream_id, bytes(view[:window]))
             view = view[window:]
