@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from lbd import systemd
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
+from lbd.config.plain import compact
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
@@ -259,13 +260,7 @@ class Supervisor:
     async def _start_worker(self, worker: WorkerHandle) -> None:
         try:
             await worker.spawn(self.log_level, self.log_format)
-            message = {
-                "op": "prepare",
-                "generation": self.generation,
-                "config_text": self.current.text,
-                "config_path": self.current.path,
-                "overlay": self.registry.overlay(self.current.config),
-            }
+            message = _prepare_message(self.generation, self.current.config, self.registry)
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise StartupError(f"worker {worker.index} failed to start: {exc}", EXIT_WORKERS) from exc
@@ -357,13 +352,7 @@ class Supervisor:
     async def _deploy(self, loaded: LoadedConfig, registry: Registry) -> ReloadResult:
         """Move every worker to a new generation of (config, registrations), or none of them."""
         generation = self.generation + 1
-        message = {
-            "op": "prepare",
-            "generation": generation,
-            "config_text": loaded.text,
-            "config_path": loaded.path,
-            "overlay": registry.overlay(loaded.config),
-        }
+        message = _prepare_message(generation, loaded.config, registry)
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
         )
@@ -681,6 +670,18 @@ class Supervisor:
             log.error("%s", message)
             return message
         return None
+
+
+def _prepare_message(generation: int, config: Config, registry: Registry) -> Message:
+    """What a worker builds a generation from: the validated config (classic listeners expanded) with the
+    registrations applied, as plain data (lbd/config/plain.py), and the overlay for the draining targets."""
+    overlay = registry.overlay(config)
+    return {
+        "op": "prepare",
+        "generation": generation,
+        "config": compact(apply_overlay(config, overlay)),
+        "overlay": overlay,
+    }
 
 
 def _pydantic_message(error: Any) -> str:

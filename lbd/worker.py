@@ -3,7 +3,8 @@
 The supervisor starts each worker as ``python -m lbd.worker --control-fd N`` and drives it over the
 control channel (lbd/control.py):
 
-- ``start`` / ``prepare``: parse the config text, build a Snapshot and bind the sockets of listeners that
+- ``start`` / ``prepare``: build a Snapshot from the config the supervisor validated (plain data,
+  lbd/config/plain.py: a worker imports neither pydantic nor yaml) and bind the sockets of listeners that
   are new; nothing is served yet. Answered with ``prepared`` (ok or the error).
 - ``commit``: swap the prepared Snapshot in. Unchanged listeners keep their sockets (no accept backlog is
   lost), new ones start accepting, removed ones stop accepting while their open flows run on (drain).
@@ -23,12 +24,11 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvloop
 
-from lbd.classic import expand
-from lbd.config.loader import ConfigError, parse_config
+from lbd.config.plain import thaw
 from lbd.control import ControlProtocol, Message
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
@@ -36,7 +36,7 @@ from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.l4.udp import UdpListenerSide
 from lbd.listener.accept import Acceptor
-from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
+from lbd.listener.alpn import AlpnSwitch, PriorKnowledge, load_h2
 from lbd.listener.proxy import ClientAddressShim, ProxiedClient, ProxyHeaderReceiver, assign_client
 from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
@@ -46,7 +46,9 @@ from lbd.observe.logs import setup_logging
 from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
-from lbd.upstream.registry import Overlay, apply_overlay
+
+if TYPE_CHECKING:
+    from lbd.upstream.registry import Overlay
 
 log = logging.getLogger("lbd.worker")
 
@@ -112,14 +114,7 @@ class Worker:
         op = message.get("op")
         generation = int(message.get("generation", 0))
         if op == "prepare":
-            self._send(
-                self._prepare(
-                    generation,
-                    str(message["config_text"]),
-                    message.get("config_path"),
-                    message.get("overlay") or {},
-                )
-            )
+            self._send(self._prepare(generation, message["config"], message.get("overlay") or {}))
         elif op == "commit":
             self._commit(generation)
             self._send({"op": "committed", "generation": generation})
@@ -214,11 +209,12 @@ class Worker:
         if self.control is not None:
             self.control.send(message)
 
-    def _prepare(self, generation: int, config_text: str, config_path: object, overlay: Overlay) -> Message:
+    def _prepare(self, generation: int, config: dict[str, Any], overlay: Overlay) -> Message:
+        """``config``: validated, classic listeners expanded and registrations applied by the supervisor;
+        ``overlay`` still says which targets drain."""
         try:
-            config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            snapshot = Snapshot.build(apply_overlay(expand(config), overlay), generation, self.stats)
-        except (ConfigError, UnsupportedConfig) as exc:
+            snapshot = Snapshot.build(thaw(config), generation, self.stats)
+        except UnsupportedConfig as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)
         for name, change in overlay.items():
@@ -257,6 +253,8 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self.snapshot = snapshot
+        if any(_offers_h2(runtime) for runtime in snapshot.listeners.values()):
+            load_h2()  # now rather than in the first h2 connection's handshake
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():
@@ -375,6 +373,12 @@ class Worker:
         self.access_logs.close()
         # Let aborted transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
+
+
+def _offers_h2(runtime: ListenerRuntime) -> bool:
+    if not isinstance(runtime, HttpListenerRuntime):
+        return False
+    return runtime.listener.h2c or (runtime.tls is not None and "h2" in runtime.tls.alpn)
 
 
 def main(argv: list[str] | None = None) -> int:

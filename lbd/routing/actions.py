@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from lbd.config.schema import Action, FixedResponseAction, ForwardAction, RedirectAction
 from lbd.routing.phrases import phrase
 from lbd.routing.stickiness import CookieSealer, cookie_value
 
 if TYPE_CHECKING:
+    # Workers compile actions from plain records with these models' fields (lbd/config/plain.py).
+    from lbd.config.schema import Action, FixedResponseAction, ForwardAction, RedirectAction
     from lbd.routing.request import RequestView
 
 
@@ -169,8 +170,9 @@ CompiledAction = Forward[G] | Redirect | Respond
 
 
 def compile_action(action: Action, target_groups: Mapping[str, G], sealer: CookieSealer) -> CompiledAction[G]:
-    if isinstance(action, ForwardAction):
+    # The kind of an action is its type field (a worker's records have no model classes to tell apart).
+    if action.type == "forward":
         return Forward(action, target_groups, sealer)
-    if isinstance(action, RedirectAction):
+    if action.type == "redirect":
         return Redirect(action)
     return Respond(render_fixed_response(action))

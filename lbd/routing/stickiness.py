@@ -31,10 +31,9 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from lbd.config.schema import ClassicStickiness, TargetGroupStickiness
     from lbd.upstream.target import Target
 
@@ -53,7 +52,7 @@ def cookie_key() -> bytes:
     hex_key = os.environ.get(KEY_ENV)
     if hex_key:
         return bytes.fromhex(hex_key)
-    key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+    key = secrets.token_bytes(KEY_BYTES)  # what AESGCM.generate_key does
     os.environ[KEY_ENV] = key.hex()
     return key
 
@@ -135,9 +134,22 @@ class CookieSealer:
     of one cookie kind is never accepted as another."""
 
     def __init__(self, keys: bytes | Sequence[bytes], purpose: bytes) -> None:
-        key_list = [keys] if isinstance(keys, bytes) else list(keys)
-        self._aeads = tuple(AESGCM(key) for key in key_list)
+        self._keys = (keys,) if isinstance(keys, bytes) else tuple(keys)
+        self._ciphers: tuple[AESGCM, ...] = ()
+        self._invalid: type[Exception] = Exception  # cryptography's InvalidTag, once it is loaded
         self._purpose = purpose
+
+    @property
+    def _aeads(self) -> tuple[AESGCM, ...]:
+        # Made on first use: every HTTP listener has a sealer (weighted forwards may seal), but only
+        # stickiness uses one, and cryptography costs a worker megabytes it need not hold without it.
+        if not self._ciphers:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._invalid = InvalidTag
+            self._ciphers = tuple(AESGCM(key) for key in self._keys)
+        return self._ciphers
 
     def seal_bytes(self, plain: bytes) -> str:
         nonce = os.urandom(12)
@@ -154,7 +166,7 @@ class CookieSealer:
         for aead in self._aeads:
             try:
                 return aead.decrypt(raw[:12], raw[12:], self._purpose)
-            except InvalidTag:
+            except self._invalid:
                 continue
         return None
 

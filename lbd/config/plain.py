@@ -1,0 +1,65 @@
+"""A validated config as plain data: what the supervisor sends workers, and what they build Snapshots from.
+
+The supervisor validates the file with the pydantic schema (lbd/config/schema.py), expands classic load
+balancers and applies the runtime registrations, then sends ``compact(config)``: plain JSON data, every
+default filled in. A worker turns it back into read-only records with ``thaw`` and never imports pydantic
+(or yaml): the data path reads the same attribute names as the schema's models, without their cost (a
+worker's memory is the node's footprint times the worker count; DESIGN.md section 3).
+
+A record is not a model: it has the fields and nothing else (no validators, no ``model_*`` methods), and
+the kind of an action is its ``type`` field, not its class.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config
+
+
+class Record:
+    """One model of the schema as plain, frozen attributes; equal (and hashed) by its fields."""
+
+    __slots__ = ("__dict__", "_hash")
+    _hash: int | None
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        object.__setattr__(self, "__dict__", fields)
+        object.__setattr__(self, "_hash", None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (a config generation never changes)")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        value = self._hash
+        if value is None:
+            value = hash(tuple(self.__dict__.items()))
+            object.__setattr__(self, "_hash", value)
+        return value
+
+    def __repr__(self) -> str:
+        return "Record(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
+
+
+def thaw_value(value: Any) -> Any:
+    """JSON data as records: objects become Records, arrays tuples (the schema's sequences are tuples)."""
+    if isinstance(value, dict):
+        return Record({str(key): thaw_value(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(thaw_value(item) for item in value)
+    return value
+
+
+def thaw(data: dict[str, Any]) -> Config:
+    """``compact``'s output as a config the Snapshot can be built from (typed as the schema's Config: it
+    has every attribute the data path reads)."""
+    return cast("Config", thaw_value(data))
+
+
+def compact(config: Config) -> dict[str, Any]:
+    """A validated config as plain JSON data (the supervisor's side; the caller has pydantic loaded)."""
+    return config.model_dump(mode="json")
