@@ -45,9 +45,8 @@ from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
-from lbd.observe.stats import StatsRegistry
 from lbd.routing.stickiness import cookie_key
-from lbd.runtime import Snapshot, UnsupportedConfig
+from lbd.runtime import UnsupportedConfig, listener_keys
 from lbd.upstream.registry import (
     Registry,
     apply_overlay,
@@ -446,7 +445,10 @@ class Supervisor:
 
     @staticmethod
     def _snapshot_keys(config: Config) -> list[Any]:
-        return list(Snapshot.build(config, 0, StatsRegistry()).listeners)
+        # The sockets the workers' Snapshots will bind, without building one here: the supervisor holds
+        # neither the data path nor listeners' TLS contexts (the workers build and check those).
+        keys = (key for lb in config.load_balancers for lst in lb.listeners for key in listener_keys(lst))
+        return list(dict.fromkeys(keys))
 
     def _probe_listeners(self, held: set[Any], config: Config | None = None) -> None:
         for key in self._snapshot_keys(config or self.current.config):

@@ -16,8 +16,8 @@ flows up to ``node.shutdown_timeout_seconds``, force-close the rest, exit 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import getopt
 import logging
 import os
 import signal
@@ -382,14 +382,21 @@ def _offers_h2(runtime: ListenerRuntime) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lbd.worker")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--worker-id", type=int, default=0)
-    parser.add_argument("--log-level", default=os.environ.get("LBD_LOG_LEVEL", "info"))
-    parser.add_argument("--log-format", default=os.environ.get("LBD_LOG_FORMAT", "text"))
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format, process=f"worker-{args.worker_id}")
-    return uvloop.run(Worker(args.worker_id, args.control_fd).run())
+    # getopt, not argparse: the supervisor is the only caller, and argparse would cost every worker
+    # half a megabyte of memory for these four options.
+    options, _ = getopt.gnu_getopt(
+        sys.argv[1:] if argv is None else argv, "", ["control-fd=", "worker-id=", "log-level=", "log-format="]
+    )
+    given = {name.removeprefix("--"): value for name, value in options}
+    if "control-fd" not in given:
+        sys.exit("lbd.worker: --control-fd is required (workers are started by lbd run)")
+    setup_logging(
+        given.get("log-level", os.environ.get("LBD_LOG_LEVEL", "info")),
+        given.get("log-format", os.environ.get("LBD_LOG_FORMAT", "text")),
+        process=f"worker-{given.get('worker-id', '0')}",
+    )
+    worker = Worker(int(given.get("worker-id", "0")), int(given["control-fd"]))
+    return uvloop.run(worker.run())
 
 
 if __name__ == "__main__":

@@ -98,6 +98,12 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
 
 
 def _certificates(config: Config) -> Iterator[ConfigIssue]:
+    if not any(
+        listener.protocol in ("HTTPS", "TLS", "SSL") and listener.certificates
+        for lb in config.load_balancers
+        for listener in lb.listeners
+    ):
+        return  # no certificate to load: the certificate tooling (cryptography) stays unloaded
     # The listener's own loader, so a certificate that passes here is one the worker can load.
     from lbd.tls.server import ALPN, ListenerTls, TlsConfigError
     from lbd.tls.store import CertificateStore

@@ -4,11 +4,10 @@ fixed-response (AWS: Application Load Balancers, "Listener rules", "Rule action 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from lbd.routing.phrases import phrase
-from lbd.routing.stickiness import CookieSealer, cookie_value
+from lbd.routing.stickiness import CookieSealer, cookie_value, http_date
 
 if TYPE_CHECKING:
     # Workers compile actions from plain records with these models' fields (lbd/config/plain.py).
@@ -85,7 +84,7 @@ class Forward(Generic[G]):
     def _cookies(self, group: G) -> bytes:
         # ALB sets AWSALBTG and, for cross-origin requests, AWSALBTGCORS with SameSite=None; Secure.
         value, expiry = self.sealer.seal(group.name, self.sticky_seconds)
-        expires = formatdate(expiry, usegmt=True)
+        expires = http_date(expiry)
         return (
             f"Set-Cookie: AWSALBTG={value}; Expires={expires}; Path=/\r\n"
             f"Set-Cookie: AWSALBTGCORS={value}; Expires={expires}; Path=/; SameSite=None; Secure\r\n"

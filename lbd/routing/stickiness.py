@@ -24,10 +24,8 @@ import base64
 import binascii
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Container, Iterable, Sequence
-from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,7 +50,7 @@ def cookie_key() -> bytes:
     hex_key = os.environ.get(KEY_ENV)
     if hex_key:
         return bytes.fromhex(hex_key)
-    key = secrets.token_bytes(KEY_BYTES)  # what AESGCM.generate_key does
+    key = os.urandom(KEY_BYTES)  # what AESGCM.generate_key and secrets.token_bytes do
     os.environ[KEY_ENV] = key.hex()
     return key
 
@@ -74,11 +72,11 @@ def read_key_file(path: str | Path) -> tuple[bytes, ...]:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_hex(KEY_BYTES) + "\n")
+            out.write(os.urandom(KEY_BYTES).hex() + "\n")
             out.flush()
             os.fsync(out.fileno())
         with contextlib.suppress(FileExistsError):  # another worker or node made it first: use theirs
@@ -388,7 +386,22 @@ class TargetStickiness:
 
 
 def _expires(now: int, seconds: int) -> str:
-    return formatdate(now + seconds, usegmt=True)
+    return http_date(now + seconds)
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """IMF-fixdate (RFC 9110 5.6.7), what ``email.utils.formatdate(usegmt=True)`` writes, without the
+    email package (a megabyte of a worker's memory for one function) and without the locale strftime
+    would consult."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 class LbCookie(TargetStickiness):
