@@ -273,6 +273,7 @@ class Worker:
         tracker = self.tracker
         pool = self.pool
         assert pool is not None
+        loop = asyncio.get_running_loop()
         if bound.key.transport == "udp":
             bound.server = UdpListenerSide(bound.sock, bound)
             bound.server.start()
@@ -295,7 +296,7 @@ class Worker:
                 assign_client(app, client)  # before connection_made: TCP hashes the flow there
             if runtime.tls is not None:
                 inner = app if client is None else cast(asyncio.Protocol, ClientAddressShim(app, client))
-                return tls_protocol(inner, runtime.tls.context, runtime.stats)
+                return tls_protocol(inner, runtime.tls.context, runtime.stats, loop)
             return app
 
         def accept() -> asyncio.BaseProtocol:

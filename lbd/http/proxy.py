@@ -84,7 +84,7 @@ class HttpClientSide:
         self._header_bytes = 0
         self._paused = 0
         self._out: list[bytes] | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = pool._loop  # the worker's; asyncio.get_running_loop() makes a getpid() system call
         self._idle_handle: asyncio.TimerHandle | None = None
         self._moved = 0
         self._moved_at_check = 0
