@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbd.cache import CachedResponse, ResponseCache
 from lbd.cache.engine import ENTRY_OVERHEAD, entry_size
@@ -173,6 +175,54 @@ def test_cached_response_is_frozen() -> None:
     reply = response()
     with pytest.raises(AttributeError):
         reply.status = 500  # type: ignore[misc]
+
+
+# (operation, key number, body size, ttl or clock step)
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "get", "delete", "tick"]),
+        st.integers(0, 7),
+        st.integers(0, 400),
+        st.integers(-1, 30),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS)
+def test_accounting_matches_a_model_and_stays_within_capacity(
+    operations: list[tuple[str, int, int, int]],
+) -> None:
+    """Against a plain model (key -> body and expiry): the cache never holds more than its capacity, its
+    byte count is the sum of its entries, and a hit is always the model's fresh entry."""
+    clock = FakeClock()
+    capacity = 3 * (ENTRY_OVERHEAD + 200)
+    cache = ResponseCache(capacity_bytes=capacity, max_entry_bytes=300, clock=clock)
+    stored: dict[bytes, tuple[bytes, float]] = {}
+    for op, k, size, number in operations:
+        key = b"k%d" % k
+        if op == "put":
+            accepted = cache.put(key, response(b"x" * size), ttl=number)
+            assert accepted == (number > 0 and size <= 300)
+            stored.pop(key, None)
+            if accepted:
+                stored[key] = (b"x" * size, clock.now + number)
+        elif op == "get":
+            got = cache.get(key)
+            if got is not None:
+                assert key in stored and got.body == stored[key][0] and stored[key][1] > clock.now
+            elif key in stored and stored[key][1] > clock.now:
+                assert cache.stats.evictions > 0  # only eviction (for room) takes a fresh entry away
+        elif op == "delete":
+            cache.delete(key)
+            stored.pop(key, None)
+        else:
+            clock.now += max(number, 0)
+        held = list(cache._entries.values())
+        assert cache.stats.bytes == sum(entry.size for entry in held) <= capacity
+        assert cache.stats.entries == len(held)
+        assert set(cache._entries) <= set(stored)
 
 
 # -- keys ------------------------------------------------------------------------------------------

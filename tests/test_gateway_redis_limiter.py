@@ -17,8 +17,9 @@ from typing import Literal
 import pytest
 import redis
 
+from lbd.config.gateway_auth import SharedState
 from lbd.gateway.contracts import Admission, Bucket, Quota
-from lbd.gateway.redis_limiter import QUOTA_GRACE, RedisLimiter, SharedStateUnavailable
+from lbd.gateway.redis_limiter import QUOTA_GRACE, RedisLimiter, SharedStateUnavailable, shared_limiter
 from tests.lbdproc import wait_for
 from tests.redis_server import RedisServer
 
@@ -321,3 +322,22 @@ def test_the_redis_client_is_loaded_only_when_a_limiter_is_made() -> None:
     probe = "import sys, lbd.gateway.redis_limiter; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def test_shared_limiter_follows_the_config(redis_server: RedisServer) -> None:
+    fallback = CountingLimiter()
+    assert shared_limiter(None, fallback, time.time) is fallback
+    assert shared_limiter(SharedState(), fallback, time.time) is fallback
+    shared = SharedState(redis=redis_server.url, on_failure="closed", timeout_ms=250)
+    made = shared_limiter(shared, fallback, time.time)
+    try:
+        assert isinstance(made, RedisLimiter)
+        assert (made.url, made.on_failure, made.timeout, made.fallback) == (
+            redis_server.url,
+            "closed",
+            0.25,
+            fallback,
+        )
+        assert await made.admit([Bucket("stage:s", rate=SLOW, burst=1)], None, time.time()) is Admission.ADMIT
+    finally:
+        await made.close()

@@ -35,6 +35,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from lbd.config.gateway_auth import SharedState
 from lbd.gateway.contracts import Admission, Bucket, Clock, Limiter, Quota
 
 if TYPE_CHECKING:
@@ -258,6 +259,14 @@ class RedisLimiter:
             "requests decided in process" if self.on_failure == "open" else "requests answered 503",
             decided,
         )
+
+
+def shared_limiter(shared: SharedState | None, fallback: Limiter, clock: Clock) -> Limiter:
+    """The limiter a worker uses: ``fallback`` (in process) without ``shared_state.redis``, otherwise a
+    RedisLimiter that falls back to it as ``shared_state.on_failure`` says."""
+    if shared is None or shared.redis is None:
+        return fallback
+    return RedisLimiter(shared.redis, shared.timeout_ms, shared.on_failure, fallback, clock)
 
 
 def _admission(reply: object) -> Admission:
