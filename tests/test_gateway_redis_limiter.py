@@ -282,7 +282,17 @@ async def test_fail_open_on_a_killed_redis_then_recovers(
             tokens = float(check.hget("lbd:bucket:stage:pets/prod", "tokens") or 0)
         assert tokens == pytest.approx(99, abs=0.1)  # a new, full bucket (the restart lost the old)
         down, up = outage_lines(caplog)
-        assert len(down) == 1 and len(up) == 1 and "requests decided in process so far: 5" in up[0]
+        assert len(down) == 1 and len(up) == 1 and "5 requests decided in process meanwhile" in up[0]
+
+        # A second outage is logged again, with its own count.
+        redis_server.kill()
+        for _ in range(2):
+            assert await limiter.admit([bucket], None, time.time()) is Admission.ADMIT
+        redis_server.start()
+        await wait_for(lambda: limiter.available, what="the breaker to close again")
+        down, up = outage_lines(caplog)
+        assert (len(down), len(up), limiter.outages) == (2, 2, 2)
+        assert "2 requests decided in process meanwhile" in up[1]
     finally:
         await limiter.close()
     assert fallback.closed
@@ -313,7 +323,7 @@ async def test_fail_closed_on_a_stalled_redis_then_recovers(
         await wait_for(lambda: limiter.available, what="the breaker to close")
         assert await limiter.admit([bucket], None, time.time()) is Admission.ADMIT
         _, up = outage_lines(caplog)
-        assert len(up) == 1 and "requests answered 503 so far: 4" in up[0]
+        assert len(up) == 1 and "4 requests answered 503 meanwhile" in up[0]
     finally:
         await limiter.close()
 

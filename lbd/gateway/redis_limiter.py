@@ -157,6 +157,7 @@ class RedisLimiter:
         self._script: AsyncScript = self._redis.register_script(ADMIT_SCRIPT)
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         self._down_since: float | None = None
+        self._decided_before = 0  # degraded decisions made before the current outage
         self._probe: asyncio.Task[None] | None = None
         self.outages = 0
         self.failures = 0
@@ -169,6 +170,8 @@ class RedisLimiter:
         return self._down_since is None
 
     async def admit(self, buckets: Sequence[Bucket], quota: Quota | None, now: float) -> Admission:
+        if not buckets and quota is None:
+            return Admission.ADMIT  # nothing to count: no round trip
         if self._down_since is None:
             keys, args = self._script_input(buckets, quota, now)
             try:
@@ -227,6 +230,7 @@ class RedisLimiter:
         if self._down_since is not None:
             return
         self._down_since = self.clock()
+        self._decided_before = self._degraded_decisions()
         self.outages += 1
         meanwhile = (
             "failing open: the in-process limiter decides meanwhile"
@@ -251,14 +255,16 @@ class RedisLimiter:
         down_since, self._down_since = self._down_since, None
         self._probe = None
         elapsed = self.clock() - down_since if down_since is not None else 0.0
-        decided = self.fallback_decisions if self.on_failure == "open" else self.unavailable_decisions
         log.warning(
-            "shared state %s reachable again after %.1f s; %s so far: %d",
+            "shared state %s reachable again after %.1f s; %d requests %s meanwhile",
             self.url,
             elapsed,
-            "requests decided in process" if self.on_failure == "open" else "requests answered 503",
-            decided,
+            self._degraded_decisions() - self._decided_before,
+            "decided in process" if self.on_failure == "open" else "answered 503",
         )
+
+    def _degraded_decisions(self) -> int:
+        return self.fallback_decisions + self.unavailable_decisions
 
 
 def shared_limiter(shared: SharedState | None, fallback: Limiter, clock: Clock) -> Limiter:
