@@ -122,6 +122,23 @@ def test_expired_entries_at_the_lru_end_count_as_expirations(clock: FakeClock) -
     assert (cache.stats.evictions, cache.stats.expirations) == (0, 1)
 
 
+def test_resize_evicts_down_to_the_new_limits(clock: FakeClock) -> None:
+    each = entry_size(b"k0", response(b"x" * 100))
+    cache = ResponseCache(capacity_bytes=4 * each, max_entry_bytes=1 << 20, clock=clock)
+    for i in range(4):
+        cache.put(b"k%d" % i, response(b"x" * 100), ttl=60)
+    cache.put(b"k9", response(b"x" * 10), ttl=60)  # evicts k0
+    cache.get(b"k1")  # k2 is now the least recently used
+    cache.resize(3 * each)
+    assert [k for k in (b"k1", b"k2", b"k3", b"k9") if k in cache] == [b"k1", b"k3", b"k9"]
+    assert cache.stats.bytes <= 3 * each
+    cache.resize(3 * each, max_entry_bytes=50)
+    assert [k for k in (b"k1", b"k3", b"k9") if k in cache] == [b"k9"]
+    assert not cache.put(b"k1", response(b"x" * 100), ttl=60)
+    with pytest.raises(ValueError):
+        cache.resize(-1)
+
+
 def test_delete_prefix_flushes_one_stage_only(clock: FakeClock) -> None:
     cache = ResponseCache(1 << 20, 1 << 20, clock)
     keys = {

@@ -167,6 +167,21 @@ class ResponseCache:
         self._bytes = 0
         return count
 
+    def resize(self, capacity_bytes: int, max_entry_bytes: int | None = None) -> None:
+        """Take new limits (a reload that changed capacity_mb keeps what still fits): the least recently
+        used entries go until the rest fits, and entries over a lower ``max_entry_bytes`` go too."""
+        if capacity_bytes < 0 or (max_entry_bytes is not None and max_entry_bytes < 0):
+            raise ValueError("cache sizes must not be negative")
+        self.capacity_bytes = capacity_bytes
+        if max_entry_bytes is not None and max_entry_bytes < self.max_entry_bytes:
+            self.max_entry_bytes = max_entry_bytes
+            oversize = [key for key, entry in self._entries.items() if entry.response.size > max_entry_bytes]
+            for key in oversize:
+                self._drop(key, self._entries[key])
+        elif max_entry_bytes is not None:
+            self.max_entry_bytes = max_entry_bytes
+        self._make_room(0)
+
     def _make_room(self, size: int) -> None:
         now = self.clock()
         while self._entries and self._bytes + size > self.capacity_bytes:
