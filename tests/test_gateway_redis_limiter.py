@@ -183,6 +183,18 @@ async def test_quota_per_period_key_and_quota_refusal_takes_no_tokens(
     assert 0 < client.pttl("lbd:bucket:stage:fast") <= 8 / 4.0 * 1000 + 1000
 
 
+async def test_idle_buckets_and_past_periods_vanish(limiter: RedisLimiter, client: redis.Redis) -> None:
+    fast = Bucket("stage:fast", rate=1.0, burst=2)  # full again 2 s after its use; the key goes 1 s later
+    past = quota("q:basic:K1:2026-11-30", limit=5, end=time.time() - QUOTA_GRACE + 3)
+    assert await limiter.admit([fast], past, time.time()) is Admission.ADMIT
+    assert client.exists("lbd:bucket:stage:fast", "lbd:quota:q:basic:K1:2026-11-30") == 2
+    await wait_for(
+        lambda: client.exists("lbd:bucket:stage:fast", "lbd:quota:q:basic:K1:2026-11-30") == 0,
+        what="the keys to expire",
+    )
+    assert client.dbsize() == 0
+
+
 async def test_script_reloaded_after_the_server_forgets_it(
     limiter: RedisLimiter, client: redis.Redis
 ) -> None:
