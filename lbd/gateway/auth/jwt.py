@@ -71,8 +71,8 @@ def bearer_token(value: str | None) -> str | None:
         return None
     value = value.strip()
     scheme, _, rest = value.partition(" ")
-    if rest and scheme.lower() == "bearer":
-        value = rest.strip()
+    if scheme.lower() == "bearer":
+        value = rest.strip()  # "Bearer" and nothing after it is no token
     return value or None
 
 
