@@ -4,6 +4,7 @@ rate limit, an unreachable issuer, and jwks_file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -172,6 +173,19 @@ async def test_jwks_is_cached_then_fetched_again_after_its_cache_time(jwks: Jwks
         clock.now += 1
         assert (await engine.authorize(gateway_request(headers=good), [])).outcome == ALLOW
         assert len(jwks.seen) == 2
+    finally:
+        await engine.close()
+
+
+async def test_concurrent_first_requests_share_one_jwks_fetch(jwks: JwksServer) -> None:
+    engine = authorizer(jwks, Clock())
+    good = bearer(token(rsa_key("r1"), "r1", NOW))
+    try:
+        results = await asyncio.gather(
+            *(engine.authorize(gateway_request(headers=good), []) for _ in range(8))
+        )
+        assert [r.outcome for r in results] == [ALLOW] * 8
+        assert len(jwks.seen) == 1
     finally:
         await engine.close()
 

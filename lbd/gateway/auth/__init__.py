@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from lbd.config.gateway_auth import IamAuthorizer, JwtAuthorizer, RequestAuthorizer
 from lbd.gateway.access_keys import PROCESS_KEYS, AccessKeys
-from lbd.gateway.auth.jwt import JwksFetch, JwtAuthorizerEngine
+from lbd.gateway.auth.jwt import JwksFetch, JwksSource, JwtAuthorizerEngine
 from lbd.gateway.auth.request import RequestAuthorizerEngine
 from lbd.gateway.auth.sigv4 import SigV4Authorizer
 from lbd.gateway.contracts import Authorizer, Clock, Fetch
 
-__all__ = ["build_authorizer"]
+__all__ = ["authorizer_errors", "build_authorizer"]
 
 
 def build_authorizer(
@@ -38,3 +38,15 @@ def build_authorizer(
     if isinstance(config, RequestAuthorizer):
         return RequestAuthorizerEngine(config, fetch, clock)
     return SigV4Authorizer(config, clock, access_keys)
+
+
+def authorizer_errors(config: JwtAuthorizer | RequestAuthorizer | IamAuthorizer, where: str) -> list[str]:
+    """For preflight (``lbd check`` and ``lbd run`` alike): what build_authorizer would refuse, with the
+    key path ``where`` (e.g. ``apis[0].authorizers[1]``) in front. Today: a jwks_file that cannot be read or
+    holds no signing keys."""
+    if isinstance(config, JwtAuthorizer) and config.jwks_file is not None:
+        try:
+            JwksSource(config, lambda: 0.0)
+        except ValueError as exc:
+            return [f"{where}.jwks_file: {exc.__cause__ or exc}"]
+    return []
