@@ -20,9 +20,10 @@ from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.server import AdminServer, Router, start_admin_server
 from lbd.config.gateway_auth import IamAuthorizer
 from lbd.control import Message
-from lbd.gateway.access_keys import AccessKeys, check_allow, install_message, load_access_keys
+from lbd.gateway.access_keys import PROCESS_KEYS, AccessKeys, check_allow, load_access_keys
 from lbd.gateway.auth.sigv4 import verify
 from lbd.gateway.contracts import ALLOW, GatewayRequest
+from lbd.worker import Worker
 from tests.conftest import LbdFactory
 from tests.lbdproc import application_config, free_port, http_request
 
@@ -131,8 +132,8 @@ async def test_keys_are_saved_privately_and_restored(admin: Env) -> None:
     assert (
         key is not None and key.secret_access_key == imported["secret_access_key"] and key.description == "ci"
     )
-    # What a restarted worker is sent first.
-    install_message(reopened.message()["keys"])
+    # What a restarted worker is sent first: the whole set, secrets included (over its private socketpair).
+    assert reopened.message()["keys"] == [key.to_json()]
 
 
 @pytest.mark.parametrize(
@@ -192,3 +193,26 @@ async def test_lbd_serves_access_keys_and_keeps_them_across_a_restart(
         (created["access_key_id"], False)
     ]
     assert "1 access key(s) restored" in again.log
+
+
+def test_a_worker_installs_the_set_it_is_sent_and_acknowledges_it() -> None:
+    class Channel:
+        def __init__(self) -> None:
+            self.sent: list[Message] = []
+
+        def send(self, message: Message) -> None:
+            self.sent.append(message)
+
+    worker = Worker(0, -1)
+    channel = Channel()
+    worker.control = channel  # type: ignore[assignment]
+    key = {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "s" * 40, "allow": ["*"]}
+    try:
+        worker._on_message({"op": "access_keys", "generation": 7, "keys": [key]})
+        installed = PROCESS_KEYS.get("AKIAIOSFODNN7EXAMPLE")
+        assert installed is not None and installed.secret_access_key == "s" * 40
+        assert channel.sent == [{"op": "access_keys_applied", "generation": 7}]
+        worker._on_message({"op": "access_keys", "generation": 8, "keys": []})
+        assert PROCESS_KEYS.get("AKIAIOSFODNN7EXAMPLE") is None
+    finally:
+        PROCESS_KEYS.install([])

@@ -223,10 +223,17 @@ async def test_a_rotated_key_is_fetched_on_its_unknown_kid_at_most_once_per_refr
 async def test_an_unreachable_issuer_is_a_configuration_error_until_keys_are_held(jwks: JwksServer) -> None:
     clock = Clock()
     good = bearer(token(rsa_key("r1"), "r1", NOW, exp=int(NOW) + 7200))
-    down = build_authorizer(config(jwks_uri=f"http://127.0.0.1:{free_port()}/jwks"), LoopbackFetch({}), clock)
+    uri = f"http://127.0.0.1:{free_port()}/jwks"
+    down = build_authorizer(config(jwks_uri=uri, jwks_min_refresh_seconds=30), LoopbackFetch({}), clock)
+    assert isinstance(down, JwtAuthorizerEngine)
     try:
+        for _ in range(3):  # asked once; then lbd backs off for jwks_min_refresh_seconds
+            result = await down.authorize(gateway_request(headers=good), [])
+            assert result.outcome == "AUTHORIZER_CONFIGURATION_ERROR"
+        assert down.jwks.fetches == 1
+        clock.now += 30
         result = await down.authorize(gateway_request(headers=good), [])
-        assert result.outcome == "AUTHORIZER_CONFIGURATION_ERROR"
+        assert (result.outcome, down.jwks.fetches) == ("AUTHORIZER_CONFIGURATION_ERROR", 2)
     finally:
         await down.close()
 

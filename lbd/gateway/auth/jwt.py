@@ -37,8 +37,10 @@ import jwt as pyjwt
 from lbd.config.gateway_auth import JwtAuthorizer
 from lbd.gateway.auth.identity import identity_value
 from lbd.gateway.contracts import ALLOW, AuthResult, Clock, GatewayRequest
+from lbd.observe.ratelimit import RateLimitedLog
 
 log = logging.getLogger("lbd.gateway.auth")
+WARNINGS = RateLimitedLog()
 
 JWKS_TIMEOUT = 1.5  # seconds: API Gateway's timeout for JWKS and OpenID discovery
 MAX_JWKS_BYTES = 1024 * 1024
@@ -230,8 +232,15 @@ class JwksSource:
                 raise ValueError(f"authorizer {config.name}: jwks_file {path}: {exc}") from exc
 
     async def current(self) -> JwksKeys:
-        age = self._clock() - self.fetched_at
-        if self.config.jwks_uri is not None and age >= self.config.jwks_cache_seconds:
+        now = self._clock()
+        stale = now - self.fetched_at >= self.config.jwks_cache_seconds
+        # With no keys at all, a down issuer is asked again at most once per jwks_min_refresh_seconds.
+        backing_off = (
+            self.keys is None
+            and self._inflight is None
+            and now - self.tried_at < self.config.jwks_min_refresh_seconds
+        )
+        if self.config.jwks_uri is not None and stale and not backing_off:
             await self.refresh()
         if self.keys is None:
             raise JwksUnavailable(f"no JWKS from {self.config.jwks_uri}")
@@ -267,7 +276,8 @@ class JwksSource:
             keys = JwksKeys(parse_jwks(await self._fetch(uri, JWKS_TIMEOUT)))
         except (OSError, TimeoutError, ValueError) as exc:
             # Keep serving with the keys held (if any): an issuer outage should not log everyone out.
-            log.warning("authorizer %s: cannot fetch the JWKS from %s: %s", self.config.name, uri, exc)
+            name = self.config.name
+            WARNINGS.warning(log, name, "authorizer %s: cannot fetch the JWKS from %s: %s", name, uri, exc)
             if self.keys is not None:
                 self.fetched_at = self.tried_at  # try again after another cache period, not every request
             return

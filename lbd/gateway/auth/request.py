@@ -41,8 +41,10 @@ from lbd.config.gateway_auth import RequestAuthorizer
 from lbd.gateway.arn import ACCOUNT_ID, DEFAULT_REGION, action_matches, any_resource_matches, method_arn
 from lbd.gateway.auth.identity import identity_value, query_parameters
 from lbd.gateway.contracts import ALLOW, AuthResult, Clock, Fetch, GatewayRequest
+from lbd.observe.ratelimit import RateLimitedLog
 
 log = logging.getLogger("lbd.gateway.auth")
+WARNINGS = RateLimitedLog()  # an authorizer that is down fails every request: one line per 10 s
 
 MAX_CACHED = 10_000
 MAX_ANSWER = 64 * 1024  # bytes of JSON an authorizer may answer; more is a configuration error
@@ -343,9 +345,8 @@ class RequestAuthorizerEngine:
     def _failed(self, outcome: str, why: str) -> AuthResult:
         # The client gets API Gateway's bare 500; the reason is for the operator only.
         endpoint = self.config.endpoint
-        log.warning(
-            "authorizer %s (%s %s): %s: %s", self.name, endpoint.target_group, endpoint.path, outcome, why
-        )
+        where = f"{self.name} ({endpoint.target_group} {endpoint.path})"
+        WARNINGS.warning(log, f"{self.name}:{outcome}", "authorizer %s: %s: %s", where, outcome, why)
         return AuthResult(outcome)
 
     async def close(self) -> None:
