@@ -17,6 +17,8 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.httpsession import URLLib3Session
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbd.config.gateway_auth import IamAuthorizer
 from lbd.gateway.access_keys import AccessKey, AccessKeys
@@ -132,6 +134,16 @@ def test_wrong_secret_altered_body_path_query_or_header_is_invalid_signature() -
     headers = {k: v for k, v in tampered.headers.items() if k != "x-custom"}
     missing = GatewayRequest(**{**{f: getattr(tampered, f) for f in tampered.__slots__}, "headers": headers})
     assert "x-custom" in str(check(missing).message)
+
+
+def test_bytes_that_are_not_text_are_a_mismatch_not_an_error() -> None:
+    request = as_gateway(signed())
+    fields = {f: getattr(request, f) for f in request.__slots__}
+    odd = "\udcff"  # how a byte that is not UTF-8 arrives in a str
+    changes = [{"path": f"/pets/{odd}"}, {"query": f"a={odd}"}, {"headers": {**request.headers, "x": odd}}]
+    for change in changes:
+        result = check(GatewayRequest(**{**fields, **change}))
+        assert (result.outcome, result.message) == ("INVALID_SIGNATURE", MISMATCH), change
 
 
 def test_a_declared_payload_hash_must_be_the_body_s() -> None:
@@ -272,3 +284,41 @@ async def test_requests_signed_and_sent_by_botocore_pass_through_a_real_connecti
     store.install([AccessKey(KEY_ID, SECRET, ("*",), enabled=False)])
     status, body = await asyncio.to_thread(send, signed("GET", f"{base}/pets/1"))
     assert (status, body["outcome"]) == (403, "INVALID_SIGNATURE")
+
+
+SPECIAL = st.sampled_from(["\udcff", "/", "=", "&", "%", ",", ";", " "])  # \udcff: a byte that was not UTF-8
+TEXT = st.text(st.characters(codec="utf-8") | SPECIAL, max_size=60)
+PART = st.text(st.characters(codec="utf-8", exclude_characters="/, ") | st.just("\udcff"), max_size=20)
+NOW_STAMP = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+@st.composite
+def authorization(draw: st.DrawFn) -> str:
+    """Mostly well-formed headers, with the known key and today's date, so the fuzzing reaches the
+    canonical request and the signature, not just the parser."""
+    key = draw(st.sampled_from([KEY_ID]) | PART)
+    date = draw(st.sampled_from([NOW_STAMP[:8]]) | PART)
+    headers = draw(st.sampled_from(["host", "host;x", "host;x-amz-date", "a;host"]) | PART)
+    signature = draw(PART)
+    return f"AWS4-HMAC-SHA256 Credential={key}/{date}/eu-west-1/execute-api/aws4_request, " + (
+        f"SignedHeaders={headers}, Signature={signature}"
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    authorization=st.one_of(TEXT, authorization()),
+    amz_date=st.one_of(st.just(NOW_STAMP), TEXT, st.from_regex(r"\A\d{8}T\d{6}Z\Z")),
+    path=TEXT,
+    query=st.one_of(TEXT, TEXT.map(lambda t: f"X-Amz-Signature={t}&X-Amz-Credential={t}")),
+)
+def test_any_request_gets_an_answer_never_an_exception(
+    authorization: str, amz_date: str, path: str, query: str
+) -> None:
+    headers = {"authorization": authorization, "x-amz-date": amz_date, "host": "h", "x": path}
+    for request in (
+        GatewayRequest("GET", "/" + path, query, headers, b"", "127.0.0.1", "pets", "prod", "$default"),
+        GatewayRequest("GET", "/" + path, query, {"host": "h"}, b"", "127.0.0.1", "pets", "prod", "$default"),
+    ):
+        result = check(request)
+        assert result.outcome in {"INVALID_SIGNATURE", "MISSING_AUTHENTICATION_TOKEN"}, result

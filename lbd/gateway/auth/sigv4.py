@@ -112,9 +112,12 @@ def _credential(value: str) -> tuple[str, str, str, str]:
 
 def _timestamp(request: GatewayRequest, amz_date: str | None) -> datetime:
     if amz_date is not None:
-        if not AMZ_DATE_RE.match(amz_date):
-            raise SignatureRejected(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.")
-        return datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=UTC)
+        try:
+            if AMZ_DATE_RE.match(amz_date):
+                return datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=UTC)
+        except ValueError:  # 20261399T250000Z has the shape but is no date
+            pass
+        raise SignatureRejected(f"Date must be in ISO-8601 'basic format'. Got '{amz_date}'.")
     date = request.header("date")  # the spec allows Date instead of X-Amz-Date
     if date is None:
         raise SignatureRejected(
@@ -278,7 +281,7 @@ def signature(secret: str, signed: Signed, canonical: str) -> str:
         )
     )
     key = signing_key(secret, signed.date, signed.region, signed.service)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, string_to_sign.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
 
 
 # -- the checks, in order ----------------------------------------------------------------------------------
@@ -333,14 +336,14 @@ def verify(request: GatewayRequest, config: IamAuthorizer, keys: AccessKeys, now
     if not is_signed(request):
         return MISSING_TOKEN
     try:
-        presigned = request.header("authorization") is None
+        presigned = not (request.header("authorization") or "").strip()
         signed = parse_presigned(request) if presigned else parse_authorization(request)
         _check_scope(signed, config)
         _check_time(signed, config, now)
         key = keys.get(signed.access_key_id)
         if key is None or not key.enabled:
             return AuthResult("INVALID_SIGNATURE", message=UNKNOWN_KEY)
-        provided = signed.signature.encode()
+        provided = signed.signature.encode("utf-8", "surrogateescape")
         matched = False
         for query in canonical_queries(request.query, signed.presigned):
             expected = signature(key.secret_access_key, signed, canonical_request(request, signed, query))
@@ -349,6 +352,8 @@ def verify(request: GatewayRequest, config: IamAuthorizer, keys: AccessKeys, now
             return AuthResult("INVALID_SIGNATURE", message=MISMATCH)
     except SignatureRejected as exc:
         return AuthResult("INVALID_SIGNATURE", message=str(exc))
+    except UnicodeError:  # a path, query or header that is not text: no client could have signed it
+        return AuthResult("INVALID_SIGNATURE", message=MISMATCH)
     arn = method_arn(config.region, request.api, request.stage, request.method, request.path)
     if not key.may_invoke(arn):
         return AuthResult(
