@@ -3,10 +3,14 @@ policy evaluation, authorizer answers and the answer cache."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lbd.config.gateway_auth import JwtAuthorizer
 from lbd.gateway.arn import action_matches, any_resource_matches, method_arn, wildcard_match
@@ -207,3 +211,75 @@ def test_preflight_names_an_unreadable_jwks_file(tmp_path: Any) -> None:
     assert error.startswith("apis[0].authorizers[0].jwks_file: ") and "none.json" in error
     (tmp_path / "ok.json").write_text(json.dumps({"keys": [jwk("k", ec_key("e1"))]}))
     assert authorizer_errors(CONFIG.model_copy(update={"jwks_file": str(tmp_path / "ok.json")}), "a") == []
+
+
+KEYS = JwksKeys({"r": jwk("r", rsa_key("r1"))})
+JSON = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=5) | st.integers() | st.floats(allow_nan=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@st.composite
+def jws_like(draw: st.DrawFn) -> str:
+    """Three dot-separated parts with a header that often passes the first checks."""
+    header = {
+        "alg": draw(st.sampled_from(["RS256", "ES256", "none", "HS256"]) | st.text(max_size=6)),
+        "kid": draw(st.sampled_from(["r", "e"]) | JSON),
+        **draw(st.dictionaries(st.text(max_size=5), JSON, max_size=2)),
+    }
+    claims = draw(st.dictionaries(st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "scope"]), JSON) | JSON)
+    signature = draw(st.binary(max_size=300))
+    return ".".join((b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()), b64(signature)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=200), jws_like()))
+def test_any_token_is_refused_cleanly(text: str) -> None:
+    with contextlib.suppress(TokenRejected):
+        verify_token(text, KEYS, CONFIG, NOW)
+
+
+ANSWER_KEYS = [
+    "principalId",
+    "policyDocument",
+    "Statement",
+    "Effect",
+    "Action",
+    "Resource",
+    "context",
+    "isAuthorized",
+]
+ANSWERS = st.recursive(
+    st.none() | st.booleans() | st.sampled_from(["Allow", "Deny", "*", "execute-api:Invoke"]) | st.integers(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(ANSWER_KEYS), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), ANSWERS.map(lambda v: json.dumps(v).encode())))
+def test_any_authorizer_answer_is_parsed_or_refused_cleanly(body: bytes) -> None:
+    for simple in (True, False):
+        try:
+            answer = parse_answer(body, simple)
+        except BadAnswer:
+            continue
+        decide(answer, ARN, cached=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["iss", "aud", "client_id", "exp", "nbf", "iat"]), JSON | st.just(ISSUER))
+)
+def test_any_claims_are_checked_cleanly(values: dict[str, Any]) -> None:
+    with contextlib.suppress(TokenRejected):
+        check_claims(values, CONFIG, NOW)
+    token_scopes(values)
