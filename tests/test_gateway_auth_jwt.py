@@ -280,3 +280,28 @@ print("aiohttp.client" in sys.modules)
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False", out.stderr
+
+
+async def test_a_verified_token_is_remembered_until_it_expires_or_its_key_goes(jwks: JwksServer) -> None:
+    clock = Clock()
+    engine = authorizer(jwks, clock, jwks_cache_seconds=300, leeway_seconds=0)
+    good = bearer(token(rsa_key("r1"), "r1", NOW, exp=int(NOW) + 200))
+    try:
+        first = await engine.authorize(gateway_request(headers=good), [])
+        second = await engine.authorize(gateway_request(headers=good), [])
+        assert first.outcome == second.outcome == ALLOW and dict(first.claims) == dict(second.claims)
+        assert len(engine._verified) == 1
+        clock.now += 199
+        assert (await engine.authorize(gateway_request(headers=good), [])).outcome == ALLOW
+        clock.now += 1  # the remembered token's exp still counts
+        late = await engine.authorize(gateway_request(headers=good), [])
+        assert late.outcome == "UNAUTHORIZED" and "expired" in dict(late.headers)["www-authenticate"]
+
+        fresh = bearer(token(rsa_key("r1"), "r1", clock.now, exp=int(clock.now) + 3600))
+        assert (await engine.authorize(gateway_request(headers=fresh), [])).outcome == ALLOW
+        jwks.keys = [jwk("r2", rsa_key("r2"))]  # r1 is withdrawn; lbd sees it at the next fetch
+        clock.now += 300
+        gone = await engine.authorize(gateway_request(headers=fresh), [])
+        assert gone.outcome == "UNAUTHORIZED" and "kid not found" in dict(gone.headers)["www-authenticate"]
+    finally:
+        await engine.close()

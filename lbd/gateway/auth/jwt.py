@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jwt as pyjwt
@@ -45,6 +47,7 @@ WARNINGS = RateLimitedLog()
 JWKS_TIMEOUT = 1.5  # seconds: API Gateway's timeout for JWKS and OpenID discovery
 MAX_JWKS_BYTES = 1024 * 1024
 MAX_TOKEN = 16 * 1024
+VERIFIED_TOKENS = 4096  # per authorizer and worker; least recently used out first
 
 JwksFetch = Callable[[str, float], Awaitable[bytes]]  # (uri, timeout) -> body; raises OSError/TimeoutError
 
@@ -321,6 +324,10 @@ class JwtAuthorizerEngine:
         if fetch is None and config.jwks_uri is not None:
             fetch = self._http = HttpJwksFetch()
         self.jwks = JwksSource(config, clock, fetch)
+        # Tokens whose signature checked out, so that a client's next requests cost a dict lookup and the
+        # time checks rather than a public-key operation (Envoy's jwt_authn keeps such a cache too).
+        self._verified: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._verified_with: JwksKeys | None = None
 
     async def authorize(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult:
         token = bearer_token(identity_value(request, self.config.identity_source))
@@ -344,7 +351,24 @@ class JwtAuthorizerEngine:
             scopes=sorted(granted),
         )
 
-    async def _claims(self, token: str) -> dict[str, Any]:
+    async def _claims(self, token: str) -> Mapping[str, Any]:
+        keys = await self.jwks.current()
+        if keys is not self._verified_with:  # new keys: what the old ones verified is verified no more
+            self._verified.clear()
+            self._verified_with = keys
+        claims = self._verified.get(token)
+        if claims is not None:
+            self._verified.move_to_end(token)
+            check_claims(claims, self.config, self._clock())  # expiry moves on; the signature does not
+            return claims
+        claims = MappingProxyType(await self._verify(token))
+        if self._verified_with is self.jwks.keys:
+            self._verified[token] = claims
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
+        return claims
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         header = unverified_header(token, self.config)
         kid, alg = str(header["kid"]), str(header["alg"])
         keys = await self.jwks.current()
