@@ -262,8 +262,8 @@ class Supervisor:
     async def _start_worker(self, worker: WorkerHandle) -> None:
         try:
             await worker.spawn(self.log_level, self.log_format)
-            if self.access_keys is not None:  # before the first generation, so no request meets an empty set
-                await worker.request(self.access_keys.message(), "access_keys_applied")
+            if self.access_keys is not None:  # ahead of the first generation on the ordered channel
+                worker.send(self.access_keys.message())
             message = {
                 "op": "prepare",
                 "generation": self.generation,
