@@ -4,6 +4,7 @@ cache (calls counted at the endpoint) and its TTL on an injected clock, and the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -164,6 +165,17 @@ async def test_the_cache_lasts_ttl_seconds_per_identity_value(env: Env) -> None:
     for _ in range(2):
         await uncached.authorize(call("allow-get"), [])
     assert len(endpoint.seen) == 5
+
+
+async def test_concurrent_requests_with_one_identity_ask_the_endpoint_once(env: Env) -> None:
+    endpoint, make, _ = env
+    engine = make()
+    methods = ["GET", "PUT", "GET", "GET", "DELETE"]
+    results = await asyncio.gather(*(engine.authorize(call("allow-get", method=m), []) for m in methods))
+    assert [r.outcome for r in results] == ["ALLOW", "ACCESS_DENIED", "ALLOW", "ALLOW", "ACCESS_DENIED"]
+    assert len(endpoint.seen) == 1
+    others = await asyncio.gather(*(engine.authorize(call(f"x{n}"), []) for n in range(3)))
+    assert [r.outcome for r in others] == ["ACCESS_DENIED"] * 3 and len(endpoint.seen) == 4
 
 
 async def test_the_cache_is_a_bounded_lru(env: Env) -> None:

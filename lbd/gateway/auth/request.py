@@ -24,11 +24,13 @@ Answers are cached for ``ttl_seconds`` by the identity sources' values (all of t
 cache key). As in API Gateway a cached policy is evaluated again for each request's method ARN, so one
 policy covers every method it names; for a per-route cache with the simple format, add
 ``$context.routeKey`` to the identity sources. Without identity sources nothing is cached. The cache is
-an LRU of ``MAX_CACHED`` entries per authorizer, per worker.
+an LRU of ``MAX_CACHED`` entries per authorizer, per worker. Requests that arrive with the same identity
+while the endpoint is being asked for it wait for that one answer instead of asking again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -301,6 +303,7 @@ class RequestAuthorizerEngine:
         self.simple = config.response_format == "simple"
         cacheable = config.ttl_seconds > 0 and bool(config.identity_sources)
         self.cache = AnswerCache(config.ttl_seconds, clock) if cacheable else None
+        self._pending: dict[tuple[str, ...], asyncio.Future[Answer | AuthResult]] = {}
         self.calls = 0
 
     async def authorize(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult:
@@ -315,7 +318,15 @@ class RequestAuthorizerEngine:
             if answer is not None:
                 return decide(answer, arn, cached=True)
         event = simple_event(request, arn, values) if self.simple else rest_event(request, arn)
-        outcome = await self._ask(event)
+        if self.cache is None:
+            outcome = await self._ask(event)
+        else:
+            # Requests with the same identity while the endpoint is being asked wait for its one answer.
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = asyncio.ensure_future(self._ask(event))
+                pending.add_done_callback(lambda _: self._pending.pop(key, None))
+            outcome = await asyncio.shield(pending)
         if isinstance(outcome, AuthResult):
             return outcome
         if self.cache is not None:
