@@ -34,6 +34,7 @@ import uvloop
 from pydantic import ValidationError
 
 from lbd import systemd
+from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
@@ -172,6 +173,7 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        self.access_keys: AccessKeyAdmin | None = None  # IAM authorizers' keys (lbd/admin/access_keys.py)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
             await self._start_admin()
             await asyncio.gather(*(self._start_worker(w) for w in self.workers))
@@ -259,6 +262,8 @@ class Supervisor:
     async def _start_worker(self, worker: WorkerHandle) -> None:
         try:
             await worker.spawn(self.log_level, self.log_format)
+            if self.access_keys is not None:  # ahead of the first generation on the ordered channel
+                worker.send(self.access_keys.message())
             message = {
                 "op": "prepare",
                 "generation": self.generation,
@@ -488,6 +493,8 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        if self.access_keys is not None:
+            self.access_keys.register(router)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -672,6 +679,23 @@ class Supervisor:
         if saved is not None:
             return AdminResponse(500, {**body, "error": saved})
         return AdminResponse(200, body)
+
+    def _open_access_keys(self) -> AccessKeyAdmin:
+        try:
+            return AccessKeyAdmin.open(self.state_file.parent, self._tell_workers)
+        except ValueError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+
+    async def _tell_workers(self, message: Message, reply_op: str) -> list[str]:
+        """Send ``message`` to every worker and wait for each one's ``reply_op``; the failures, if any."""
+        replies = await asyncio.gather(
+            *(w.request(message, reply_op) for w in self.workers), return_exceptions=True
+        )
+        return [
+            f"worker {w.index}: {r}"
+            for w, r in zip(self.workers, replies, strict=True)
+            if isinstance(r, BaseException)
+        ]
 
     def _save_registry(self) -> str | None:
         try:

@@ -198,14 +198,17 @@ def load_registry(path: Path) -> Registry:
 
 
 def save_registry(registry: Registry, path: Path) -> None:
-    """Atomically: a crash leaves the old file or the new one, never half of one.
+    write_atomically(path, (json.dumps(registry.to_json(), indent=2) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A crash leaves the old file or the new one, never half of one.
 
     The temporary file has a fresh random name (mkstemp: O_CREAT|O_EXCL, mode 0600) in the same
     directory, so that a symlink planted at a predictable name cannot redirect the write, and rename
     stays on one file system. fsync before the rename, or a crash could leave the new name empty.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(registry.to_json(), indent=2) + "\n").encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
