@@ -159,7 +159,12 @@ async def backends_seen(port: int, count: int = 12) -> set[str]:
 def discovered_config(port: int, discovery: dict[str, Any], **group: Any) -> dict[str, Any]:
     config = application_config(port, [])
     config["target_groups"][0].update(
-        {"discovery": discovery, "deregistration_delay_seconds": 0, "health_check": {"enabled": False}, **group}
+        {
+            "discovery": discovery,
+            "deregistration_delay_seconds": 0,
+            "health_check": {"enabled": False},
+            **group,
+        }
     )
     return config
 
@@ -179,7 +184,9 @@ async def test_etcd_targets_are_watched_and_a_failing_etcd_keeps_them(
     await etcd.put("/lbd/targets/web/a", {"id": "127.0.0.1", "port": a.port})
     await etcd.put("/lbd/targets/other/x", {"id": "127.0.0.1", "port": 1})  # outside the prefix
     port = free_port()
-    proc = lbd(discovered_config(port, {"type": "etcd", "endpoints": [etcd.url], "prefix": "/lbd/targets/web/"}))
+    proc = lbd(
+        discovered_config(port, {"type": "etcd", "endpoints": [etcd.url], "prefix": "/lbd/targets/web/"})
+    )
     await proc.wait_ready()
     await wait_for(lambda: backends_seen(port), what="the etcd target to serve")
     assert await backends_seen(port) == {"a"}
@@ -275,7 +282,9 @@ async def test_dns_a_records_on_a_port(
     a = await HttpBackend("a").start(host="127.0.0.2")
     b = await HttpBackend("b").start(host="127.0.0.3", port=a.port)
     try:
-        dnsmasq.start(["host-record=web.example.internal,127.0.0.2", "host-record=web.example.internal,127.0.0.3"])
+        dnsmasq.start(
+            ["host-record=web.example.internal,127.0.0.2", "host-record=web.example.internal,127.0.0.3"]
+        )
         port = free_port()
         discovery = {
             "type": "dns",
@@ -301,7 +310,10 @@ async def test_consistent_hash_keeps_each_user_on_one_target(
     port = free_port()
     config = application_config(port, [b.port for b in pool])
     config["target_groups"][0].update(
-        {"algorithm": "consistent_hash", "consistent_hash": {"type": "http_header", "http_header_name": "X-User"}}
+        {
+            "algorithm": "consistent_hash",
+            "consistent_hash": {"type": "http_header", "http_header_name": "X-User"},
+        }
     )
     proc = lbd(config, workers=2)
     await proc.wait_ready()

@@ -33,7 +33,9 @@ def owner(table: MaglevTable, key: bytes, pool: list[bytes]) -> bytes:
     return pool[table.lookup(key)]
 
 
-def moved_share(before: MaglevTable, after: MaglevTable, pool_before: list[bytes], pool_after: list[bytes]) -> float:
+def moved_share(
+    before: MaglevTable, after: MaglevTable, pool_before: list[bytes], pool_after: list[bytes]
+) -> float:
     moved = sum(1 for key in FLOWS if owner(before, key, pool_before) != owner(after, key, pool_after))
     return moved / len(FLOWS)
 
@@ -106,7 +108,11 @@ def test_the_table_is_the_same_in_another_process() -> None:
     expected = f"{here.digest()} {[here.lookup(k) for k in FLOWS[:50]]}"
     for seed in ("1", "2"):
         out = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": seed}
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
         )
         assert out.stdout.strip() == expected
 
@@ -179,7 +185,8 @@ class FakeRequest:
 
 def test_hash_keys_from_a_header_a_cookie_or_the_source_address() -> None:
     request = FakeRequest(
-        [(b"Host", b"x"), (b"X-User", b" alice "), (b"Cookie", b"a=1; shard=7")], FakeClient(("192.0.2.9", 5000))
+        [(b"Host", b"x"), (b"X-User", b" alice "), (b"Cookie", b"a=1; shard=7")],
+        FakeClient(("192.0.2.9", 5000)),
     )
     bare = FakeRequest([(b"Host", b"x")], FakeClient(("192.0.2.9", 5001)))
     header = HashKey(ConsistentHashKey(type="http_header", http_header_name="X-User"))

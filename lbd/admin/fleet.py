@@ -10,6 +10,7 @@ eject a target for failed requests (passive outlier detection, per worker).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lbd.config.schema import Config, TargetGroup
@@ -50,9 +51,10 @@ def group_view(
         else:
             verdict = verdicts.get(key) if group.health_check.enabled else True
             state = "initial" if verdict is None else ("healthy" if verdict else "unhealthy")
-            registered.append((key, target.weight, target.zone))
-            if verdict is not False:
-                in_service.append((key, target.weight, target.zone))
+            if target.weight > 0:
+                registered.append((key, target.weight, target.zone))
+                if verdict:
+                    in_service.append((key, target.weight, target.zone))
         targets.append(
             {
                 "id": target.id,
@@ -62,7 +64,13 @@ def group_view(
                 "state": state,
             }
         )
-    if not in_service:  # fail open: every registered target takes traffic
+    # Fail open as the workers do (lbd/runtime.py TargetGroupRuntime.refresh): too few healthy targets and
+    # every registered one takes traffic (targets still initial are not healthy yet).
+    minimum = group.minimum_healthy_targets
+    needed = minimum.count
+    if minimum.percentage is not None:
+        needed = max(needed, math.ceil(len(registered) * minimum.percentage / 100))
+    if len(in_service) < needed:
         in_service = registered
     local = [entry for entry in in_service if entry[2] == node_zone]
     serving = in_service if cross_zone or not local else local
