@@ -1,4 +1,4 @@
-"""Helpers the fleet test runs inside its network namespaces (``ip netns exec NS python -m tests.fleet_helper``).
+"""What tests/test_fleet_netns.py runs in its namespaces: ``ip netns exec NS python -m tests.fleet_helper``.
 
 - ``serve NAME ADDRESS``: a target: TCP on 7000 answers each line with "NAME PEER" (PEER: the lbd node's
   address, so the test knows which node relayed the flow) and keeps the connection; HTTP on 8000 answers

@@ -314,7 +314,8 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
     assert set(nodes_of(again).values()) == {"10.2.2.1", "10.2.3.1"}
     orphans = [port for port, node in by_node.items() if node == "10.2.1.1"]
     assert orphans, "no flow went through the node that died"
-    moved = {port: (first[port], again[port]) for port in placed if targets_of(again).get(port) != placed[port]}
+    after = targets_of(again)
+    moved = {port: (first[port], again[port]) for port in placed if after.get(port) != placed[port]}
     assert not moved, moved  # the dead node's flows too: every flow kept its target
 
     # 3. A target put in etcd is used by every node within seconds.

@@ -7,7 +7,6 @@ says so in the listing and in /metrics. Also the HTTP consistent_hash algorithm 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import shutil
@@ -19,12 +18,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from lbd.config.loader import ConfigError, parse_config
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.lbdproc import application_config, free_port, http_request, wait_for
-
-pytestmark = pytest.mark.asyncio
 
 
 def _b64(text: str) -> str:
@@ -344,3 +343,80 @@ async def test_the_fleet_view_shows_the_maglev_digests(
     _, two = await second.admin("GET", "/v1/fleet")
     assert two["target_groups"][0]["maglev"]["serving_digest"] != digest  # the nodes now disagree
     assert two["target_groups"][0]["maglev"]["serving"] == [f"127.0.0.1:{b.port}"]
+
+
+# -- config: bad discovery and consistent_hash settings name their key ----------------------------------
+
+
+def group_errors(**group: Any) -> list[str]:
+    config = application_config(8080, [8081])
+    config["target_groups"][0].update(group)
+    with pytest.raises(ConfigError) as info:
+        parse_config(yaml.safe_dump(config, sort_keys=False))
+    return [str(issue) for issue in info.value.issues]
+
+
+@pytest.mark.parametrize(
+    ("group", "where", "words"),
+    [
+        ({"algorithm": "consistent_hash"}, "target_groups[0]", "consistent_hash: required"),
+        (
+            {"algorithm": "consistent_hash", "consistent_hash": {"type": "http_header"}},
+            "target_groups[0].consistent_hash",
+            "http_header_name: required",
+        ),
+        (
+            {"consistent_hash": {"type": "source_ip"}},
+            "target_groups[0]",
+            "only with algorithm consistent_hash",
+        ),
+        (
+            {
+                "algorithm": "consistent_hash",
+                "consistent_hash": {"type": "cookie", "cookie_name": "s"},
+                "stickiness": {"enabled": True},
+            },
+            "target_groups[0]",
+            "use one or the other",
+        ),
+        (
+            {"discovery": {"type": "dns", "name": "web.example.internal"}},
+            "target_groups[0]",
+            "discovery.port",
+        ),
+        (
+            {"discovery": {"type": "dns", "name": "_web._tcp.x", "resolver": "dns.example:53"}},
+            "target_groups[0].discovery.resolver",
+            "resolver: must be an IP address",
+        ),
+        (
+            {"discovery": {"type": "etcd", "endpoints": ["127.0.0.1:2379"], "prefix": "/a/"}},
+            "target_groups[0].discovery.endpoints[0]",
+            "URL of an etcd member",
+        ),
+        ({"discovery": {"type": "consul"}}, "target_groups[0].discovery", "allowed: dns, etcd"),
+    ],
+)
+def test_bad_discovery_and_hash_settings_name_their_place(
+    group: dict[str, Any], where: str, words: str
+) -> None:
+    errors = group_errors(**group)
+    assert any(error.startswith(where) and words in error for error in errors), errors
+
+
+def test_registry_entries_become_targets_or_say_why_not() -> None:
+    from lbd.discovery.etcd import prefix_end
+    from lbd.discovery.targets import InvalidTarget, as_target
+
+    assert prefix_end(b"/lbd/targets/web/") == b"/lbd/targets/web0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert as_target({"id": "10.0.0.5"}, zone="zone-b", port=80) == {
+        "id": "10.0.0.5",
+        "port": 80,
+        "zone": "zone-b",
+        "weight": 1,
+    }
+    with pytest.raises(InvalidTarget, match="port"):
+        as_target({"id": "10.0.0.5", "port": 0}, zone="zone-a")
+    with pytest.raises(InvalidTarget, match="JSON object"):
+        as_target(["10.0.0.5"], zone="zone-a")

@@ -29,6 +29,8 @@ NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alph
 PATTERN_WORDS = {
     NAME: "1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen",
 }
+ETCD_ENDPOINT = r"^https?://[^/\s]+/?$"
+PATTERN_WORDS[ETCD_ENDPOINT] = "an http:// or https:// URL of an etcd member, such as http://127.0.0.1:2379"
 ELB_POLICIES = (
     "ELBSecurityPolicy-TLS13-1-2-2021-06",
     "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
@@ -666,7 +668,7 @@ class EtcdDiscovery(Model):
     {"id": ..., "port": ..., "zone": ..., "weight": ...}; watched, so a change arrives at once."""
 
     type: Literal["etcd"]
-    endpoints: tuple[Annotated[str, Field(pattern=r"^https?://[^/\s]+/?$")], ...] = Field(min_length=1)
+    endpoints: tuple[Annotated[str, Field(pattern=ETCD_ENDPOINT)], ...] = Field(min_length=1)
     prefix: str = Field(min_length=1, max_length=1024)
     timeout_seconds: float = Field(5.0, ge=0.1, le=60)
 

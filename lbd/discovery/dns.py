@@ -51,11 +51,17 @@ class DnsProvider:
         self.kind = record_type(config)
         self.state = ProviderState(group.name, "dns", f"{config.name} ({self.kind})")
         self._publish = publish
-        resolver = dns.asyncresolver.Resolver(configure=config.resolver is None)
+        resolver = dns.asyncresolver.Resolver(configure=False)
         if config.resolver is not None:
             host, port = parse_resolver(config.resolver)
             resolver.nameservers = [host]
             resolver.port = port
+        else:
+            try:
+                resolver.read_resolv_conf("/etc/resolv.conf")  # the system's resolvers
+            except dns.resolver.NoResolverConfiguration as exc:
+                # No nameserver: every attempt fails (NoNameservers) and says so, as a dead server would.
+                log.warning("target group %s: no system resolver for DNS discovery: %s", group.name, exc)
         resolver.lifetime = config.timeout_seconds
         resolver.timeout = config.timeout_seconds
         resolver.cache = None
