@@ -665,6 +665,12 @@ class Supervisor:
         group, key, error = self._target_path(request)
         if error is not None or group is None or not key:
             return error or AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        provider = self.discovery.state(group.name)
+        discovered = self.registry.discovered.get(group.name, {})
+        if provider is not None and key in discovered and key not in self.registry.added.get(group.name, {}):
+            # It would come straight back from the registry: remove it there.
+            message = f"target {key} comes from the group's {provider.type} discovery ({provider.source})"
+            return AdminResponse(409, {"error": f"{message}; remove it there"})
         async with self._reload_lock:
             registry = copy.deepcopy(self.registry)
             target = registry.deregister(self.current.config, group.name, key, time.monotonic())

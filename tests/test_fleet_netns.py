@@ -14,6 +14,7 @@ seconds; a sticky cookie one node issued is honoured by the others (a shared sti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -110,9 +111,9 @@ class Fleet:
 
     def teardown(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: lbd's workers too
+            process.wait()
         for ns in self.namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 

@@ -201,6 +201,8 @@ async def test_etcd_targets_are_watched_and_a_failing_etcd_keeps_them(
     assert listing["discovery"]["state"] == "up"
     assert "not JSON" in listing["discovery"]["invalid"]["/lbd/targets/web/junk"]
 
+    status, refused = await proc.admin("DELETE", f"/v1/target-groups/web/targets/127.0.0.1:{a.port}")
+    assert status == 409 and "etcd discovery" in refused["error"]  # it lives in etcd, not in this node
     await etcd.delete("/lbd/targets/web/a")
     await wait_for(lambda: _only(port, "b"), what="the deleted target to leave")
 
