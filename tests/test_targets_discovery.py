@@ -422,3 +422,26 @@ def test_registry_entries_become_targets_or_say_why_not() -> None:
         as_target({"id": "10.0.0.5", "port": 0}, zone="zone-a")
     with pytest.raises(InvalidTarget, match="JSON object"):
         as_target(["10.0.0.5"], zone="zone-a")
+
+
+async def test_a_reload_that_drops_discovery_drains_its_targets(
+    etcd: Etcd, lbd: LbdFactory, http_backends: Callable[[str], Any]
+) -> None:
+    a: HttpBackend = await http_backends("a")
+    b: HttpBackend = await http_backends("b")
+    await etcd.put("/lbd/targets/web/a", {"id": "127.0.0.1", "port": a.port})
+    port = free_port()
+    config = discovered_config(port, {"type": "etcd", "endpoints": [etcd.url], "prefix": "/lbd/targets/web/"})
+    proc = lbd(config)
+    await proc.wait_ready()
+    await wait_for(lambda: _only(port, "a"), what="the etcd target to serve")
+    # The file now lists b itself and no discovery: a leaves (draining, delay 0), b serves.
+    group = config["target_groups"][0]
+    del group["discovery"]
+    group["targets"] = [{"id": "127.0.0.1", "port": b.port}]
+    proc.write_config(config)
+    status, body = await proc.admin("POST", "/v1/reload")
+    assert status == 200, body
+    await wait_for(lambda: _only(port, "b"), what="the discovered target to leave")
+    listing = await targets_listing(proc)
+    assert [t["port"] for t in listing["targets"]] == [b.port] and "discovery" not in listing
