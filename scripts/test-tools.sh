@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v promtool >/dev/null || need+=(prometheus)
+# chromium: the console's browser test (tests/test_console_browser.py) drives /usr/bin/chromium headless.
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 ((${#need[@]})) || exit 0
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
