@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages some tests need: systemd (systemd-analyze verifies the unit) and prometheus (promtool
-# checks /metrics). Installed with apt-get when missing and running as root; otherwise say what to install.
+# Debian packages some tests need: systemd (systemd-analyze verifies the unit), prometheus (promtool
+# checks /metrics) and chromium (the console's browser test). Installed with apt-get when missing and
+# running as root; otherwise say what to install.
 set -euo pipefail
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)

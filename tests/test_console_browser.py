@@ -1,6 +1,6 @@
 """The console in a real browser: Debian's Chromium, headless, driven by Playwright, against a real lbd
 with real Python targets. Screenshots of each step are saved under the test's tmp dir (the path is
-printed); LBD_UPDATE_SCREENSHOT=1 also writes the first one to docs/console.png, the README's picture."""
+printed); LBD_UPDATE_SCREENSHOT=1 also writes the last one to docs/console.png, the README's picture."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ async def get(port: int, path: str) -> bytes:
 
 async def traffic(port: int, stop: asyncio.Event) -> None:
     """A steady trickle of requests, a few of them 4xx and 5xx, so the charts have something to draw."""
-    paths = ["/", "/api/things", "/", "/status/404", "/", "/status/503", "/old/page"]
+    paths = ["/", "/api/things", "/", "/status/404", "/", "/status/503", "/old/page", "/status/404"]
     while not stop.is_set():
         for path in paths:
             with contextlib.suppress(OSError):
@@ -196,8 +196,6 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
             timeout=120_000 if readme else EXPECT_TIMEOUT,
         )
         await page.screenshot(path=str(shots / "1-overview.png"), full_page=True)
-        if readme:
-            shutil.copyfile(shots / "1-overview.png", DOCS_SCREENSHOT)
         assert watched.console_errors == [] and watched.page_errors == []
 
         # A target whose backend goes away turns unhealthy, with ELB's reason code.
@@ -252,6 +250,8 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
             "load_balancers[0].listeners[0].protocl: unknown key"
         )
         await page.screenshot(path=str(shots / "4-failed-reload.png"), full_page=True)
+        if readme:
+            shutil.copyfile(shots / "4-failed-reload.png", DOCS_SCREENSHOT)
         # The browser logs the 422 itself; nothing else may have gone wrong.
         assert [e for e in watched.console_errors if "status of 422" not in e] == []
         assert watched.page_errors == []
