@@ -589,7 +589,19 @@ function pollSoon() {
   state.timer = setTimeout(poll, 100);
 }
 
+// A fault in this script shows on the page too (not only in the browser's console), so that an operator
+// sees the page is not refreshing and why.
+function reportFaults() {
+  window.addEventListener("error", (event) => {
+    notice("error", `The console hit an error: ${event.message}`, []);
+  });
+  window.addEventListener("unhandledrejection", (event) => {
+    notice("error", `The console hit an error: ${event.reason}`, []);
+  });
+}
+
 function start() {
+  reportFaults();
   document.getElementById("interval").textContent = String(POLL_MS / 1000);
   document.getElementById("reload").addEventListener("click", reload);
   if (document.body.dataset.session === "cookie") document.getElementById("logout").hidden = false;
