@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Debian packages some tests need: systemd (systemd-analyze verifies the unit), prometheus (promtool
-# checks /metrics) and chromium (the console's browser test). Installed with apt-get when missing and
-# running as root; otherwise say what to install.
+# checks /metrics), chromium and firefox-esr (the console's browser tests). Installed with apt-get when
+# missing and running as root; otherwise say what to install.
 set -euo pipefail
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v promtool >/dev/null || need+=(prometheus)
-# chromium: the console's browser test (tests/test_console_browser.py) drives /usr/bin/chromium headless.
+# The console's browser tests drive /usr/bin/chromium (Playwright) and /usr/bin/firefox-esr (WebDriver BiDi).
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
+[[ -x /usr/bin/firefox-esr ]] || need+=(firefox-esr)
 ((${#need[@]})) || exit 0
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
