@@ -140,6 +140,7 @@ async def hold_a_request(port: int) -> tuple[asyncio.StreamReader, asyncio.Strea
     return reader, writer
 
 
+@pytest.mark.slow  # a browser, an lbd, four targets and several health-check rounds: ~20 s
 async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
     lbd: LbdFactory,
     http_backends: Callable[[str], Awaitable[HttpBackend]],

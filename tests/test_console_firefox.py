@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.bidi import firefox
@@ -17,6 +18,7 @@ from tests.lbdproc import free_port
 from tests.test_console_browser import example_config, traffic
 
 
+@pytest.mark.slow  # a browser, an lbd, four targets and several health-check rounds: ~20 s
 async def test_the_console_runs_in_firefox_without_errors(
     lbd: LbdFactory, http_backends: Callable[[str], Awaitable[HttpBackend]], tmp_path: Path
 ) -> None:
