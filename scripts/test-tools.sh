@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages some tests need: systemd (systemd-analyze verifies the unit), prometheus (promtool
-# checks /metrics), chromium and firefox-esr (the console's browser tests). Installed with apt-get when
-# missing and running as root; otherwise say what to install.
+# checks /metrics), redis-server (the gateway's shared state), chromium and firefox-esr (the console's
+# browser tests). Installed with apt-get when missing and running as root; otherwise say what to install.
 set -euo pipefail
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v redis-server >/dev/null || need+=(redis-server)  # the gateway's shared state (tests/redis_server.py)
 # The console's browser tests drive /usr/bin/chromium (Playwright) and /usr/bin/firefox-esr (WebDriver BiDi).
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 [[ -x /usr/bin/firefox-esr ]] || need+=(firefox-esr)
