@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright, expect
 
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
@@ -253,6 +253,23 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
         await page.screenshot(path=str(shots / "4-failed-reload.png"), full_page=True)
         if readme:
             shutil.copyfile(shots / "4-failed-reload.png", DOCS_SCREENSHOT)
+        # The hooks: a section for usage plans appears once the summary carries them (no lbd serves them
+        # yet, so the real summary gets them added on its way to the page), and none before.
+        assert await page.locator("#usage-plans").count() == 0
+
+        async def with_usage_plans(route: Route) -> None:
+            response = await route.fetch()
+            body = await response.json()
+            body["usage_plans"] = [{"name": "gold", "throttle": "100/s", "keys": 2}]
+            await route.fulfill(response=response, json=body)
+
+        await page.route("**/v1/summary", with_usage_plans)
+        plans = page.locator("section#usage-plans")
+        await expect(plans).to_contain_text("Usage plans")
+        await expect(plans.locator("td").first).to_have_text("gold")
+        await page.unroute("**/v1/summary")
+        await expect(plans).to_have_count(0)
+
         # The browser logs the 422 itself; nothing else may have gone wrong.
         assert [e for e in watched.console_errors if "status of 422" not in e] == []
         assert watched.page_errors == []
