@@ -211,7 +211,7 @@ function describeAction(action) {
   }
 }
 
-function rulesTable(listener) {
+function rulesTable(lb, listener) {
   const rows = listener.rules.map((rule) =>
     el("tr", {},
       el("td", { className: "num", text: rule.priority }),
@@ -221,7 +221,7 @@ function rulesTable(listener) {
     el("td", { className: "num", text: "default" }),
     el("td", { className: "cond muted", text: "(every other request)" }),
     el("td", { className: "act" }, listener.default_actions.map((a) => el("div", { text: describeAction(a) })))));
-  return el("details", { className: "rules", open: listener.rules.length > 0 },
+  return el("details", { className: "rules", open: listener.rules.length > 0, "data-rules": key(lb.name, listener.name) },
     el("summary", { text: `${listener.name}: ${listener.rules.length} rule${listener.rules.length === 1 ? "" : "s"} and the default action` }),
     el("table", {},
       el("thead", {}, el("tr", {}, el("th", { className: "num", text: "Priority" }), el("th", { text: "Conditions (all must match)" }), el("th", { text: "Actions" }))),
@@ -230,6 +230,9 @@ function rulesTable(listener) {
 
 function drawLayout(layout) {
   const cards = document.getElementById("lb-cards");
+  // A redraw (every change of generation: a reload, a registration) keeps the rule tables folded or
+  // unfolded as the operator left them.
+  const folded = new Map([...cards.querySelectorAll("details.rules")].map((d) => [d.dataset.rules, d.open]));
   state.listenerRows.clear();
   const drawn = layout.load_balancers.map((lb) => {
     const network = lb.type === "network";
@@ -252,7 +255,7 @@ function drawLayout(layout) {
       el("th", { text: "4xx/s · 5xx/s" }),
       el("th", { text: network ? "Active flows" : "Active connections" }),
       el("th", { text: "Latency p50 · p99" }));
-    const rules = lb.type === "application" ? lb.listeners.map(rulesTable) : [];
+    const rules = lb.type === "application" ? lb.listeners.map((listener) => rulesTable(lb, listener)) : [];
     return el("article", { className: "card", "data-load-balancer": lb.name },
       el("h3", {}, lb.name, el("span", { className: "badge", text: lb.type }), el("span", { className: "badge", text: lb.scheme }),
         lb.cross_zone ? el("span", { className: "badge", text: "cross-zone" }) : null),
@@ -260,6 +263,11 @@ function drawLayout(layout) {
       rules);
   });
   cards.replaceChildren(...(drawn.length ? drawn : [el("p", { className: "muted", text: "No load balancers in this config." })]));
+  for (const details of cards.querySelectorAll("details.rules")) {
+    if (folded.has(details.dataset.rules)) details.open = folded.get(details.dataset.rules);
+  }
+  // Charts of listeners the new config no longer has are dropped.
+  for (const id of state.series.keys()) if (!state.listenerRows.has(id)) state.series.delete(id);
 }
 
 // -- live numbers (from /v1/summary) -----------------------------------------------------------------------
