@@ -41,6 +41,7 @@ from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
+from lbd.console import web as console
 from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
 from lbd.health.checker import HealthChecker
@@ -48,6 +49,7 @@ from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
 from lbd.observe.stats import StatsRegistry
+from lbd.observe.summary import load_balancers, summary
 from lbd.routing.stickiness import cookie_key
 from lbd.runtime import Snapshot, UnsupportedConfig
 from lbd.upstream.registry import (
@@ -502,6 +504,9 @@ class Supervisor:
         if self.access_keys is not None:
             self.access_keys.register(router)
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
+        router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
+        router.add("GET", "/v1/summary", self._summary_endpoint)
+        console.add_routes(router, token)  # GET /: the dashboard page, fed by the endpoints above
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -764,6 +769,20 @@ class Supervisor:
         body = fleet_view(effective, self.generation, routable, set(self.registry.draining))
         body["discovery"] = [state.describe() for state in self.discovery.states()]
         return AdminResponse(200, body)
+
+    async def _load_balancers_endpoint(self, request: AdminRequest) -> AdminResponse:
+        return AdminResponse(200, load_balancers(self.current.config, self.generation))
+
+    async def _summary_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """Listener counters and target health in one answer (lbd/observe/summary.py)."""
+        node, _ = await self._collect()
+        groups = [g.name for g in self.current.config.target_groups]
+        health = {}
+        if self.checker is not None:
+            checked = dict.fromkeys(group for group, _ in self.checker.checks)  # classic ones too
+            groups += [name for name in checked if name not in groups]
+            health = {name: self.checker.describe(name) for name in groups}
+        return AdminResponse(200, summary(self.current.config, node, health, time.time()))
 
     def _save_registry(self) -> str | None:
         try:
