@@ -252,6 +252,10 @@ class Exchange:
             )
             if self.client.transport is None:
                 return
+            # Reading resumes before the next try, in this same callback (no read can happen between):
+            # another connect pauses it again, while a local error answer must leave the connection able
+            # to read the client's next request or its FIN (else it hung in CLOSE_WAIT, counted active).
+            self.client.resume_reading(PAUSE_CONNECTING)
             self._forward(head)
             return
         if self.client.transport is None or self.response_done:
