@@ -15,7 +15,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -243,6 +242,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     directory, so that a symlink planted at a predictable name cannot redirect the write, and rename
     stays on one file system. fsync before the rename, or a crash could leave the new name empty.
     """
+    import tempfile  # here: a megabyte (shutil, bz2, lzma) that workers, which never write, need not hold
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
