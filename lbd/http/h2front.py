@@ -13,7 +13,8 @@ metrics and access log as an HTTP/1.1 request, and is forwarded to HTTP1 target 
 
 Defences (RFC 9113 10.5, and the 2019/2023/2024 HTTP/2 CVEs):
 
-- at most 128 concurrent streams (ALB's advertised limit); more is a PROTOCOL_ERROR (RFC 9113 5.1.2);
+- at most 128 concurrent streams (ALB's advertised limit); a stream over it is refused with REFUSED_STREAM
+  (RFC 9113 5.1.2), and refusals count toward the reset limit below;
 - header lists decoded to at most 64 KiB (ALB's header limit), enforced while HPACK decodes (h2 raises
   before the list is built: the HPACK-bomb defence), and at most 64 CONTINUATION frames per block;
 - rapid reset (CVE-2023-44487): more than ``MAX_RESETS`` client resets within a second end the
@@ -155,6 +156,18 @@ class H2ClientSide:
             },
         )
         conn.initiate_connection()
+        # The SETTINGS frame is out with 128; h2 itself is now told a larger limit, so that a stream over
+        # 128 is lbd's to refuse with REFUSED_STREAM (RFC 9113 5.1.2 allows it, as nginx does), a stream
+        # error the client may retry, rather than h2's connection-ending PROTOCOL_ERROR.
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2 * MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._flush()
         self._arm_timer()
@@ -257,6 +270,14 @@ class H2ClientSide:
         if self.going_away:
             # After GOAWAY only streams up to its last stream id are processed (RFC 9113 6.8).
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            # Over the advertised limit: refused (not processed, so the client may retry it). Refusals
+            # count as resets, so a client that keeps trying gets ENHANCE_YOUR_CALM like a rapid reset.
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._resets += 1
+            if self._resets > MAX_RESETS:
+                self.calm_down("streams over the concurrency limit")
             return
         self.opened += 1
         if stream_id in self._reset_now:
