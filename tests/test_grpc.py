@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from lbd.tls.store import CertificateStore, issue
 from tests.grpc_backend import GrpcBackend, raw
 from tests.h2_backend import H2Backend
-from tests.h2_client import H2Client
+from tests.h2_client import H2Client, Response
 from tests.lbdproc import Lbd, free_port, http_request, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -354,3 +354,28 @@ async def test_http1_client_to_http2_group_and_retirement_on_reload(setup: Setup
     status, _, _ = await http_request(setup.ports["h2web"], "GET", "/after")
     assert status == 200
     assert setup.h2web.connections == connections + 1  # the old generation's connection is not reused
+
+
+async def test_request_trailers_reach_an_http2_target(setup: Setup) -> None:
+    client = await H2Client.connect(setup.ports["h2web"], tls=False)
+    try:
+        conn = client.conn
+        stream_id = conn.get_next_available_stream_id()
+        response = client.responses[stream_id] = Response()
+        fields = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            (":path", "/trailers"),
+        ]
+        conn.send_headers(stream_id, fields)
+        conn.send_data(stream_id, b"body")
+        conn.send_headers(stream_id, [("x-checksum", "abc")], end_stream=True)
+        client._flush()
+        await asyncio.wait_for(response.done.wait(), 20)
+    finally:
+        await client.close()
+    assert response.status == 200
+    seen = next(r for r in setup.h2web.requests if r.path == "/trailers")
+    assert bytes(seen.body) == b"body"
+    assert seen.trailers == {"x-checksum": "abc"}  # HTTP/2 client to HTTP/2 target: trailers kept

@@ -93,7 +93,30 @@ class H2Upstream:
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.entries: dict[_EntryKey, TargetEntry] = {}
+        # The current generation's entries by Target object (one per group and Snapshot), so that the
+        # pool's acquire finds a free slot without a connect task.
+        self.by_target: dict[Target, TargetEntry] = {}
         self._loop = asyncio.get_running_loop()
+
+    def acquire(self, target: Target) -> HttpTargetSide | None:
+        """A stream on an open connection with a free slot, or None (then ``open_stream``)."""
+        entry = self.by_target.get(target)
+        if entry is None or entry.waiters:
+            return None  # first come, first served: requests already wait for slots
+        index = h2bridge.place([c.free() for c in entry.conns], entry.connecting)
+        if index < 0:
+            return None
+        conn = entry.conns[index]
+        conn.active += 1
+        return self._side(entry, target, conn)
+
+    def _side(self, entry: TargetEntry, target: Target, conn: H2TargetConnection) -> HttpTargetSide:
+        stream = H2TargetStream(self, entry)
+        side = HttpTargetSide(self.pool, target, self.pool.generation)
+        stream.side = side
+        side.connection_made(cast(asyncio.BaseTransport, stream))
+        stream.bind(conn)
+        return side
 
     async def open_stream(
         self, target: Target, timeout: float, tls: ssl.SSLContext | None, verify: bool
@@ -103,14 +126,10 @@ class H2Upstream:
         entry = self.entries.get(key)
         if entry is None:
             entry = self.entries[key] = TargetEntry(key, target, tls, verify)
+        self.by_target[target] = entry
         entry.timeout = timeout
         conn = await self.slot(entry, timeout)
-        stream = H2TargetStream(self, entry)
-        side = HttpTargetSide(self.pool, target, self.pool.generation)
-        stream.side = side
-        side.connection_made(cast(asyncio.BaseTransport, stream))
-        stream.bind(conn)
-        return side
+        return self._side(entry, target, conn)
 
     async def slot(self, entry: TargetEntry, timeout: float) -> H2TargetConnection:
         """A connection with a stream slot reserved for the caller."""
@@ -160,8 +179,8 @@ class H2Upstream:
             if not entry.conns and not entry.connecting:
                 failure = exc if isinstance(exc, OSError | TimeoutError) else OSError(str(exc))
                 self._fail_waiters(entry, failure)
-            else:
-                self.serve(entry)
+            # Otherwise the waiters keep waiting for slots on the connections that work (not another
+            # attempt at once: a target refusing connections would be retried in a loop).
             return
         entry.connecting -= 1
         entry.conns.append(conn)
@@ -197,11 +216,14 @@ class H2Upstream:
             entry.conns.remove(conn)
         if not entry.conns and not entry.connecting and not entry.waiters:
             self.entries.pop(entry.key, None)
+            if self.by_target.get(entry.target) is entry:
+                del self.by_target[entry.target]
         elif entry.waiters:
             self.serve(entry)
 
     def retire(self, generation: int) -> None:
         """A new Snapshot: old connections take no new streams and close once their streams end."""
+        self.by_target = {t: e for t, e in self.by_target.items() if e.generation == generation}
         for entry in list(self.entries.values()):
             if entry.generation != generation:
                 for conn in list(entry.conns):

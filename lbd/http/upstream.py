@@ -216,6 +216,9 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             conn.close()
+        if self.h2 is not None:
+            # An HTTP2 or GRPC group's target with a free stream slot on an open h2 connection.
+            return cast(HttpTargetSide | None, self.h2.acquire(target))
         return None
 
     async def connect(
