@@ -1,9 +1,10 @@
 """A real gRPC server for the tests: grpcio with generic handlers on raw bytes, so no code generation.
 
 Methods (service ``test.Echo``): ``Unary`` answers the request reversed with a trailing ``x-trailer``
-(``fail`` aborts with NOT_FOUND, ``sleep:<seconds>`` waits first), ``Count`` streams ``n`` numbered
-messages, ``Chat`` echoes each message of a bidirectional stream. ``grpc.health.v1.Health/Check`` answers
-SERVING (grpc-status 0) while ``serving`` is set, UNAVAILABLE otherwise.
+(``fail`` aborts with NOT_FOUND, ``sleep:<seconds>`` waits first, ``wait`` waits until cancelled),
+``Count`` streams ``n`` numbered messages, ``Chat`` echoes each message of a bidirectional stream.
+``grpc.health.v1.Health/Check`` answers SERVING (grpc-status 0) while ``serving`` is set, UNAVAILABLE
+otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class GrpcBackend:
         self.serving = threading.Event()
         self.serving.set()
         self.metadata: list[dict[str, str]] = []  # invocation metadata of each Unary call
+        self.cancelled = 0  # "wait" calls that ended because the caller cancelled them
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         self.server.add_generic_rpc_handlers(
             (
@@ -62,6 +64,11 @@ class GrpcBackend:
             context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
         if request.startswith(b"sleep:"):
             time.sleep(float(request[6:]))
+        if request == b"wait":
+            while context.is_active():  # until the call is cancelled (RST_STREAM from the caller)
+                time.sleep(0.01)
+            self.cancelled += 1
+            return b""
         context.set_trailing_metadata((("x-trailer", "t1"),))
         return request[::-1]
 

@@ -379,3 +379,19 @@ async def test_request_trailers_reach_an_http2_target(setup: Setup) -> None:
     seen = next(r for r in setup.h2web.requests if r.path == "/trailers")
     assert bytes(seen.body) == b"body"
     assert seen.trailers == {"x-checksum": "abc"}  # HTTP/2 client to HTTP/2 target: trailers kept
+
+
+async def test_a_cancelled_call_is_cancelled_at_the_target(setup: Setup) -> None:
+    client = await H2Client.connect(setup.ports["h2c"], tls=False)
+    try:
+        before, calls_before = setup.backend.cancelled, len(setup.backend.metadata)
+        call = client.start("POST", "/test.Echo/Unary", headers=GRPC_HEADERS, body=grpc_frame(b"wait"))
+        stream_id = max(client.responses)
+        await wait_for(lambda: len(setup.backend.metadata) > calls_before, what="the call at the target")
+        client.conn.reset_stream(stream_id, 8)  # CANCEL
+        client._flush()
+        # lbd resets the target's stream in turn: the server sees its call cancelled.
+        await wait_for(lambda: setup.backend.cancelled > before, what="the target's call cancelled")
+        assert call.status == 0  # no response was sent for it
+    finally:
+        await client.close()
