@@ -268,6 +268,10 @@ async def test_grpc_requests_are_counted_and_logged(setup: Setup) -> None:
         return sum(item.get("grpc_requests", 0) for item in body["listeners"])
 
     assert await wait_for(counted) >= 3
+    _, _, metrics = await http_request(setup.proc.admin_port, "GET", "/metrics")
+    https = setup.ports["https"]
+    exported = [line for line in metrics.decode().splitlines() if line.startswith("lbd_grpc_requests_total{")]
+    assert any(f":{https}" in line and not line.endswith(" 0.0") for line in exported), exported
 
     def logged() -> set[str]:
         lines = setup.log_path.read_text().splitlines() if setup.log_path.exists() else []
