@@ -139,6 +139,13 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
             # Health checks only: ALB's defaults (/AWS.ALB/healthcheck, success code 12), and code 0 there.
             group("grpc-default", backend.port, health_check={"protocol": "GRPC", **CHECK}),
             group("grpc-mismatch", backend.port, health_check={"protocol": "GRPC", "matcher": "0", **CHECK}),
+            group(
+                "grpc-tls-checked",
+                backend.tls_port,
+                protocol="HTTPS",
+                health_check={"protocol": "GRPC", **CHECK},
+            ),
+            group("grpc-refused", free_port(), health_check={"protocol": "GRPC", **CHECK}),
         ],
     }
     proc = Lbd(tmp, config)
@@ -306,6 +313,12 @@ async def test_grpc_health_checks_states_and_reasons(setup: Setup) -> None:
     mismatch = await wait_health(setup.proc, "grpc-mismatch", "unhealthy")
     assert mismatch["reason"] == "Target.ResponseCodeMismatch"
     assert mismatch["description"] == "Health checks failed with these codes: [12]"
+    await wait_health(setup.proc, "grpc-tls-checked", "healthy")  # over TLS with ALPN h2 (an HTTPS group)
+    refused = await wait_health(setup.proc, "grpc-refused", "unhealthy")
+    assert (refused["reason"], refused["description"]) == (
+        "Target.FailedHealthChecks",
+        "Health checks failed: connection refused",
+    )
     await wait_health(setup.proc, "grpc", "healthy")  # grpc.health.v1.Health/Check answers 0
     setup.backend.serving.clear()
     try:
