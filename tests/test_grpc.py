@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from lbd.http import h2bridge
 from lbd.tls.store import CertificateStore, issue
 from tests.grpc_backend import GrpcBackend, raw
 from tests.h2_backend import H2Backend
@@ -344,8 +345,10 @@ async def test_http2_group_respects_max_concurrent_streams_and_passes_trailers(s
     assert all(bytes(r.body).startswith(b"GET /slow/200") for r in many)
     assert (b"x-body-length", b"0") in many[0].trailers  # the target's trailers, end to end over h2
     assert (b"x-body-length", b"100000") in posted.trailers
-    # The target allows 2 streams per connection: lbd never opened more on one.
+    # The target allows 2 streams per connection: lbd never opened more on one, and opened only a few
+    # connections (13 requests, at most 4 connections: the rest waited for a free stream).
     assert setup.h2web.peak <= 2
+    assert setup.h2web.connections <= h2bridge.MAX_CONNECTIONS_PER_TARGET
 
 
 async def test_goaway_from_target_fails_no_request(setup: Setup) -> None:
