@@ -1,4 +1,4 @@
-"""Command line: lbd run | check | schema | cert ... | demo | version.
+"""Command line: lbd run | check | schema | cert ... | demo | status | version.
 
 Each area owns its sub-commands in its own module and adds them here through a
 ``register(subparsers)`` function, so the CLI grows without one file becoming a
@@ -64,6 +64,7 @@ def _cmd_version(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from lbd import demo, supervisor
     from lbd.config import commands as config_commands
+    from lbd.console import status
     from lbd.tls import commands as tls_commands
 
     parser = Parser(prog="lbd", description=DESCRIPTION)
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.register(sub)
     tls_commands.register(sub)
     demo.register(sub)
+    status.register(sub)
     version = sub.add_parser("version", help="print the version and exit")
     version.set_defaults(func=_cmd_version)
     _fill_help(parser, "")

@@ -156,6 +156,8 @@ async def run_demo(config_path: Path, config: Config, workers: int | None) -> in
         for group in config.target_groups[:1]:
             print(f"  curl http://{config.admin.listen}/v1/target-groups/{group.name}/targets", flush=True)
         print(f"  curl http://{config.admin.listen}/metrics", flush=True)
+        console = f"http://{config.admin.listen}/"
+        print(f"  open {console} in a browser (the console), or: lbd status -c {config_path}", flush=True)
         print(
             f"Reload after editing {config_path}: kill -HUP {os.getpid()} (this demo passes it on). "
             "Stop: Ctrl-C.\n",

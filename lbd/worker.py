@@ -30,6 +30,7 @@ import uvloop
 from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
+from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
@@ -144,6 +145,9 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
+            access_keys.install_message(message.get("keys") or [])
+            self._send({"op": "access_keys_applied", "generation": generation})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
 

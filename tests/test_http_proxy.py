@@ -8,7 +8,7 @@ import hashlib
 from tests.conftest import Alb, LbdFactory
 from tests.http_backend import pattern
 from tests.http_client import Client
-from tests.lbdproc import application_config, free_port
+from tests.lbdproc import application_config, free_port, http_request, wait_for
 
 MiB = 1024 * 1024
 
@@ -180,6 +180,27 @@ async def test_no_targets_gives_503_and_refused_target_502(lbd: LbdFactory) -> N
     client = await Client.connect(port2)
     assert (await client.request("GET", "/")).status == 502
     client.close()
+
+
+async def test_after_a_refused_target_502_the_connection_reads_again(lbd: LbdFactory) -> None:
+    # Every connect failed, so lbd answered 502 itself: the client's next request on the same keep-alive
+    # connection is answered too, and its close is seen (the connection was once left paused: the second
+    # request hung and the socket stayed in CLOSE_WAIT, counted as active).
+    port = free_port()
+    proc = lbd(application_config(port, [free_port()]))
+    await proc.wait_ready()
+    client = await Client.connect(port)
+    assert (await client.request("GET", "/")).status == 502
+    assert (await client.request("GET", "/again")).status == 502
+    client.close()
+
+    async def no_active_connections() -> bool:
+        _, _, body = await http_request(proc.admin_port, "GET", "/metrics")
+        lines = [line for line in body.decode().splitlines() if line.startswith("lbd_active_connections{")]
+        assert lines, "no lbd_active_connections sample"
+        return all(float(line.rsplit(" ", 1)[1]) == 0 for line in lines)
+
+    await wait_for(no_active_connections, what="the active connections gauge back to 0")
 
 
 async def test_malformed_request_gets_400_and_is_not_forwarded(alb: Alb) -> None:

@@ -9,7 +9,10 @@ the console to come) static files and WebSockets, instead of a parser of our own
   ``header_timeout`` of the connection opening (or of the previous answer on a kept-alive connection),
   its body within ``body_timeout`` of the head, and a body is at most ``max_body`` bytes (1 MiB);
 - ``/healthz`` and ``/readyz`` are open (liveness and readiness probes run without credentials, as with
-  Kubernetes); every other path needs ``Authorization: Bearer <token>`` when ``admin.token_file`` is set.
+  Kubernetes); every other path needs ``Authorization: Bearer <token>`` when ``admin.token_file`` is set,
+  or the console's cookie (lbd/console/web.py), which a browser gets from the console's login form;
+- routes added with ``public=True`` (the console's page and login form) answer without the token and
+  decide themselves what to show.
 
 Handlers (the supervisor's) see an ``AdminRequest`` and return an ``AdminResponse``: they do not depend
 on aiohttp, so the endpoints are plain coroutines.
@@ -18,11 +21,13 @@ on aiohttp, so the endpoints are plain coroutines.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from aiohttp import web
@@ -60,6 +65,7 @@ class AdminResponse:
     status: int
     body: Any
     content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)  # more headers: Set-Cookie, Location ...
 
     def encode(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -97,14 +103,15 @@ class Route:
     method: str
     path: str  # an aiohttp pattern: "/v1/target-groups/{name}/targets"
     handler: Handler
+    public: bool = False  # answers without the token (an exact path; the handler checks credentials)
 
 
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        self.routes.append(Route(method, path, handler))
+    def add(self, method: str, path: str, handler: Handler, public: bool = False) -> None:
+        self.routes.append(Route(method, path, handler, public))
 
 
 # -- answers ---------------------------------------------------------------------------------------------
@@ -115,6 +122,7 @@ def to_web(response: AdminResponse) -> web.Response:
     # "text/plain; version=0.0.4; charset=utf-8".
     headers = {"Content-Type": response.content_type}
     headers["Server"] = "lbd"  # not aiohttp's default, which names the Python and aiohttp versions
+    headers.update(response.headers)
     if response.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lbd-admin"'
     return web.Response(status=response.status, body=response.encode(), headers=headers)
@@ -153,18 +161,62 @@ def authorized(header: str | None, token: str) -> bool:
     return hmac.compare_digest(credentials.strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
-def _allowed(request: web.Request, token: str | None) -> bool:
-    if token is None or request.path in OPEN_PATHS:
+# The console's session cookie: the token itself (base64url, so that any token is a valid cookie value,
+# RFC 6265 4.1.1). HttpOnly keeps it from scripts; SameSite=Strict keeps other sites' pages from sending it.
+COOKIE_NAME = "lbd_admin_token"
+# A request that only the cookie authenticates and that changes something must carry this header: a page
+# on another port of the same host is "same-site" (SameSite is by host, not origin), but cannot add a
+# custom header to a cross-origin request without a CORS preflight, which the admin API never grants.
+CONSOLE_HEADER = "X-Lbd-Console"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cookie_value(token: str) -> str:
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def cookie_authorized(cookie_header: str | None, token: str) -> bool:
+    """The console's cookie in a ``Cookie`` header holds this token (compared in constant time)."""
+    cookies: SimpleCookie = SimpleCookie()
+    try:
+        cookies.load(cookie_header or "")
+    except CookieError:
+        return False
+    morsel = cookies.get(COOKIE_NAME)
+    if morsel is None:
+        return False
+    presented = morsel.value.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented, cookie_value(token).encode())
+
+
+def credentials_ok(authorization: str | None, cookie_header: str | None, token: str | None) -> bool:
+    """The bearer header or the console's cookie carries the token (or no token is configured)."""
+    if token is None:
         return True
-    return authorized(request.headers.get("Authorization"), token)
+    return authorized(authorization, token) or cookie_authorized(cookie_header, token)
 
 
-def _middleware(token: str | None, limits: Limits) -> Middleware:
+def _allowed(request: web.Request, token: str | None, open_paths: frozenset[str] = OPEN_PATHS) -> bool:
+    if token is None or request.path in open_paths:
+        return True
+    return credentials_ok(request.headers.get("Authorization"), request.headers.get("Cookie"), token)
+
+
+def _forged(request: web.Request, token: str | None) -> bool:
+    """A change authenticated by the console's cookie alone, without the console's header."""
+    if token is None or request.method in SAFE_METHODS or CONSOLE_HEADER in request.headers:
+        return False
+    return not authorized(request.headers.get("Authorization"), token)
+
+
+def _middleware(token: str | None, limits: Limits, open_paths: frozenset[str] = OPEN_PATHS) -> Middleware:
     @web.middleware
     async def admin_middleware(request: web.Request, handler: WebHandler) -> web.StreamResponse:
         # Before routing answers, so that without the token even a 404 tells nothing about the paths.
-        if not _allowed(request, token):
+        if not _allowed(request, token, open_paths):
             return error(401, "missing or wrong bearer token")
+        if request.path not in open_paths and _forged(request, token):
+            return error(403, f"a change made with the console's cookie needs the {CONSOLE_HEADER} header")
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -217,7 +269,10 @@ def _endpoint(handler: Handler, limits: Limits) -> WebHandler:
 
 
 def make_app(router: Router, token: str | None, limits: Limits = Limits()) -> web.Application:
-    app = web.Application(middlewares=[_middleware(token, limits)], client_max_size=limits.max_body)
+    open_paths = OPEN_PATHS | {route.path for route in router.routes if route.public}
+    app = web.Application(
+        middlewares=[_middleware(token, limits, open_paths)], client_max_size=limits.max_body
+    )
     for route in router.routes:
         app.router.add_route(route.method, route.path, _endpoint(route.handler, limits))
     return app

@@ -25,6 +25,7 @@ from lbd.upstream.target import Target
 if TYPE_CHECKING:
     from lbd.http.proxy import HttpClientSide
     from lbd.http.upstream import HttpTargetSide
+    from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
@@ -67,7 +68,8 @@ class Exchange:
         self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
         self.close_target = False
         self.set_cookie = b""
-        self.sticky: TargetStickiness | None = None  # the target group's target stickiness, when it has one
+        # The target group's target stickiness (or consistent-hash key), when it has one.
+        self.sticky: TargetStickiness | HashKey | None = None
         self.sticky_cookie = b""  # its Set-Cookie lines for the chosen target
         self._head = b""
         self._connect_error_status = 502
@@ -255,6 +257,10 @@ class Exchange:
             )
             if self.client.transport is None:
                 return
+            # Reading resumes before the next try, in this same callback (no read can happen between):
+            # another connect pauses it again, while a local error answer must leave the connection able
+            # to read the client's next request or its FIN (else it hung in CLOSE_WAIT, counted active).
+            self.client.resume_reading(PAUSE_CONNECTING)
             self._forward(head)
             return
         if self.client.transport is None or self.response_done:

@@ -1,0 +1,300 @@
+"""``lbd status``: the console's summary as text, for an SSH session.
+
+It asks the admin API for ``/v1/summary`` twice, ``--interval`` seconds apart, and prints each listener's
+request rate, 4xx and 5xx rates, open connections and p50/p99 latency over that window (the difference
+of the counters, as the console's charts take them), then every target group's targets with their ELB
+state, reason code and description. The admin address and token come from ``--admin`` and
+``--token-file``, or from the config file's ``admin.listen`` and ``admin.token_file`` with ``-c``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lbd.observe.summary import quantile
+
+DEFAULT_ADMIN = "127.0.0.1:9900"
+TIMEOUT = 10.0  # seconds for one admin call: a summary asks every worker, which can take a moment
+EXIT_OK, EXIT_UNREACHABLE, EXIT_CONFIG = 0, 1, 2
+
+
+class StatusError(Exception):
+    """What went wrong, said for the terminal; the exit code goes with it."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- where the admin API is ------------------------------------------------------------------------------
+
+
+def base_url(address: str) -> str:
+    """``host:port`` or a URL to the URL to call; a wildcard listen address is called on loopback."""
+    if "://" in address:
+        return address.rstrip("/")
+    host, _, port = address.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"http://{host}:{port}"
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StatusError(f"cannot read the admin token file {path}: {reason}", EXIT_CONFIG) from exc
+    if not token:
+        raise StatusError(f"the admin token file {path} is empty", EXIT_CONFIG)
+    return token
+
+
+def admin_from_args(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(base URL, token or None) from --admin/--token-file, else from the config's admin section."""
+    address, token_file = args.admin, args.token_file
+    if args.config:
+        from lbd.config.loader import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            issues = "; ".join(str(issue) for issue in exc.issues)
+            raise StatusError(f"{args.config}: {issues}", EXIT_CONFIG) from exc
+        address = address or config.admin.listen
+        token_file = token_file or config.admin.token_file
+    token_file = token_file or os.environ.get("LBD_ADMIN_TOKEN_FILE")
+    return base_url(address or DEFAULT_ADMIN), _read_token(token_file) if token_file else None
+
+
+def fetch(url: str, path: str, token: str | None) -> Any:
+    request = urllib.request.Request(url + path, headers={"Accept": "application/json"})
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.load(exc).get("error", exc.reason)
+        except (ValueError, AttributeError):
+            message = exc.reason
+        hint = " (give the token with --token-file, or -c with the config)" if exc.code == 401 else ""
+        raise StatusError(f"{url}{path}: {exc.code} {message}{hint}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StatusError(f"cannot reach the admin API at {url}: {reason} (is lbd running?)") from exc
+
+
+# -- the text ----------------------------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Columns padded to their widest cell (the ones in ``right`` right-aligned), two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def rate(now: int, before: int | None, seconds: float) -> float | None:
+    if before is None or seconds <= 0:
+        return None
+    return max(0, now - before) / seconds  # a counter that restarted (a new worker) is no negative rate
+
+
+def fmt_rate(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def fmt_seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 0.001:
+        return f"{value * 1e6:.0f} us"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s"
+
+
+def _window(after: dict[str, Any], before: dict[str, Any] | None) -> list[int]:
+    then = before["request_duration"]["counts"] if before else [0] * len(after["request_duration"]["counts"])
+    return [max(0, a - b) for a, b in zip(after["request_duration"]["counts"], then, strict=True)]
+
+
+def listener_rows(after: dict[str, Any], before: dict[str, Any] | None) -> list[list[str]]:
+    seconds = after["time"] - before["time"] if before else 0.0
+    old = {(x["load_balancer"], x["listener"]): x for x in before["listeners"]} if before else {}
+    bounds = after["latency_buckets"]
+    rows = [
+        [
+            "LOAD BALANCER",
+            "LISTENER",
+            "REQ/S",
+            "4XX/S",
+            "5XX/S",
+            "ACTIVE",
+            "P50",
+            "P99",
+            "TOTAL",
+            "4XX",
+            "5XX",
+        ]
+    ]
+    for listener in after["listeners"]:
+        prev = old.get((listener["load_balancer"], listener["listener"]))
+        network = listener["type"] == "network"
+        count = "new_connections" if network else "requests"
+
+        def per_second(name: str, listener: dict[str, Any] = listener, prev: Any = prev) -> str:
+            return fmt_rate(rate(listener[name], prev[name] if prev else None, seconds))
+
+        # Over the window when there are two samples, else since the listener started.
+        window = _window(listener, prev) if prev or not before else None
+        p50 = quantile(window, 0.5, bounds) if window and not network else None
+        p99 = quantile(window, 0.99, bounds) if window and not network else None
+        rows.append(
+            [
+                listener["load_balancer"],
+                listener["listener"],
+                per_second(count),
+                "-" if network else per_second("http_4xx"),
+                "-" if network else per_second("http_5xx"),
+                str(listener["active_connections"]),
+                fmt_seconds(p50),
+                fmt_seconds(p99),
+                str(listener[count]),
+                "-" if network else str(listener["http_4xx"]),
+                "-" if network else str(listener["http_5xx"]),
+            ]
+        )
+    return rows
+
+
+def target_rows(after: dict[str, Any]) -> list[list[str]]:
+    rows = [["TARGET GROUP", "TARGET", "ZONE", "WEIGHT", "STATE", "REASON", "REQUESTS", "DESCRIPTION"]]
+    for group in after["target_groups"]:
+        if not group["targets"]:
+            rows.append([group["name"], "(none)", "", "", "", "", "", ""])
+        for target in group["targets"]:
+            rows.append(
+                [
+                    group["name"],
+                    target["target"],
+                    str(target["zone"]),
+                    str(target["weight"]),
+                    str(target["state"]),
+                    str(target.get("reason") or ""),
+                    str(target["requests"]),
+                    str(target.get("description") or ""),
+                ]
+            )
+    return rows
+
+
+def render(after: dict[str, Any], before: dict[str, Any] | None, url: str) -> str:
+    workers = after["workers"]
+    window = f"rates over {after['time'] - before['time']:.1f} s" if before else "totals since start"
+    head = (
+        f"lbd at {url}: generation {after['generation']}, "
+        f"{workers['answering']}/{workers['configured']} worker(s) answering, {window}"
+    )
+    lines = [head, ""]
+    if after["listeners"]:
+        lines += table(listener_rows(after, before), right=frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10}))
+    else:
+        lines.append("no listeners")
+    lines.append("")
+    if after["target_groups"]:
+        lines += table(target_rows(after), right=frozenset({3, 6}))
+    else:
+        lines.append("no target groups")
+    flags = [
+        f"target group {g['name']}: {what}"
+        for g in after["target_groups"]
+        for flag, what in (
+            ("fail_open", "fail open (every target takes traffic)"),
+            ("zonal_failover", "zonal failover"),
+        )
+        if g.get(flag)
+    ]
+    if flags:
+        lines += ["", *flags]
+    return "\n".join(lines) + "\n"
+
+
+# -- the command -------------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        url, token = admin_from_args(args)
+        before = fetch(url, "/v1/summary", token) if args.interval > 0 else None
+        if before is not None:
+            time.sleep(args.interval)
+        after = fetch(url, "/v1/summary", token)
+    except StatusError as exc:
+        print(f"lbd status: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(after, indent=2))
+    else:
+        sys.stdout.write(render(after, before, url))
+    return EXIT_OK
+
+
+def interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be 0-3600 seconds, got {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    status = sub.add_parser(
+        "status",
+        help="listeners' rates and errors and every target's state, from a running lbd's admin API",
+        description="Print what the console shows, as text: each listener's request rate, 4xx and 5xx "
+        "rates, open connections and p50/p99 latency over --interval seconds, and every target's state, "
+        "reason code and description. Exit status: 0 printed, 1 the admin API did not answer (or "
+        "refused), 2 the config or token file could not be read.",
+    )
+    status.add_argument(
+        "-c", "--config", metavar="FILE", help="read admin.listen and admin.token_file from this config"
+    )
+    status.add_argument(
+        "--admin",
+        metavar="ADDR",
+        help=f"the admin API, host:port or a URL (default: admin.listen from -c, else {DEFAULT_ADMIN})",
+    )
+    status.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the admin token (default: admin.token_file from -c, else $LBD_ADMIN_TOKEN_FILE)",
+    )
+    status.add_argument(
+        "--interval",
+        type=interval,
+        default=1.0,
+        metavar="SECONDS",
+        help="time between the two samples rates are taken over; 0 prints totals since start",
+    )
+    status.add_argument("--json", action="store_true", help="print the /v1/summary answer as JSON instead")
+    status.set_defaults(func=cmd_status)

@@ -1,0 +1,1 @@
+"""The API Gateway layer: APIs, routes, integrations, API keys, usage plans, authorizers, stage cache."""
