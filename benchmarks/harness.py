@@ -124,8 +124,19 @@ SCENARIOS = {
             kind="h2load",
             tls=True,
         ),
+        Scenario(
+            "grpc",
+            "l7",
+            "/bench.Echo/Unary",
+            10,
+            "gRPC unary calls over HTTPS h2 to grpcio targets (h2c), h2load -c10 -m100 with a gRPC message",
+            kind="grpc",
+            tls=True,
+        ),
     )
 }
+# The grpc scenario's request: one gRPC message (uncompressed, 4-byte length, then 32 bytes).
+GRPC_MESSAGE = b"\x00" + (32).to_bytes(4, "big") + b"x" * 32
 LOAD_BALANCERS = ("direct", "lbd", "haproxy", "nginx")
 # Opt-in with --lb: benchmarks/floor.py, the cheapest proxies Python and uvloop can be: "floor" passes
 # bytes, "floor-http" parses with httptools both ways; plain-text keep-alive scenarios, one worker only.
@@ -307,6 +318,8 @@ def lbd_conf(
     if scenario.kind == "udp":
         listener = group = "UDP"
     proxy = "\n    proxy_protocol_v2: true" if scenario.proxy_v2 else ""
+    if scenario.kind == "grpc":
+        proxy += "\n    protocol_version: GRPC"  # HTTP/2 to the targets, prior knowledge
     tls = ""
     if scenario.tls:
         listener = "HTTPS"
@@ -364,6 +377,8 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     mode = "tcp" if scenario.layer == "l4" else "http"
     cookie = " cookie t{i}" if scenario.sticky else ""
     send_proxy = " send-proxy-v2" if scenario.proxy_v2 else ""
+    if scenario.kind == "grpc":
+        send_proxy += " proto h2"  # HTTP/2 to the gRPC targets, prior knowledge
     servers = "\n".join(
         f"    server t{i} 127.0.0.1:{t}{cookie.format(i=i)}{send_proxy}" for i, t in enumerate(targets)
     )
@@ -373,7 +388,7 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     rules = "".join(
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
-    alpn = " alpn h2,http/1.1" if scenario.kind == "h2load" else ""
+    alpn = " alpn h2,http/1.1" if scenario.kind in ("h2load", "grpc") else ""
     return f"""global
     nbthread {threads}
     maxconn 9000
@@ -408,11 +423,13 @@ def nginx_lb_conf(
             f"proxy_pass be;{proxy_protocol} }} }}\n"
         )
     proxy = 'proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'
+    if scenario.kind == "grpc":
+        proxy = "grpc_pass grpc://be;"  # HTTP/2 to the gRPC targets (ngx_http_grpc_module)
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
     return main + (
         f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
         f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''}"
-        f"{' http2' if scenario.kind == 'h2load' else ''} reuseport backlog=4096; "
+        f"{' http2' if scenario.kind in ('h2load', 'grpc') else ''} reuseport backlog=4096; "
         + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")
         + "keepalive_requests 1000000; "
         f"{rules}location / {{ {proxy} }} }} }}\n"
@@ -491,8 +508,8 @@ def measure(
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
         if scenario.kind == "idle":
             return measure_idle(proc, port, scenario)
-        if scenario.kind == "h2load":
-            return measure_h2(proc, port, scenario, seconds)
+        if scenario.kind in ("h2load", "grpc"):
+            return measure_h2(proc, port, scenario, seconds, tmp)
         if scenario.kind == "udp":
             return measure_udp(proc, port, scenario, tmp, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
@@ -547,10 +564,15 @@ def parse_h2load(output: str) -> dict[str, float]:
     }
 
 
-def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: float) -> Sample:
-    """h2load: ``scenario.connections`` connections, 100 concurrent streams each, for ``seconds``."""
+def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: float, tmp: Path) -> Sample:
+    """h2load: ``scenario.connections`` connections, 100 concurrent streams each, for ``seconds``; for
+    the grpc scenario each request POSTs one gRPC message with gRPC's headers."""
     url = f"https://127.0.0.1:{port}{scenario.path}"
     base = ["h2load", f"-c{scenario.connections}", "-m100", "-t1"]
+    if scenario.kind == "grpc":
+        message = tmp / "grpc-message.bin"
+        message.write_bytes(GRPC_MESSAGE)
+        base += ["-d", str(message), "-H", "content-type: application/grpc", "-H", "te: trailers"]
     subprocess.run([*base, "-n2000", url], capture_output=True, check=True)  # warm-up
     cpu_before = proc.cpu_seconds() if proc else 0.0
     run = subprocess.run(
@@ -697,6 +719,7 @@ def run(
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
         targets = [free_port(), free_port()]
         proxy_targets = [free_port(), free_port()]  # the same backends behind a required PROXY header
+        grpc_targets = [free_port(), free_port()]  # grpcio servers (benchmarks/grpc_target.py)
         # One certificate for every load balancer's HTTPS scenarios, kept in an lbd certificate store.
         CertificateStore(tmp / "certs").put(issue("bench", ["bench.test"]))
         backend = Process(
@@ -713,6 +736,12 @@ def run(
             targets[-1],
         )
         # UDP echo targets on the same port numbers as the HTTP ones (another protocol, another socket).
+        grpc_servers = [
+            Process(
+                [sys.executable, "-m", "benchmarks.grpc_target", "--port", str(t)], tmp / f"grpc-{t}.log", t
+            )
+            for t in (grpc_targets if any(s.kind == "grpc" for s, _, _ in plan) else [])
+        ]
         echoes = []
         if any(s.kind == "udp" for s, _, _ in plan):
             binary = str(udpload(tmp))
@@ -729,12 +758,16 @@ def run(
                             what = f"{scenario.name} {name} x{workers} (run {repetition + 1})"
                             print(progress(done, total, what), end="", file=sys.stderr, flush=True)
                             to = proxy_targets if scenario.proxy_v2 else targets
+                            if scenario.kind == "grpc":
+                                to = grpc_targets
                             results[(scenario.name, name, workers)].samples.append(
                                 measure(name, scenario, tmp, to, workers, seconds)
                             )
             print(file=sys.stderr)
         finally:
             backend.stop()
+            for server in grpc_servers:
+                server.stop()
             for echo in echoes:
                 echo.kill()
                 echo.wait()

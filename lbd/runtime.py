@@ -26,6 +26,7 @@ from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
+    from lbd.http.exchange import Exchange
     from lbd.observe.access_log import AccessLog
     from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
@@ -101,6 +102,16 @@ class TargetGroupRuntime:
             target_context(config.verify, config.ca_bundle) if config.protocol in ("HTTPS", "TLS") else None
         )
         self.verify = config.verify
+        # HTTP2 and GRPC groups: HTTP/2 to the targets (lbd/http/h2upstream.py), h2 chosen by ALPN over TLS,
+        # and the requests such a group refuses with 464 (lbd/http/grpc.py).
+        self.http2 = config.protocol_version != "HTTP1"
+        self.admit: Callable[[Exchange], bool] | None = None
+        if self.http2:
+            if self.tls is not None:
+                self.tls.set_alpn_protocols(["h2"])
+            from lbd.http.h2upstream import admission
+
+            self.admit = admission(config.protocol_version)
         self.checks_enabled = config.health_check.enabled
         # Cookie stickiness, set by Snapshot.build (it holds the keys); None: the balancer alone picks.
         self.sticky: TargetStickiness | HashKey | None = None

@@ -5,7 +5,7 @@ the only thing ``lbd check`` runs, so the two cannot drift apart: a file ``lbd c
 fail at start for a reason ``lbd check`` could have seen. Beyond the schema and the cross-references
 (``parse_config``) it refuses what a valid file asks for but this build cannot do:
 
-- features that validate but are not served yet (HTTP/2 and gRPC target groups, gRPC health checks):
+- features that validate but are not served yet (none today; the lists below say what is served):
   binding a port and serving nothing on it would be worse;
 - a stickiness key file that exists but does not hold keys;
 - certificates the listeners name that the store does not hold, or that do not load;
@@ -32,8 +32,8 @@ SERVED_LISTENERS = {
     "application": ("HTTP", "HTTPS"),
     "classic": ("HTTP", "HTTPS", "TCP", "SSL"),
 }
-SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS")
-SERVED_PROTOCOL_VERSIONS = ("HTTP1",)
+SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS", "GRPC")
+SERVED_PROTOCOL_VERSIONS = ("HTTP1", "HTTP2", "GRPC")
 
 
 @dataclass

@@ -554,6 +554,13 @@ class HealthCheck(Model):
         return value
 
     @model_validator(mode="after")
+    def _grpc_codes(self) -> HealthCheck:
+        # ALB: gRPC success codes are 0-99 (AWS API reference: Matcher, GrpcCode).
+        if self.protocol == "GRPC" and any(int(code) > 99 for code in re.findall(r"\d+", self.matcher)):
+            raise ValueError(f'matcher: gRPC codes are 0-99 ("12", "0-99", "0,12"), got {self.matcher!r}')
+        return self
+
+    @model_validator(mode="after")
     def _timeout_below_interval(self) -> HealthCheck:
         if self.timeout_seconds >= self.interval_seconds:
             raise ValueError(

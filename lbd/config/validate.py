@@ -159,8 +159,12 @@ def _actions(
                     f"listener cannot forward to; allowed: {', '.join(allowed)}",
                 )
             version = group.protocol_version
-            if version != "HTTP1" and listener.protocol != "HTTPS":
-                yield ConfigIssue(key, f"{version} target groups need an HTTPS listener (ALB rule)")
+            if version != "HTTP1" and listener.protocol != "HTTPS" and not listener.h2c:
+                yield ConfigIssue(
+                    key,
+                    f"{version} target groups need an HTTPS listener (ALB rule), or an HTTP listener "
+                    "with h2c: true (lbd's cleartext HTTP/2)",
+                )
 
 
 def _stickiness(config: Config) -> Iterator[ConfigIssue]:

@@ -167,6 +167,9 @@ class Exchange:
         if group is None:
             self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
             return
+        admit = group.admit
+        if admit is not None and not admit(self):
+            return  # an HTTP2 or GRPC group refused the request (464, lbd/http/grpc.py)
         surge = group.surge
         if surge is not None:
             self._forward_limited(head)  # a classic listener with max_connections_per_instance
@@ -233,7 +236,9 @@ class Exchange:
         group = self.target_group
         assert group is not None
         try:
-            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls, group.verify)
+            conn = await self.client.pool.connect(
+                target, group.connect_timeout, group.tls, group.verify, group.http2
+            )
         except (OSError, TimeoutError) as exc:
             self.client.stats.target_connection_errors += 1
             target.stats.connection_errors += 1

@@ -183,6 +183,9 @@ class NodeCollector(Collector):
         fixed = CounterMetricFamily(
             "lbd_fixed_responses", "Fixed-response actions answered.", labels=LISTENER
         )
+        grpc_requests = CounterMetricFamily(
+            "lbd_grpc_requests", "gRPC requests received (GrpcRequestCount).", labels=LISTENER
+        )
         idle = CounterMetricFamily(
             "lbd_idle_timeouts", "Connections closed after the idle timeout.", labels=LISTENER
         )
@@ -233,6 +236,7 @@ class NodeCollector(Collector):
                 non_compliant.add_metric(labels, values.get("non_compliant_requests", 0))
                 redirects.add_metric(labels, values.get("redirects", 0))
                 fixed.add_metric(labels, values.get("fixed_responses", 0))
+                grpc_requests.add_metric(labels, values.get("grpc_requests", 0))
                 _histogram(target_time, labels, values.get("target_response_time"))
                 _histogram(duration, labels, values.get("request_duration"))
             rejected.add_metric(labels, values.get("rejected_connections", 0))
@@ -267,6 +271,7 @@ class NodeCollector(Collector):
             resets,
             redirects,
             fixed,
+            grpc_requests,
             idle,
             target_time,
             duration,
