@@ -34,6 +34,7 @@ import uvloop
 from pydantic import ValidationError
 
 from lbd import systemd
+from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
@@ -172,6 +173,7 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        self.gateway = GatewayAdmin(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            self._load_api_keys()
             self._probe_listeners(set())
             await self._start_admin()
             await asyncio.gather(*(self._start_worker(w) for w in self.workers))
@@ -272,6 +275,7 @@ class Supervisor:
         if not reply.get("ok"):
             raise StartupError(f"worker {worker.index}: {reply.get('error')}", EXIT_BIND)
         await worker.request({"op": "commit", "generation": self.generation}, "committed")
+        await self.gateway.send_keys(worker)
         if self.checker is not None:
             worker.send({"op": "health", "routable": self.checker.routable()})
 
@@ -403,6 +407,14 @@ class Supervisor:
             log.info("runtime registrations restored from %s", self.state_file)
         return registry
 
+    def _load_api_keys(self) -> None:
+        try:
+            self.gateway.load()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StartupError(
+                f"cannot read the API keys {self.gateway.path}: {exc} (fix or remove the file)", EXIT_CONFIG
+            ) from exc
+
     # -- draining --------------------------------------------------------------------------------------
 
     async def _drain_loop(self) -> None:
@@ -488,6 +500,7 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        self.gateway.register(router)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
