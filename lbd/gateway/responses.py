@@ -63,7 +63,7 @@ class GatewayResponses:
             if override is None:
                 fallback = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
                 override = overrides.get(fallback)
-            body = json.dumps({"message": message}).encode()
+            body = json.dumps({"message": message}, separators=(",", ":")).encode()
             headers: tuple[tuple[str, str], ...] = (("content-type", JSON),)
             if override is not None:
                 status = override.status_code or status
@@ -78,6 +78,6 @@ class GatewayResponses:
         answer = self._answers[kind]
         if status is not None and answer.status == DEFAULTS[kind][0]:
             answer = Answer(status, answer.headers, answer.body, kind)
-        if message is not None and answer.body == json.dumps({"message": DEFAULTS[kind][1]}).encode():
-            answer = Answer(answer.status, answer.headers, json.dumps({"message": message}).encode(), kind)
+        if message is not None and answer.body == json.dumps({"message": DEFAULTS[kind][1]}, separators=(",", ":")).encode():
+            answer = Answer(answer.status, answer.headers, json.dumps({"message": message}, separators=(",", ":")).encode(), kind)
         return answer
