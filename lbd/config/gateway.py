@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lbd.config.gateway_auth import Authorizer
-from lbd.config.schema import ELB_POLICIES, NAME, CertificateName, Model
+from lbd.config.schema import ELB_POLICIES, NAME, PATTERN_WORDS, CertificateName, Model
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
 # "GET /pets/{id}", "ANY /{proxy+}", "$default" (API Gateway route keys; a greedy {name+} only last).
@@ -30,6 +30,16 @@ MAPPING_SOURCE = re.compile(
     r"|context\.[A-Za-z0-9._$-]+|'[^']*')$"
 )
 CACHE_KEY = re.compile(r"^method\.request\.(header|querystring|path)\.[A-Za-z0-9._$-]+$")
+STAGE = r"^[A-Za-z0-9_-]{1,128}$"
+PATTERN_WORDS.update(
+    {
+        ROUTE_KEY.pattern: '"$default" or METHOD /path (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or ANY; '
+        "path segments, {name} parameters and one greedy {name+} last)",
+        CACHE_KEY.pattern: "method.request.header|querystring|path.NAME",
+        STAGE: "1-128 letters, digits, _ and -",
+        r"^/[^\s?#]*$": "a path starting with / (no spaces, ? or #)",
+    }
+)
 # API Gateway's gateway response types ("Gateway response types for API Gateway").
 RESPONSE_TYPES = (
     "ACCESS_DENIED",
@@ -205,7 +215,7 @@ class ApiAccessLog(Model):
 class Api(Model):
     name: str = Field(pattern=NAME)
     protocol: Literal["REST", "HTTP", "WEBSOCKET"] = "HTTP"
-    stage: str = Field("prod", pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    stage: str = Field("prod", pattern=STAGE)
     endpoint_type: Literal["REGIONAL", "PRIVATE", "EDGE"] = "REGIONAL"
     listeners: tuple[ApiListener, ...] = Field(min_length=1)
     api_key_source: Literal["HEADER", "AUTHORIZER"] = "HEADER"
@@ -231,7 +241,7 @@ class RouteThrottle(Model):
 
 class PlanStage(Model):
     api: str = Field(pattern=NAME)
-    stage: str = Field("prod", pattern=r"^[A-Za-z0-9_-]{1,128}$")
+    stage: str = Field("prod", pattern=STAGE)
     throttle: tuple[RouteThrottle, ...] = ()  # per-route throttles of the plan
 
 
