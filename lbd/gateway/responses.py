@@ -78,6 +78,14 @@ class GatewayResponses:
         answer = self._answers[kind]
         if status is not None and answer.status == DEFAULTS[kind][0]:
             answer = Answer(status, answer.headers, answer.body, kind)
-        if message is not None and answer.body == json.dumps({"message": DEFAULTS[kind][1]}, separators=(",", ":")).encode():
-            answer = Answer(answer.status, answer.headers, json.dumps({"message": message}, separators=(",", ":")).encode(), kind)
+        if (
+            message is not None
+            and answer.body == json.dumps({"message": DEFAULTS[kind][1]}, separators=(",", ":")).encode()
+        ):
+            answer = Answer(
+                answer.status,
+                answer.headers,
+                json.dumps({"message": message}, separators=(",", ":")).encode(),
+                kind,
+            )
         return answer

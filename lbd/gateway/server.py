@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbd.gateway")
 
 MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes, URL up to 8,192
-MAX_QUEUED = 8  # pipelined requests held before reading pauses
+MAX_QUEUED = 8
+LINGER = 2.0  # seconds a refused connection keeps reading before it closes  # pipelined requests held before reading pauses
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
@@ -55,7 +56,6 @@ class GatewayClientSide(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._head_size = 0
-        self._in_head = False
         self._started = 0.0
         self._refused = False
         self.scheme = "https" if runtime.tls is not None else "http"
@@ -74,14 +74,11 @@ class GatewayClientSide(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing or self._refused:
+        if self._refused:
+            return  # lingering after a refusal: what the client still sends is read and dropped
+        if self.closing:
             return
         self.stats.processed_bytes += len(data)
-        if self._in_head:
-            self._head_size += len(data)
-            if self._head_size > MAX_HEAD:
-                self._refuse("BAD_REQUEST", 431)
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -94,6 +91,8 @@ class GatewayClientSide(asyncio.Protocol):
             self._refuse("BAD_REQUEST", 400)
 
     def eof_received(self) -> bool:
+        if self._refused:
+            return False
         self.closing = True
         return self.task is not None or bool(self.queue)  # answer what is queued, then close
 
@@ -113,13 +112,21 @@ class GatewayClientSide(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._size = 0
-        self._in_head = True
+        self._head_size = 0
         self._started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_grew(len(url))
+
+    def _head_grew(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            self._refuse("BAD_REQUEST", 431)  # RFC 6585 5: Request Header Fields Too Large
+            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_grew(len(name) + len(value))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)
@@ -129,8 +136,6 @@ class GatewayClientSide(asyncio.Protocol):
             self._headers[key] = f"{previous}; {text}" if key == "cookie" else f"{previous},{text}"
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_size = 0
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD:
             self._refuse("REQUEST_TOO_LARGE")
@@ -230,14 +235,22 @@ class GatewayClientSide(asyncio.Protocol):
         """A request the connection cannot carry on from: answer with the gateway response, then close."""
         self._refused = True
         self.closing = True
-        self._stop_reading()
         answer = self.runtime.pipeline.refuse(kind, status)
         if self.task is not None:
+            self._stop_reading()
             return  # an answer is being written; the connection closes after it
         self._write(answer, False, _request_id())
         self.runtime.record_refusal(answer, self.peer[0])
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None:
+            return
+        # Linger: half-close, then read and drop what the client is still sending for a moment, so that
+        # closing with unread data does not reset the connection before the client reads the answer.
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
 
     def _stop_reading(self) -> None:
         if not self.paused and self.transport is not None:
