@@ -148,7 +148,7 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
-        elif op in ("api_keys", "api_usage"):
+        elif op in ("api_keys", "api_usage", "api_cache_flush"):
             from lbd.gateway.control import on_message
 
             reply = on_message(message, self.snapshot)

@@ -55,6 +55,7 @@ class GatewayAdmin:
         router.add("POST", "/v1/usage-plans/{name}/keys", self._add_plan_key)
         router.add("DELETE", "/v1/usage-plans/{name}/keys/{id}", self._remove_plan_key)
         router.add("GET", "/v1/usage-plans/{name}/usage", self._usage)
+        router.add("POST", "/v1/apis/{api}/cache/flush", self._flush_cache)
 
     # -- workers ---------------------------------------------------------------------------------------
 
@@ -172,6 +173,10 @@ class GatewayAdmin:
             log.info("API key %s removed from usage plan %s", key.id, plan)
             return await self._changed(200, {"usage_plan": plan, "key_id": key.id, "removed": True})
 
+    async def _flush_cache(self, request: AdminRequest) -> AdminResponse:
+        """FlushStageCache: every worker drops the API's cached entries."""
+        return await _flush_cache_of(self, request.params["api"])
+
     async def _usage(self, request: AdminRequest) -> AdminResponse:
         plan = request.params["name"]
         config = self.supervisor.current.config
@@ -193,6 +198,25 @@ class GatewayAdmin:
                 total = usage.setdefault(key_id, dict(entry, used=0))
                 total["used"] += int(entry["used"])
         return AdminResponse(200, {"usage_plan": plan, "keys": usage})
+
+
+async def _flush_cache_of(admin: GatewayAdmin, api: str) -> AdminResponse:
+    config = admin.supervisor.current.config
+    found = next((a for a in config.apis if a.name == api), None)
+    if found is None:
+        return AdminResponse(404, {"error": f"no API named {api!r}"})
+    if not found.cache.enabled:
+        return AdminResponse(409, {"error": f"API {api!r} has no stage cache (cache.enabled is false)"})
+    admin._seq += 1
+    message = {"op": "api_cache_flush", "generation": admin._seq, "api": api}
+    replies = await asyncio.gather(
+        *(w.request(message, "api_cache_flush") for w in admin.supervisor.workers), return_exceptions=True
+    )
+    flushed = sum(int(r.get("flushed", 0)) for r in replies if not isinstance(r, BaseException))
+    failed = [str(r) for r in replies if isinstance(r, BaseException)]
+    log.info("API %s: stage cache flushed (%d entries)", api, flushed)
+    body: dict[str, Any] = {"api": api, "flushed_entries": flushed}
+    return AdminResponse(503, {**body, "errors": failed}) if failed else AdminResponse(200, body)
 
 
 def _object(request: AdminRequest) -> dict[str, Any]:

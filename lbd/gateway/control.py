@@ -21,10 +21,22 @@ Message = dict[str, Any]
 
 
 def on_message(message: Message, snapshot: Snapshot | None) -> Awaitable[Message] | None:
+    if message.get("op") == "api_cache_flush":
+        return _flush(message)
     if message.get("op") == "api_keys":
         SERVICES.set_keys(message.get("keys") or [])
         return _applied(message)
     return _usage(message, snapshot)
+
+
+async def _flush(message: Message) -> Message:
+    from lbd.gateway.stage_cache import flush
+
+    return {
+        "op": "api_cache_flush",
+        "generation": message.get("generation", 0),
+        "flushed": flush(str(message.get("api"))),
+    }
 
 
 async def _applied(message: Message) -> Message:

@@ -34,6 +34,7 @@ from lbd.gateway.stats import ApiStats, ApiStatsRegistry
 
 if TYPE_CHECKING:
     from lbd.gateway.limiter import LocalLimiter
+    from lbd.gateway.stage_cache import StageCache
 
 log = logging.getLogger("lbd.gateway")
 
@@ -101,6 +102,11 @@ class ApiPipeline:
         self._clock = clock
         self._authorizers = authorizers
         self._unmatched = stats.route(api.name, api.stage, "-")
+        self.cache: StageCache | None = None
+        if api.cache.enabled:
+            from lbd.gateway.stage_cache import StageCache
+
+            self.cache = StageCache(api, clock)
         routes = []
         for route in api.routes:
             ttl = 0
@@ -178,7 +184,16 @@ class ApiPipeline:
             if admission is not Admission.ADMIT:
                 route.stats.throttled += 1
                 return self._refuse(outcome, _ADMISSION_TYPES[admission])
-        answer = await integration.run(route.call, request, auth, self._fetch, outcome, self.responses)
+        if self.cache is not None and route.cache_ttl > 0 and request.method == "GET":
+            answer = await self.cache.serve(
+                route,
+                request,
+                outcome,
+                lambda: integration.run(route.call, request, auth, self._fetch, outcome, self.responses),
+                lambda: self._refuse(outcome, "ACCESS_DENIED"),
+            )
+        else:
+            answer = await integration.run(route.call, request, auth, self._fetch, outcome, self.responses)
         if cors is not None:
             answer = _with_cors(answer, cors, request.headers.get("origin"))
         return answer

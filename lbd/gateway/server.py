@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbd.gateway")
 
 MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes, URL up to 8,192
-MAX_QUEUED = 8
-LINGER = 2.0  # seconds a refused connection keeps reading before it closes  # pipelined requests held before reading pauses
+MAX_QUEUED = 8  # pipelined requests held before reading pauses
+LINGER = 2.0  # seconds a refused connection keeps reading before it closes
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 
 
