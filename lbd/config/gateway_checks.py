@@ -9,6 +9,7 @@ usage plans name APIs and stages and route keys that exist.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from lbd.config.gateway_auth import JwtAuthorizer, RequestAuthorizer
 from lbd.config.loader import ConfigIssue
@@ -152,6 +153,19 @@ def _has(module: str) -> bool:
         return False
 
 
+def _authorizer_issues(authorizers: tuple[Any, ...], where: str) -> Iterator[ConfigIssue]:
+    """What the authorizers' engine would refuse at start (an unreadable jwks_file ...)."""
+    from lbd.gateway import auth  # type: ignore[attr-defined,unused-ignore]
+
+    check = getattr(auth, "authorizer_errors", None)
+    if check is None:
+        return
+    for k, authorizer in enumerate(authorizers):
+        for text in check(authorizer, f"{where}[{k}]"):
+            path, _, message = str(text).partition(": ")
+            yield ConfigIssue(path, message)
+
+
 def gateway_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     """What validates but this build does not serve (preflight.py; ``lbd check`` and ``lbd run``)."""
     for i, api in enumerate(config.apis):
@@ -169,6 +183,8 @@ def gateway_startup_issues(config: Config) -> Iterator[ConfigIssue]:
             )
         if api.authorizers and not _has("lbd.gateway.auth"):
             yield ConfigIssue(f"{where}.authorizers", "authorizers are not served by this build of lbd yet")
+        elif api.authorizers:
+            yield from _authorizer_issues(api.authorizers, f"{where}.authorizers")
         if api.cache.enabled and not _has("lbd.cache"):
             yield ConfigIssue(
                 f"{where}.cache.enabled", "the stage cache is not served by this build of lbd yet"
