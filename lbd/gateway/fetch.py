@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lbd.upstream.target import Target
 
 MAX_RESPONSE = 10 * 1024 * 1024  # API Gateway's payload limit
-MAX_IDLE_PER_TARGET = 32
+MAX_IDLE_PER_TARGET = 64  # as the proxy's pool (lbd/http/upstream.py)
 _DROPPED = frozenset(
     {
         "connection",
@@ -129,6 +129,11 @@ class _TargetConnection(asyncio.Protocol):
             self.transport.close()
 
 
+def _expire(waiter: asyncio.Future[UpstreamReply]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
 class GatewayFetch:
     """One worker's ``Fetch``; ``groups`` gives the current Snapshot's target groups."""
 
@@ -161,8 +166,7 @@ class GatewayFetch:
         if target.stats is not None:
             target.stats.requests += 1
         try:
-            async with asyncio.timeout_at(deadline):
-                reply = await self._exchange(group, target, method, path, headers, body)
+            reply = await self._exchange(group, target, method, path, headers, body, deadline)
         except TimeoutError:
             group.request_failed(target)
             raise
@@ -185,6 +189,7 @@ class GatewayFetch:
         path: str,
         headers: Sequence[tuple[str, str]],
         body: bytes,
+        deadline: float,
     ) -> UpstreamReply:
         head = [f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"]
         head += [f"{name}: {value}\r\n" for name, value in headers]
@@ -195,14 +200,18 @@ class GatewayFetch:
             conn = self._acquire(target)
             reused = conn is not None
             if conn is None:
-                conn = await self._connect(group, target)
-            conn.waiter = asyncio.get_running_loop().create_future()
+                conn = await self._connect(group, target, deadline)
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[UpstreamReply] = loop.create_future()
+            conn.waiter = waiter
             conn.received = False
             conn.head = method == "HEAD"
             assert conn.transport is not None
             conn.transport.write(request)
+            # One timer for the deadline (cheaper than a timeout context per request).
+            timer = loop.call_at(deadline, _expire, waiter)
             try:
-                reply = await conn.waiter
+                reply = await waiter
             except ConnectionError:
                 # A kept-alive connection the target closed just as it was reused: try once on a new one
                 # (nothing of this request reached the application, RFC 9112 9.3.1).
@@ -213,17 +222,22 @@ class GatewayFetch:
                 conn.close()  # a timeout or cancellation: the response would come to no one
                 raise
             finally:
+                timer.cancel()
                 conn.waiter = None
             self._release(conn)
             return reply
         raise ConnectionError("unreachable")  # pragma: no cover
 
-    async def _connect(self, group: TargetGroupRuntime, target: Target) -> _TargetConnection:
+    async def _connect(self, group: TargetGroupRuntime, target: Target, deadline: float) -> _TargetConnection:
         conn = _TargetConnection(target, self._generation())
         tls: ssl.SSLContext | None = group.tls
         loop = asyncio.get_running_loop()
+        connect_by = loop.time() + group.connect_timeout
+        # Whichever ends first: the integration's timeout (INTEGRATION_TIMEOUT) or the group's connect
+        # timeout (the target is unreachable: INTEGRATION_FAILURE).
+        limit = min(deadline, connect_by)
         try:
-            async with asyncio.timeout(group.connect_timeout):
+            async with asyncio.timeout_at(limit):
                 await loop.create_connection(
                     lambda: conn,
                     target.id,
@@ -232,6 +246,8 @@ class GatewayFetch:
                     server_hostname=target.tls_name(group.verify) if tls is not None else None,
                 )
         except TimeoutError:
+            if limit == deadline:
+                raise
             raise ConnectionError(f"connect to {target.label} timed out") from None
         except OSError as exc:
             if target.stats is not None:

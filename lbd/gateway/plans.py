@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from lbd.config.gateway import Quota as QuotaConfig
@@ -25,6 +25,8 @@ class CompiledPlan:
     throttle: Throttle | None
     route_throttles: Mapping[str, Throttle]
     quota: QuotaConfig | None
+    # The current period (start, end, label), so a request inside it does no calendar arithmetic.
+    _period: list[tuple[float, float, str]] = field(default_factory=list, compare=False)
 
     def buckets(self, key_id: str, route_key: str) -> list[Bucket]:
         out = []
@@ -44,8 +46,13 @@ class CompiledPlan:
     def quota_for(self, key_id: str, now: float) -> Quota | None:
         if self.quota is None:
             return None
-        start, end = quota_period(self.quota, now)
-        label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
+        period = self._period
+        if period and period[0][0] <= now < period[0][1]:
+            start, end, label = period[0]
+        else:
+            start, end = quota_period(self.quota, now)
+            label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
+            period[:] = [(start, end, label)]
         return Quota(f"quota:{self.name}:{key_id}:{label}", self.quota.limit, start, end)
 
 

@@ -48,6 +48,7 @@ class GatewayClientSide(asyncio.Protocol):
         self.queue: deque[tuple[GatewayRequest, bool, float]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.closing = False
         self.paused = False
         # the request being parsed
@@ -176,9 +177,6 @@ class GatewayClientSide(asyncio.Protocol):
             self._stop_reading()
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._serve())
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
 
     # -- serving ----------------------------------------------------------------------------------------
 
@@ -258,15 +256,27 @@ class GatewayClientSide(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _arm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(self.runtime.idle_timeout, self._idle)
+        # One timer per connection, moved lazily: an answer only notes the time, and the timer, when it
+        # fires early, sleeps again for the rest (no cancel and re-create per request).
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time()
+        if self.timer is None:
+            self.timer = loop.call_at(self.idle_since + self.runtime.idle_timeout, self._idle)
 
     def _idle(self) -> None:
         self.timer = None
-        if self.task is None and self.transport is not None:
-            self.stats.idle_timeouts += 1
-            self.transport.close()
+        if self.transport is None or self._refused:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.idle_since + self.runtime.idle_timeout
+        if self.task is not None:  # busy: the idle time counts from the answer
+            self.timer = loop.call_later(self.runtime.idle_timeout, self._idle)
+            return
+        if loop.time() < due:
+            self.timer = loop.call_at(due, self._idle)
+            return
+        self.stats.idle_timeouts += 1
+        self.transport.close()
 
     # -- the tracker's interface --------------------------------------------------------------------------
 
