@@ -5,6 +5,7 @@ set -euo pipefail
 need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v redis-server >/dev/null || need+=(redis-server)  # the gateway's shared state (tests/redis_server.py)
 ((${#need[@]})) || exit 0
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive

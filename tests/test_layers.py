@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent / "lbd"
 ALLOWED = {
     # lbd.upstream.target: the plain Target record that stickiness picks among (no I/O in it).
     "routing": ("lbd.config", "lbd.routing", "lbd.upstream.target"),
+    # The response cache engine, its keys and Cache-Control rules: pure, shared by the stage and edge caches.
+    "cache": ("lbd.cache",),
 }
 
 

@@ -1,0 +1,23 @@
+"""A response as the cache holds it: immutable, so one entry can be served to many requests at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    stored_at: float  # clock() when the origin's response arrived
+
+    def age(self, now: float) -> int:
+        """Seconds since the response was stored, for the ``Age`` header (RFC 9111 section 5.1: a
+        non-negative integer, so never negative when clocks step back)."""
+        return max(0, int(now - self.stored_at))
+
+    @property
+    def size(self) -> int:
+        """The bytes the response holds: its body and its header names and values (UTF-8)."""
+        return len(self.body) + sum(len(name.encode()) + len(value.encode()) for name, value in self.headers)
