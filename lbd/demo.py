@@ -89,10 +89,12 @@ def _hints(config: Config) -> list[str]:
                 method, _, path = route.route_key.partition(" ")
                 path = path.replace("{proxy+}", "a/b").replace("{", "").replace("}", "") or "/"
                 flags = f"-X {method} " if method not in ("GET", "ANY", "$default") else ""
-                hints.append(f"  curl -i {flags}{scheme}://{host}:{api_listener.port}{path}   # API {api.name}")
+                hints.append(
+                    f"  curl -i {flags}{scheme}://{host}:{api_listener.port}{path}   # API {api.name}"
+                )
     if any(route.api_key_required for api in config.apis for route in api.routes):
         hints.append(
-            f"  curl -s -X POST http://{config.admin.listen}/v1/api-keys -d '{{\"name\": \"me\"}}'"
+            f'  curl -s -X POST http://{config.admin.listen}/v1/api-keys -d \'{{"name": "me"}}\''
             "   # then POST /v1/usage-plans/NAME/keys with its id (docs/gateway.md)"
         )
     return hints
