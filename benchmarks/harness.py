@@ -53,7 +53,7 @@ class Scenario:
     sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
-    gateway: str = ""  # lbd as an API gateway: "key" (key-required route, usage plan), "cached" (+ stage cache)
+    gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
 
 
 SCENARIOS = {
@@ -319,11 +319,16 @@ def _nginx_main(tmp: Path, name: str, workers: int | str) -> str:
 BENCH_API_KEY = "benchmarkkey" * 3  # 36 letters: an API Gateway key value
 
 
-def lbd_api_conf(scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, state: Path) -> str:
+def lbd_api_conf(
+    scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, state: Path
+) -> str:
     """The api scenarios: one API, one key-required route to the benchmark's targets, a usage plan whose
     limits are never reached (so every request goes through the throttle and quota bookkeeping), and the
     key pre-seeded in the state directory (lbd-api-keys.json, as the admin API would have saved it)."""
-    keys = {"version": 1, "keys": [{"id": "bench", "name": "bench", "value": BENCH_API_KEY, "plans": ["bench"]}]}
+    keys = {
+        "version": 1,
+        "keys": [{"id": "bench", "name": "bench", "value": BENCH_API_KEY, "plans": ["bench"]}],
+    }
     (state / "lbd-api-keys.json").write_text(json.dumps(keys))
     cache = "{enabled: true, ttl_seconds: 3600, capacity_mb: 16}" if scenario.gateway == "cached" else "{}"
     target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)

@@ -58,11 +58,11 @@ async def _usage(message: Message, snapshot: Snapshot | None) -> Message:
     limiter = shared_limiter(config) or SERVICES.limiter
     now = SERVICES.clock()
     usage: dict[str, Any] = {}
-    for key_id in SERVICES.keys.ids_in(plan_name):
-        quota = compiled.quota_for(key_id, now)
+    for key in SERVICES.keys.in_plan(plan_name):
+        quota = compiled.quota_for(key.counter, now)
         if quota is None:
             continue
-        usage[key_id] = {
+        usage[key.id] = {
             "used": await limiter.used(quota),
             "limit": quota.limit,
             "period_start": quota.period_start,

@@ -189,6 +189,9 @@ class KnownKey:
     id: str
     enabled: bool
     plans: tuple[str, ...]
+    # What throttle buckets and quotas count under: derived from the value, not the id, so every node of
+    # a fleet that holds the same key value (ids are random per node) draws from the same shared counters.
+    counter: str = ""
 
 
 class KeyTable:
@@ -196,7 +199,9 @@ class KeyTable:
 
     def __init__(self, entries: Iterable[Mapping[str, Any]] = ()) -> None:
         self._by_digest = {
-            str(e["digest"]): KnownKey(str(e["id"]), bool(e["enabled"]), tuple(e.get("plans", ())))
+            str(e["digest"]): KnownKey(
+                str(e["id"]), bool(e["enabled"]), tuple(e.get("plans", ())), str(e["digest"])[:24]
+            )
             for e in entries
         }
 
@@ -205,5 +210,5 @@ class KeyTable:
             return None
         return self._by_digest.get(digest(value))
 
-    def ids_in(self, plan: str) -> list[str]:
-        return [k.id for k in self._by_digest.values() if plan in k.plans]
+    def in_plan(self, plan: str) -> list[KnownKey]:
+        return [k for k in self._by_digest.values() if plan in k.plans]

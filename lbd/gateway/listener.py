@@ -8,6 +8,7 @@ pipeline instead of listener rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -189,23 +190,28 @@ def _tls(config: Config, listener: ApiListener, where: str) -> ListenerTls:
 
 def shared_limiter(config: Config) -> Limiter | None:
     """The fleet's limiter when shared_state.redis is set, made on first use (one per worker, kept
-    across reloads that keep the URL)."""
+    across reloads that keep the settings): lbd/gateway/redis_limiter.py."""
     if config.shared_state.redis is None:
         return None
     return _SharedLimiter(config.shared_state)
 
 
 class _SharedLimiter:
+    """Defers the RedisLimiter to the first request: Snapshot.build also runs in the supervisor, which
+    must not connect to Redis."""
+
     def __init__(self, state: SharedState) -> None:
         self.state = state
 
     def _engine(self) -> Limiter:
-        state = self.state
-        if SERVICES.shared is None or SERVICES.shared_url != state.redis:
-            from lbd.gateway.redis_limiter import RedisLimiter  # type: ignore[import-not-found,unused-ignore]
+        if SERVICES.shared is None or SERVICES.shared_url != self.state:
+            from lbd.gateway import redis_limiter
 
-            SERVICES.shared = RedisLimiter(state.redis, state.timeout_ms, state.on_failure, SERVICES.limiter)
-            SERVICES.shared_url = state.redis
+            if SERVICES.shared is not None:
+                closing = asyncio.get_running_loop().create_task(SERVICES.shared.close())
+                closing.add_done_callback(lambda task: task.exception())
+            SERVICES.shared = redis_limiter.shared_limiter(self.state, SERVICES.limiter, SERVICES.clock)
+            SERVICES.shared_url = self.state
         return cast(Limiter, SERVICES.shared)
 
     async def admit(self, buckets: Sequence[Bucket], quota: Quota | None, now: float) -> Admission:

@@ -28,22 +28,22 @@ class CompiledPlan:
     # The current period (start, end, label), so a request inside it does no calendar arithmetic.
     _period: list[tuple[float, float, str]] = field(default_factory=list, compare=False)
 
-    def buckets(self, key_id: str, route_key: str) -> list[Bucket]:
+    def buckets(self, counter: str, route_key: str) -> list[Bucket]:
         out = []
         route = self.route_throttles.get(route_key)
         if route is not None:
             out.append(
                 Bucket(
-                    f"plan:{self.name}:key:{key_id}:route:{route_key}", route.rate_limit, route.burst_limit
+                    f"plan:{self.name}:key:{counter}:route:{route_key}", route.rate_limit, route.burst_limit
                 )
             )
         if self.throttle is not None:
             out.append(
-                Bucket(f"plan:{self.name}:key:{key_id}", self.throttle.rate_limit, self.throttle.burst_limit)
+                Bucket(f"plan:{self.name}:key:{counter}", self.throttle.rate_limit, self.throttle.burst_limit)
             )
         return out
 
-    def quota_for(self, key_id: str, now: float) -> Quota | None:
+    def quota_for(self, counter: str, now: float) -> Quota | None:
         if self.quota is None:
             return None
         period = self._period
@@ -53,7 +53,7 @@ class CompiledPlan:
             start, end = quota_period(self.quota, now)
             label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
             period[:] = [(start, end, label)]
-        return Quota(f"quota:{self.name}:{key_id}:{label}", self.quota.limit, start, end)
+        return Quota(f"quota:{self.name}:{counter}:{label}", self.quota.limit, start, end)
 
 
 def stage_plans(plans: tuple[UsagePlan, ...], api: str, stage: str) -> dict[str, CompiledPlan]:

@@ -20,7 +20,7 @@ class GatewayServices:
         self.keys = KeyTable()
         self.limiter = LocalLimiter()
         self.shared: Any = None  # the RedisLimiter while shared_state.redis is set
-        self.shared_url: str | None = None
+        self.shared_url: Any = None  # the SharedState settings it was made with
         self.clock = gateway_clock()
 
     def set_keys(self, entries: Iterable[Mapping[str, Any]]) -> None:
