@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from lbd.gateway.contracts import UpstreamReply
+from lbd.http import fastpath
 
 if TYPE_CHECKING:
     from lbd.runtime import TargetGroupRuntime
@@ -62,6 +63,7 @@ class _TargetConnection(asyncio.Protocol):
         self.received = False
         self.keep_alive = True
         self.head = False  # the request is a HEAD: its response has no body whatever it announces
+        self.partial = False  # the parser is inside a response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -71,6 +73,19 @@ class _TargetConnection(asyncio.Protocol):
             self.close()  # RFC 9112 9.3: nothing may arrive between responses
             return
         self.received = True
+        if not self.partial and not self.head:
+            # The common case, a whole Content-Length response in one read, by the proxy's compiled scan
+            # (lbd/http/fastpath.py) instead of a parser callback per field.
+            parsed = fastpath.simple_response(data)
+            if parsed is not None and len(data) - parsed[4] == parsed[2]:
+                status, head, _, keep_alive, body_at = parsed
+                fields = fastpath.field_lines(head[head.index(b"\r\n") + 2 :])
+                headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in fields]
+                self.keep_alive = keep_alive
+                self.waiter.set_result(
+                    UpstreamReply(status, [(n, v) for n, v in headers if n not in _DROPPED], data[body_at:])
+                )
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -85,6 +100,7 @@ class _TargetConnection(asyncio.Protocol):
 
     # httptools callbacks
     def on_message_begin(self) -> None:
+        self.partial = True
         self.headers = []
         self.body = []
         self.size = 0
@@ -108,6 +124,7 @@ class _TargetConnection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.partial = False
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             status = self.parser.get_status_code()

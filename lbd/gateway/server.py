@@ -24,6 +24,7 @@ import httptools
 from lbd.gateway.contracts import GatewayRequest
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
 from lbd.gateway.responses import Answer
+from lbd.http import fastpath
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
@@ -59,6 +60,7 @@ class GatewayClientSide(asyncio.Protocol):
         self._head_size = 0
         self._started = 0.0
         self._refused = False
+        self._partial = False  # the parser is inside a request
         self.scheme = "https" if runtime.tls is not None else "http"
         self.port = str(runtime.key.port)
 
@@ -80,6 +82,18 @@ class GatewayClientSide(asyncio.Protocol):
         if self.closing:
             return
         self.stats.processed_bytes += len(data)
+        if not self._partial:
+            # The common case, one whole bodiless request in one read, by the proxy's compiled scan
+            # (lbd/http/fastpath.py) instead of a parser callback per field.
+            parsed = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
+            if parsed is not None:
+                method, url, _, block, _, _, keep_alive = parsed
+                headers: dict[str, str] = {}
+                for name, value in fastpath.field_lines(block):
+                    _add_field(headers, name.decode("latin-1").lower(), value.decode("latin-1"))
+                self._started = time.monotonic()
+                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -109,6 +123,7 @@ class GatewayClientSide(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._partial = True
         self._url = b""
         self._headers = {}
         self._body = []
@@ -128,13 +143,7 @@ class GatewayClientSide(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_grew(len(name) + len(value))
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self._headers.get(key)
-        if previous is None:
-            self._headers[key] = text
-        else:
-            self._headers[key] = f"{previous}; {text}" if key == "cookie" else f"{previous},{text}"
+        _add_field(self._headers, name.decode("latin-1").lower(), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length")
@@ -150,9 +159,17 @@ class GatewayClientSide(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        url = self._url.decode("latin-1")
+        self._partial = False
+        self._enqueue(
+            self.parser.get_method().decode(),
+            self._url.decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            self.parser.should_keep_alive(),
+        )
+
+    def _enqueue(self, method: str, url: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
         path, _, query = url.partition("?")
-        headers = self._headers
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
         forwarded = headers.get("x-forwarded-for")
         headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
@@ -160,11 +177,11 @@ class GatewayClientSide(asyncio.Protocol):
         headers["x-forwarded-port"] = self.port
         pipeline = self.runtime.pipeline
         request = GatewayRequest(
-            self.parser.get_method().decode(),
+            method,
             path,
             query,
             headers,
-            b"".join(self._body),
+            body,
             self.peer[0],
             pipeline.name,
             pipeline.stage,
@@ -172,7 +189,7 @@ class GatewayClientSide(asyncio.Protocol):
             request_id=_request_id(),
             received_at=time.time(),
         )
-        self.queue.append((request, self.parser.should_keep_alive(), self._started))
+        self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
             self._stop_reading()
         if self.task is None:
@@ -294,6 +311,15 @@ class GatewayClientSide(asyncio.Protocol):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:  # pragma: no cover - for shims
         return self.transport.get_extra_info(name, default) if self.transport is not None else default
+
+
+def _add_field(headers: dict[str, str], name: str, value: str) -> None:
+    """Repeated fields joined with "," (RFC 9110 5.3), cookies with "; " (RFC 6265 5.4)."""
+    previous = headers.get(name)
+    if previous is None:
+        headers[name] = value
+    else:
+        headers[name] = f"{previous}; {value}" if name == "cookie" else f"{previous},{value}"
 
 
 class _Stop(Exception):
