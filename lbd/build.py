@@ -25,6 +25,7 @@ COMPILED = (
     "lbd.http.upstream",
     "lbd.http.dispatch",
     "lbd.routing.table",
+    "lbd.upstream.maglev",
     "lbd.upstream.balancers",
     "lbd.upstream.target",
     "lbd.observe.stats",

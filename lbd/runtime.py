@@ -27,6 +27,7 @@ from lbd.upstream.target import Target
 if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
     from lbd.observe.access_log import AccessLog
+    from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
     from lbd.surge import SurgeQueue
 
@@ -102,7 +103,7 @@ class TargetGroupRuntime:
         self.verify = config.verify
         self.checks_enabled = config.health_check.enabled
         # Cookie stickiness, set by Snapshot.build (it holds the keys); None: the balancer alone picks.
-        self.sticky: TargetStickiness | None = None
+        self.sticky: TargetStickiness | HashKey | None = None
         # Classic listeners with max_connections_per_instance: their surge queue, set by Snapshot.build.
         self.surge: SurgeQueue | None = None
         self.fail_open = False
@@ -411,6 +412,7 @@ def _stickiness(config: Config, target_groups: Mapping[str, TargetGroupRuntime])
     key prepended to the file rotates); the group stickiness of weighted forwards uses the same keys."""
     from lbd.classic import classic_stickiness
     from lbd.routing import stickiness
+    from lbd.routing.hashkey import HashKey
 
     try:
         keys = stickiness.load_keys(stickiness_key_file(config))
@@ -423,6 +425,8 @@ def _stickiness(config: Config, target_groups: Mapping[str, TargetGroupRuntime])
         group.sticky = stickiness.target_stickiness(
             group, scope, group.config.protocol, group.config.stickiness, listener_stickiness, keys
         )
+        if group.config.consistent_hash is not None:  # the schema keeps it apart from stickiness
+            group.sticky = HashKey(group.config.consistent_hash)
 
 
 def stickiness_key_file(config: Config) -> str | None:

@@ -35,12 +35,15 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.gateway import GatewayAdmin
+from lbd.admin.access_keys import AccessKeyAdmin
+from lbd.admin.fleet import fleet_view
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
 from lbd.control import ControlProtocol, Message
+from lbd.discovery.node import NodeDiscovery, Targets
 from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
@@ -174,6 +177,8 @@ class Supervisor:
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
         self.gateway = GatewayAdmin(self)
+        self.access_keys: AccessKeyAdmin | None = None  # IAM authorizers' keys (lbd/admin/access_keys.py)
+        self.discovery = NodeDiscovery(self._discovered)  # target discovery, once per node
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -192,10 +197,12 @@ class Supervisor:
         try:
             self.registry = self._load_registry()
             self._load_api_keys()
+            self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
             await self._start_admin()
             await asyncio.gather(*(self._start_worker(w) for w in self.workers))
             self._update_checker()
+            self._update_discovery()
         except StartupError as exc:
             log.error("%s", exc)
             await self._stop_workers(deadline=5.0)
@@ -224,6 +231,7 @@ class Supervisor:
         log.info("shutting down: draining connections for up to %.0f s", deadline)
         if self.checker is not None:
             self.checker.stop()
+        await self.discovery.stop()
         clean = await self._stop_workers(deadline + 5.0)
         if self._admin is not None:
             await self._admin.close()
@@ -262,6 +270,8 @@ class Supervisor:
     async def _start_worker(self, worker: WorkerHandle) -> None:
         try:
             await worker.spawn(self.log_level, self.log_format)
+            if self.access_keys is not None:  # ahead of the first generation on the ordered channel
+                worker.send(self.access_keys.message())
             message = {
                 "op": "prepare",
                 "generation": self.generation,
@@ -346,6 +356,7 @@ class Supervisor:
             return result
         if self.registry.added or self.registry.removed or self.state_file.exists():
             self._save_registry()  # registrations of target groups the new file dropped are forgotten
+        self._update_discovery()
         new_keys = set(self._snapshot_keys(loaded.config))
         if loaded.config.admin != self.current.config.admin:
             log.warning("admin settings changed; they take effect at the next restart")
@@ -501,6 +512,9 @@ class Supervisor:
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
         self.gateway.register(router)
+        if self.access_keys is not None:
+            self.access_keys.register(router)
+        router.add("GET", "/v1/fleet", self._fleet_endpoint)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -571,6 +585,7 @@ class Supervisor:
         if self.checker is not None:
             for group in self.current.config.target_groups:
                 node.health += [{"target_group": group.name, **t} for t in self.checker.describe(group.name)]
+        node.discovery = [state.describe() for state in self.discovery.states()]
         return AdminResponse(200, render(node), METRICS_CONTENT_TYPE)
 
     async def _target_groups_endpoint(self, request: AdminRequest) -> AdminResponse:
@@ -611,7 +626,15 @@ class Supervisor:
         if error is not None or group is None:
             return error or AdminResponse(404, {})
         targets = self.checker.describe(group.name) if self.checker is not None else []
-        return AdminResponse(200, {"target_group": group.name, "targets": targets})
+        body: dict[str, Any] = {"target_group": group.name, "targets": targets}
+        provider = self.discovery.state(group.name)
+        if provider is not None:  # where the targets come from, and whether that source answers now
+            discovered = self.registry.discovered.get(group.name, {})
+            for target in targets:
+                if target_key(str(target.get("id")), int(str(target.get("port")))) in discovered:
+                    target["source"] = provider.type
+            body["discovery"] = provider.describe()
+        return AdminResponse(200, body)
 
     async def _register_endpoint(self, request: AdminRequest) -> AdminResponse:
         """RegisterTargets: body {"targets": [{"id", "port", "zone", "weight"}]}, as in the config."""
@@ -662,6 +685,12 @@ class Supervisor:
         group, key, error = self._target_path(request)
         if error is not None or group is None or not key:
             return error or AdminResponse(404, {"error": f"no such endpoint: {request.path}"})
+        provider = self.discovery.state(group.name)
+        discovered = self.registry.discovered.get(group.name, {})
+        if provider is not None and key in discovered and key not in self.registry.added.get(group.name, {}):
+            # It would come straight back from the registry: remove it there.
+            message = f"target {key} comes from the group's {provider.type} discovery ({provider.source})"
+            return AdminResponse(409, {"error": f"{message}; remove it there"})
         async with self._reload_lock:
             registry = copy.deepcopy(self.registry)
             target = registry.deregister(self.current.config, group.name, key, time.monotonic())
@@ -684,6 +713,69 @@ class Supervisor:
         body = {"target_group": group.name, "target": key, "state": "draining" if draining else "unused"}
         if saved is not None:
             return AdminResponse(500, {**body, "error": saved})
+        return AdminResponse(200, body)
+
+    def _open_access_keys(self) -> AccessKeyAdmin:
+        try:
+            return AccessKeyAdmin.open(self.state_file.parent, self._tell_workers)
+        except ValueError as exc:
+            raise StartupError(str(exc), EXIT_CONFIG) from exc
+
+    async def _tell_workers(self, message: Message, reply_op: str) -> list[str]:
+        """Send ``message`` to every worker and wait for each one's ``reply_op``; the failures, if any."""
+        replies = await asyncio.gather(
+            *(w.request(message, reply_op) for w in self.workers), return_exceptions=True
+        )
+        return [
+            f"worker {w.index}: {r}"
+            for w, r in zip(self.workers, replies, strict=True)
+            if isinstance(r, BaseException)
+        ]
+
+    # -- target discovery and the fleet view ------------------------------------------------------------
+
+    def _update_discovery(self) -> None:
+        for group in self.discovery.update(self.current.config):
+            self._spawn_task(self._discovered, group, {})  # discovery removed: its targets drain
+
+    async def _discovered(self, group: str, targets: Targets) -> None:
+        """A provider's complete list: registered and deregistered as the admin API would (not saved)."""
+        async with self._reload_lock:
+            if self.stopping or group not in {g.name for g in self.current.config.target_groups}:
+                return
+            registry = copy.deepcopy(self.registry)
+            change = registry.discover(self.current.config, group, targets, time.monotonic())
+            if change is None:
+                return
+            result = await self._deploy(self.current, registry)
+        if not result.ok:
+            log.error("target group %s: discovered targets not applied: %s", group, "; ".join(result.errors))
+            return
+        provider = self.discovery.state(group)
+        if provider is not None:
+            provider.last_change = time.time()
+        added, removed = change
+        for key in added:
+            log.info("target group %s: target %s discovered", group, key)
+        for key in removed:
+            draining = (group, key) in self.registry.draining
+            log.info(
+                "target group %s: target %s gone from discovery%s",
+                group,
+                key,
+                ", draining" if draining else "",
+            )
+            if not draining:
+                for worker in self.workers:
+                    worker.send({"op": "close_target", "target_group": group, "target": key})
+
+    async def _fleet_endpoint(self, request: AdminRequest) -> AdminResponse:
+        """What this node believes, for comparing nodes of a fleet (docs/fleet.md)."""
+        config = self.current.config
+        effective = apply_overlay(config, self.registry.overlay(config))
+        routable = self.checker.routable() if self.checker is not None else {}
+        body = fleet_view(effective, self.generation, routable, set(self.registry.draining))
+        body["discovery"] = [state.describe() for state in self.discovery.states()]
         return AdminResponse(200, body)
 
     def _save_registry(self) -> str | None:

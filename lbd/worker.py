@@ -30,6 +30,7 @@ import uvloop
 from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
+from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
 from lbd.http.upstream import UpstreamPool
@@ -157,6 +158,9 @@ class Worker:
                 task = loop.create_task(self._reply_later(reply))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
+            access_keys.install_message(message.get("keys") or [])
+            self._send({"op": "access_keys_applied", "generation": generation})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
 

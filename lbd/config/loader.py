@@ -20,6 +20,7 @@ from lbd.config.schema import Config
 
 L4_PROTOCOLS = ("TCP", "TLS", "UDP", "TCP_UDP")
 ACTION_TAGS = frozenset({"forward", "redirect", "fixed-response"})
+DISCOVERY_TAGS = frozenset({"dns", "etcd"})  # target_groups[].discovery.type
 
 
 class ConfigIssue(NamedTuple):
@@ -215,7 +216,9 @@ _UNION_TAG = re.compile(
 
 
 def _is_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part in ACTION_TAGS or bool(_UNION_TAG.match(part)))
+    return isinstance(part, str) and (
+        part in ACTION_TAGS or part in DISCOVERY_TAGS or bool(_UNION_TAG.match(part))
+    )
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -276,6 +279,13 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
     message = str(error["msg"])
     if kind == "value_error":
         return message.removeprefix("Value error, ")
+    if kind in ("union_tag_invalid", "union_tag_not_found") and loc and loc[-1] == "discovery":
+        tag = error.get("ctx", {}).get("tag")
+        return (
+            f"unknown discovery type {tag!r}; allowed: dns, etcd"
+            if tag
+            else "discovery needs a type: dns or etcd"
+        )
     if kind == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
         return f"unknown action type {tag!r}; allowed: forward, redirect, fixed-response"
@@ -299,13 +309,15 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         if isinstance(part, int) or (part in ACTION_TAGS and model is None):
             continue
-        if part in ACTION_TAGS:
+        if part in ACTION_TAGS or part in DISCOVERY_TAGS:
             from lbd.config import schema
 
             model = {
                 "forward": schema.ForwardAction,
                 "redirect": schema.RedirectAction,
                 "fixed-response": schema.FixedResponseAction,
+                "dns": schema.DnsDiscovery,
+                "etcd": schema.EtcdDiscovery,
             }[part]
             continue
         field = (

@@ -29,6 +29,8 @@ NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alph
 PATTERN_WORDS = {
     NAME: "1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen",
 }
+ETCD_ENDPOINT = r"^https?://[^/\s]+/?$"
+PATTERN_WORDS[ETCD_ENDPOINT] = "an http:// or https:// URL of an etcd member, such as http://127.0.0.1:2379"
 ELB_POLICIES = (
     "ELBSecurityPolicy-TLS13-1-2-2021-06",
     "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
@@ -591,12 +593,99 @@ class OutlierDetection(Model):
     ejection_seconds: float = Field(30.0, ge=1, le=3600)
 
 
+class ConsistentHashKey(Model):
+    """What an HTTP ``consistent_hash`` target group hashes each request by (lbd's extension of ELB's
+    load_balancing.algorithm.type; Maglev hashing, lbd/upstream/maglev.py): a request field, a cookie, or
+    the client's address. A request without the field or cookie is balanced round robin."""
+
+    type: Literal["http_header", "cookie", "source_ip"]
+    http_header_name: str | None = Field(
+        None, min_length=1, max_length=40, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+    )
+    cookie_name: str | None = Field(
+        None, min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+    )
+
+    @model_validator(mode="after")
+    def _named(self) -> ConsistentHashKey:
+        if self.type == "http_header" and not self.http_header_name:
+            raise ValueError("http_header_name: required for type http_header")
+        if self.type == "cookie" and not self.cookie_name:
+            raise ValueError("cookie_name: required for type cookie")
+        return self
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """A DNS server as "address", "address:port" or "[v6]:port"; port 53 when none is given."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(text)
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    ipaddress.ip_address(host)
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(text)
+    return host, int(port)
+
+
+class DnsDiscovery(Model):
+    """Targets from DNS (lbd/discovery/dns.py): SRV records (a name starting with an underscore, such as
+    _web._tcp.example.internal) give id and port; A/AAAA records give ids on ``port``."""
+
+    type: Literal["dns"]
+    name: str = Field(
+        min_length=1, max_length=253, pattern=r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?\.?$"
+    )
+    record_type: Literal["SRV", "A", "AAAA", "A_AAAA"] | None = None  # default: SRV for _names, else A_AAAA
+    resolver: str | None = None  # "address:port" or "address"; default the system's resolvers
+    port: int | None = Field(None, ge=1, le=65535)  # A/AAAA targets' port (default the group's port)
+    zone: str | None = Field(None, min_length=1)  # zone of the targets found (default the node's)
+    min_ttl_seconds: float = Field(1.0, ge=0.1, le=3600)
+    max_ttl_seconds: float = Field(300.0, ge=1, le=86400)
+    timeout_seconds: float = Field(5.0, ge=0.1, le=60)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DnsDiscovery:
+        if self.min_ttl_seconds > self.max_ttl_seconds:
+            raise ValueError("min_ttl_seconds: must not exceed max_ttl_seconds")
+        if self.resolver is not None:
+            try:
+                parse_resolver(self.resolver)
+            except ValueError:
+                raise ValueError(
+                    f'resolver: must be an IP address with an optional port ("127.0.0.1:53", "[::1]:53"), '
+                    f"got {self.resolver!r}"
+                ) from None
+        return self
+
+
+class EtcdDiscovery(Model):
+    """Targets from etcd (lbd/discovery/etcd.py): every key under ``prefix`` holds one target as JSON,
+    {"id": ..., "port": ..., "zone": ..., "weight": ...}; watched, so a change arrives at once."""
+
+    type: Literal["etcd"]
+    endpoints: tuple[Annotated[str, Field(pattern=ETCD_ENDPOINT)], ...] = Field(min_length=1)
+    prefix: str = Field(min_length=1, max_length=1024)
+    timeout_seconds: float = Field(5.0, ge=0.1, le=60)
+
+
+Discovery = Annotated[DnsDiscovery | EtcdDiscovery, Field(discriminator="type")]
+
+
 class TargetGroup(Model):
     name: str = Field(pattern=NAME)
     protocol: Literal["HTTP", "HTTPS", "TCP", "TLS", "UDP", "TCP_UDP"]
     protocol_version: Literal["HTTP1", "HTTP2", "GRPC"] = "HTTP1"
     port: int | None = Field(None, ge=1, le=65535)
-    algorithm: Literal["round_robin", "least_outstanding_requests", "weighted_random", "flow_hash"]
+    algorithm: Literal[
+        "round_robin", "least_outstanding_requests", "weighted_random", "flow_hash", "consistent_hash"
+    ]
+    consistent_hash: ConsistentHashKey | None = None  # algorithm consistent_hash: what requests hash by
+    discovery: Discovery | None = None  # targets from DNS or etcd, beside those listed and registered
     cross_zone: Literal["inherit"] | bool = "inherit"
     slow_start_seconds: int = Field(0, ge=0, le=900)
     deregistration_delay_seconds: int = Field(300, ge=0, le=3600)
@@ -631,6 +720,34 @@ class TargetGroup(Model):
             raise ValueError(
                 f"verify: only HTTPS and TLS target groups talk TLS to targets, not {self.protocol}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _consistent_hash(self) -> TargetGroup:
+        if self.algorithm == "consistent_hash":
+            if self.protocol not in ("HTTP", "HTTPS"):
+                raise ValueError(
+                    f"algorithm: consistent_hash is for HTTP and HTTPS target groups ({self.protocol} "
+                    "target groups hash flows with flow_hash)"
+                )
+            if self.consistent_hash is None:
+                raise ValueError("consistent_hash: required with algorithm consistent_hash (what to hash by)")
+            if self.stickiness.enabled:
+                raise ValueError(
+                    "stickiness.enabled: consistent_hash already keeps each key on one target; use one or "
+                    "the other"
+                )
+        elif self.consistent_hash is not None:
+            raise ValueError(f"consistent_hash: only with algorithm consistent_hash, not {self.algorithm}")
+        return self
+
+    @model_validator(mode="after")
+    def _discovery_port(self) -> TargetGroup:
+        found = self.discovery
+        if isinstance(found, DnsDiscovery) and found.port is None and self.port is None:
+            kind = found.record_type or ("SRV" if found.name.startswith("_") else "A_AAAA")
+            if kind != "SRV":
+                raise ValueError("discovery.port: A/AAAA records carry no port; set discovery.port or port")
         return self
 
 

@@ -52,6 +52,9 @@ class AuthResult:
     usage_identifier_key: str | None = None  # api_key_source AUTHORIZER: the API key value to use
     message: str | None = None  # the body's "message" when not the type's default; for the access log
     cached: bool = False
+    # Response headers the answer carries when it is not ALLOW, e.g. JWT's www-authenticate (RFC 6750
+    # section 3) with the error and its description, as API Gateway's HTTP APIs send it.
+    headers: Sequence[tuple[str, str]] = ()
 
     @property
     def allowed(self) -> bool:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import string
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -169,19 +167,10 @@ def load_keys(path: Path) -> KeyStore:
 
 
 def save_keys(store: KeyStore, path: Path) -> None:
-    """Atomically and readable by the owner only (mkstemp makes it 0600), as save_registry does."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(store.to_json(), indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically and readable by the owner only (mkstemp makes the file 0600), as the registrations."""
+    from lbd.upstream.registry import write_atomically
+
+    write_atomically(path, (json.dumps(store.to_json(), indent=2) + "\n").encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from lbd.upstream.target import Target
 if TYPE_CHECKING:
     from lbd.http.proxy import HttpClientSide
     from lbd.http.upstream import HttpTargetSide
+    from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
@@ -67,7 +68,8 @@ class Exchange:
         self.desync_reason = ""  # set when the head was normalised before parsing (ambiguous request)
         self.close_target = False
         self.set_cookie = b""
-        self.sticky: TargetStickiness | None = None  # the target group's target stickiness, when it has one
+        # The target group's target stickiness (or consistent-hash key), when it has one.
+        self.sticky: TargetStickiness | HashKey | None = None
         self.sticky_cookie = b""  # its Set-Cookie lines for the chosen target
         self._head = b""
         self._connect_error_status = 502

@@ -37,6 +37,7 @@ class NodeStats:
     workers_answering: int = 0
     generation: int = 0
     apis: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (api, stage, route)
+    discovery: list[dict[str, Any]] = field(default_factory=list)  # one per provider (lbd/discovery/)
 
     def add_worker(self, reply: dict[str, Any]) -> None:
         self.workers_answering += 1
@@ -102,6 +103,7 @@ class NodeCollector(Collector):
         yield from self._listener_metrics()
         yield from self._target_metrics()
         yield from self._process_metrics()
+        yield from self._discovery_metrics()
         yield from self._api_metrics()
 
     def _api_metrics(self) -> Iterator[Metric]:
@@ -382,6 +384,27 @@ class NodeCollector(Collector):
         generation = GaugeMetricFamily("lbd_config_generation", "The config generation in service.")
         generation.add_metric([], self.stats.generation)
         yield from (workers, generation)
+
+    def _discovery_metrics(self) -> Iterator[Metric]:
+        labels = ["target_group", "provider"]
+        up = GaugeMetricFamily(
+            "lbd_discovery_up",
+            "1 while the target group's discovery provider answers; 0 while it fails (its last known targets "
+            "stay in service).",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "lbd_discovery_errors", "Failed attempts of the target group's discovery provider.", labels=labels
+        )
+        found = GaugeMetricFamily(
+            "lbd_discovered_targets", "Targets the provider found at its last success.", labels=labels
+        )
+        for provider in self.stats.discovery:
+            values = [provider["target_group"], provider["type"]]
+            up.add_metric(values, int(provider["state"] == "up"))
+            errors.add_metric(values, provider["errors"])
+            found.add_metric(values, provider["targets"])
+        yield from (up, errors, found)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], data: dict[str, Any] | None) -> None:

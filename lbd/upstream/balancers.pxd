@@ -14,6 +14,15 @@ cdef class RoundRobin:
 @cython.final
 cdef class FlowHash:
     cdef tuple _targets
+    cdef long long _size
+    cdef public object table
+    cdef dict _fallbacks
+
+@cython.final
+cdef class ConsistentHash:
+    cdef FlowHash _keyed
+    cdef RoundRobin _keyless
+    cdef public object table
 
 @cython.final
 cdef class WeightedRandom:

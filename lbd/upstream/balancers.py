@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Container, Sequence
-from hashlib import blake2b
 from typing import Protocol
 
+from lbd.upstream.maglev import DEFAULT_TABLE_SIZE, MaglevTable
 from lbd.upstream.target import Target
 
 _NOTHING: frozenset[Target] = frozenset()
-_TWO_64 = float(1 << 64)
+_FALLBACK_TABLES = 8  # tables over eligible subsets kept per balancer (one per health state seen lately)
 
 
 class Balancer(Protocol):
@@ -60,30 +60,67 @@ class RoundRobin:
 
 
 class FlowHash:
-    """Weighted rendezvous (highest random weight) hashing of a flow key.
+    """Maglev consistent hashing of a flow key (lbd/upstream/maglev.py).
 
-    NLB hashes each flow to one target for its whole life. Rendezvous hashing with a keyed hash that is the
-    same everywhere (blake2b, not Python's salted hash()) makes every worker and every node agree, and when
-    a target leaves only the flows that were on it move. Score = weight / -ln(u) with u uniform in (0, 1)
-    gives each target a share proportional to its weight (Schindelhauer & Schomaker, 2005).
+    NLB hashes each flow to one target for its whole life. The Maglev table over the group's targets is the
+    same on every worker and every node, so all agree, and adding or removing a target moves about 1/N of
+    the flows. The table holds every target with a weight (its configured weight: slow start's ramp would
+    change the table every second). A flow whose slot names a target that is not eligible now (unhealthy,
+    draining, ejected, or excluded after a failed connect) is placed by the table over the targets that are,
+    which is the very table nodes build once that target is gone: flows that move when a target fails or
+    starts draining do not move again when it leaves, and the flows of the other targets stay where they are.
     """
 
-    def __init__(self, targets: Sequence[Target]) -> None:
+    def __init__(self, targets: Sequence[Target], table_size: int = DEFAULT_TABLE_SIZE) -> None:
         self._targets = tuple(targets)
+        self._size = table_size
+        self.table = MaglevTable(
+            [t.hash_key for t in self._targets], [t.weight for t in self._targets], table_size
+        )
+        self._fallbacks: dict[tuple[int, ...], MaglevTable] = {}
 
     def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NOTHING) -> Target | None:
         key = flow_key or b""
-        best: Target | None = None
-        best_score = -1.0
-        for target in self._targets:
-            if not target.eligible or target in exclude:
-                continue
-            digest = blake2b(key, digest_size=8, key=target.hash_key[:64]).digest()
-            uniform = (int.from_bytes(digest, "big") + 0.5) / _TWO_64
-            score = target.effective_weight / -math.log(uniform)
-            if score > best_score:
-                best, best_score = target, score
-        return best
+        index = self.table.lookup(key)
+        if index >= 0:
+            target: Target = self._targets[index]
+            if target.eligible and (not exclude or target not in exclude):
+                return target
+        return self._pick_among_eligible(key, exclude)
+
+    def _pick_among_eligible(self, key: bytes, exclude: Container[Target]) -> Target | None:
+        chosen = tuple(
+            index
+            for index, target in enumerate(self._targets)
+            if target.eligible and (not exclude or target not in exclude)
+        )
+        if not chosen:
+            return None
+        table = self._fallbacks.get(chosen)
+        if table is None:
+            if len(self._fallbacks) >= _FALLBACK_TABLES:
+                self._fallbacks.clear()
+            targets = [self._targets[index] for index in chosen]
+            table = MaglevTable([t.hash_key for t in targets], [t.weight for t in targets], self._size)
+            self._fallbacks[chosen] = table
+        index = table.lookup(key)
+        return self._targets[chosen[index]] if index >= 0 else None
+
+
+class ConsistentHash:
+    """HTTP consistent hashing (lbd's ``consistent_hash``): a request with a hash key (a header, a cookie
+    or the source address, lbd/routing/hashkey.py) goes where Maglev puts that key; one without goes round
+    robin, rather than every keyless request to one target."""
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self._keyed = FlowHash(targets)
+        self._keyless = RoundRobin(targets)
+        self.table = self._keyed.table
+
+    def pick(self, flow_key: bytes | None = None, exclude: Container[Target] = _NOTHING) -> Target | None:
+        if flow_key is None:
+            return self._keyless.pick(None, exclude)
+        return self._keyed.pick(flow_key, exclude)
 
 
 class WeightedRandom:
@@ -129,6 +166,8 @@ class LeastOutstanding:
 def make_balancer(algorithm: str, targets: Sequence[Target], rng: random.Random | None = None) -> Balancer:
     if algorithm == "flow_hash":
         return FlowHash(targets)
+    if algorithm == "consistent_hash":
+        return ConsistentHash(targets)
     if algorithm == "weighted_random":
         return WeightedRandom(targets, rng or random.Random())
     if algorithm == "least_outstanding_requests":

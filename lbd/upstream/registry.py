@@ -64,6 +64,9 @@ class Registry:
     added: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # group -> key -> target
     removed: dict[str, set[str]] = field(default_factory=dict)  # group -> keys of config targets
     draining: dict[tuple[str, str], Draining] = field(default_factory=dict)
+    # Found by the group's discovery provider (lbd/discovery/): group -> key -> target. Not saved: a
+    # provider finds them again after a restart.
+    discovered: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     # -- views ---------------------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class Registry:
                 key = target_key(t.id, t.port)
                 if key not in removed:
                     out[key] = t.model_dump()
+            out.update(self.discovered.get(group, {}))
             out.update(self.added.get(group, {}))
         return out
 
@@ -136,12 +140,38 @@ class Registry:
                 if key not in after:
                     self._drain(new, tg.name, key, target, now)
         groups = {tg.name for tg in new.target_groups}
+        for name in list(self.discovered):
+            if name not in groups:
+                del self.discovered[name]
         for name in list(self.added):
             if name not in groups:
                 del self.added[name]
         for name in list(self.removed):
             if name not in groups:
                 del self.removed[name]
+
+    def discover(
+        self, config: Config, group: str, targets: dict[str, dict[str, Any]], now: float
+    ) -> tuple[list[str], list[str]] | None:
+        """A discovery provider's complete list for ``group``: targets new to the group are registered
+        (they start as initial, like a registration), targets it no longer lists drain like a
+        deregistration. Returns the keys (added, removed), or None when nothing changed."""
+        before = self.discovered.get(group, {})
+        if before == targets:
+            return None
+        registered_before = self.registered(config, group)
+        if targets:
+            self.discovered[group] = dict(targets)
+        else:
+            self.discovered.pop(group, None)
+        registered_after = self.registered(config, group)
+        for key in targets:
+            self.draining.pop((group, key), None)  # back before its drain ended: it takes traffic again
+        removed = [key for key in before if key not in registered_after]
+        for key in removed:
+            self._drain(config, group, key, before[key], now)
+        added = [key for key in targets if key not in registered_before]
+        return added, removed
 
     def finish(self, group: str, key: str) -> Draining | None:
         return self.draining.pop((group, key), None)
@@ -198,14 +228,17 @@ def load_registry(path: Path) -> Registry:
 
 
 def save_registry(registry: Registry, path: Path) -> None:
-    """Atomically: a crash leaves the old file or the new one, never half of one.
+    write_atomically(path, (json.dumps(registry.to_json(), indent=2) + "\n").encode())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A crash leaves the old file or the new one, never half of one.
 
     The temporary file has a fresh random name (mkstemp: O_CREAT|O_EXCL, mode 0600) in the same
     directory, so that a symlink planted at a predictable name cannot redirect the write, and rename
     stays on one file system. fsync before the rename, or a crash could leave the new name empty.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(registry.to_json(), indent=2) + "\n").encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
