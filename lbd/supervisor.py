@@ -34,9 +34,9 @@ import uvloop
 from pydantic import ValidationError
 
 from lbd import systemd
-from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.fleet import fleet_view
+from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
