@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
@@ -534,3 +536,39 @@ def test_private_sources() -> None:
         False,
         False,
     ]
+
+
+async def test_https_api_listener_with_a_stored_certificate(
+    lbd: LbdFactory, http_backends: Backends, tmp_path: Path
+) -> None:
+    from lbd.tls.store import CertificateStore, issue
+    from tests.test_tls_listeners import fetch
+
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["api.test"]))
+    backend = await http_backends("app")
+    port = free_port()
+    listener = {"protocol": "HTTPS", "port": port, "address": "127.0.0.1", "certificates": ["site"]}
+    config = {
+        "certificates": {"store": str(store.directory)},
+        "target_groups": [group("app", backend)],
+        "apis": [
+            {
+                "name": "tls",
+                "listeners": [listener],
+                "routes": [{"route_key": "GET /", "integration": proxy()}],
+            }
+        ],
+    }
+    await start(lbd, config)
+    presented, response = await fetch(port, "api.test")
+    assert presented.fingerprint(hashes.SHA256()) == store.get("site").leaf.fingerprint(hashes.SHA256())
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"hello from app\n")
+    assert backend.requests[-1].header("x-forwarded-proto") == "https"
+    # A certificate the store does not hold is refused by lbd check and lbd run, naming the key.
+    listener["certificates"] = ["missing"]
+    from lbd.config.loader import parse_config
+    from lbd.config.preflight import startup_issues
+
+    issues = startup_issues(parse_config(yaml.safe_dump(config)))
+    assert [issue.path for issue in issues] == ["apis[0].listeners[0].certificates[0]"], issues
