@@ -121,8 +121,9 @@ SCENARIOS = {
             "l7",
             "/small",
             50,
-            "lbd's API gateway: an HTTP_PROXY route that requires an API key, in a usage plan with a "
-            "throttle and a quota (compare with http-small, the plain forward; haproxy and nginx: n/a)",
+            "lbd's API gateway: an HTTP_PROXY route behind a JWT authorizer (RS256) that requires an API "
+            "key, in a usage plan with a throttle and a quota (compare with http-small, the plain forward; "
+            "haproxy and nginx: n/a)",
             gateway="key",
         ),
         Scenario(
@@ -330,6 +331,7 @@ def lbd_api_conf(
         "keys": [{"id": "bench", "name": "bench", "value": BENCH_API_KEY, "plans": ["bench"]}],
     }
     (state / "lbd-api-keys.json").write_text(json.dumps(keys))
+    jwks = _bench_jwt(state)
     cache = "{enabled: true, ttl_seconds: 3600, capacity_mb: 16}" if scenario.gateway == "cached" else "{}"
     target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
     return f"""node: {{workers: {workers}}}
@@ -340,10 +342,14 @@ apis:
     protocol: REST
     listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
     cache: {cache}
+    authorizers:
+      - {{name: users, type: JWT, issuer: "https://id.bench.test", audience: [bench], jwks_file: {jwks}}}
     routes:
       - route_key: "GET {scenario.path}"
         integration: {{type: HTTP_PROXY, target_group: backends}}
         api_key_required: true
+        authorizer: users
+        authorization_scopes: [bench.read]
 usage_plans:
   - name: bench
     apis: [{{api: bench}}]
@@ -357,6 +363,26 @@ target_groups:
     targets:
 {target_lines}
 """
+
+
+def _bench_jwt(state: Path) -> Path:
+    """An RSA key's JWKS file for the api scenarios' JWT authorizer, and a token it signed (bench.jwt,
+    sent by every request)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public: dict[str, object] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    public.update({"kid": "bench", "use": "sig", "alg": "RS256"})
+    path = state / "jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    now = int(time.time())
+    claims: dict[str, object] = {"iss": "https://id.bench.test", "aud": "bench", "sub": "bench"}
+    claims["scope"] = "bench.read"
+    claims |= {"iat": now, "exp": now + 86400}
+    (state / "bench.jwt").write_text(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"}))
+    return path
 
 
 def lbd_conf(
@@ -566,6 +592,7 @@ def measure(
             headers += ["-H", sticky_cookie(targets)]
         if scenario.gateway and name != "direct":
             headers += ["-H", f"x-api-key: {BENCH_API_KEY}"]
+            headers += ["-H", f"Authorization: Bearer {(tmp / 'bench.jwt').read_text()}"]
         # A short warm-up fills connection pools and caches, then the measured run.
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
         cpu_before = proc.cpu_seconds() if proc else 0.0
