@@ -272,6 +272,7 @@ class Supervisor:
             await worker.spawn(self.log_level, self.log_format)
             if self.access_keys is not None:  # ahead of the first generation on the ordered channel
                 worker.send(self.access_keys.message())
+            worker.send(self.gateway.keys_message())  # API keys: also before the first request
             message = {
                 "op": "prepare",
                 "generation": self.generation,
@@ -285,7 +286,6 @@ class Supervisor:
         if not reply.get("ok"):
             raise StartupError(f"worker {worker.index}: {reply.get('error')}", EXIT_BIND)
         await worker.request({"op": "commit", "generation": self.generation}, "committed")
-        await self.gateway.send_keys(worker)
         if self.checker is not None:
             worker.send({"op": "health", "routable": self.checker.routable()})
 

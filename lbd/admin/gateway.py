@@ -25,7 +25,7 @@ from lbd.admin.server import AdminRequest, AdminResponse, BadRequest, Router
 from lbd.gateway.keys import KeyRefused, KeyStore, keys_path, load_keys, save_keys
 
 if TYPE_CHECKING:
-    from lbd.supervisor import Supervisor, WorkerHandle
+    from lbd.supervisor import Supervisor
 
 log = logging.getLogger("lbd.admin")
 
@@ -63,15 +63,21 @@ class GatewayAdmin:
         self._seq += 1
         return {"op": "api_keys", "generation": self._seq, "keys": self.store.for_workers()}
 
-    async def send_keys(self, worker: WorkerHandle) -> None:
-        await worker.request(self._message(), "api_keys")
+    def keys_message(self) -> dict[str, Any]:
+        """For a worker that (re)starts: sent ahead of its first generation on the ordered channel, so it
+        has every key before it serves a request."""
+        return self._message()
 
     async def _publish(self) -> str | None:
         """Every worker gets the table; the file is saved. An error text if saving failed."""
         message = self._message()
-        await asyncio.gather(
-            *(w.request(message, "api_keys") for w in self.supervisor.workers), return_exceptions=True
+        workers = self.supervisor.workers
+        replies = await asyncio.gather(
+            *(w.request(message, "api_keys") for w in workers), return_exceptions=True
         )
+        for worker, reply in zip(workers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                log.error("worker %d did not take the API keys: %s", worker.index, reply)
         try:
             save_keys(self.store, self.path)
         except OSError as exc:

@@ -53,15 +53,6 @@ class LocalLimiter:
     async def used(self, quota: Quota) -> int:
         return self._quotas.get(quota.key, (0, 0.0))[0]
 
-    def forget_buckets(self, keep: set[str] | None = None) -> None:
-        """A reload changed the throttles: buckets start full again (API Gateway applies new settings
-        to a fresh bucket)."""
-        if keep is None:
-            self._buckets.clear()
-        else:
-            for key in [k for k in self._buckets if k not in keep]:
-                del self._buckets[key]
-
     def _forget_ended(self, now: float) -> None:
         for key in [k for k, (_, end) in self._quotas.items() if end <= now]:
             del self._quotas[key]
