@@ -572,3 +572,28 @@ async def test_https_api_listener_with_a_stored_certificate(
 
     issues = startup_issues(parse_config(yaml.safe_dump(config)))
     assert [issue.path for issue in issues] == ["apis[0].listeners[0].certificates[0]"], issues
+
+
+async def test_a_restarted_worker_has_the_keys_before_its_first_request(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    import os
+    import signal
+
+    from tests.test_l4_tcp import worker_pids
+
+    backend = await http_backends("app")
+    port = free_port()
+    proc = await start(lbd, keyed_config(port, backend))
+    key = await create_key(proc)
+    (old,) = worker_pids(proc)
+    os.kill(old, signal.SIGKILL)
+    await wait_for(lambda: worker_pids(proc) and worker_pids(proc) != [old], what="a new worker")
+
+    async def served() -> int:
+        try:
+            return (await http_request(port, "GET", "/paid", headers={"x-api-key": key["value"]}))[0]
+        except (ConnectionError, IndexError):
+            return 0  # the new worker is not listening yet
+
+    assert await wait_for(served, what="an answer from the new worker") == 200
