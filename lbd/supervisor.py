@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
+from lbd.admin.web_acls import WebAclControl
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
@@ -172,6 +173,9 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        # Web ACLs replaced through the admin API, by name (lbd/admin/web_acls.py), sent with every prepare.
+        self.web_acl_overrides: dict[str, Any] = {}
+        self.web_acls = WebAclControl(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -200,6 +204,7 @@ class Supervisor:
         for worker in self.workers:
             self._spawn_task(self._watch, worker)
         self._spawn_task(self._drain_loop)
+        self._spawn_task(self.web_acls.watch_files, lambda: self.stopping)
         self.ready = True
         listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
         log.info(
@@ -265,6 +270,8 @@ class Supervisor:
                 "config_text": self.current.text,
                 "config_path": self.current.path,
                 "overlay": self.registry.overlay(self.current.config),
+                "web_acls": self.web_acl_overrides,
+                "workers": self.worker_count,
             }
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
@@ -333,6 +340,7 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
+        self.web_acls.reconcile(loaded.config)
         registry = copy.deepcopy(self.registry)
         # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
         registry.reconcile(self.current.config, loaded.config, time.monotonic())
@@ -363,6 +371,8 @@ class Supervisor:
             "config_text": loaded.text,
             "config_path": loaded.path,
             "overlay": registry.overlay(loaded.config),
+            "web_acls": self.web_acl_overrides,
+            "workers": self.worker_count,
         }
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
@@ -488,6 +498,7 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        self.web_acls.add_routes(router)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -672,6 +683,15 @@ class Supervisor:
         if saved is not None:
             return AdminResponse(500, {**body, "error": saved})
         return AdminResponse(200, body)
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    async def redeploy(self) -> list[str]:
+        """Every worker to a new generation of the current config (web ACL changes); the errors, or []."""
+        result = await self._deploy(self.current, self.registry)
+        return [] if result.ok else result.errors
 
     def _save_registry(self) -> str | None:
         try:

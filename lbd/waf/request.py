@@ -1,0 +1,140 @@
+"""The request as a web ACL sees it: the same inputs whichever front end (ALB listener, API stage,
+distribution) calls the engine, and the per-request memo of transformed fields.
+
+A front end builds one ``WafRequest`` per request from what it already parsed: method, path and query as
+sent, the header fields, the first bytes of the body (up to ``BODY_LIMIT``, with the whole size when
+known), the client address and, on an API stage, the API key's id. Nothing here reads a socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from lbd.config.web_acls import BODY_LIMIT
+from lbd.waf import transforms
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class WafRequest:
+    """One request's inspectable parts; a field + transformation chain is computed at most once."""
+
+    __slots__ = (
+        "_address",
+        "_forwarded",
+        "_header_map",
+        "_memo",
+        "api_key",
+        "body",
+        "body_size",
+        "client",
+        "headers",
+        "labels",
+        "method",
+        "path",
+        "query",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        client: str,
+        body: bytes = b"",
+        body_size: int | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.client = client
+        self.body = body[:BODY_LIMIT]
+        self.body_size = len(body) if body_size is None else body_size  # the whole body, when known
+        self.api_key = api_key
+        self.labels: list[str] = []  # added by matching rules, for later rules' label_match
+        self._memo: dict[tuple[str, str | None, tuple[str, ...]], bytes | None] = {}
+        self._header_map: dict[bytes, bytes] | None = None
+        self._address: Address | None = None
+        self._forwarded: dict[bytes, list[Address | None]] = {}
+
+    @classmethod
+    def from_target(
+        cls,
+        method: str,
+        url: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        client: str,
+        body: bytes = b"",
+        body_size: int | None = None,
+        api_key: str | None = None,
+    ) -> WafRequest:
+        """From an origin-form request target (``/path?query``), as HTTP front ends have it."""
+        path, _, query = url.partition(b"#")[0].partition(b"?")
+        return cls(method.encode("latin-1"), path, query, headers, client, body, body_size, api_key)
+
+    @property
+    def body_oversize(self) -> bool:
+        return self.body_size > BODY_LIMIT
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        """A header's value; repeated fields joined with ", " (RFC 9110 5.3)."""
+        found = self._header_map
+        if found is None:
+            found = {}
+            for name, value in self.headers:
+                key = name.lower()
+                previous = found.get(key)
+                found[key] = value if previous is None else previous + b", " + value
+            self._header_map = found
+        return found.get(lower_name)
+
+    def field(self, name: str, header: bytes | None, chain: tuple[str, ...]) -> bytes | None:
+        """The field after its transformations, or None when the request has no such field."""
+        key = (name, header.decode("latin-1") if header is not None else None, chain)
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        if chain:
+            raw = self.field(name, header, chain[:-1])
+            value = None if raw is None else transforms.TRANSFORMS[chain[-1]](raw)
+        else:
+            value = self._raw(name, header)
+        memo[key] = value
+        return value
+
+    def _raw(self, name: str, header: bytes | None) -> bytes | None:
+        if name == "uri_path":
+            return self.path
+        if name == "query_string":
+            return self.query
+        if name == "method":
+            return self.method
+        if name == "body":
+            return self.body
+        return self.header(header or b"")
+
+    def address(self) -> Address | None:
+        """The connection's client address."""
+        if self._address is None:
+            self._address = _parse(self.client)
+        return self._address
+
+    def forwarded(self, header: bytes) -> list[Address | None]:
+        """The addresses a forwarded-IP header lists, in order (None for an entry that is not one)."""
+        found = self._forwarded.get(header)
+        if found is None:
+            value = self.header(header)
+            found = [] if value is None else [_parse(p.strip().decode("latin-1")) for p in value.split(b",")]
+            self._forwarded[header] = found
+        return found
+
+
+def _parse(text: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
