@@ -256,8 +256,9 @@ class CustomRequest(Model):
 
 
 class CustomResponse(Model):
-    # WAF's CustomResponse: status 200-599, headers, and a body (WAF: up to 4 KB by default).
-    status_code: int = Field(403, ge=200, le=599)
+    # WAF's CustomResponse: status 200-599, headers, and a body (WAF: up to 4 KB by default). Nothing set:
+    # WAF's own 403 page.
+    status_code: int | None = Field(None, ge=200, le=599)
     headers: tuple[InsertHeader, ...] = Field((), max_length=20)
     content_type: Literal["text/plain", "text/html", "application/json"] = "text/plain"
     body: str | None = Field(None, max_length=4096)
@@ -293,9 +294,18 @@ def _expand(allowed: tuple[str, ...]) -> BeforeValidator:
             return {value: {}}
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)}, got {next(iter(value))!r}")
-        return value
+        return _tuples(value)
 
     return BeforeValidator(expand)
+
+
+def _tuples(value: Any) -> Any:
+    # What a before-validator returns is validated as Python, where strict mode wants tuples for lists.
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    return value
 
 
 def _schema(allowed: tuple[str, ...]) -> WithJsonSchema:

@@ -101,10 +101,12 @@ class CompiledRule:
 def _action(action: model.Actions) -> tuple[str, BlockResponse | None, bytes]:
     if action.block is not None:
         custom = action.block
+        if custom.status_code is None and custom.body is None and not custom.headers:
+            return "block", None, b""  # WAF's default 403 page
         return (
             "block",
             BlockResponse(
-                custom.status_code,
+                custom.status_code or 403,
                 tuple((h.name, h.value) for h in custom.headers),
                 custom.content_type,
                 (custom.body or "").encode("utf-8"),
