@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent / "lbd"
 ALLOWED = {
     # lbd.upstream.target: the plain Target record that stickiness picks among (no I/O in it).
     "routing": ("lbd.config", "lbd.routing", "lbd.upstream.target"),
+    # The WAF engine: pure logic over the config's web ACLs; front ends call it (lbd/http/firewall.py).
+    "waf": ("lbd.config", "lbd.waf"),
 }
 
 

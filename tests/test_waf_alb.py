@@ -238,7 +238,7 @@ async def test_default_block_with_an_allow_rule(lbd: LbdFactory, http_backends: 
     await proc.wait_ready()
     status, _, body = await http_request(port, "GET", "/public/a")
     assert (status, body) == (200, b"hello from b1\n")
-    status, headers, body = await http_request(port, "GET", "/private")
+    status, _, body = await http_request(port, "GET", "/private")
     assert status == 403 and b"<h1>403 Forbidden</h1>" in body  # WAF's default block page
     assert [r.target for r in backend.requests] == ["/public/a"]
 

@@ -81,6 +81,12 @@ class ByteMatch(FieldMatch):
     positional: Positional
     value: str = Field(min_length=1, max_length=200)  # WAF: SearchString up to 200 bytes
 
+    @model_validator(mode="after")
+    def _word(self) -> ByteMatch:
+        if self.positional == "CONTAINS_WORD" and not re.fullmatch(r"\w+", self.value, re.ASCII):
+            raise ValueError("value: CONTAINS_WORD takes letters, digits and _ only (WAF)")
+        return self
+
 
 class RegexMatch(FieldMatch):
     pattern: str = Field(min_length=1, max_length=512)  # WAF: RegexString up to 512 characters

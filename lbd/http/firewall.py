@@ -23,7 +23,7 @@ from lbd.waf.request import WafRequest
 
 if TYPE_CHECKING:
     from lbd.http.exchange import Exchange
-    from lbd.runtime import ListenerRuntime
+    from lbd.runtime import ListenerKey, ListenerRuntime
 
 
 class FirewallError(Exception):
@@ -81,7 +81,7 @@ def _content_length(exchange: Exchange) -> int:
     return 0
 
 
-def attach(config: Config, listeners: Mapping[object, ListenerRuntime], state: WafState) -> None:
+def attach(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], state: WafState) -> None:
     """Compile the web ACLs and hang each on the listeners of the load balancers it protects."""
     if not config.web_acls:
         return
@@ -97,7 +97,7 @@ def attach(config: Config, listeners: Mapping[object, ListenerRuntime], state: W
             if association.load_balancer is not None:
                 by_load_balancer[association.load_balancer] = firewall
     for runtime in listeners.values():
-        firewall = by_load_balancer.get(runtime.load_balancer.name)
+        protecting = by_load_balancer.get(runtime.load_balancer.name)
         dispatcher = getattr(runtime, "dispatcher", None)
-        if firewall is not None and dispatcher is not None:
-            dispatcher.waf = firewall
+        if protecting is not None and dispatcher is not None:
+            dispatcher.waf = protecting

@@ -343,7 +343,6 @@ class NodeCollector(Collector):
         generation.add_metric([], self.stats.generation)
         yield from (workers, generation)
 
-
     def _waf_metrics(self) -> Iterator[Metric]:
         # AWS WAF's CloudWatch metrics AllowedRequests, BlockedRequests, CountedRequests, per web ACL and
         # rule; allowed and blocked go to the rule that decided (Default_Action when none did).

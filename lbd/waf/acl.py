@@ -89,11 +89,12 @@ class WafState:
 
 
 class CompiledRule:
-    __slots__ = ("action", "insert", "labels", "matcher", "name", "response")
+    __slots__ = ("action", "insert", "labels", "match", "matcher", "name", "response")
 
     def __init__(self, rule: model.Rule, matcher: Matcher) -> None:
         self.name = rule.name
         self.matcher = matcher
+        self.match = matcher.match
         self.labels = rule.rule_labels
         self.action, self.response, self.insert = _action(rule.action)
 
@@ -152,7 +153,7 @@ class CompiledAcl:
         stats = self.stats
         extra = b""
         for rule in self.rules:
-            if not rule.matcher.match(request, now):
+            if not rule.match(request, now):
                 continue
             if rule.labels:
                 request.labels.extend(rule.labels)

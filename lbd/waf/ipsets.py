@@ -30,8 +30,8 @@ class IpMatcher:
     def __contains__(self, address: Address | None) -> bool:
         if address is None:
             return False
-        starts, ends = self._v4 if address.version == 4 else self._v6
-        value = int(address)
+        version, value = address
+        starts, ends = self._v4 if version == 4 else self._v6
         at = bisect_right(starts, value) - 1
         return at >= 0 and value <= ends[at]
 

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 from lbd.config.web_acls import BODY_LIMIT
 from lbd.waf import transforms
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# An address as IP sets compare it: (IP version, the address as an integer).
+Address = tuple[int, int]
+# A field to inspect: (field name, header name for single_header, transformations in order).
+FieldKey = tuple[str, bytes | None, tuple[str, ...]]
+_ADDRESSES: dict[str, Address | None] = {}  # parsed client addresses: keep-alive clients come back
 
 
 class WafRequest:
@@ -24,13 +28,13 @@ class WafRequest:
         "_address",
         "_forwarded",
         "_header_map",
-        "_memo",
         "api_key",
         "body",
         "body_size",
         "client",
         "headers",
         "labels",
+        "memo",
         "method",
         "path",
         "query",
@@ -56,7 +60,7 @@ class WafRequest:
         self.body_size = len(body) if body_size is None else body_size  # the whole body, when known
         self.api_key = api_key
         self.labels: list[str] = []  # added by matching rules, for later rules' label_match
-        self._memo: dict[tuple[str, str | None, tuple[str, ...]], bytes | None] = {}
+        self.memo: dict[FieldKey, bytes | None] = {}
         self._header_map: dict[bytes, bytes] | None = None
         self._address: Address | None = None
         self._forwarded: dict[bytes, list[Address | None]] = {}
@@ -92,17 +96,17 @@ class WafRequest:
             self._header_map = found
         return found.get(lower_name)
 
-    def field(self, name: str, header: bytes | None, chain: tuple[str, ...]) -> bytes | None:
+    def field(self, key: FieldKey) -> bytes | None:
         """The field after its transformations, or None when the request has no such field."""
-        key = (name, header.decode("latin-1") if header is not None else None, chain)
-        memo = self._memo
-        if key in memo:
-            return memo[key]
-        if chain:
-            raw = self.field(name, header, chain[:-1])
-            value = None if raw is None else transforms.TRANSFORMS[chain[-1]](raw)
-        else:
-            value = self._raw(name, header)
+        memo = self.memo
+        found = memo.get(key, UNSET)
+        if found is not UNSET:
+            return found  # type: ignore[return-value]
+        name, header, chain = key
+        value = self._raw(name, header)
+        if value is not None:
+            for transform in chain:
+                value = transforms.TRANSFORMS[transform](value)
         memo[key] = value
         return value
 
@@ -120,7 +124,7 @@ class WafRequest:
     def address(self) -> Address | None:
         """The connection's client address."""
         if self._address is None:
-            self._address = _parse(self.client)
+            self._address = parse_address(self.client)
         return self._address
 
     def forwarded(self, header: bytes) -> list[Address | None]:
@@ -128,13 +132,29 @@ class WafRequest:
         found = self._forwarded.get(header)
         if found is None:
             value = self.header(header)
-            found = [] if value is None else [_parse(p.strip().decode("latin-1")) for p in value.split(b",")]
+            found = (
+                []
+                if value is None
+                else [parse_address(p.strip().decode("latin-1")) for p in value.split(b",")]
+            )
             self._forwarded[header] = found
         return found
 
 
-def _parse(text: str) -> Address | None:
+def parse_address(text: str) -> Address | None:
+    found = _ADDRESSES.get(text, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
     try:
-        return ipaddress.ip_address(text.strip("[]"))
+        parsed = ipaddress.ip_address(text.strip("[]"))
+        address: Address | None = (parsed.version, int(parsed))
     except ValueError:
-        return None
+        address = None
+    if len(_ADDRESSES) >= 4096:
+        _ADDRESSES.clear()  # a bound, not an LRU
+    _ADDRESSES[text] = address
+    return address
+
+
+_MISSING = object()
+UNSET = object()  # not in the memo yet

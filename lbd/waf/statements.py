@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from lbd.config import web_acls as model
 from lbd.waf.ipsets import IpMatcher
 from lbd.waf.rate import RateStore
-from lbd.waf.request import WafRequest
+from lbd.waf.request import UNSET, FieldKey, WafRequest
 from lbd.waf.transforms import chain
 
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -28,64 +28,52 @@ class Matcher:
         raise NotImplementedError
 
 
-class _FieldMatcher(Matcher):
-    """What byte, regex and size statements share: which field, its transformations, oversize handling."""
+class FieldMatcher(Matcher):
+    """Byte, regex and size statements: a field after its transformations, then one test on its bytes."""
 
-    def __init__(self, spec: model.FieldMatch) -> None:
-        self.field = spec.field
-        self.header = spec.header.lower().encode() if spec.header else None
-        self.chain = chain(spec.transformations)
+    def __init__(self, spec: model.FieldMatch, test: Callable[[bytes], bool]) -> None:
+        header = spec.header.lower().encode() if spec.header else None
+        self.key: FieldKey = (spec.field, header, chain(spec.transformations))
+        self.test = test
         self.needs_body = spec.field == "body"
         self.oversize = spec.oversize_handling
 
     def match(self, request: WafRequest, now: float) -> bool:
         if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
             return self.oversize == "MATCH"
-        value = request.field(self.field, self.header, self.chain)
-        return value is not None and self.test(value, request)
-
-    def test(self, value: bytes, request: WafRequest) -> bool:
-        raise NotImplementedError
-
-
-class ByteMatcher(_FieldMatcher):
-    def __init__(self, spec: model.ByteMatch) -> None:
-        super().__init__(spec)
-        self.value = spec.value.encode("utf-8")
-        self.test = _POSITIONAL[spec.positional](self.value)  # type: ignore[method-assign]
+        value = request.memo.get(self.key, UNSET)  # the common case, a field another rule transformed
+        if value is UNSET:
+            value = request.field(self.key)
+        return value is not None and self.test(value)  # type: ignore[arg-type]
 
 
-def _contains_word(needle: bytes) -> Callable[[bytes, WafRequest], bool]:
+def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
+    needle = spec.value.encode("utf-8")
+    tests: Mapping[str, Callable[[bytes], bool]] = {
+        "EXACTLY": needle.__eq__,
+        "STARTS_WITH": lambda value: value.startswith(needle),
+        "ENDS_WITH": lambda value: value.endswith(needle),
+        "CONTAINS": lambda value: needle in value,
+        "CONTAINS_WORD": lambda value: _contains_word(value, needle),
+    }
+    return FieldMatcher(spec, tests[spec.positional])
+
+
+def _contains_word(value: bytes, needle: bytes) -> bool:
     # WAF: the value is at the start or after a character that is not alphanumeric or "_", and at the end
     # or before one.
-    def test(value: bytes, request: WafRequest) -> bool:
-        at = value.find(needle)
-        while at >= 0:
-            end = at + len(needle)
-            if (at == 0 or value[at - 1] not in _WORD) and (end == len(value) or value[end] not in _WORD):
-                return True
-            at = value.find(needle, at + 1)
-        return False
-
-    return test
+    at = value.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if (at == 0 or value[at - 1] not in _WORD) and (end == len(value) or value[end] not in _WORD):
+            return True
+        at = value.find(needle, at + 1)
+    return False
 
 
-_POSITIONAL: Mapping[str, Callable[[bytes], Callable[[bytes, WafRequest], bool]]] = {
-    "EXACTLY": lambda needle: lambda value, _: value == needle,
-    "STARTS_WITH": lambda needle: lambda value, _: value.startswith(needle),
-    "ENDS_WITH": lambda needle: lambda value, _: value.endswith(needle),
-    "CONTAINS": lambda needle: lambda value, _: needle in value,
-    "CONTAINS_WORD": _contains_word,
-}
-
-
-class RegexMatcher(_FieldMatcher):
-    def __init__(self, spec: model.RegexMatch) -> None:
-        super().__init__(spec)
-        self.regex = re.compile(spec.pattern.encode("utf-8"))
-
-    def test(self, value: bytes, request: WafRequest) -> bool:
-        return self.regex.search(value) is not None
+def regex_matcher(spec: model.RegexMatch) -> FieldMatcher:
+    search = re.compile(spec.pattern.encode("utf-8")).search  # compiled once per Snapshot
+    return FieldMatcher(spec, lambda value: search(value) is not None)
 
 
 _COMPARE: Mapping[str, Callable[[int, int], bool]] = {
@@ -98,25 +86,24 @@ _COMPARE: Mapping[str, Callable[[int, int], bool]] = {
 }
 
 
-class SizeMatcher(_FieldMatcher):
+class SizeMatcher(FieldMatcher):
     def __init__(self, spec: model.SizeConstraint) -> None:
-        super().__init__(spec)
-        self.compare = _COMPARE[spec.comparison]
-        self.size = spec.size
+        compare, size = _COMPARE[spec.comparison], spec.size
+        super().__init__(spec, lambda value: compare(len(value), size))
+        self.compare = compare
+        self.size = size
         # The body's size is known from its framing without reading it: only a transformed body needs it.
-        self.needs_body = self.needs_body and bool(self.chain)
+        self.whole_body = spec.field == "body" and not self.key[2]
+        self.needs_body = self.needs_body and not self.whole_body
 
     def match(self, request: WafRequest, now: float) -> bool:
-        if self.field == "body" and not self.chain:
+        if self.whole_body:
             # CONTINUE: compare the whole body's size (Content-Length), which WAF's inspection limit
             # does not cut; MATCH and NO_MATCH decide an oversize body outright.
             if request.body_oversize and self.oversize != "CONTINUE":
                 return self.oversize == "MATCH"
             return self.compare(request.body_size, self.size)
         return super().match(request, now)
-
-    def test(self, value: bytes, request: WafRequest) -> bool:
-        return self.compare(len(value), self.size)
 
 
 class IpSetMatcher(Matcher):
@@ -231,15 +218,14 @@ class Compiler:
         self.file_sets = file_sets
         self.rate_store = rate_store
         self.workers = workers
-        self.regexes: dict[str, re.Pattern[bytes]] = {}
 
     def compile(self, statement: model.Statement) -> Matcher:
         kind = statement.kind
         part = statement.part(kind)
         if kind == "byte_match":
-            return ByteMatcher(part)
+            return byte_matcher(part)
         if kind == "regex_match":
-            return RegexMatcher(part)
+            return regex_matcher(part)
         if kind == "size_constraint":
             return SizeMatcher(part)
         if kind == "label_match":
