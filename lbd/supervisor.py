@@ -340,13 +340,14 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
-        self.web_acls.reconcile(loaded.config)
+        restore_web_acls = self.web_acls.reconcile(loaded.config)
         registry = copy.deepcopy(self.registry)
         # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
         registry.reconcile(self.current.config, loaded.config, time.monotonic())
         old_keys = set(self._snapshot_keys(self.current.config))
         result = await self._deploy(loaded, registry)
         if not result.ok:
+            restore_web_acls()
             return result
         if self.registry.added or self.registry.removed or self.state_file.exists():
             self._save_registry()  # registrations of target groups the new file dropped are forgotten

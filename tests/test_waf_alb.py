@@ -321,6 +321,18 @@ async def test_admin_changes_reach_every_worker_and_invalid_ones_keep_the_old_ac
     ]
     assert listing["web_acls"][0]["changed_through_api"] is True
 
+    # A reload of an unchanged file keeps the API's ACL; once the file's ACL changes, the file's is in force.
+    status, body = await proc.admin("POST", "/v1/reload")
+    assert status == 200, body
+    assert (await http_request(port, "GET", "/put-blocked"))[0] == 403
+    edited = yaml.safe_load(proc.config_path.read_text())
+    edited["web_acls"][0]["rules"] = [rule("file-again", 1, byte("uri_path", "EXACTLY", "/file-blocked"))]
+    proc.write_config(edited)
+    status, body = await proc.admin("POST", "/v1/reload")
+    assert status == 200, body
+    assert (await http_request(port, "GET", "/put-blocked"))[0] == 200
+    assert (await http_request(port, "GET", "/file-blocked"))[0] == 403
+
 
 async def test_ip_set_file_changes_apply_without_reload(
     lbd: LbdFactory, http_backends: Any, tmp_path: Path

@@ -66,8 +66,16 @@ class WebAclControl:
                 acls = replace_acl(acls, parse_acl(override, index))
         return acls
 
-    def reconcile(self, new_file: Config) -> None:
-        """Before a reload: forget replacements of ACLs the new file changed or dropped."""
+    def reconcile(self, new_file: Config) -> Callable[[], None]:
+        """Before a reload: forget replacements of ACLs the new file changed or dropped. Returns what puts
+        them back, for a reload the workers refuse."""
+        kept = (dict(self.host.web_acl_overrides), dict(self.base))
+
+        def restore() -> None:
+            self.host.web_acl_overrides.clear()
+            self.host.web_acl_overrides.update(kept[0])
+            self.base = kept[1]
+
         current = {acl.name: dump(acl) for acl in new_file.web_acls}
         for name in list(self.host.web_acl_overrides):
             if current.get(name) != self.base.get(name):
@@ -76,6 +84,7 @@ class WebAclControl:
                 log.info(
                     "web ACL %s: the file's new definition replaces the one set through the admin API", name
                 )
+        return restore
 
     # -- endpoints -------------------------------------------------------------------------------------
 
