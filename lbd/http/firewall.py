@@ -35,6 +35,7 @@ class Firewall:
         self.acl = acl
         self.name = acl.name
         self.needs_body = acl.needs_body
+        self.body_field = acl.body_field
         self.clock = clock
         self._pages: dict[tuple[BlockResponse, bool], bytes] = {}
 
@@ -44,13 +45,13 @@ class Firewall:
         return self.needs_body and has_body(exchange.headers)
 
     def check(self, exchange: Exchange, body: bytes) -> Verdict:
+        # The whole body's size only when a rule looks at the body and the request may have one (the fast
+        # path takes bodiless requests only).
+        size = len(body)
+        if self.body_field and exchange.head_block is None:
+            size = max(size, _content_length(exchange))
         request = WafRequest.from_target(
-            exchange.method,
-            exchange.url,
-            exchange.headers,
-            exchange.client.peer[0],
-            body,
-            max(len(body), _content_length(exchange)),
+            exchange.method, exchange.url, exchange.headers, exchange.client.peer[0], body, size
         )
         return self.acl.evaluate(request, self.clock())
 

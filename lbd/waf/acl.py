@@ -146,6 +146,14 @@ class CompiledAcl:
         default = acl.default_action
         self.default_action, self.default_response, self.default_headers = _action(default)
         self.needs_body = any(rule.matcher.needs_body for rule in self.rules)
+        # Whether any statement looks at the body at all (its bytes, or only its size).
+        self.body_field = any(
+            sub.part(kind).field == "body"
+            for rule in acl.rules
+            for _, sub in model.walk(rule.statement, "statement")
+            for kind in ("byte_match", "regex_match", "size_constraint")
+            if sub.part(kind) is not None
+        )
         self.label_header = acl.request_headers.labels
         self.rule_header = acl.request_headers.rule
 
