@@ -47,7 +47,25 @@ class FieldMatcher(Matcher):
         return value is not None and self.test(value)  # type: ignore[arg-type]
 
 
+class ContainsMatcher(FieldMatcher):
+    """``byte_match`` CONTAINS, the commonest statement, tested inline (no second call per rule)."""
+
+    def __init__(self, spec: model.ByteMatch) -> None:
+        self.needle = needle = spec.value.encode("utf-8")
+        super().__init__(spec, lambda value: needle in value)
+
+    def match(self, request: WafRequest, now: float) -> bool:
+        if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
+            return self.oversize == "MATCH"
+        value = request.memo.get(self.key, UNSET)
+        if value is UNSET:
+            value = request.field(self.key)
+        return value is not None and self.needle in value  # type: ignore[operator]
+
+
 def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
+    if spec.positional == "CONTAINS":
+        return ContainsMatcher(spec)
     needle = spec.value.encode("utf-8")
     tests: Mapping[str, Callable[[bytes], bool]] = {
         "EXACTLY": needle.__eq__,
