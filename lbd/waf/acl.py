@@ -33,13 +33,22 @@ class BlockResponse:
     body: bytes
 
 
-@dataclass(slots=True)
 class Verdict:
-    action: str  # "allow" | "block": what the request gets
-    rule: str  # the rule that ended the evaluation, or Default_Action
-    labels: list[str]
-    response: BlockResponse | None = None  # block with a custom response
-    headers: bytes = b""  # field lines for the target (allow): x-amzn-waf-*
+    """What a request gets from a web ACL (an extension type when compiled: acl.pxd)."""
+
+    def __init__(
+        self,
+        action: str,  # "allow" | "block"
+        rule: str,  # the rule that ended the evaluation, or Default_Action
+        labels: list[str],
+        response: BlockResponse | None = None,  # block with a custom response; None: WAF's 403 page
+        headers: bytes = b"",  # field lines for the target (allow): x-amzn-waf-*
+    ) -> None:
+        self.action = action
+        self.rule = rule
+        self.labels = labels
+        self.response = response
+        self.headers = headers
 
 
 class WafStats:
@@ -89,12 +98,9 @@ class WafState:
 
 
 class CompiledRule:
-    __slots__ = ("action", "insert", "labels", "match", "matcher", "name", "response")
-
     def __init__(self, rule: model.Rule, matcher: Matcher) -> None:
         self.name = rule.name
         self.matcher = matcher
-        self.match = matcher.match
         self.labels = rule.rule_labels
         self.action, self.response, self.insert = _action(rule.action)
 
@@ -161,7 +167,7 @@ class CompiledAcl:
         stats = self.stats
         extra = b""
         for rule in self.rules:
-            if not rule.match(request, now):
+            if not rule.matcher.match(request, now):
                 continue
             if rule.labels:
                 request.labels.extend(rule.labels)

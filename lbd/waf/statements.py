@@ -15,14 +15,17 @@ from collections.abc import Callable, Mapping
 from lbd.config import web_acls as model
 from lbd.waf.ipsets import IpMatcher
 from lbd.waf.rate import RateStore
-from lbd.waf.request import UNSET, FieldKey, WafRequest
+from lbd.waf.request import UNSET, FieldKey, WafRequest, memo_slot
 from lbd.waf.transforms import chain
 
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class Matcher:
-    needs_body = False
+    """A compiled statement (an extension type when compiled: statements.pxd)."""
+
+    def __init__(self) -> None:
+        self.needs_body = False  # whether it inspects the body's bytes
 
     def match(self, request: WafRequest, now: float) -> bool:
         raise NotImplementedError
@@ -32,8 +35,10 @@ class FieldMatcher(Matcher):
     """Byte, regex and size statements: a field after its transformations, then one test on its bytes."""
 
     def __init__(self, spec: model.FieldMatch, test: Callable[[bytes], bool]) -> None:
+        super().__init__()
         header = spec.header.lower().encode() if spec.header else None
         self.key: FieldKey = (spec.field, header, chain(spec.transformations))
+        self.slot = memo_slot(self.key)
         self.test = test
         self.needs_body = spec.field == "body"
         self.oversize = spec.oversize_handling
@@ -41,7 +46,7 @@ class FieldMatcher(Matcher):
     def match(self, request: WafRequest, now: float) -> bool:
         if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
             return self.oversize == "MATCH"
-        value = request.memo.get(self.key, UNSET)  # the common case, a field another rule transformed
+        value = request.memo.get(self.slot, UNSET)  # the common case, a field another rule transformed
         if value is UNSET:
             value = request.field(self.key)
         return value is not None and self.test(value)  # type: ignore[arg-type]
@@ -52,15 +57,17 @@ class ContainsMatcher(FieldMatcher):
 
     def __init__(self, spec: model.ByteMatch) -> None:
         self.needle = needle = spec.value.encode("utf-8")
-        super().__init__(spec, lambda value: needle in value)
+        super().__init__(spec, lambda value: value.find(needle) >= 0)
 
     def match(self, request: WafRequest, now: float) -> bool:
         if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
             return self.oversize == "MATCH"
-        value = request.memo.get(self.key, UNSET)
+        value = request.memo.get(self.slot, UNSET)
         if value is UNSET:
             value = request.field(self.key)
-        return value is not None and self.needle in value  # type: ignore[operator]
+        # find, not "in": bytes.__contains__ first tries the needle as an int, raising and clearing a
+        # TypeError each time (CPython's bytes_contains).
+        return value is not None and value.find(self.needle) >= 0  # type: ignore[attr-defined]
 
 
 def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
@@ -71,7 +78,7 @@ def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
         "EXACTLY": needle.__eq__,
         "STARTS_WITH": lambda value: value.startswith(needle),
         "ENDS_WITH": lambda value: value.endswith(needle),
-        "CONTAINS": lambda value: needle in value,
+        "CONTAINS": lambda value: value.find(needle) >= 0,
         "CONTAINS_WORD": lambda value: _contains_word(value, needle),
     }
     return FieldMatcher(spec, tests[spec.positional])
@@ -109,7 +116,7 @@ class SizeMatcher(FieldMatcher):
         compare, size = _COMPARE[spec.comparison], spec.size
         super().__init__(spec, lambda value: compare(len(value), size))
         self.compare = compare
-        self.size = size
+        self.size: int = size
         # The body's size is known from its framing without reading it: only a transformed body needs it.
         self.whole_body = spec.field == "body" and not self.key[2]
         self.needs_body = self.needs_body and not self.whole_body
@@ -121,11 +128,12 @@ class SizeMatcher(FieldMatcher):
             if request.body_oversize and self.oversize != "CONTINUE":
                 return self.oversize == "MATCH"
             return self.compare(request.body_size, self.size)
-        return super().match(request, now)
+        return FieldMatcher.match(self, request, now)  # no zero-argument super() in compiled methods
 
 
 class IpSetMatcher(Matcher):
     def __init__(self, addresses: IpMatcher, forwarded: model.ForwardedIp | None) -> None:
+        super().__init__()
         self.addresses = addresses
         self.forwarded = forwarded
         self.header = forwarded.header_name.lower().encode() if forwarded else b""
@@ -143,36 +151,51 @@ class IpSetMatcher(Matcher):
             return listed[0] in self.addresses
         if forwarded.position == "LAST":
             return listed[-1] in self.addresses
-        return any(address in self.addresses for address in listed)
+        for address in listed:  # noqa: SIM110 (a loop, not any(): no closures in compiled methods)
+            if address in self.addresses:
+                return True
+        return False
 
 
 class LabelMatcher(Matcher):
     def __init__(self, spec: model.LabelMatch) -> None:
+        super().__init__()
         self.key = spec.key
         self.namespace = spec.scope == "NAMESPACE"
 
     def match(self, request: WafRequest, now: float) -> bool:
-        if self.namespace:
-            return any(label.startswith(self.key) for label in request.labels)
-        return self.key in request.labels
+        if not self.namespace:
+            return self.key in request.labels
+        for label in request.labels:  # noqa: SIM110
+            if label.startswith(self.key):
+                return True
+        return False
 
 
 class AndMatcher(Matcher):
     def __init__(self, parts: list[Matcher]) -> None:
+        super().__init__()
         self.parts = parts
         self.needs_body = any(p.needs_body for p in parts)
 
     def match(self, request: WafRequest, now: float) -> bool:
-        return all(part.match(request, now) for part in self.parts)
+        for part in self.parts:  # noqa: SIM110
+            if not part.match(request, now):
+                return False
+        return True
 
 
 class OrMatcher(AndMatcher):
     def match(self, request: WafRequest, now: float) -> bool:
-        return any(part.match(request, now) for part in self.parts)
+        for part in self.parts:  # noqa: SIM110
+            if part.match(request, now):
+                return True
+        return False
 
 
 class NotMatcher(Matcher):
     def __init__(self, part: Matcher) -> None:
+        super().__init__()
         self.part = part
         self.needs_body = part.needs_body
 
@@ -186,6 +209,7 @@ class RateMatcher(Matcher):
     def __init__(
         self, spec: model.RateBased, scope_down: Matcher | None, store: RateStore, workers: int
     ) -> None:
+        super().__init__()
         self.scope_down = scope_down
         self.store = store
         # Per worker: each counts the requests it serves (docs/waf.md, "Rate-based rules").
