@@ -36,6 +36,7 @@ class Firewall:
         self.name = acl.name
         self.needs_body = acl.needs_body
         self.body_field = acl.body_field
+        self.uses_headers = acl.uses_headers or acl.body_field
         self.clock = clock
         self._pages: dict[tuple[BlockResponse, bool], bytes] = {}
 
@@ -50,8 +51,10 @@ class Firewall:
         size = len(body)
         if self.body_field and exchange.head_block is None:
             size = max(size, _content_length(exchange))
+        # Headers only when a rule reads one: on the fast path, reading them means parsing the head block.
+        headers = exchange.headers if self.uses_headers else ()
         request = WafRequest.from_target(
-            exchange.method, exchange.url, exchange.headers, exchange.client.peer[0], body, size
+            exchange.method, exchange.url, headers, exchange.client.peer[0], body, size
         )
         return self.acl.evaluate(request, self.clock())
 

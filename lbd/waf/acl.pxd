@@ -33,7 +33,7 @@ cdef class CompiledAcl:
     cdef public list rules
     cdef public object default_response
     cdef public bytes default_headers
-    cdef public bint needs_body, body_field, label_header, rule_header
+    cdef public bint needs_body, body_field, uses_headers, label_header, rule_header
 
     @cython.locals(stats=WafStats, extra=bytes, rule=CompiledRule)
     cpdef object evaluate(self, WafRequest request, double now)

@@ -152,13 +152,23 @@ class CompiledAcl:
         default = acl.default_action
         self.default_action, self.default_response, self.default_headers = _action(default)
         self.needs_body = any(rule.matcher.needs_body for rule in self.rules)
-        # Whether any statement looks at the body at all (its bytes, or only its size).
-        self.body_field = any(
-            sub.part(kind).field == "body"
-            for rule in acl.rules
-            for _, sub in model.walk(rule.statement, "statement")
+        statements = [sub for rule in acl.rules for _, sub in model.walk(rule.statement, "statement")]
+        fields = [
+            sub.part(kind).field
+            for sub in statements
             for kind in ("byte_match", "regex_match", "size_constraint")
             if sub.part(kind) is not None
+        ]
+        # Whether any statement looks at the body at all (its bytes, or only its size), or at headers: a
+        # front end that has not parsed them (ALB's fast path) need not, when none does.
+        self.body_field = "body" in fields
+        self.uses_headers = (
+            "single_header" in fields
+            or any(sub.ip_set is not None and sub.ip_set.forwarded_ip is not None for sub in statements)
+            or any(
+                sub.rate_based is not None and sub.rate_based.aggregate_key in ("forwarded_ip", "header")
+                for sub in statements
+            )
         )
         self.label_header = acl.request_headers.labels
         self.rule_header = acl.request_headers.rule
