@@ -423,6 +423,26 @@ web_acls:
     )
 
 
+def test_contains_word_takes_a_word_and_distributions_validate_but_are_refused_at_preflight() -> None:
+    found = issues(
+        """
+web_acls:
+  - name: a
+    rules:
+      - {name: r, priority: 1, action: block,
+         statement: {byte_match: {field: uri_path, positional: CONTAINS_WORD, value: "a b"}}}
+"""
+    )
+    assert any(i.startswith("web_acls[0].rules[0].statement.byte_match.value: CONTAINS_WORD") for i in found)
+    from lbd.config.preflight import startup_issues
+
+    config = parse_config(BASE + "web_acls:\n  - {name: a, associations: [{distribution: site}]}\n")
+    assert [str(i) for i in startup_issues(config)] == [
+        "web_acls[0].associations[0].distribution: "
+        "web ACLs on distributions are not served by this build yet (served: load_balancer)"
+    ]
+
+
 def test_unknown_keys_are_errors_with_a_suggestion() -> None:
     found = issues(
         """
