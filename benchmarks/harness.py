@@ -54,6 +54,7 @@ class Scenario:
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
     gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
+    web_acl_rules: int = 0  # L7: a web ACL of this many rules, none matching, evaluated per request (lbd)
 
 
 SCENARIOS = {
@@ -96,6 +97,15 @@ SCENARIOS = {
             "http-small with lb_cookie stickiness: each request opens an AWSALB cookie, each response "
             "refreshes it (haproxy: cookie insert; nginx has no cookie stickiness, so it runs http-small)",
             sticky=True,
+        ),
+        Scenario(
+            "http-waf",
+            "l7",
+            "/small",
+            50,
+            "http-small behind a 20-rule web ACL that lets every request through (lbd only: haproxy and "
+            "nginx have no WAF, so they run http-small)",
+            web_acl_rules=20,
         ),
         Scenario("http-close", "l7", "/small", 50, "L7 with a new connection per request", close=True),
         Scenario(
@@ -426,7 +436,9 @@ def lbd_conf(
         sticky = "\n    stickiness: {enabled: true, type: lb_cookie, duration_seconds: 604800}"
         key_file = f", stickiness_key_file: {Path(cert_store).parent / 'stickiness.keys'}"
         (Path(cert_store).parent / "stickiness.keys").write_text(BENCH_KEY.hex() + "\n")
-    return f"""node: {{workers: {workers}{key_file}}}
+    return (
+        _web_acl(scenario)
+        + f"""node: {{workers: {workers}{key_file}}}
 admin: {{listen: 127.0.0.1:{admin}}}
 certificates: {{store: {cert_store}}}
 load_balancers:
@@ -446,6 +458,27 @@ target_groups:
     targets:
 {target_lines}
 """
+    )
+
+
+def _web_acl(scenario: Scenario) -> str:
+    """A web ACL on the bench load balancer: an IP set, a regex on the query, a per-client rate limit never
+    reached, and byte matches on the path with URL_DECODE and LOWERCASE, none of which /small matches."""
+    if not scenario.web_acl_rules:
+        return ""
+    rules = [
+        "{name: deny, priority: 1, action: block, statement: {ip_set: {addresses: [192.0.2.0/24]}}}",
+        "{name: sqli, priority: 2, action: block, statement: {regex_match: {field: query_string, "
+        "pattern: 'union\\s+select', transformations: [URL_DECODE, LOWERCASE]}}}",
+        "{name: flood, priority: 3, action: block, statement: {rate_based: {limit: 2000000000}}}",
+    ]
+    rules += [
+        f"{{name: path{i}, priority: {i + 10}, action: block, statement: {{byte_match: {{field: uri_path, "
+        f"positional: CONTAINS, value: /secret{i}/, transformations: [URL_DECODE, LOWERCASE]}}}}}}"
+        for i in range(scenario.web_acl_rules - len(rules))
+    ]
+    lines = "".join(f"\n      - {rule}" for rule in rules)
+    return f"web_acls:\n  - name: bench\n    associations: [{{load_balancer: bench}}]\n    rules:{lines}\n"
 
 
 BENCH_KEY = bytes(range(32))  # the sticky scenario's key file, so the harness can seal the clients' cookie

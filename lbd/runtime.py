@@ -23,6 +23,7 @@ from lbd.tls.server import ALPN, ListenerTls, TlsConfigError, target_context
 from lbd.tls.store import CertificateStore
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
+from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
@@ -370,7 +371,9 @@ class Snapshot:
         self.listeners = dict(listeners)
 
     @classmethod
-    def build(cls, config: Config, generation: int, stats: StatsRegistry) -> Snapshot:
+    def build(
+        cls, config: Config, generation: int, stats: StatsRegistry, waf: WafState | None = None
+    ) -> Snapshot:
         # Features this build does not serve never get here: lbd run refuses them before it binds, in
         # the check lbd check shares (lbd/config/preflight.py).
         zone = config.node.zone
@@ -415,7 +418,18 @@ class Snapshot:
             from lbd.gateway.listener import api_listeners
 
             listeners.update(api_listeners(config, target_groups, stats, generation))
+        _web_acls(config, listeners, waf)
         return cls(generation, config, target_groups, listeners)
+
+
+def _web_acls(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], waf: WafState | None) -> None:
+    """Web ACLs on the listeners of the load balancers they protect (lbd/http/firewall.py)."""
+    from lbd.http import firewall
+
+    try:
+        firewall.attach(config, listeners, waf if waf is not None else WafState())
+    except firewall.FirewallError as exc:
+        raise UnsupportedConfig(str(exc)) from None
 
 
 def _stickiness(config: Config, target_groups: Mapping[str, TargetGroupRuntime]) -> None:

@@ -35,6 +35,7 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         *_admin(config),
         *_stickiness(config),
         *gateway_issues(config),
+        *_web_acls(config),
     ]
 
 
@@ -244,3 +245,9 @@ def _admin(config: Config) -> Iterator[ConfigIssue]:
             f"required when admin.listen ({config.admin.listen}) is not a loopback address: "
             "the admin API can reconfigure the load balancer",
         )
+
+
+def _web_acls(config: Config) -> Iterator[ConfigIssue]:
+    from lbd.config.web_acls import cross_check as web_acl_check
+
+    yield from web_acl_check(config.web_acls, {lb.name: lb.type for lb in config.load_balancers})
