@@ -36,12 +36,15 @@ from pydantic import ValidationError
 from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.fleet import fleet_view
+from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
+from lbd.admin.web_acls import WebAclControl
 from lbd.config.loader import ConfigError
 from lbd.config.plain import compact
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
+from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.console import web as console
 from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
@@ -51,7 +54,7 @@ from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
 from lbd.observe.summary import load_balancers, summary
 from lbd.routing.stickiness import cookie_key
-from lbd.runtime import UnsupportedConfig, listener_keys
+from lbd.runtime import ListenerKey, UnsupportedConfig, listener_keys
 from lbd.upstream.registry import (
     Registry,
     apply_overlay,
@@ -177,8 +180,12 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        self.gateway = GatewayAdmin(self)
         self.access_keys: AccessKeyAdmin | None = None  # IAM authorizers' keys (lbd/admin/access_keys.py)
         self.discovery = NodeDiscovery(self._discovered)  # target discovery, once per node
+        # Web ACLs replaced through the admin API, by name (lbd/admin/web_acls.py), sent with every prepare.
+        self.web_acl_overrides: dict[str, Any] = {}
+        self.web_acls = WebAclControl(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -196,6 +203,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            self._load_api_keys()
             self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
             await self._start_admin()
@@ -209,6 +217,7 @@ class Supervisor:
         for worker in self.workers:
             self._spawn_task(self._watch, worker)
         self._spawn_task(self._drain_loop)
+        self._spawn_task(self.web_acls.watch_files, lambda: self.stopping)
         self.ready = True
         listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
         log.info(
@@ -271,7 +280,8 @@ class Supervisor:
             await worker.spawn(self.log_level, self.log_format)
             if self.access_keys is not None:  # ahead of the first generation on the ordered channel
                 worker.send(self.access_keys.message())
-            message = _prepare_message(self.generation, self.current.config, self.registry)
+            worker.send(self.gateway.keys_message())  # API keys: also before the first request
+            message = self._prepare_message(self.generation, self.current.config, self.registry)
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise StartupError(f"worker {worker.index} failed to start: {exc}", EXIT_WORKERS) from exc
@@ -339,12 +349,14 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
+        restore_web_acls = self.web_acls.reconcile(loaded.config)
         registry = copy.deepcopy(self.registry)
         # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
         registry.reconcile(self.current.config, loaded.config, time.monotonic())
         old_keys = set(self._snapshot_keys(self.current.config))
         result = await self._deploy(loaded, registry)
         if not result.ok:
+            restore_web_acls()
             return result
         if self.registry.added or self.registry.removed or self.state_file.exists():
             self._save_registry()  # registrations of target groups the new file dropped are forgotten
@@ -364,7 +376,13 @@ class Supervisor:
     async def _deploy(self, loaded: LoadedConfig, registry: Registry) -> ReloadResult:
         """Move every worker to a new generation of (config, registrations), or none of them."""
         generation = self.generation + 1
-        message = _prepare_message(generation, loaded.config, registry)
+        try:
+            message = self._prepare_message(generation, loaded.config, registry)
+        except ConfigError as exc:  # the admin API's web ACLs do not fit the new file (cross_check)
+            errors = config_errors(exc)
+            for error in errors:
+                log.error("change rejected: %s", error)
+            return ReloadResult(False, self.generation, errors)
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
         )
@@ -403,6 +421,14 @@ class Supervisor:
         if registry.added or registry.removed:
             log.info("runtime registrations restored from %s", self.state_file)
         return registry
+
+    def _load_api_keys(self) -> None:
+        try:
+            self.gateway.load()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StartupError(
+                f"cannot read the API keys {self.gateway.path}: {exc} (fix or remove the file)", EXIT_CONFIG
+            ) from exc
 
     # -- draining --------------------------------------------------------------------------------------
 
@@ -460,7 +486,8 @@ class Supervisor:
     def _snapshot_keys(config: Config) -> list[Any]:
         # The sockets the workers' Snapshots will bind, without building one here: the supervisor holds
         # neither the data path nor listeners' TLS contexts (the workers build and check those).
-        keys = (key for lb in config.load_balancers for lst in lb.listeners for key in listener_keys(lst))
+        keys = [key for lb in config.load_balancers for lst in lb.listeners for key in listener_keys(lst)]
+        keys += [ListenerKey(lst.address, lst.port, "tcp") for api in config.apis for lst in api.listeners]
         return list(dict.fromkeys(keys))
 
     def _probe_listeners(self, held: set[Any], config: Config | None = None) -> None:
@@ -492,12 +519,14 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        self.gateway.register(router)
         if self.access_keys is not None:
             self.access_keys.register(router)
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)
         console.add_routes(router, token)  # GET /: the dashboard page, fed by the endpoints above
+        self.web_acls.add_routes(router)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -775,6 +804,29 @@ class Supervisor:
             health = {name: self.checker.describe(name) for name in groups}
         return AdminResponse(200, summary(self.current.config, node, health, time.time()))
 
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    async def redeploy(self) -> list[str]:
+        """Every worker to a new generation of the current config (web ACL changes); the errors, or []."""
+        result = await self._deploy(self.current, self.registry)
+        return [] if result.ok else result.errors
+
+    def _prepare_message(self, generation: int, config: Config, registry: Registry) -> Message:
+        """What a worker builds a generation from: the validated config (classic listeners expanded) with
+        the admin API's web ACLs and the registrations applied, as plain data (lbd/config/plain.py), and
+        the overlay for the draining targets. Raises ConfigError when a replaced web ACL no longer fits."""
+        config = apply_web_acl_overrides(config, self.web_acl_overrides)
+        overlay = registry.overlay(config)
+        return {
+            "op": "prepare",
+            "generation": generation,
+            "config": compact(apply_overlay(config, overlay)),
+            "overlay": overlay,
+            "workers": self.worker_count,
+        }
+
     def _save_registry(self) -> str | None:
         try:
             save_registry(self.registry, self.state_file)
@@ -783,18 +835,6 @@ class Supervisor:
             log.error("%s", message)
             return message
         return None
-
-
-def _prepare_message(generation: int, config: Config, registry: Registry) -> Message:
-    """What a worker builds a generation from: the validated config (classic listeners expanded) with the
-    registrations applied, as plain data (lbd/config/plain.py), and the overlay for the draining targets."""
-    overlay = registry.overlay(config)
-    return {
-        "op": "prepare",
-        "generation": generation,
-        "config": compact(apply_overlay(config, overlay)),
-        "overlay": overlay,
-    }
 
 
 def _pydantic_message(error: Any) -> str:

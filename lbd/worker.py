@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,8 +48,10 @@ from lbd.observe.logs import setup_logging
 from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
+from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
+    from lbd.gateway.listener import ApiListenerRuntime
     from lbd.upstream.registry import Overlay
 
 log = logging.getLogger("lbd.worker")
@@ -87,6 +90,7 @@ class Worker:
         self.access_logs = AccessLogs()
         self.listener_types: dict[tuple[str, str], str] = {}  # (load balancer, listener) -> type
         self._ticker: asyncio.TimerHandle | None = None
+        self.waf = WafState()  # web ACL counters and rate windows, kept across generations
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -115,7 +119,14 @@ class Worker:
         op = message.get("op")
         generation = int(message.get("generation", 0))
         if op == "prepare":
-            self._send(self._prepare(generation, message["config"], message.get("overlay") or {}))
+            self._send(
+                self._prepare(
+                    generation,
+                    message["config"],
+                    message.get("overlay") or {},
+                    int(message.get("workers") or 1),
+                )
+            )
         elif op == "commit":
             self._commit(generation)
             self._send({"op": "committed", "generation": generation})
@@ -132,6 +143,8 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
+                    "apis": _api_report(),
+                    "web_acls": self.waf.report(),
                 }
             )
         elif op == "health":
@@ -140,11 +153,23 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op in ("api_keys", "api_usage", "api_cache_flush"):
+            from lbd.gateway.control import on_message
+
+            reply = on_message(message, self.snapshot)
+            if reply is not None:
+                loop = asyncio.get_running_loop()
+                task = loop.create_task(self._reply_later(reply))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
+
+    async def _reply_later(self, reply: Any) -> None:
+        self._send(await reply)
 
     def _health(self, routable: dict[str, dict[str, bool]], passed: dict[str, list[str]]) -> None:
         """Verdicts of the node's health checker: a full routable map, and/or targets that just passed."""
@@ -155,6 +180,10 @@ class Worker:
                 group.apply_health(self.health.get(name, {}), passed.get(name, ()))
 
     def _attach_access_logs(self, snapshot: Snapshot) -> None:
+        if snapshot.config.apis:
+            from lbd.gateway.control import attach_access_logs
+
+            attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
             settings = runtime.load_balancer.access_log
             if settings is None:
@@ -202,6 +231,7 @@ class Worker:
             for runtime in self.snapshot.listeners.values():
                 if runtime.tls is not None:
                     runtime.tls.renew()
+        self.waf.sweep(time.monotonic())
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _target_group_report(self) -> list[Message]:
@@ -213,11 +243,14 @@ class Worker:
         if self.control is not None:
             self.control.send(message)
 
-    def _prepare(self, generation: int, config: dict[str, Any], overlay: Overlay) -> Message:
-        """``config``: validated, classic listeners expanded and registrations applied by the supervisor;
-        ``overlay`` still says which targets drain."""
+    def _prepare(
+        self, generation: int, config: dict[str, Any], overlay: Overlay, workers: int = 1
+    ) -> Message:
+        """``config``: validated, classic listeners expanded, the admin API's web ACLs and the registrations
+        applied by the supervisor; ``overlay`` still says which targets drain."""
         try:
-            snapshot = Snapshot.build(thaw(config), generation, self.stats)
+            self.waf.workers = workers
+            snapshot = Snapshot.build(thaw(config), generation, self.stats, self.waf)
         except UnsupportedConfig as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)
@@ -256,6 +289,10 @@ class Worker:
             task = loop.create_task(self._serve(bound))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.snapshot is not None and self.snapshot.config.apis:
+            from lbd.gateway.control import retire
+
+            retire(self.snapshot, snapshot)
         self.snapshot = snapshot
         if any(_offers_h2(runtime) for runtime in snapshot.listeners.values()):
             load_h2()  # now rather than in the first h2 connection's handshake
@@ -285,7 +322,11 @@ class Worker:
 
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
-            if isinstance(runtime, HttpListenerRuntime):
+            if runtime.kind == "api":
+                from lbd.gateway.server import GatewayClientSide
+
+                app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+            elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.
                     app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))
@@ -384,6 +425,12 @@ def _offers_h2(runtime: ListenerRuntime) -> bool:
     if not isinstance(runtime, HttpListenerRuntime):
         return False
     return runtime.listener.h2c or (runtime.tls is not None and "h2" in runtime.tls.alpn)
+
+
+def _api_report() -> list[Message]:
+    from lbd.gateway.stats import registry
+
+    return registry().report()
 
 
 def main(argv: list[str] | None = None) -> int:

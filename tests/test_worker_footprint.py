@@ -12,16 +12,19 @@ import email.utils
 import json
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lbd.config.loader import parse_config
-from lbd.config.plain import Record, compact, thaw
+from lbd.config.plain import PlainMap, Record, compact, thaw
+from lbd.config.schema import Listener, LoadBalancer
 from lbd.observe.stats import StatsRegistry
 from lbd.routing.stickiness import http_date
 from lbd.runtime import Snapshot
+from tests.gateway_auth_servers import AUDIENCE, ISSUER, ec_key, jwk, token
 from tests.http_backend import HttpBackend
 from tests.lbdproc import application_config, free_port, http_request
 
@@ -43,10 +46,19 @@ def _top_level(modules: list[str]) -> set[str]:
     return {name.partition(".")[0] for name in modules}
 
 
+Request = tuple[str, dict[str, str], int]  # path, headers, the status it must get
+
+
 async def _loaded_modules(
-    tmp_path: Path, lbd: Any, config: dict[str, Any], port: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    lbd: Any,
+    config: dict[str, Any],
+    port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    requests: list[Request] | None = None,
 ) -> tuple[set[str], set[str]]:
-    """Run lbd on ``config``, send one request through it, stop it: (supervisor's, worker's) modules."""
+    """Run lbd on ``config``, send the requests (default: GET /hello, 200) through it, stop it:
+    (supervisor's, worker's) modules."""
     hook, out = tmp_path / "hook", tmp_path / "modules"
     hook.mkdir()
     out.mkdir()
@@ -55,8 +67,9 @@ async def _loaded_modules(
     monkeypatch.setenv("LBD_TEST_MODULES", str(out))
     proc = lbd(config)
     await proc.wait_ready()
-    status, _, body = await http_request(port, "GET", "/hello")
-    assert status == 200, body
+    for path, headers, expected in requests or [("/hello", {}, 200)]:
+        status, _, body = await http_request(port, "GET", path, headers=headers)
+        assert status == expected, (path, body)
     proc.stop()
     assert proc.process.returncode == 0, proc.log
     dumps = [json.loads(path.read_text()) for path in out.glob("*.json")]
@@ -95,6 +108,183 @@ async def test_a_listener_that_offers_h2_loads_h2_in_the_worker(
         await backend.close()
     assert "h2" in worker
     assert sorted({"pydantic", "aiohttp", "yaml"} & worker) == []
+
+
+def _api_config(port: int, backend: int, jwks_file: Path) -> dict[str, Any]:
+    """An HTTP API: a JWT-authorized proxy route (keys from a file), a MOCK route with headers, a gateway
+    response with headers (mapping fields of the schema), and a usage plan."""
+    return {
+        "node": {"zone": "zone-a", "workers": 1},
+        "target_groups": [
+            {
+                "name": "app",
+                "protocol": "HTTP",
+                "health_check": {"enabled": False},
+                "targets": [{"id": "127.0.0.1", "port": backend}],
+            }
+        ],
+        "apis": [
+            {
+                "name": "shop",
+                "listeners": [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}],
+                "authorizers": [
+                    {
+                        "name": "users",
+                        "type": "JWT",
+                        "issuer": ISSUER,
+                        "audience": [AUDIENCE],
+                        "jwks_file": str(jwks_file),
+                    }
+                ],
+                "routes": [
+                    {
+                        "route_key": "GET /hello",
+                        "integration": {"type": "HTTP_PROXY", "target_group": "app"},
+                        "authorizer": "users",
+                    },
+                    {
+                        "route_key": "GET /mock",
+                        "integration": {"type": "MOCK", "body": "m", "headers": {"X-Mock": "yes"}},
+                    },
+                ],
+                "gateway_responses": {"UNAUTHORIZED": {"status_code": 401, "headers": {"X-Why": "token"}}},
+            }
+        ],
+        "usage_plans": [
+            {"name": "basic", "apis": [{"api": "shop"}], "throttle": {"rate_limit": 100, "burst_limit": 100}}
+        ],
+    }
+
+
+def _web_acl(ip_file: Path) -> dict[str, Any]:
+    """A web ACL of every statement family the engine compiles, on load balancer ``alb``."""
+    admin = {
+        "field": "uri_path",
+        "positional": "STARTS_WITH",
+        "value": "/admin",
+        "transformations": ["LOWERCASE"],
+    }
+    agent = {
+        "field": "single_header",
+        "header": "User-Agent",
+        "positional": "CONTAINS",
+        "value": "sqlmap",
+        "transformations": ["NONE"],
+    }
+    return {
+        "name": "guard",
+        "associations": [{"load_balancer": "alb"}],
+        "ip_sets": [
+            {"name": "deny", "addresses": ["192.0.2.0/24"]},
+            {"name": "listed", "file": str(ip_file)},
+        ],
+        "rules": [
+            {
+                "name": "admin",
+                "priority": 1,
+                "action": {"block": {"status_code": 404, "body": "nothing here"}},
+                "statement": {"byte_match": admin},
+            },
+            {
+                "name": "deny",
+                "priority": 2,
+                "action": "block",
+                "statement": {"or": [{"ip_set": {"name": "deny"}}, {"ip_set": {"name": "listed"}}]},
+            },
+            {
+                "name": "scanner",
+                "priority": 3,
+                "action": {"count": {"insert_headers": [{"name": "scanner", "value": "yes"}]}},
+                "statement": {"not": {"not": {"byte_match": agent}}},
+            },
+            {
+                "name": "flood",
+                "priority": 4,
+                "action": "block",
+                "statement": {"rate_based": {"limit": 1000, "window_seconds": 60}},
+            },
+        ],
+    }
+
+
+async def test_an_api_worker_with_a_jwt_authorizer_loads_only_what_jwts_need(
+    tmp_path: Path, lbd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [jwk("e1", ec_key("e1"), alg="ES256")]}))
+    good = {"Authorization": "Bearer " + token(ec_key("e1"), "e1", time.time(), "ES256")}
+    backend = await HttpBackend("b1").start()
+    try:
+        port = free_port()
+        config = _api_config(port, backend.port, jwks_file)
+        requests = [("/hello", good, 200), ("/hello", {}, 401), ("/mock", {}, 200)]
+        _, worker = await _loaded_modules(tmp_path, lbd, config, port, monkeypatch, requests)
+    finally:
+        await backend.close()
+    # Allowed: PyJWT verifies the token, and it verifies ES256 and RS256 signatures with cryptography.
+    # Everything else of NOT_FOR_HTTP stays out (the JWKS is a file: no aiohttp client either).
+    assert "jwt" in worker and "cryptography" in worker
+    assert sorted((set(NOT_FOR_HTTP) - {"cryptography"}) & worker) == []
+
+
+async def test_a_web_acl_worker_loads_neither_pydantic_nor_aiohttp_nor_h2(
+    tmp_path: Path, lbd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ip_file = tmp_path / "listed.txt"
+    ip_file.write_text("# reserved for documentation\n198.51.100.0/24\n")
+    backend = await HttpBackend("b1").start()
+    try:
+        port = free_port()
+        config = application_config(port, [backend.port])
+        config["web_acls"] = [_web_acl(ip_file)]
+        requests = [("/hello", {"User-Agent": "sqlmap/1.0"}, 200), ("/Admin/x", {}, 404)]
+        _, worker = await _loaded_modules(tmp_path, lbd, config, port, monkeypatch, requests)
+    finally:
+        await backend.close()
+    assert "lbd" in worker
+    assert sorted(set(NOT_FOR_HTTP) & worker) == []  # no allowance: the engine needs none of them
+
+
+def test_apis_and_web_acls_from_plain_records_are_the_models(tmp_path: Path) -> None:
+    ip_file = tmp_path / "listed.txt"
+    ip_file.write_text("198.51.100.0/24\n")
+    jwks_file = tmp_path / "jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [jwk("e1", ec_key("e1"), alg="ES256")]}))
+    data = _api_config(free_port(), 81, jwks_file)
+    data.update(application_config(free_port(), [82], extra_groups=data["target_groups"]))
+    data["web_acls"] = [_web_acl(ip_file)]
+    config = parse_config(json.dumps(data))
+    plain = thaw(json.loads(json.dumps(compact(config))))
+    models = Snapshot.build(config, 1, StatsRegistry())
+    records = Snapshot.build(plain, 1, StatsRegistry())
+    assert list(records.listeners) == list(models.listeners)
+    for key, runtime in models.listeners.items():
+        other = records.listeners[key]
+        assert other.kind == runtime.kind
+        # The API's listener and load balancer are Records with every field of the schema's models.
+        assert set(vars(other.listener)) == set(Listener.model_fields)
+        assert set(vars(other.load_balancer)) == set(LoadBalancer.model_fields)
+        waf, plain_waf = getattr(runtime, "dispatcher", None), getattr(other, "dispatcher", None)
+        if waf is not None:
+            assert waf.waf is not None and plain_waf.waf is not None
+            assert [r.name for r in plain_waf.waf.acl.rules] == [r.name for r in waf.waf.acl.rules]
+            assert (plain_waf.waf.uses_headers, plain_waf.waf.needs_body) == (
+                waf.waf.uses_headers,
+                waf.waf.needs_body,
+            )
+    assert any(runtime.kind == "api" for runtime in records.listeners.values())
+    # Mapping fields stay mappings (a header named like a field would otherwise become an attribute).
+    api = plain.apis[0]
+    assert isinstance(api.gateway_responses, PlainMap)
+    assert api.gateway_responses["UNAUTHORIZED"].headers == {"X-Why": "token"}
+    assert api.routes[1].integration.headers == {"X-Mock": "yes"}
+    with pytest.raises(TypeError):
+        api.routes[1].integration.headers["X-Mock"] = "no"
+    # The authorizer's kind is its type field, not its class.
+    from lbd.gateway.auth import build_authorizer
+    from lbd.gateway.auth.jwt import JwtAuthorizerEngine
+
+    assert isinstance(build_authorizer(api.authorizers[0], None, time.time), JwtAuthorizerEngine)  # type: ignore[arg-type]
 
 
 CONFIG = """

@@ -1,0 +1,1 @@
+"""Config: schema, loader, cross-checks and the checks ``lbd run`` and ``lbd check`` share."""

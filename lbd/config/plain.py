@@ -45,9 +45,32 @@ class Record:
         return "Record(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
 
 
+class PlainMap(dict[str, Any]):
+    """A mapping field of the schema (headers, request parameters, gateway responses): a read-only dict,
+    hashed by its items like a Record."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self.items()))
+
+    def _read_only(self, *args: object, **kwargs: object) -> Any:
+        raise TypeError("a config mapping is read-only (a config generation never changes)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
+
+
+# JSON has one kind of object; a mapping field is sent as {MAP: {...}} so that its keys stay keys (a header
+# named like a field, a gateway response type) rather than becoming a Record's attributes.
+MAP = "__map__"
+
+
 def thaw_value(value: Any) -> Any:
-    """JSON data as records: objects become Records, arrays tuples (the schema's sequences are tuples)."""
+    """JSON data as records: objects become Records (mapping fields PlainMaps), arrays tuples (the schema's
+    sequences are tuples)."""
     if isinstance(value, dict):
+        if len(value) == 1 and MAP in value:
+            return PlainMap({str(key): thaw_value(item) for key, item in value[MAP].items()})
         return Record({str(key): thaw_value(item) for key, item in value.items()})
     if isinstance(value, list | tuple):
         return tuple(thaw_value(item) for item in value)
@@ -62,4 +85,23 @@ def thaw(data: dict[str, Any]) -> Config:
 
 def compact(config: Config) -> dict[str, Any]:
     """A validated config as plain JSON data (the supervisor's side; the caller has pydantic loaded)."""
-    return config.model_dump(mode="json")
+    return cast("dict[str, Any]", _mark_maps(config, config.model_dump(mode="json")))
+
+
+def _mark_maps(value: Any, dumped: Any) -> Any:
+    """``dumped`` (pydantic's JSON dump of ``value``) with each dict field wrapped as {MAP: ...}: the model
+    says which objects are mappings, the dump how each value is written."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return {name: _mark_maps(getattr(value, name), item) for name, item in dumped.items()}
+    if isinstance(value, dict):
+        return {
+            MAP: {
+                key: _mark_maps(item, out)
+                for item, (key, out) in zip(value.values(), dumped.items(), strict=True)
+            }
+        }
+    if isinstance(value, list | tuple):
+        return [_mark_maps(item, out) for item, out in zip(value, dumped, strict=True)]
+    return dumped
