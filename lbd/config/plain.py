@@ -6,8 +6,11 @@ default filled in. A worker turns it back into read-only records with ``thaw`` a
 (or yaml): the data path reads the same attribute names as the schema's models, without their cost (a
 worker's memory is the node's footprint times the worker count; DESIGN.md section 3).
 
-A record is not a model: it has the fields and nothing else (no validators, no ``model_*`` methods), and
-the kind of an action is its ``type`` field, not its class.
+A record is not a model: it has the fields and nothing else (no validators, no ``model_*`` methods or
+properties), and the kind of an action or an authorizer is its ``type`` field, not its class (web ACL
+statements: lbd/config/web_acl_reading.py). Mapping fields (headers, gateway responses) become read-only
+``PlainMap`` dicts. Every section crosses this way: load balancers, target groups, APIs, usage plans,
+shared state and web ACLs (the admin API's replacements applied by the supervisor).
 """
 
 from __future__ import annotations
