@@ -400,10 +400,14 @@ def _one_quota_across_nodes(fleet: Fleet) -> None:
     assert statuses == [200] * QUOTA + [429] * (count - QUOTA), answers  # one quota, not one per node
     assert {a["body"].split()[0] for a in answers[:QUOTA]} <= {"t1", "t2", "t3"}
     assert {json.loads(a["body"])["message"] for a in answers[QUOTA:]} == {"Limit Exceeded"}
+
     # Each node served its share of them (the ECMP route spread the source ports), and refused some.
-    seen = [_api_counts(fleet, index) for index in range(3)]
-    assert sum(requests for requests, _ in seen) == count, seen
-    assert sum(refused for _, refused in seen) == count - QUOTA, seen
+    def counted() -> list[tuple[float, float]] | None:
+        seen = [_api_counts(fleet, index) for index in range(3)]
+        totals = (sum(requests for requests, _ in seen), sum(refused for _, refused in seen))
+        return seen if totals == (count, count - QUOTA) else None
+
+    seen = poll(counted, f"the nodes' metrics to count {count} requests, {count - QUOTA} refused", 10)
     assert all(refused > 0 for _, refused in seen), seen
     for index in range(3):
         usage = fleet.admin(index, "/v1/usage-plans/basic/usage")
