@@ -53,6 +53,7 @@ class Scenario:
     sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
+    gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
 
 
 SCENARIOS = {
@@ -114,6 +115,24 @@ SCENARIOS = {
             "HTTPS with a new connection (a full TLS handshake) per request",
             tls=True,
             close=True,
+        ),
+        Scenario(
+            "api",
+            "l7",
+            "/small",
+            50,
+            "lbd's API gateway: an HTTP_PROXY route behind a JWT authorizer (RS256) that requires an API "
+            "key, in a usage plan with a throttle and a quota (compare with http-small, the plain forward; "
+            "haproxy and nginx: n/a)",
+            gateway="key",
+        ),
+        Scenario(
+            "api-cached",
+            "l7",
+            "/small",
+            50,
+            "api with the stage cache on: every measured request is a cache hit",
+            gateway="cached",
         ),
         Scenario(
             "h2",
@@ -298,6 +317,74 @@ def _nginx_main(tmp: Path, name: str, workers: int | str) -> str:
     )
 
 
+BENCH_API_KEY = "benchmarkkey" * 3  # 36 letters: an API Gateway key value
+
+
+def lbd_api_conf(
+    scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, state: Path
+) -> str:
+    """The api scenarios: one API, one key-required route to the benchmark's targets, a usage plan whose
+    limits are never reached (so every request goes through the throttle and quota bookkeeping), and the
+    key pre-seeded in the state directory (lbd-api-keys.json, as the admin API would have saved it)."""
+    keys = {
+        "version": 1,
+        "keys": [{"id": "bench", "name": "bench", "value": BENCH_API_KEY, "plans": ["bench"]}],
+    }
+    (state / "lbd-api-keys.json").write_text(json.dumps(keys))
+    jwks = _bench_jwt(state)
+    cache = "{enabled: true, ttl_seconds: 3600, capacity_mb: 16}" if scenario.gateway == "cached" else "{}"
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+state_dir: {state}
+apis:
+  - name: bench
+    protocol: REST
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    cache: {cache}
+    authorizers:
+      - {{name: users, type: JWT, issuer: "https://id.bench.test", audience: [bench], jwks_file: {jwks}}}
+    routes:
+      - route_key: "GET {scenario.path}"
+        integration: {{type: HTTP_PROXY, target_group: backends}}
+        api_key_required: true
+        authorizer: users
+        authorization_scopes: [bench.read]
+usage_plans:
+  - name: bench
+    apis: [{{api: bench}}]
+    throttle: {{rate_limit: 1000000, burst_limit: 5000000}}
+    quota: {{limit: 1000000000000, period: DAY}}
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+"""
+
+
+def _bench_jwt(state: Path) -> Path:
+    """An RSA key's JWKS file for the api scenarios' JWT authorizer, and a token it signed (bench.jwt,
+    sent by every request)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public: dict[str, object] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    public.update({"kid": "bench", "use": "sig", "alg": "RS256"})
+    path = state / "jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    now = int(time.time())
+    claims: dict[str, object] = {"iss": "https://id.bench.test", "aud": "bench", "sub": "bench"}
+    claims["scope"] = "bench.read"
+    claims |= {"iat": now, "exp": now + 86400}
+    (state / "bench.jwt").write_text(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"}))
+    return path
+
+
 def lbd_conf(
     scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, cert_store: str = "/tmp"
 ) -> str:
@@ -435,7 +522,10 @@ def load_balancer(
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
-        conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
+        if scenario.gateway:
+            conf.write_text(lbd_api_conf(scenario, port, admin, targets, workers, tmp))
+        else:
+            conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
         proc = Process(
             [sys.executable, "-m", "lbd", "run", "-c", str(conf), "--log-level", "warning"],
             log,
@@ -500,6 +590,9 @@ def measure(
         headers = ["-H", "Connection: close"] if scenario.close else []
         if scenario.sticky:
             headers += ["-H", sticky_cookie(targets)]
+        if scenario.gateway and name != "direct":
+            headers += ["-H", f"x-api-key: {BENCH_API_KEY}"]
+            headers += ["-H", f"Authorization: Bearer {(tmp / 'bench.jwt').read_text()}"]
         # A short warm-up fills connection pools and caches, then the measured run.
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
         cpu_before = proc.cpu_seconds() if proc else 0.0
@@ -688,6 +781,8 @@ def run(
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
+                elif scenario.gateway and name not in ("lbd", "direct"):
+                    result.unsupported = "not an API gateway (no API keys, usage plans or stage cache)"
                 elif scenario.kind == "udp" and name in ("haproxy", "floor", "floor-http"):
                     result.unsupported = "no UDP proxy (HAProxy's is Enterprise-only)"
                 else:

@@ -400,6 +400,10 @@ class Snapshot:
                     )
                 for key in keys:
                     listeners[key] = runtime  # TCP_UDP: both sockets serve the same listener
+        if config.apis:
+            from lbd.gateway.listener import api_listeners
+
+            listeners.update(api_listeners(config, target_groups, stats, generation))
         return cls(generation, config, target_groups, listeners)
 
 

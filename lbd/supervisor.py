@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.fleet import fleet_view
+from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
@@ -177,6 +178,7 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        self.gateway = GatewayAdmin(self)
         self.access_keys: AccessKeyAdmin | None = None  # IAM authorizers' keys (lbd/admin/access_keys.py)
         self.discovery = NodeDiscovery(self._discovered)  # target discovery, once per node
 
@@ -196,6 +198,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            self._load_api_keys()
             self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
             await self._start_admin()
@@ -271,6 +274,7 @@ class Supervisor:
             await worker.spawn(self.log_level, self.log_format)
             if self.access_keys is not None:  # ahead of the first generation on the ordered channel
                 worker.send(self.access_keys.message())
+            worker.send(self.gateway.keys_message())  # API keys: also before the first request
             message = {
                 "op": "prepare",
                 "generation": self.generation,
@@ -416,6 +420,14 @@ class Supervisor:
             log.info("runtime registrations restored from %s", self.state_file)
         return registry
 
+    def _load_api_keys(self) -> None:
+        try:
+            self.gateway.load()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StartupError(
+                f"cannot read the API keys {self.gateway.path}: {exc} (fix or remove the file)", EXIT_CONFIG
+            ) from exc
+
     # -- draining --------------------------------------------------------------------------------------
 
     async def _drain_loop(self) -> None:
@@ -501,6 +513,7 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        self.gateway.register(router)
         if self.access_keys is not None:
             self.access_keys.register(router)
         router.add("GET", "/v1/fleet", self._fleet_endpoint)

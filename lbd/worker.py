@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvloop
 
@@ -48,6 +48,9 @@ from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
 from lbd.upstream.registry import Overlay, apply_overlay
+
+if TYPE_CHECKING:
+    from lbd.gateway.listener import ApiListenerRuntime
 
 log = logging.getLogger("lbd.worker")
 
@@ -137,6 +140,7 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
+                    "apis": _api_report(),
                 }
             )
         elif op == "health":
@@ -145,11 +149,23 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op in ("api_keys", "api_usage", "api_cache_flush"):
+            from lbd.gateway.control import on_message
+
+            reply = on_message(message, self.snapshot)
+            if reply is not None:
+                loop = asyncio.get_running_loop()
+                task = loop.create_task(self._reply_later(reply))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
+
+    async def _reply_later(self, reply: Any) -> None:
+        self._send(await reply)
 
     def _health(self, routable: dict[str, dict[str, bool]], passed: dict[str, list[str]]) -> None:
         """Verdicts of the node's health checker: a full routable map, and/or targets that just passed."""
@@ -160,6 +176,10 @@ class Worker:
                 group.apply_health(self.health.get(name, {}), passed.get(name, ()))
 
     def _attach_access_logs(self, snapshot: Snapshot) -> None:
+        if snapshot.config.apis:
+            from lbd.gateway.control import attach_access_logs
+
+            attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
             settings = runtime.load_balancer.access_log
             if settings is None:
@@ -260,6 +280,10 @@ class Worker:
             task = loop.create_task(self._serve(bound))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.snapshot is not None and self.snapshot.config.apis:
+            from lbd.gateway.control import retire
+
+            retire(self.snapshot, snapshot)
         self.snapshot = snapshot
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
@@ -286,7 +310,11 @@ class Worker:
 
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
-            if isinstance(runtime, HttpListenerRuntime):
+            if runtime.kind == "api":
+                from lbd.gateway.server import GatewayClientSide
+
+                app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+            elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.
                     app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))
@@ -379,6 +407,12 @@ class Worker:
         self.access_logs.close()
         # Let aborted transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
+
+
+def _api_report() -> list[Message]:
+    from lbd.gateway.stats import registry
+
+    return registry().report()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -751,6 +751,11 @@ class TargetGroup(Model):
         return self
 
 
+# The gateway's models build on Model and NAME above (lbd/config/__init__.py loads this module first).
+from lbd.config.gateway import Api, UsagePlan  # noqa: E402
+from lbd.config.gateway_auth import SharedState  # noqa: E402
+
+
 class Config(Model):
     node: Node = Node()
     admin: Admin = Admin()
@@ -758,6 +763,9 @@ class Config(Model):
     state_dir: str | None = None
     load_balancers: tuple[LoadBalancer, ...] = ()
     target_groups: tuple[TargetGroup, ...] = ()
+    apis: tuple[Api, ...] = ()
+    usage_plans: tuple[UsagePlan, ...] = ()
+    shared_state: SharedState = SharedState()
     config_path: str | None = Field(None, exclude=True)  # set by load_config; not a key of the file
 
 

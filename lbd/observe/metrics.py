@@ -36,6 +36,7 @@ class NodeStats:
     workers: int = 0
     workers_answering: int = 0
     generation: int = 0
+    apis: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (api, stage, route)
     discovery: list[dict[str, Any]] = field(default_factory=list)  # one per provider (lbd/discovery/)
 
     def add_worker(self, reply: dict[str, Any]) -> None:
@@ -54,6 +55,11 @@ class NodeStats:
             for name, value in entry.items():
                 if isinstance(value, int):
                     counts[name] = counts.get(name, 0) + value
+        for entry in reply.get("apis", []):
+            total = self.apis.setdefault((entry["api"], entry["stage"], entry["route"]), {})
+            for name, value in entry.items():
+                if name not in ("api", "stage", "route"):
+                    total[name] = _add(total.get(name), value)
         for report in reply.get("target_groups", []):
             merged = self.target_groups.setdefault(report["target_group"], {})
             for name, value in report.items():
@@ -98,6 +104,49 @@ class NodeCollector(Collector):
         yield from self._target_metrics()
         yield from self._process_metrics()
         yield from self._discovery_metrics()
+        yield from self._api_metrics()
+
+    def _api_metrics(self) -> Iterator[Metric]:
+        """API Gateway's CloudWatch metrics (docs/metrics.md), by api, stage and route."""
+        labels = ["api", "stage", "route"]
+        requests = CounterMetricFamily("lbd_api_requests", "API requests (Count).", labels=labels)
+        responses = CounterMetricFamily(
+            "lbd_api_responses",
+            "API responses by error class (4XXError, 5XXError).",
+            labels=[*labels, "code"],
+        )
+        hits = CounterMetricFamily(
+            "lbd_api_cache_hits", "Served from the stage cache (CacheHitCount).", labels=labels
+        )
+        misses = CounterMetricFamily(
+            "lbd_api_cache_misses",
+            "Cacheable requests the stage cache missed (CacheMissCount).",
+            labels=labels,
+        )
+        throttled = CounterMetricFamily(
+            "lbd_api_throttled", "Requests refused by a throttle or quota (429).", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "lbd_api_latency_seconds",
+            "From the request to the response, integration included (Latency).",
+            labels=labels,
+        )
+        integration = HistogramMetricFamily(
+            "lbd_api_integration_latency_seconds",
+            "From sending the request to the integration to its response (IntegrationLatency).",
+            labels=labels,
+        )
+        for key, values in sorted(self.stats.apis.items()):
+            names = list(key)
+            requests.add_metric(names, values.get("requests", 0))
+            responses.add_metric([*names, "4xx"], values.get("errors_4xx", 0))
+            responses.add_metric([*names, "5xx"], values.get("errors_5xx", 0))
+            hits.add_metric(names, values.get("cache_hits", 0))
+            misses.add_metric(names, values.get("cache_misses", 0))
+            throttled.add_metric(names, values.get("throttled", 0))
+            _histogram(latency, names, values.get("latency"))
+            _histogram(integration, names, values.get("integration_latency"))
+        yield from (requests, responses, hits, misses, throttled, latency, integration)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         stats = self.stats
