@@ -300,8 +300,7 @@ class WebSocketApi:
             return Reply([_error("Internal server error", conn, request_id)])
         if not route.two_way or not answer.body:
             return Reply()
-        route.stats.messages_out += 1
-        return Reply([_as_frame(answer)])
+        return Reply([_as_frame(answer, binary=isinstance(data, bytes))])
 
     async def _admit(self, route: WsRoute, conn: ClientConnection) -> Admission:
         buckets = route.stage_buckets
@@ -430,9 +429,12 @@ def _message_of(body: str) -> str:
     return str(value.get("message", body)) if isinstance(value, dict) else body
 
 
-def _as_frame(answer: Answer) -> str | bytes:
-    """A route response: text when it decodes as UTF-8 (RFC 6455 5.6: text frames carry UTF-8), else
-    binary."""
+def _as_frame(answer: Answer, binary: bool) -> str | bytes:
+    """A route response: binary for a binary message or an application/octet-stream answer; otherwise
+    text when it decodes as UTF-8 (RFC 6455 5.6: text frames carry UTF-8), else binary."""
+    kind = next((v for n, v in answer.headers if n == "content-type"), "")
+    if binary or kind.startswith("application/octet-stream"):
+        return answer.body
     try:
         return answer.body.decode("utf-8")
     except UnicodeDecodeError:

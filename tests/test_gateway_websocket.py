@@ -1,0 +1,432 @@
+"""WebSocket APIs end to end: a real lbd, real WebSocket clients (the ``websockets`` package, and wsproto
+over a raw socket for what a well-behaved client never sends), real Python HTTP integrations."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request
+
+from tests.conftest import LbdFactory
+from tests.gateway_auth_servers import AuthorizerEndpoint
+from tests.http_backend import HttpBackend, SeenRequest
+from tests.lbdproc import Lbd, free_port, http_request, wait_for
+from tests.test_gateway_api import Backends, create_key, group, metric, proxy
+from tests.test_gateway_authorizers import policy
+
+
+def ws_api(port: int, routes: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "chat",
+        "protocol": "WEBSOCKET",
+        "listeners": [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}],
+        "route_selection_expression": "$request.body.action",
+        "routes": routes,
+        **extra,
+    }
+
+
+def route(key: str, path: str, two_way: bool = False, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"route_key": key, "integration": proxy(path), **extra}
+    if two_way:
+        out["route_response_selection_expression"] = "$default"
+    return out
+
+
+CHAT_ROUTES = [
+    route("$connect", "/connect"),
+    route("$disconnect", "/disconnect"),
+    route("echo", "/echo", two_way=True),
+    route("quiet", "/echo"),  # one-way: the integration's answer is not sent back
+]
+
+
+async def start_chat(
+    lbd: LbdFactory, backend: HttpBackend, routes: list[dict[str, Any]] = CHAT_ROUTES, **extra: Any
+) -> tuple[Lbd, int]:
+    port = free_port()
+    config = {"target_groups": [group("app", backend)], "apis": [ws_api(port, routes, **extra)]}
+    proc = lbd(config)
+    await proc.wait_ready()
+    return proc, port
+
+
+def events(backend: HttpBackend, kind: str) -> list[SeenRequest]:
+    return [r for r in backend.requests if r.header("x-amzn-event-type") == kind]
+
+
+async def connection_id(backend: HttpBackend, before: int = 0) -> str:
+    """The id the $connect integration was told (the backend's way to learn it, as on API Gateway)."""
+    seen = await wait_for(lambda: events(backend, "CONNECT")[before:], what="$connect at the integration")
+    return str(seen[0].header("x-amzn-connection-id"))
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    """Read until the server closes; its close frame's code and reason."""
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), 20)
+    assert info.value.rcvd is not None, "the server ended the connection without a close frame"
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+# -- routes, integrations and the close ---------------------------------------------------------------------
+
+
+async def test_routes_two_way_error_frame_and_disconnect(lbd: LbdFactory, http_backends: Backends) -> None:
+    backend = await http_backends("app")
+    proc, port = await start_chat(lbd, backend)
+    async with connect(f"ws://127.0.0.1:{port}/room?user=ann", user_agent_header="test-client/1") as ws:
+        conn_id = await connection_id(backend)
+        connect_seen = events(backend, "CONNECT")[0]
+        # $connect sees the upgrade request's path, query and headers, and the connection's context.
+        assert connect_seen.target == "/connect?user=ann"
+        assert connect_seen.header("user-agent") == "test-client/1"
+        assert connect_seen.header("x-amzn-route-key") == "$connect"
+        assert connect_seen.header("sec-websocket-key") is None
+
+        await ws.send(json.dumps({"action": "echo", "text": "hi"}))
+        assert json.loads(await ws.recv()) == {"action": "echo", "text": "hi"}  # two-way: /echo's body
+        seen = events(backend, "MESSAGE")[-1]
+        assert (seen.method, seen.target) == ("POST", "/echo")
+        assert seen.header("x-amzn-connection-id") == conn_id
+        assert seen.header("x-amzn-route-key") == "echo"
+        assert seen.header("content-type") == "application/json"
+
+        # A custom key that is not a route, a message without the key, a non-JSON text, a binary
+        # message: no $default route, so API Gateway's error frame, naming the connection.
+        for message in (
+            json.dumps({"action": "nosuch"}),
+            json.dumps({"text": "no action"}),
+            "plain",
+            b"\x00",
+        ):
+            await ws.send(message)
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert frame["message"] == "Forbidden"
+            assert frame["connectionId"] == conn_id
+            assert frame["requestId"]
+
+        # One-way: the integration is called, nothing comes back (the next answer is the echo's).
+        await ws.send(json.dumps({"action": "quiet", "n": 1}))
+        await ws.send(json.dumps({"action": "echo", "n": 2}))
+        assert json.loads(await ws.recv()) == {"action": "echo", "n": 2}
+        assert [json.loads(r.body)["n"] for r in events(backend, "MESSAGE")[-2:]] == [1, 2]
+        await ws.close(4001, "bye now")
+
+    gone = await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+    assert gone[0].target == "/disconnect"
+    assert gone[0].header("x-amzn-connection-id") == conn_id
+    assert gone[0].header("x-amzn-disconnect-status-code") == "4001"
+    assert json.loads(gone[0].body) == {"statusCode": 4001, "reason": "bye now"}
+
+    labels = {"api": "chat", "stage": "prod"}
+    assert await metric(proc, "lbd_api_websocket_connects_total", route="$connect", **labels) == 1
+    assert await metric(proc, "lbd_api_websocket_messages_total", route="echo", direction="in") == 2
+    assert await metric(proc, "lbd_api_websocket_messages_total", route="echo", direction="out") == 2
+    assert await metric(proc, "lbd_api_websocket_client_errors_total", route="-", **labels) == 4
+    assert await wait_for(lambda: _zero_open(proc), what="lbd_api_websocket_connections back to 0")
+
+
+async def _zero_open(proc: Lbd) -> bool:
+    _, _, body = await http_request(proc.admin_port, "GET", "/metrics")
+    return 'lbd_api_websocket_connections{api="chat",stage="prod"} 0.0' in body.decode()
+
+
+async def test_default_route_takes_what_no_custom_route_does(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    routes = [route("echo", "/echo", two_way=True), route("$default", "/echo", two_way=True)]
+    _, port = await start_chat(lbd, backend, routes)
+    async with connect(f"ws://127.0.0.1:{port}/") as ws:
+        for message in ("not json", json.dumps({"action": "other"}), json.dumps([1, 2]), b"\x01\x02"):
+            await ws.send(message)
+            assert await ws.recv() == message  # binary comes back binary, text as text
+        keys = [r.header("x-amzn-route-key") for r in events(backend, "MESSAGE")]
+        assert keys == ["$default"] * 4
+        assert events(backend, "MESSAGE")[-1].header("content-type") == "application/octet-stream"
+        await ws.send(json.dumps({"action": "echo"}))
+        await ws.recv()
+        assert events(backend, "MESSAGE")[-1].header("x-amzn-route-key") == "echo"
+
+
+# -- $connect: integrations and authorizers refuse the upgrade ----------------------------------------------
+
+
+async def test_connect_refused_by_its_integration_and_bad_upgrades(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    routes = [
+        route("$connect", "/status/403"),
+        route("$disconnect", "/disconnect"),
+        route("$default", "/echo"),
+    ]
+    proc, port = await start_chat(lbd, backend, routes)
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"ws://127.0.0.1:{port}/"):
+            pass
+    assert info.value.response.status_code == 403
+    assert len(events(backend, "CONNECT")) == 1
+    assert events(backend, "DISCONNECT") == []  # never connected: no $disconnect
+
+    # Not an upgrade at all: 426 naming the protocol; version 8: 426 with the version lbd speaks;
+    # no Sec-WebSocket-Key: 400 (RFC 6455 4.2.1, 4.2.2).
+    status, headers, _ = await http_request(port, "GET", "/")
+    assert status == 426 and headers.get("upgrade") == "websocket"
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    status, headers, _ = await http_request(
+        port, "GET", "/", headers={**upgrade, "Sec-WebSocket-Version": "8"}
+    )
+    assert status == 426 and headers.get("sec-websocket-version") == "13"
+    del upgrade["Sec-WebSocket-Key"]
+    status, _, _ = await http_request(port, "GET", "/", headers={**upgrade, "Sec-WebSocket-Version": "13"})
+    assert status == 400
+    assert await metric(proc, "lbd_api_websocket_integration_errors_total", route="$connect") == 1
+
+
+async def test_connect_authorizer_allows_denies_and_passes_its_context(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    endpoint = await AuthorizerEndpoint(
+        lambda event: (200, policy("Allow" if event["headers"].get("authorization") == "ok" else "Deny"))
+    ).start()
+    try:
+        port = free_port()
+        authz = group("authz")
+        authz["targets"] = [{"id": "127.0.0.1", "port": endpoint.port}]
+        api = ws_api(
+            port,
+            [route("$connect", "/connect", authorizer="legacy"), route("$default", "/echo", two_way=True)],
+            authorizers=[
+                {
+                    "name": "legacy",
+                    "type": "REQUEST",
+                    "endpoint": {"target_group": "authz", "path": "/authorize"},
+                    "identity_sources": ["$request.header.Authorization"],
+                    "ttl_seconds": 0,
+                }
+            ],
+        )
+        proc = lbd({"target_groups": [group("app", backend), authz], "apis": [api]})
+        await proc.wait_ready()
+        url = f"ws://127.0.0.1:{port}/"
+        for headers, status in (({}, 401), ({"Authorization": "bad"}, 403)):
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(url, additional_headers=headers):
+                    pass
+            assert info.value.response.status_code == status
+        assert events(backend, "CONNECT") == []  # refused before the integration
+        async with connect(url, additional_headers={"Authorization": "ok"}) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+        for seen in (events(backend, "CONNECT")[0], events(backend, "MESSAGE")[0]):
+            # The authorizer's context on every event of the connection, not only on $connect.
+            assert seen.header("x-amzn-authorizer-principal-id") == "user-7"
+            assert seen.header("x-amzn-authorizer-tier") == "gold"
+        assert await metric(proc, "lbd_api_websocket_client_errors_total", route="$connect") == 2
+    finally:
+        await endpoint.close()
+
+
+# -- the @connections API -----------------------------------------------------------------------------------
+
+
+async def test_connections_api_posts_describes_and_disconnects(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    proc, port = await start_chat(lbd, backend)
+    async with connect(f"ws://127.0.0.1:{port}/", user_agent_header="pusher/2") as ws:
+        conn_id = await connection_id(backend)
+        base = f"/v1/apis/chat/connections/{conn_id}"
+        status, _ = await proc.admin("POST", base, b'{"news": 1}')
+        assert status == 200
+        assert await asyncio.wait_for(ws.recv(), 20) == '{"news": 1}'
+        status, _ = await proc.admin("POST", base, b"\xff\x00")
+        assert status == 200
+        assert await asyncio.wait_for(ws.recv(), 20) == b"\xff\x00"  # not UTF-8: a binary frame
+        status, described = await proc.admin("GET", base)
+        assert status == 200
+        assert described["connectionId"] == conn_id
+        assert described["identity"] == {"sourceIp": "127.0.0.1", "userAgent": "pusher/2"}
+        assert described["connectedAt"].endswith("Z") and described["lastActiveAt"]
+        status, _ = await proc.admin("POST", base, b"x" * (128 * 1024 + 1))
+        assert status == 413
+        status, _ = await proc.admin("DELETE", base)
+        assert status == 204
+        assert await closed_with(ws) == (1000, "disconnected through the @connections API")
+    gone = await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+    assert gone[0].header("x-amzn-disconnect-status-code") == "1000"
+    for method in ("POST", "GET", "DELETE"):
+        status, body = await proc.admin(method, base, b"late" if method == "POST" else b"")
+        assert status == 410, (method, body)
+    assert (await proc.admin("GET", "/v1/apis/nosuch/connections/x"))[0] == 404
+    assert await metric(proc, "lbd_api_websocket_messages_total", route="@connections", direction="out") == 2
+
+
+async def test_connections_across_workers(lbd: LbdFactory, http_backends: Backends) -> None:
+    """Two workers: the admin API reaches the connection whichever worker holds it."""
+    backend = await http_backends("app")
+    port = free_port()
+    proc = lbd({"target_groups": [group("app", backend)], "apis": [ws_api(port, CHAT_ROUTES)]}, workers=2)
+    await proc.wait_ready()
+    clients = [await connect(f"ws://127.0.0.1:{port}/") for _ in range(4)]
+    try:
+        await wait_for(lambda: len(events(backend, "CONNECT")) == 4, what="4 connects")
+        ids = [str(r.header("x-amzn-connection-id")) for r in events(backend, "CONNECT")]
+        for conn_id in ids:
+            status, _ = await proc.admin("POST", f"/v1/apis/chat/connections/{conn_id}", conn_id.encode())
+            assert status == 200
+        received = sorted([await asyncio.wait_for(c.recv(), 20) for c in clients])
+        assert received == sorted(ids)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+# -- protocol rules and limits ------------------------------------------------------------------------------
+
+
+async def test_frame_and_message_limits_close_with_1009(lbd: LbdFactory, http_backends: Backends) -> None:
+    backend = await http_backends("app")
+    _, port = await start_chat(lbd, backend)
+    url = f"ws://127.0.0.1:{port}/"
+    async with connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"action": "echo", "pad": "x" * 32_000}))  # under 32 KB: fine
+        assert len(await ws.recv()) > 32_000
+        await ws.send(b"x" * (32 * 1024 + 1))  # one frame over 32 KB
+        code, reason = await closed_with(ws)
+        assert (code, reason) == (1009, "frame larger than 32768 bytes")
+    async with connect(url) as ws:
+        # 5 fragments of 30 KB: every frame is allowed, the message (150 KB) is not.
+        await ws.send(b"y" * 30_000 for _ in range(5))
+        assert await closed_with(ws) == (1009, "message larger than 131072 bytes")
+    async with connect(url) as ws:
+        await ws.send(b"z" * 30_000 for _ in range(4))  # 120 KB in 4 frames: within both limits
+        assert json.loads(await ws.recv())["message"] == "Forbidden"  # taken whole (no $default route)
+        await ws.send(json.dumps({"action": "echo"}))
+        assert json.loads(await ws.recv()) == {"action": "echo"}
+    codes = await wait_for(
+        lambda: (
+            [r.header("x-amzn-disconnect-status-code") for r in events(backend, "DISCONNECT")]
+            if len(events(backend, "DISCONNECT")) == 3
+            else None
+        ),
+        what="3 disconnects",
+    )
+    assert sorted(codes) == ["1000", "1009", "1009"]
+
+
+async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    writer.write(ws.send(Request(host=f"127.0.0.1:{port}", target="/")))
+    while True:
+        ws.receive_data(await asyncio.wait_for(reader.read(65536), 20))
+        if any(isinstance(e, AcceptConnection) for e in ws.events()):
+            return reader, writer, ws
+
+
+async def read_close(reader: asyncio.StreamReader, ws: WSConnection) -> CloseConnection:
+    while True:
+        data = await asyncio.wait_for(reader.read(65536), 20)
+        assert data, "the connection ended without a close frame"
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, CloseConnection):
+                return event
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x02hi", 1002),  # RFC 6455 5.1: a client frame without the mask bit
+        (b"\x80\x82\x00\x00\x00\x00hi", 1002),  # 5.4: a continuation frame with nothing to continue
+        (b"\x09\x80\x00\x00\x00\x00", 1002),  # 5.5: a fragmented control frame (ping without FIN)
+        (b"\x83\x80\x00\x00\x00\x00", 1002),  # 5.2: a reserved opcode
+        (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # 8.1: a text frame that is not UTF-8
+    ],
+)
+async def test_frames_a_client_must_not_send(
+    lbd: LbdFactory, http_backends: Backends, frame: bytes, code: int
+) -> None:
+    backend = await http_backends("app")
+    _, port = await start_chat(lbd, backend)
+    reader, writer, ws = await raw_client(port)
+    try:
+        writer.write(frame)
+        assert (await read_close(reader, ws)).code == code
+    finally:
+        writer.close()
+    gone = await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+    assert gone[0].header("x-amzn-disconnect-status-code") == str(code)
+
+
+async def test_ping_pong_idle_timeout_and_maximum_duration(lbd: LbdFactory, http_backends: Backends) -> None:
+    backend = await http_backends("app")
+    _, port = await start_chat(lbd, backend, idle_timeout_seconds=1)
+    async with connect(f"ws://127.0.0.1:{port}/", ping_interval=None) as ws:
+        pong = await ws.ping(b"are you there")
+        await asyncio.wait_for(pong, 20)  # answered with the same payload (RFC 6455 5.5.3)
+        assert await closed_with(ws) == (1001, "idle timeout")
+    gone = await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+    assert gone[0].header("x-amzn-disconnect-status-code") == "1001"
+
+
+async def test_maximum_connection_duration(lbd: LbdFactory, http_backends: Backends) -> None:
+    backend = await http_backends("app")
+    _, port = await start_chat(lbd, backend, max_connection_seconds=1)
+    async with connect(f"ws://127.0.0.1:{port}/", ping_interval=0.2) as ws:  # never idle
+        assert await closed_with(ws) == (1001, "maximum connection duration reached")
+
+
+# -- API keys and throttles per message ---------------------------------------------------------------------
+
+
+async def test_api_key_at_connect_and_plan_throttle_per_message(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    routes = [
+        route("$connect", "/connect", api_key_required=True),
+        route("echo", "/echo", two_way=True, api_key_required=True),
+    ]
+    port = free_port()
+    config = {
+        "target_groups": [group("app", backend)],
+        "apis": [ws_api(port, routes)],
+        "usage_plans": [
+            {"name": "basic", "apis": [{"api": "chat"}], "throttle": {"rate_limit": 0.001, "burst_limit": 3}}
+        ],
+    }
+    proc = lbd(config)
+    await proc.wait_ready()
+    url = f"ws://127.0.0.1:{port}/"
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(url):
+            pass
+    assert info.value.response.status_code == 403  # no key: INVALID_API_KEY
+    key = await create_key(proc)
+    async with connect(url, additional_headers={"x-api-key": key["value"]}) as ws:  # the 1st token
+        assert events(backend, "CONNECT")[0].header("x-amzn-api-key-id") == key["id"]
+        answers = []
+        for n in range(3):
+            await ws.send(json.dumps({"action": "echo", "n": n}))
+            answers.append(json.loads(await ws.recv()))
+        assert answers[:2] == [{"action": "echo", "n": 0}, {"action": "echo", "n": 1}]
+        assert answers[2]["message"] == "Too Many Requests"  # the burst of 3 is spent
+        assert len(events(backend, "MESSAGE")) == 2
+    assert await metric(proc, "lbd_api_throttled_total", route="echo") == 1
