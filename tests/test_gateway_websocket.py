@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tests.conftest import LbdFactory
 from tests.gateway_auth_servers import AuthorizerEndpoint
 from tests.http_backend import HttpBackend, SeenRequest
 from tests.lbdproc import Lbd, free_port, http_request, wait_for
+from tests.redis_server import RedisServer
 from tests.test_gateway_api import Backends, create_key, group, metric, proxy
 from tests.test_gateway_authorizers import policy
 
@@ -430,3 +432,51 @@ async def test_api_key_at_connect_and_plan_throttle_per_message(
         assert answers[2]["message"] == "Too Many Requests"  # the burst of 3 is spent
         assert len(events(backend, "MESSAGE")) == 2
     assert await metric(proc, "lbd_api_throttled_total", route="echo") == 1
+
+
+# -- a fleet: pushes through Redis ------------------------------------------------------------------------
+
+
+async def test_push_from_another_node_through_redis(
+    lbd: LbdFactory, http_backends: Backends, tmp_path: Path
+) -> None:
+    """Two lbd processes share one real redis-server: the @connections API of node B reaches a client
+    connected to node A (B finds A in the registry and A delivers), and the registry forgets closed
+    connections."""
+    redis = RedisServer(tmp_path).start()
+    try:
+        backend = await http_backends("app")
+        ports = [free_port(), free_port()]
+        nodes = []
+        for port in ports:
+            config = {
+                "shared_state": {"redis": redis.url},
+                "target_groups": [group("app", backend)],
+                "apis": [ws_api(port, CHAT_ROUTES)],
+            }
+            nodes.append(lbd(config))
+        for node in nodes:
+            await node.wait_ready()
+        a, b = nodes
+        async with connect(f"ws://127.0.0.1:{ports[0]}/", user_agent_header="on-a") as ws:
+            conn_id = await connection_id(backend)
+            base = f"/v1/apis/chat/connections/{conn_id}"
+            status, _ = await b.admin("POST", base, b"from node b")
+            assert status == 200
+            assert await asyncio.wait_for(ws.recv(), 20) == "from node b"
+            status, described = await b.admin("GET", base)
+            assert (status, described["identity"]["userAgent"]) == (200, "on-a")
+            status, _ = await b.admin("DELETE", base)
+            assert status == 204
+            assert (await closed_with(ws))[0] == 1000
+        await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+        # Gone from the registry: both nodes answer 410.
+        for node in (a, b):
+            assert (await wait_for(lambda n=node: _gone(n, base), what="410 after the close")) is True
+    finally:
+        redis.kill()
+
+
+async def _gone(node: Lbd, path: str) -> bool:
+    status, _ = await node.admin("POST", path, b"late")
+    return status == 410

@@ -162,6 +162,10 @@ class Session:
             self._out.append(self.ws.send(event.response()))
             self.done = True
             return self._end(event.code, event.reason or "", by_client=True)
+        if self.ws.state is ConnectionState.CLOSED:
+            # The client's side ended without a close frame: wsproto says 1006 (RFC 6455 7.1.5).
+            self.done = True
+            return self._end(event.code, "", by_client=True)
         # wsproto reports a frame it cannot accept (unmasked, bad fragmentation, bad UTF-8 ...) as a close
         # in the OPEN state: fail the connection with that code (RFC 6455 7.1.7); nothing after that
         # frame can be parsed.
