@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,6 +30,7 @@ import uvloop
 
 from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
+from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.control import ControlProtocol, Message
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
@@ -48,6 +50,7 @@ from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
 from lbd.upstream.registry import Overlay, apply_overlay
+from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
@@ -89,6 +92,7 @@ class Worker:
         self.access_logs = AccessLogs()
         self.listener_types: dict[tuple[str, str], str] = {}  # (load balancer, listener) -> type
         self._ticker: asyncio.TimerHandle | None = None
+        self.waf = WafState()  # web ACL counters and rate windows, kept across generations
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -123,6 +127,8 @@ class Worker:
                     str(message["config_text"]),
                     message.get("config_path"),
                     message.get("overlay") or {},
+                    message.get("web_acls") or {},
+                    int(message.get("workers") or 1),
                 )
             )
         elif op == "commit":
@@ -142,6 +148,7 @@ class Worker:
                         for (group, target), stats in self.stats.targets()
                     ],
                     "apis": _api_report(),
+                    "web_acls": self.waf.report(),
                 }
             )
         elif op == "health":
@@ -237,6 +244,7 @@ class Worker:
             for runtime in self.snapshot.listeners.values():
                 if runtime.tls is not None:
                     runtime.tls.renew()
+        self.waf.sweep(time.monotonic())
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _target_group_report(self) -> list[Message]:
@@ -248,10 +256,22 @@ class Worker:
         if self.control is not None:
             self.control.send(message)
 
-    def _prepare(self, generation: int, config_text: str, config_path: object, overlay: Overlay) -> Message:
+    def _prepare(
+        self,
+        generation: int,
+        config_text: str,
+        config_path: object,
+        overlay: Overlay,
+        web_acls: dict[str, Any] | None = None,
+        workers: int = 1,
+    ) -> Message:
         try:
             config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            snapshot = Snapshot.build(apply_overlay(expand(config), overlay), generation, self.stats)
+            # Web ACLs the admin API replaced (lbd/admin/web_acls.py), over the file's.
+            config = apply_web_acl_overrides(config, web_acls or {})
+            self.waf.workers = workers
+            effective = apply_overlay(expand(config), overlay)
+            snapshot = Snapshot.build(effective, generation, self.stats, self.waf)
         except (ConfigError, UnsupportedConfig) as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)

@@ -597,3 +597,63 @@ async def test_a_restarted_worker_has_the_keys_before_its_first_request(
             return 0  # the new worker is not listening yet
 
     assert await wait_for(served, what="an answer from the new worker") == 200
+
+
+MALFORMED = [
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+    b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+    b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"G\xffT / HTTP/1.1\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 30000 + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(3000)) + b"\r\n",
+    b"\r\n\r\n\r\n",
+    b"GET /%%%% HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nshort",  # then the client half-closes
+]
+
+
+async def test_malformed_requests_get_an_answer_or_a_close_never_a_hang(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    import random
+
+    backend = await http_backends("app")
+    port = free_port()
+    routes = [
+        {"route_key": "POST /up", "integration": proxy("/echo")},
+        {"route_key": "ANY /{proxy+}", "integration": proxy()},
+    ]
+    proc = await start(
+        lbd,
+        {"target_groups": [group("app", backend)], "apis": [api("fz", port, routes, idle_timeout_seconds=2)]},
+    )
+    rng = random.Random(17)
+    inputs = [
+        *MALFORMED,
+        *(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(20)),
+    ]
+    for data in inputs:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(data)
+        writer.write_eof()
+        try:
+            answer = await asyncio.wait_for(reader.read(-1), 15)  # lbd answers and closes, or just closes
+        except ConnectionResetError:
+            answer = b""
+        finally:
+            writer.close()
+        if answer:
+            status = int(answer.split(b" ", 2)[1])
+            assert 200 <= status < 600, answer[:200]
+    # A head that never completes is closed by the idle timeout (no answer owed, no hang).
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    assert await asyncio.wait_for(reader.read(-1), 15) == b""
+    writer.close()
+    assert (await http_request(port, "GET", "/still/alive"))[0] == 200
+    assert "Traceback" not in proc.log and "internal error" not in proc.log

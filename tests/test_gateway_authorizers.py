@@ -114,6 +114,10 @@ async def test_jwt_and_request_authorizers_in_the_pipeline(
         assert seen.header("x-sub") == "user-1" and seen.header("x-tier") is None
         status, _, body = await http_request(port, "GET", "/me")
         assert (status, json.loads(body)) == (401, {"message": "Unauthorized"})
+        status, headers, _ = await http_request(
+            port, "GET", "/me", headers={"Authorization": "Bearer not.a.jwt"}
+        )
+        assert status == 401 and headers["www-authenticate"].startswith("Bearer")  # the challenge (RFC 6750)
         no_scope = token(rsa_key("k1"), "k1", time.time(), scope="other")
         assert (await http_request(port, "GET", "/me", headers={"Authorization": f"Bearer {no_scope}"}))[
             0
@@ -138,16 +142,18 @@ async def test_jwt_and_request_authorizers_in_the_pipeline(
             text = log_path.read_text() if log_path.exists() else ""
             return [json.loads(line) for line in text.splitlines()]
 
-        logged = await wait_for(lambda: len(entries()) >= 6 and entries(), what="6 access-log lines")
-        assert [e["authorizer"] for e in logged] == [
+        logged = await wait_for(lambda: len(entries()) >= 7 and entries(), what="7 access-log lines")
+        outcomes = [
             "ALLOW",
+            "UNAUTHORIZED",
             "UNAUTHORIZED",
             "ACCESS_DENIED",
             "ALLOW",
             "ALLOW",
             "ACCESS_DENIED",
         ]
-        assert [e["apiKeyId"] for e in logged][3:5] == ["-", created["id"]]
+        assert [e["authorizer"] for e in logged] == outcomes
+        assert [e["apiKeyId"] for e in logged][4:6] == ["-", created["id"]]
         assert key_value not in log_path.read_text() and good not in log_path.read_text()
     finally:
         await endpoint.close()

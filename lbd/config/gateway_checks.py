@@ -25,6 +25,16 @@ def gateway_issues(config: Config) -> Iterator[ConfigIssue]:
     yield from _plans(config)
 
 
+def _unique(values: list[str], where: str, key: str) -> Iterator[ConfigIssue]:
+    """``where[i].key`` given twice: the second one is named, with the first."""
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            name = where.rpartition(".")[2]
+            yield ConfigIssue(f"{where}[{i}].{key}", f"{value!r} is already used by {name}[{first[value]}]")
+        first.setdefault(value, i)
+
+
 def _group(config: Config, name: str, where: str) -> Iterator[ConfigIssue]:
     groups = {g.name: g for g in config.target_groups}
     group = groups.get(name)
@@ -38,41 +48,27 @@ def _group(config: Config, name: str, where: str) -> Iterator[ConfigIssue]:
 
 
 def _apis(config: Config) -> Iterator[ConfigIssue]:
-    names: dict[str, int] = {}
+    yield from _unique([a.name for a in config.apis], "apis", "name")
     for i, api in enumerate(config.apis):
         where = f"apis[{i}]"
-        if api.name in names:
-            yield ConfigIssue(f"{where}.name", f"{api.name!r} is already used by apis[{names[api.name]}]")
-        names.setdefault(api.name, i)
         if api.route_selection_expression is not None and api.protocol != "WEBSOCKET":
             yield ConfigIssue(
                 f"{where}.route_selection_expression", "only WEBSOCKET APIs select routes by expression"
             )
         yield from route_form_issues(api, where)
-        authorizers: dict[str, int] = {}
+        authorizers = {a.name for a in api.authorizers}
+        yield from _unique([a.name for a in api.authorizers], f"{where}.authorizers", "name")
+        yield from _unique([r.route_key for r in api.routes], f"{where}.routes", "route_key")
         for k, authorizer in enumerate(api.authorizers):
             path = f"{where}.authorizers[{k}]"
-            if authorizer.name in authorizers:
-                yield ConfigIssue(
-                    f"{path}.name",
-                    f"{authorizer.name!r} is already used by authorizers[{authorizers[authorizer.name]}]",
-                )
-            authorizers.setdefault(authorizer.name, k)
             if isinstance(authorizer, JwtAuthorizer) and (authorizer.jwks_uri is None) == (
                 authorizer.jwks_file is None
             ):
                 yield ConfigIssue(path, "give exactly one of jwks_uri and jwks_file")
             if isinstance(authorizer, RequestAuthorizer):
                 yield from _group(config, authorizer.endpoint.target_group, f"{path}.endpoint.target_group")
-        seen: dict[str, int] = {}
         for r, route in enumerate(api.routes):
             path = f"{where}.routes[{r}]"
-            if route.route_key in seen:
-                yield ConfigIssue(
-                    f"{path}.route_key",
-                    f"{route.route_key!r} is already used by routes[{seen[route.route_key]}]",
-                )
-            seen.setdefault(route.route_key, r)
             if route.integration.target_group is not None:
                 yield from _group(config, route.integration.target_group, f"{path}.integration.target_group")
             if route.authorizer is not None and route.authorizer not in authorizers:
@@ -118,14 +114,9 @@ def _ports(config: Config) -> Iterator[ConfigIssue]:
 
 def _plans(config: Config) -> Iterator[ConfigIssue]:
     apis = {a.name: a for a in config.apis}
-    names: dict[str, int] = {}
+    yield from _unique([p.name for p in config.usage_plans], "usage_plans", "name")
     for i, plan in enumerate(config.usage_plans):
         where = f"usage_plans[{i}]"
-        if plan.name in names:
-            yield ConfigIssue(
-                f"{where}.name", f"{plan.name!r} is already used by usage_plans[{names[plan.name]}]"
-            )
-        names.setdefault(plan.name, i)
         for k, entry in enumerate(plan.apis):
             path = f"{where}.apis[{k}]"
             api = apis.get(entry.api)

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 MAX_RESPONSE = 10 * 1024 * 1024  # API Gateway's payload limit
 MAX_IDLE_PER_TARGET = 64  # as the proxy's pool (lbd/http/upstream.py)
-_DROPPED = frozenset(
+# Hop-by-hop fields (RFC 9110 7.6.1) and the framing ones the gateway sets itself: not passed either way.
+HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -42,6 +43,7 @@ _DROPPED = frozenset(
         "host",
         "content-length",
         "trailer",
+        "expect",
     }
 )
 
@@ -83,7 +85,7 @@ class _TargetConnection(asyncio.Protocol):
                 headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in fields]
                 self.keep_alive = keep_alive
                 self.waiter.set_result(
-                    UpstreamReply(status, [(n, v) for n, v in headers if n not in _DROPPED], data[body_at:])
+                    UpstreamReply(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], data[body_at:])
                 )
                 return
         try:
@@ -128,7 +130,7 @@ class _TargetConnection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             status = self.parser.get_status_code()
-            headers = [(n, v) for n, v in self.headers if n not in _DROPPED]
+            headers = [(n, v) for n, v in self.headers if n not in HOP_BY_HOP]
             waiter.set_result(UpstreamReply(status, headers, b"".join(self.body)))
 
     def _fail(self, exc: Exception) -> None:

@@ -27,27 +27,12 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from lbd.config.gateway import Integration as IntegrationConfig
 from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest
-from lbd.gateway.fetch import NoTarget
+from lbd.gateway.fetch import HOP_BY_HOP, NoTarget
 from lbd.gateway.responses import Answer, GatewayResponses
 
 if TYPE_CHECKING:
     from lbd.gateway.pipeline import Outcome
 
-# Hop-by-hop fields (RFC 9110 7.6.1) and the ones the gateway sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "te",
-        "upgrade",
-        "host",
-        "trailer",
-        "content-length",
-        "expect",
-    }
-)
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9._-]+)(\+?)\}")
 
 

@@ -164,7 +164,13 @@ class ApiPipeline:
         if route.authorizer is not None:
             auth = await self._authorize(route, request, outcome)
             if not auth.allowed:
-                return self._refuse(outcome, auth.outcome, message=auth.message)
+                answer = self._refuse(outcome, auth.outcome, message=auth.message)
+                if auth.headers:  # e.g. JWT's WWW-Authenticate (RFC 6750 3)
+                    extra = tuple((name.lower(), value) for name, value in auth.headers)
+                    answer = Answer(
+                        answer.status, (*answer.headers, *extra), answer.body, answer.response_type
+                    )
+                return answer
         buckets = route.stage_buckets
         quota = None
         if route.key_required:

@@ -38,6 +38,8 @@ class NodeStats:
     generation: int = 0
     apis: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (api, stage, route)
     discovery: list[dict[str, Any]] = field(default_factory=list)  # one per provider (lbd/discovery/)
+    # web ACL -> "allowed" | "blocked" | "counted" -> rule -> requests (lbd/waf/acl.py WafStats)
+    web_acls: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def add_worker(self, reply: dict[str, Any]) -> None:
         self.workers_answering += 1
@@ -69,6 +71,12 @@ class NodeStats:
                     merged[name] = value  # the checker's verdicts, the same in every worker
                 elif isinstance(value, int):
                     merged[name] = merged.get(name, 0) + value
+        for report in reply.get("web_acls", []):
+            acl = self.web_acls.setdefault(report["web_acl"], {})
+            for outcome in ("allowed", "blocked", "counted"):
+                rules = acl.setdefault(outcome, {})
+                for rule, count in report.get(outcome, {}).items():
+                    rules[rule] = rules.get(rule, 0) + count
 
 
 def _add(total: Any, value: Any) -> Any:
@@ -148,6 +156,7 @@ class NodeCollector(Collector):
             _histogram(latency, names, values.get("latency"))
             _histogram(integration, names, values.get("integration_latency"))
         yield from (requests, responses, hits, misses, throttled, latency, integration)
+        yield from self._waf_metrics()
 
     def _websocket_metrics(self) -> Iterator[Metric]:
         """API Gateway's WebSocket metrics (docs/metrics.md), by api, stage and route; IntegrationLatency
@@ -277,6 +286,9 @@ class NodeCollector(Collector):
         fixed = CounterMetricFamily(
             "lbd_fixed_responses", "Fixed-response actions answered.", labels=LISTENER
         )
+        grpc_requests = CounterMetricFamily(
+            "lbd_grpc_requests", "gRPC requests received (GrpcRequestCount).", labels=LISTENER
+        )
         idle = CounterMetricFamily(
             "lbd_idle_timeouts", "Connections closed after the idle timeout.", labels=LISTENER
         )
@@ -327,6 +339,7 @@ class NodeCollector(Collector):
                 non_compliant.add_metric(labels, values.get("non_compliant_requests", 0))
                 redirects.add_metric(labels, values.get("redirects", 0))
                 fixed.add_metric(labels, values.get("fixed_responses", 0))
+                grpc_requests.add_metric(labels, values.get("grpc_requests", 0))
                 _histogram(target_time, labels, values.get("target_response_time"))
                 _histogram(duration, labels, values.get("request_duration"))
             rejected.add_metric(labels, values.get("rejected_connections", 0))
@@ -361,6 +374,7 @@ class NodeCollector(Collector):
             resets,
             redirects,
             fixed,
+            grpc_requests,
             idle,
             target_time,
             duration,
@@ -450,6 +464,27 @@ class NodeCollector(Collector):
             errors.add_metric(values, provider["errors"])
             found.add_metric(values, provider["targets"])
         yield from (up, errors, found)
+
+    def _waf_metrics(self) -> Iterator[Metric]:
+        # AWS WAF's CloudWatch metrics AllowedRequests, BlockedRequests, CountedRequests, per web ACL and
+        # rule; allowed and blocked go to the rule that decided (Default_Action when none did).
+        families = {
+            outcome: CounterMetricFamily(
+                f"lbd_waf_{outcome}_requests",
+                f"Requests a web ACL {text}, by the rule that did it ({twin}).",
+                labels=["web_acl", "rule"],
+            )
+            for outcome, text, twin in (
+                ("allowed", "allowed", "AllowedRequests"),
+                ("blocked", "blocked", "BlockedRequests"),
+                ("counted", "counted (a count rule matched)", "CountedRequests"),
+            )
+        }
+        for acl, outcomes in sorted(self.stats.web_acls.items()):
+            for outcome, family in families.items():
+                for rule, count in sorted(outcomes.get(outcome, {}).items()):
+                    family.add_metric([acl, rule], count)
+        yield from families.values()
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], data: dict[str, Any] | None) -> None:
