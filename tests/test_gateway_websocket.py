@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
 from tests.conftest import LbdFactory
-from tests.gateway_auth_servers import AuthorizerEndpoint
+from tests.gateway_auth_servers import AUDIENCE, ISSUER, AuthorizerEndpoint, jwk, rsa_key, token
 from tests.http_backend import HttpBackend, SeenRequest
 from tests.lbdproc import Lbd, free_port, http_request, wait_for
 from tests.redis_server import RedisServer
@@ -243,6 +244,44 @@ async def test_connect_authorizer_allows_denies_and_passes_its_context(
         await endpoint.close()
 
 
+async def test_connect_jwt_authorizer_with_a_token_in_the_query_string(
+    lbd: LbdFactory, http_backends: Backends, tmp_path: Path
+) -> None:
+    """Browsers cannot set headers on a WebSocket: the token comes as ?token=, the identity source
+    $request.querystring.token; its claims reach the integrations."""
+    backend = await http_backends("app")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk("k1", rsa_key("k1"))]}))
+    port = free_port()
+    api = ws_api(
+        port,
+        [route("$connect", "/connect", authorizer="users"), route("$default", "/echo", two_way=True)],
+        authorizers=[
+            {
+                "name": "users",
+                "type": "JWT",
+                "issuer": ISSUER,
+                "audience": [AUDIENCE],
+                "jwks_file": str(jwks),
+                "identity_source": "$request.querystring.token",
+            }
+        ],
+    )
+    proc = lbd({"target_groups": [group("app", backend)], "apis": [api]})
+    await proc.wait_ready()
+    good = token(rsa_key("k1"), "k1", time.time(), sub="ann")
+    forged = token(rsa_key("other"), "k1", time.time())
+    for query, status in (("", 401), (f"?token={forged}", 401)):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"ws://127.0.0.1:{port}/{query}"):
+                pass
+        assert info.value.response.status_code == status
+    async with connect(f"ws://127.0.0.1:{port}/?token={good}") as ws:
+        await ws.send("hi")
+        assert await ws.recv() == "hi"
+    assert events(backend, "MESSAGE")[0].header("x-amzn-authorizer-claim-sub") == "ann"
+
+
 # -- the @connections API -----------------------------------------------------------------------------------
 
 
@@ -297,6 +336,32 @@ async def test_connections_across_workers(lbd: LbdFactory, http_backends: Backen
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_a_reload_keeps_open_connections_and_new_ones_get_the_new_routes(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    backend = await http_backends("app")
+    port = free_port()
+    config = {"target_groups": [group("app", backend)], "apis": [ws_api(port, CHAT_ROUTES)]}
+    proc = lbd(config)
+    await proc.wait_ready()
+    async with connect(f"ws://127.0.0.1:{port}/") as old:
+        conn_id = await connection_id(backend)
+        config["apis"][0]["routes"] = [*CHAT_ROUTES, route("$default", "/echo", two_way=True)]
+        proc.write_config(config)
+        status, body = await proc.admin("POST", "/v1/reload")
+        assert status == 200, body
+        async with connect(f"ws://127.0.0.1:{port}/") as new:
+            await new.send("no action")
+            assert await new.recv() == "no action"  # the new $default route
+        # The open connection lives on, on the routes it connected with, and can still be pushed to.
+        await old.send(json.dumps({"action": "echo", "n": 1}))
+        assert json.loads(await old.recv()) == {"action": "echo", "n": 1}
+        await old.send("no action")
+        assert json.loads(await old.recv())["message"] == "Forbidden"
+        assert (await proc.admin("POST", f"/v1/apis/chat/connections/{conn_id}", b"still here"))[0] == 200
+        assert await old.recv() == "still here"
 
 
 # -- protocol rules and limits ------------------------------------------------------------------------------
