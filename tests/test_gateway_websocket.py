@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,35 @@ async def test_connections_api_posts_describes_and_disconnects(
     assert await metric(proc, "lbd_api_websocket_messages_total", route="@connections", direction="out") == 2
 
 
+async def test_a_client_that_does_not_read_gets_no_more_pushes(
+    lbd: LbdFactory, http_backends: Backends
+) -> None:
+    """Pushes wait in lbd's buffer for a client that does not read; past 1 MiB they are refused with 429
+    instead of piling up, and the client can still be disconnected."""
+    backend = await http_backends("app")
+    proc, port = await start_chat(lbd, backend)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill the kernel's buffers sooner
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer, _ = await raw_client(port, sock)
+    try:
+        conn_id = await connection_id(backend)
+        base = f"/v1/apis/chat/connections/{conn_id}"
+        statuses: list[int] = []
+
+        async def refused() -> bool:
+            statuses.append((await proc.admin("POST", base, b"p" * 100_000))[0])
+            return statuses[-1] != 200
+
+        await wait_for(refused, what="a push refused")
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {200}
+        assert (await proc.admin("DELETE", base))[0] == 204
+    finally:
+        writer.close()
+    await wait_for(lambda: events(backend, "DISCONNECT"), what="$disconnect")
+
+
 async def test_connections_across_workers(lbd: LbdFactory, http_backends: Backends) -> None:
     """Two workers: the admin API reaches the connection whichever worker holds it."""
     backend = await http_backends("app")
@@ -397,8 +427,13 @@ async def test_frame_and_message_limits_close_with_1009(lbd: LbdFactory, http_ba
     assert sorted(codes) == ["1000", "1009", "1009"]
 
 
-async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def raw_client(
+    port: int, sock: socket.socket | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, WSConnection]:
+    if sock is None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    else:
+        reader, writer = await asyncio.open_connection(sock=sock)
     ws = WSConnection(ConnectionType.CLIENT)
     writer.write(ws.send(Request(host=f"127.0.0.1:{port}", target="/")))
     while True:

@@ -21,6 +21,7 @@ log = logging.getLogger("lbd.gateway")
 
 Message = dict[str, Any]
 GONE = 410
+TOO_MANY = 429  # API Gateway's LimitExceededException: here, a client that does not read its pushes
 OP = "ws_connection"
 
 
@@ -30,7 +31,7 @@ class Holder(Protocol):
     connection_id: str
     api_name: str
 
-    def push(self, data: str | bytes) -> bool: ...
+    def push(self, data: str | bytes) -> int: ...  # 200, GONE or TOO_MANY
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -76,8 +77,11 @@ def act(action: str, api: str, connection_id: str, data: bytes) -> tuple[int, An
             message: str | bytes = data.decode("utf-8")
         except UnicodeDecodeError:
             message = data
-        if not holder.push(message):
+        status = holder.push(message)
+        if status == GONE:
             return GONE, {"error": f"connection {connection_id!r} is closing"}
+        if status == TOO_MANY:
+            return TOO_MANY, {"error": f"connection {connection_id!r} does not read what it is sent"}
         return 200, b""
     return 400, {"error": f"unknown action {action!r}"}
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from lbd.gateway.pipeline import Outcome
 from lbd.gateway.websocket.api import ClientConnection
-from lbd.gateway.websocket.connections import LIVE
+from lbd.gateway.websocket.connections import GONE, LIVE, TOO_MANY
 from lbd.gateway.websocket.session import ABNORMAL, GOING_AWAY, Closed, Message, Session, Upgrade
 from lbd.gateway.websocket.stats import WebSocketStats, route_stats
 from lbd.observe.ratelimit import RateLimitedLog
@@ -34,6 +34,7 @@ log = logging.getLogger("lbd.gateway")
 WARNINGS = RateLimitedLog()
 LINGER = 2.0  # seconds to wait for the client's close frame after lbd's
 MAX_QUEUED = 8  # messages waiting for their integration before reading pauses
+MAX_BUFFERED = 1024 * 1024  # bytes waiting for a slow client beyond which pushes are refused (429)
 _BACKGROUND: set[asyncio.Task[Any]] = set()  # $disconnect calls and registry updates in flight
 
 
@@ -59,6 +60,7 @@ class WebSocketClientSide(asyncio.Protocol):
         self.ends_at = float("inf")
         self.disconnected = False
         self.pushes = route_stats(self.api_name, runtime.api.stage, "@connections")
+        self.drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
 
     # -- transport callbacks -----------------------------------------------------------------------------
 
@@ -98,6 +100,14 @@ class WebSocketClientSide(asyncio.Protocol):
             self.task.cancel()
         closed = self.session.closed
         self._gone(closed.code if closed is not None else ABNORMAL, closed.reason if closed else "")
+
+    def pause_writing(self) -> None:
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # -- events ------------------------------------------------------------------------------------------
 
@@ -161,13 +171,15 @@ class WebSocketClientSide(asyncio.Protocol):
             return
         subprotocol = answer.subprotocol if answer.subprotocol in upgrade.subprotocols else None
         self.session.accept(subprotocol)
+        if self.runtime.shared.redis is not None:
+            await self._register(conn)
         self.conn = conn
         self.connection_id = conn.id
         LIVE.add(self)
-        if self.runtime.shared.redis is not None:
-            await self._register(conn)
-        stats = self.api.connect_stats
-        stats.connections += 1
+        self.api.connect_stats.connections += 1
+        if self.transport is None:  # gone while it was being registered: $disconnect all the same
+            self._gone(ABNORMAL, "")
+            return
         self.ends_at = asyncio.get_running_loop().time() + self.api.max_connection
         if self.timer is not None:
             self.timer.cancel()
@@ -206,6 +218,8 @@ class WebSocketClientSide(asyncio.Protocol):
             while self.queue and self.conn is not None and self.session.open:
                 data = self.queue.popleft()
                 await self._one(self.conn, data)
+                if self.drained is not None:
+                    await self.drained  # the client reads slower than replies come: wait for it
                 if self.paused and len(self.queue) < MAX_QUEUED and self.session.open:
                     self._resume()
         finally:
@@ -306,12 +320,16 @@ class WebSocketClientSide(asyncio.Protocol):
 
     # -- the @connections API (connections.Holder) ----------------------------------------------------------
 
-    def push(self, data: str | bytes) -> bool:
-        if not self.session.send(data):
-            return False
+    def push(self, data: str | bytes) -> int:
+        transport = self.transport
+        if transport is None or not self.session.open:
+            return GONE
+        if transport.get_write_buffer_size() > MAX_BUFFERED:
+            return TOO_MANY  # the client does not read what it is sent
+        self.session.send(data)
         self.pushes.messages_out += 1
         self._flush()
-        return True
+        return 200
 
     def describe(self) -> dict[str, Any]:
         assert self.conn is not None
