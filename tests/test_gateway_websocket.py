@@ -83,9 +83,12 @@ async def closed_with(ws: ClientConnection) -> tuple[int, str]:
 # -- routes, integrations and the close ---------------------------------------------------------------------
 
 
-async def test_routes_two_way_error_frame_and_disconnect(lbd: LbdFactory, http_backends: Backends) -> None:
+async def test_routes_two_way_error_frame_and_disconnect(
+    lbd: LbdFactory, http_backends: Backends, tmp_path: Path
+) -> None:
     backend = await http_backends("app")
-    proc, port = await start_chat(lbd, backend)
+    log_path = tmp_path / "access.log"
+    proc, port = await start_chat(lbd, backend, access_log={"path": str(log_path)})
     async with connect(f"ws://127.0.0.1:{port}/room?user=ann", user_agent_header="test-client/1") as ws:
         conn_id = await connection_id(backend)
         connect_seen = events(backend, "CONNECT")[0]
@@ -136,6 +139,19 @@ async def test_routes_two_way_error_frame_and_disconnect(lbd: LbdFactory, http_b
     assert await metric(proc, "lbd_api_websocket_messages_total", route="echo", direction="out") == 2
     assert await metric(proc, "lbd_api_websocket_client_errors_total", route="-", **labels) == 4
     assert await wait_for(lambda: _zero_open(proc), what="lbd_api_websocket_connections back to 0")
+
+    # One access-log line per connect, message and disconnect, with API Gateway's $context names.
+    def logged() -> list[dict[str, Any]] | None:
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
+        return lines if lines and lines[-1]["eventType"] == "DISCONNECT" else None
+
+    lines = await wait_for(logged, what="the DISCONNECT access-log line")
+    assert [line["eventType"] for line in lines] == ["CONNECT"] + ["MESSAGE"] * 7 + ["DISCONNECT"]
+    assert {line["connectionId"] for line in lines} == {conn_id}
+    assert (lines[0]["status"], lines[0]["routeKey"]) == (101, "$connect")
+    assert (lines[1]["routeKey"], lines[1]["integrationStatus"]) == ("echo", 200)
+    assert (lines[2]["routeKey"], lines[2]["errorType"]) == ("-", "RESOURCE_NOT_FOUND")
+    assert (lines[-1]["status"], lines[-1]["routeKey"]) == (4001, "$disconnect")
 
 
 async def _zero_open(proc: Lbd) -> bool:
