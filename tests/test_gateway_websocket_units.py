@@ -113,6 +113,36 @@ def test_frames_that_fail_the_connection(raw: bytes, code: int) -> None:
     assert not session.send("late")
 
 
+def test_utf8_split_across_fragments_and_empty_messages_are_fine() -> None:
+    """Autobahn 6.x: a character split between two fragments is valid; 1.1.1 / 1.2.1: empty messages."""
+    session, _ = opened()
+    snowman = "\u2603".encode()
+    raw = b"\x01\x82\x00\x00\x00\x00" + snowman[:2] + b"\x80\x81\x00\x00\x00\x00" + snowman[2:]
+    assert session.receive(raw) == [Message("\u2603")]
+    assert session.receive(b"\x81\x80\x00\x00\x00\x00\x82\x80\x00\x00\x00\x00") == [Message(""), Message(b"")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"\x88\x81\x00\x00\x00\x00\x03", 1002),  # Autobahn 7.3.2: a close payload of one byte
+        (b"\x88\x84\x00\x00\x00\x00\x03\xe8\xc3\x28", 1007),  # 7.5.1: a close reason that is not UTF-8
+        (b"\x88\x82\x00\x00\x00\x00\x13\x88", 1002),  # 7.9.x: close code 5000 is not allowed
+    ],
+)
+def test_bad_close_frames(raw: bytes, code: int) -> None:
+    session, _ = opened()
+    [closed] = session.receive(raw)
+    assert isinstance(closed, Closed) and closed.code == code
+
+
+def test_a_ping_of_125_bytes_is_answered() -> None:
+    """Autobahn 2.4: the largest control frame allowed, answered with the same payload."""
+    session, client = opened()
+    assert session.receive(client.send(Ping(b"p" * 125))) == []
+    assert answers(session, client) == [Pong(b"p" * 125)]
+
+
 def test_bad_utf8_in_a_text_message_closes_with_1007() -> None:
     session, _ = opened()
     [closed] = session.receive(b"\x81\x82\x00\x00\x00\x00\xc3\x28")
