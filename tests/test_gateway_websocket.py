@@ -589,6 +589,16 @@ async def test_push_from_another_node_through_redis(
         # Gone from the registry: both nodes answer 410.
         for node in (a, b):
             assert (await wait_for(lambda n=node: _gone(n, base), what="410 after the close")) is True
+
+        # Redis gone: a node cannot tell whether another holds a connection (503, not 410), but its
+        # own connections still work and take pushes from its own admin API.
+        redis.kill()
+        status, body = await b.admin("POST", "/v1/apis/chat/connections/elsewhere", b"x")
+        assert status == 503, body
+        async with connect(f"ws://127.0.0.1:{ports[0]}/") as ws:
+            conn_id = await connection_id(backend, before=1)
+            assert (await a.admin("POST", f"/v1/apis/chat/connections/{conn_id}", b"local"))[0] == 200
+            assert await asyncio.wait_for(ws.recv(), 20) == "local"
     finally:
         redis.kill()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -120,6 +121,9 @@ class ConnectionBus:
                 raise
             except Exception as exc:
                 self._subscribed.clear()
+                if self._pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
                 WARNINGS.warning(
                     log, "ws-bus", "WebSocket registry: Redis pub/sub failed (%r); retrying", exc
                 )

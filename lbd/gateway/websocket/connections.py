@@ -99,7 +99,11 @@ async def _reply(message: Message, shared: Any) -> Message:
     if message.get("remote") and shared is not None and shared.redis is not None:
         from lbd.gateway.websocket.bus import bus_for
 
-        status, body = await bus_for(shared).forward(action, api, connection_id, data)
+        try:
+            status, body = await bus_for(shared).forward(action, api, connection_id, data)
+        except Exception as exc:  # Redis unreachable (redis-py's errors, OSError, TimeoutError)
+            log.warning("@connections: the fleet's connection registry failed: %r", exc)
+            status, body = 503, {"error": f"the fleet's connection registry (Redis) failed: {exc!r}"}
     else:
         status, body = act(action, api, connection_id, data)
     return {"op": OP, "generation": message.get("generation", 0), "status": status, "body": _plain(body)}

@@ -59,6 +59,7 @@ class WebSocketClientSide(asyncio.Protocol):
         self.last_active = 0.0
         self.ends_at = float("inf")
         self.disconnected = False
+        self.draining = False
         self.pushes = route_stats(self.api_name, runtime.api.stage, "@connections")
         self.drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
 
@@ -180,6 +181,10 @@ class WebSocketClientSide(asyncio.Protocol):
         if self.transport is None:  # gone while it was being registered: $disconnect all the same
             self._gone(ABNORMAL, "")
             return
+        if self.draining:  # shutting down since the upgrade began: accepted, then closed at once
+            self._record("CONNECT", conn.id, request_id, outcome, started, 101)
+            self._close(GOING_AWAY, "server shutting down")
+            return
         self.ends_at = asyncio.get_running_loop().time() + self.api.max_connection
         if self.timer is not None:
             self.timer.cancel()
@@ -278,30 +283,31 @@ class WebSocketClientSide(asyncio.Protocol):
 
     # -- timers and flow control ---------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    def _arm(self, busy: bool = False) -> None:
         loop = asyncio.get_running_loop()
-        due = min(self.last_active + self.runtime.idle_timeout, self.ends_at)
-        self.timer = loop.call_at(due, self._timeout)
+        idle_from = loop.time() if busy else self.last_active  # busy: the idle time counts from now
+        self.timer = loop.call_at(min(idle_from + self.runtime.idle_timeout, self.ends_at), self._timeout)
 
     def _timeout(self) -> None:
         self.timer = None
         if self.transport is None or self.session.closed is not None:
             return
         now = asyncio.get_running_loop().time()
-        if self.connecting:
-            pass  # $connect is bounded by its integration's timeout
+        idle = now >= self.last_active + self.runtime.idle_timeout
+        if self.connecting or (self.conn is not None and self.task is not None and now < self.ends_at):
+            self._arm(busy=True)  # $connect or a message's integration is running (bounded by its timeout)
         elif self.conn is None:
-            if now >= self.last_active + self.runtime.idle_timeout:
+            if idle:
                 self.transport.close()  # a handshake that never completed
-                return
+            else:
+                self._arm()
         elif now >= self.ends_at:
             self._close(GOING_AWAY, "maximum connection duration reached")
-            return
-        elif now >= self.last_active + self.runtime.idle_timeout and self.task is None:
+        elif idle:
             self.runtime.stats.idle_timeouts += 1
             self._close(GOING_AWAY, "idle timeout")
-            return
-        self._arm()  # activity since: sleep again for the rest
+        else:
+            self._arm()  # activity since: sleep again for the rest
 
     def _close(self, code: int, reason: str) -> None:
         closed = self.session.close(code, reason)
@@ -341,6 +347,7 @@ class WebSocketClientSide(asyncio.Protocol):
     # -- the tracker's interface --------------------------------------------------------------------------
 
     def drain(self) -> None:
+        self.draining = True
         if self.conn is None:
             if self.transport is not None and not self.connecting:
                 self.transport.close()
