@@ -219,7 +219,6 @@ class WebSocketApi:
         if not 200 <= answer.status < 300:
             # The integration said no (its own status and body), or could not be reached (the gateway
             # response: INTEGRATION_FAILURE 502, INTEGRATION_TIMEOUT 504).
-            outcome.response_type = outcome.response_type or "-"
             return ConnectAnswer(False, answer.status, _kept(answer.headers), answer.body)
         self.connect_stats.connects += 1
         chosen = next((v for n, v in answer.headers if n == "sec-websocket-protocol"), None)
