@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,37 @@ async def test_routes_two_way_error_frame_and_disconnect(
 async def _zero_open(proc: Lbd) -> bool:
     _, _, body = await http_request(proc.admin_port, "GET", "/metrics")
     return 'lbd_api_websocket_connections{api="chat",stage="prod"} 0.0' in body.decode()
+
+
+async def test_wss_on_an_https_listener(lbd: LbdFactory, http_backends: Backends, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from lbd.tls.store import CertificateStore, issue
+
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["chat.test"]))
+    backend = await http_backends("app")
+    port = free_port()
+    api = ws_api(port, [route("$default", "/echo", two_way=True)])
+    api["listeners"] = [{"protocol": "HTTPS", "port": port, "address": "127.0.0.1", "certificates": ["site"]}]
+    proc = lbd(
+        {
+            "certificates": {"store": str(store.directory)},
+            "target_groups": [group("app", backend)],
+            "apis": [api],
+        }
+    )
+    await proc.wait_ready()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the certificate is checked below, against the store
+    async with connect(f"wss://127.0.0.1:{port}/", ssl=context, server_hostname="chat.test") as ws:
+        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        presented = x509.load_der_x509_certificate(der)
+        assert presented.fingerprint(hashes.SHA256()) == store.get("site").leaf.fingerprint(hashes.SHA256())
+        await ws.send("over tls")
+        assert await ws.recv() == "over tls"
 
 
 async def test_default_route_takes_what_no_custom_route_does(
