@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
@@ -207,6 +208,50 @@ async def test_default_route_takes_what_no_custom_route_does(
         await ws.send(json.dumps({"action": "echo"}))
         await ws.recv()
         assert events(backend, "MESSAGE")[-1].header("x-amzn-route-key") == "echo"
+
+
+async def test_integration_failures_and_a_mock_route(lbd: LbdFactory, http_backends: Backends) -> None:
+    """An integration that times out: the upgrade is refused with 504 at $connect, and a message gets
+    API Gateway's "Internal server error" frame (ExecutionError); a MOCK route answers by itself and its
+    headers choose the subprotocol at $connect."""
+    backend = await http_backends("app")
+    hang = {"type": "HTTP_PROXY", "target_group": "app", "path": "/hang", "timeout_ms": 200}
+    mock_connect = {"type": "MOCK", "headers": {"Sec-WebSocket-Protocol": "chat.v2"}}
+    routes = [
+        {"route_key": "$connect", "integration": mock_connect},
+        {"route_key": "slow", "integration": hang, "route_response_selection_expression": "$default"},
+        {
+            "route_key": "$default",
+            "integration": {"type": "MOCK", "body": '{"from": "mock"}'},
+            "route_response_selection_expression": "$default",
+        },
+    ]
+    proc, port = await start_chat(lbd, backend, routes)
+    async with connect(
+        f"ws://127.0.0.1:{port}/", subprotocols=[Subprotocol("chat.v1"), Subprotocol("chat.v2")]
+    ) as ws:
+        assert ws.subprotocol == "chat.v2"
+        await ws.send(json.dumps({"action": "slow"}))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert frame["message"] == "Internal server error" and frame["connectionId"]
+        await ws.send("anything")
+        assert json.loads(await ws.recv()) == {"from": "mock"}
+    assert await metric(proc, "lbd_api_websocket_execution_errors_total", route="slow") == 1
+
+    config = {
+        "target_groups": [group("app", backend)],
+        "apis": [
+            ws_api(
+                port, [{**routes[1], "route_key": "$connect", "route_response_selection_expression": None}]
+            )
+        ],
+    }
+    proc.write_config(config)
+    assert (await proc.admin("POST", "/v1/reload"))[0] == 200
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"ws://127.0.0.1:{port}/"):
+            pass
+    assert info.value.response.status_code == 504  # INTEGRATION_TIMEOUT
 
 
 # -- $connect: integrations and authorizers refuse the upgrade ----------------------------------------------
