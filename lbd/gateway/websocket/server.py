@@ -133,6 +133,10 @@ class WebSocketClientSide(asyncio.Protocol):
         if self.session.done:
             transport.close()
         elif self.session.closed is not None and self.linger is None:
+            if self.session.refused and transport.can_write_eof():
+                # An HTTP answer with "connection: close": half-close so the client sees its end now,
+                # and keep reading for a moment so unread data does not reset the answer away.
+                transport.write_eof()
             if self.paused:
                 transport.resume_reading()  # to read the client's close frame
                 self.paused = False

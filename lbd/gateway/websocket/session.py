@@ -79,6 +79,7 @@ class Session:
         self.closed: Closed | None = None  # set once, when the WebSocket starts to close or fails
         self.done = False  # the TCP connection may end now (the close handshake is complete)
         self._failed = False  # what the client sends now cannot be parsed: read and drop it
+        self.refused = False  # the handshake was answered with an HTTP error: end the output after it
         self._out: list[bytes] = []
         self._parts: list[str | bytes] = []
         self._frame = 0  # bytes of the frame being received
@@ -185,7 +186,7 @@ class Session:
         encoded.append((b"connection", b"close"))
         self._out.append(self.ws.send(RejectConnection(status_code=status, headers=encoded, has_body=True)))
         self._out.append(self.ws.send(RejectData(data=body)))
-        self._failed = True
+        self._failed = self.refused = True
         return self._end(status, "refused", by_client=False)
 
     def _refuse_handshake(self, problem: str, hint: object) -> Closed:
@@ -204,7 +205,7 @@ class Session:
         head += [f"{name}: {value}\r\n" for name, value in headers]
         head.append(f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
         self._out.append("".join(head).encode("latin-1") + body)
-        self._failed = True
+        self._failed = self.refused = True
         return self._end(status, problem, by_client=False)
 
     # -- bytes out -----------------------------------------------------------------------------------------
