@@ -177,6 +177,16 @@ def test_lbds_close_waits_for_the_clients_answer() -> None:
     assert session.done
 
 
+def test_messages_out_are_sent_in_frames_of_at_most_32_kb() -> None:
+    session, client = opened()
+    session.send(b"b" * 70_000)
+    session.send("t" * 20_000)
+    client.receive_data(session.data_to_send())
+    frames = [e for e in client.events() if isinstance(e, BytesMessage | TextMessage)]
+    assert [len(f.data) for f in frames] == [32768, 32768, 4464, 8192, 8192, 3616]
+    assert [f.message_finished for f in frames] == [False, False, True, False, False, True]
+
+
 @pytest.mark.parametrize(
     ("frames", "reason"),
     [

@@ -214,8 +214,19 @@ class Session:
         """Queue a message; False if the WebSocket is no longer open."""
         if not self.open:
             return False
-        event = TextMessage(data=data) if isinstance(data, str) else BytesMessage(data=data)
-        self._out.append(self.ws.send(event))
+        # Frames of at most max_frame bytes out too, as API Gateway sends them (a character is at most
+        # 4 bytes of UTF-8, so a quarter of the limit in characters always fits).
+        step = self.max_frame // 4 if isinstance(data, str) else self.max_frame
+        last = max(len(data) - 1, 0) // step
+        for i in range(last + 1):
+            piece = data[i * step : (i + 1) * step]
+            fin = i == last
+            event = (
+                TextMessage(data=piece, message_finished=fin)
+                if isinstance(piece, str)
+                else BytesMessage(data=piece, message_finished=fin)
+            )
+            self._out.append(self.ws.send(event))
         return True
 
     def close(self, code: int, reason: str = "") -> Closed:
