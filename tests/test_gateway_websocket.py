@@ -91,7 +91,9 @@ async def test_routes_two_way_error_frame_and_disconnect(
     backend = await http_backends("app")
     log_path = tmp_path / "access.log"
     proc, port = await start_chat(lbd, backend, access_log={"path": str(log_path)})
-    async with connect(f"ws://127.0.0.1:{port}/room?user=ann", user_agent_header="test-client/1") as ws:
+    forged = {"x-amzn-authorizer-principal-id": "admin", "x-amzn-trace-id": "Root=1-abc"}
+    url = f"ws://127.0.0.1:{port}/room?user=ann"
+    async with connect(url, user_agent_header="test-client/1", additional_headers=forged) as ws:
         conn_id = await connection_id(backend)
         connect_seen = events(backend, "CONNECT")[0]
         # $connect sees the upgrade request's path, query and headers, and the connection's context.
@@ -99,6 +101,9 @@ async def test_routes_two_way_error_frame_and_disconnect(
         assert connect_seen.header("user-agent") == "test-client/1"
         assert connect_seen.header("x-amzn-route-key") == "$connect"
         assert connect_seen.header("sec-websocket-key") is None
+        # A client cannot pose as lbd: its x-amzn-* fields are dropped (X-Ray's trace id passes).
+        assert connect_seen.header("x-amzn-authorizer-principal-id") is None
+        assert connect_seen.header("x-amzn-trace-id") == "Root=1-abc"
 
         await ws.send(json.dumps({"action": "echo", "text": "hi"}))
         assert json.loads(await ws.recv()) == {"action": "echo", "text": "hi"}  # two-way: /echo's body

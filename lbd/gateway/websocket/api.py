@@ -192,7 +192,9 @@ class WebSocketApi:
         if route is None:
             self.connect_stats.connects += 1
             return ConnectAnswer(True)
-        fields = {n: v for n, v in headers if n not in _UPGRADE_FIELDS}
+        # The client's own x-amzn-* fields are dropped: an integration must be able to trust the
+        # connection's context (x-amzn-authorizer-*, x-amzn-api-key-id ...) it gets from lbd alone.
+        fields = {n: v for n, v in headers if n not in _UPGRADE_FIELDS and not _reserved(n)}
         request = self._request(conn, route, "CONNECT", request_id, b"", fields)
         if route.authorizer is not None:
             auth = await self._authorize(route, request, outcome)
@@ -414,6 +416,10 @@ _TYPES = {
     Admission.QUOTA_EXCEEDED: "QUOTA_EXCEEDED",
     Admission.UNAVAILABLE: "UNAVAILABLE",
 }
+
+
+def _reserved(name: str) -> bool:
+    return name.startswith("x-amzn-") and name != "x-amzn-trace-id"
 
 
 def _error(message: str, conn: ClientConnection, request_id: str) -> str:
