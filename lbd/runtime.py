@@ -400,6 +400,10 @@ class Snapshot:
                     )
                 for key in keys:
                     listeners[key] = runtime  # TCP_UDP: both sockets serve the same listener
+        if config.distributions:
+            from lbd.edge.runtime import distribution_listeners  # CloudFront-style distributions
+
+            listeners.update(distribution_listeners(config, target_groups, generation))
         return cls(generation, config, target_groups, listeners)
 
 

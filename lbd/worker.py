@@ -30,6 +30,9 @@ import uvloop
 from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
 from lbd.control import ControlProtocol, Message
+from lbd.edge import store as edge_store
+from lbd.edge.runtime import EdgeListenerRuntime
+from lbd.edge.server import EdgeClientSide
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
@@ -137,6 +140,7 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
+                    "distributions": edge_store.STATE.report(),
                 }
             )
         elif op == "health":
@@ -145,6 +149,9 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op == "invalidate":  # a distribution's invalidation, from lbd/admin/edge.py
+            removed = edge_store.STATE.invalidate(str(message["distribution"]), list(message["paths"]))
+            self._send({"op": "invalidated", "generation": generation, "removed": removed})
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
@@ -286,7 +293,9 @@ class Worker:
 
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
-            if isinstance(runtime, HttpListenerRuntime):
+            if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
+                app = cast(asyncio.Protocol, EdgeClientSide(cast(EdgeListenerRuntime, runtime), tracker, pool, bound))
+            elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.
                     app = cast(asyncio.Protocol, AlpnSwitch(runtime, tracker, pool, bound))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbd.classic import expand
+from lbd.config.edge import edge_startup_issues
 from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
 from lbd.config.schema import Config
 
@@ -60,7 +61,13 @@ def load_for_run(path: str | Path) -> LoadedConfig:
 
 
 def startup_issues(config: Config) -> list[ConfigIssue]:
-    return [*_unsupported(config), *_certificates(config), *_token_file(config), *_key_file(config)]
+    return [
+        *_unsupported(config),
+        *_certificates(config),
+        *_token_file(config),
+        *_key_file(config),
+        *edge_startup_issues(config),
+    ]
 
 
 def _unsupported(config: Config) -> Iterator[ConfigIssue]:

@@ -751,6 +751,9 @@ class TargetGroup(Model):
         return self
 
 
+from lbd.config.edge import Distribution  # noqa: E402  (edge.py builds on the models above)
+
+
 class Config(Model):
     node: Node = Node()
     admin: Admin = Admin()
@@ -759,6 +762,7 @@ class Config(Model):
     load_balancers: tuple[LoadBalancer, ...] = ()
     target_groups: tuple[TargetGroup, ...] = ()
     config_path: str | None = Field(None, exclude=True)  # set by load_config; not a key of the file
+    distributions: tuple[Distribution, ...] = ()  # CloudFront-style edge caches (lbd/config/edge.py)
 
 
 # Keys the loader fills in from context (resolve_defaults) when the file leaves them out: required by

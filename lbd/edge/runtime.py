@@ -1,0 +1,189 @@
+"""Distributions compiled for one Snapshot: behaviors, origins, origin groups and their listeners.
+
+A distribution's viewer listeners are listener runtimes of kind ``edge`` (the worker serves them with
+lbd/edge/server.py), built with the load balancer's sockets, TLS contexts and SNI certificate choice.
+Each origin gets a listener runtime of its own whose only action forwards to the origin's target group:
+origin requests run through it (lbd/edge/origin.py). The caches themselves are the worker's
+(lbd/edge/store.py) and outlive the Snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lbd.config.edge import CustomErrorResponse, Distribution, Origin, OriginAccess
+from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer
+from lbd.edge.access_log import HEADER
+from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
+from lbd.edge.store import STATE, DistributionCache
+from lbd.observe.access_log import AccessLogFile
+from lbd.observe.stats import ListenerStats
+from lbd.runtime import (
+    HttpListenerRuntime,
+    ListenerKey,
+    ListenerRuntime,
+    TargetGroupRuntime,
+    _listener_tls,
+    listener_keys,
+)
+
+log = logging.getLogger("lbd.edge")
+MB = 1024 * 1024
+_LOG_FILES: dict[str, AccessLogFile] = {}  # by path: kept across reloads, like the caches
+
+
+@dataclass(frozen=True)
+class OriginRuntime:
+    id: str
+    target_group: str
+    listener: HttpListenerRuntime  # forwards to the origin's target group
+    origin_path: str
+    header_lines: bytes  # custom headers, and the origin access secret header, as raw field lines
+    access: OriginAccess | None
+    secret: str
+
+
+@dataclass(frozen=True)
+class OriginGroupRuntime:
+    id: str
+    members: tuple[str, ...]
+    failover_codes: frozenset[int]
+
+
+class DistributionRuntime:
+    def __init__(
+        self,
+        config: Distribution,
+        origins: Mapping[str, OriginRuntime],
+        cache: DistributionCache,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.edge_name = config.edge_name
+        self.origins = dict(origins)
+        self.groups = {
+            g.id: OriginGroupRuntime(g.id, g.members, frozenset(g.failover_status_codes))
+            for g in config.origin_groups
+        }
+        policies: dict[str, ResolvedPolicy] = dict(MANAGED)
+        for policy in config.cache_policies:
+            policies[policy.name] = resolve_policy(policy, policy.name)
+        self.behaviors: tuple[Behavior, ...] = tuple(
+            make_behavior(b, b.path_pattern, policies) for b in config.cache_behaviors
+        )
+        self.default = make_behavior(config.default_cache_behavior, None, policies)
+        self.errors: dict[int, CustomErrorResponse] = {e.error_code: e for e in config.custom_error_responses}
+        self.cache = cache
+        self.max_object = int(config.cache.max_object_mb * MB)
+        self.access_log: AccessLogFile | None = None
+        if config.access_log is not None:
+            path = config.access_log.path
+            if path not in _LOG_FILES:
+                _LOG_FILES[path] = AccessLogFile(path)
+                _LOG_FILES[path].write(HEADER)
+            self.access_log = _LOG_FILES[path]
+
+    def members(self, origin: str) -> tuple[tuple[OriginRuntime, ...], frozenset[int]]:
+        """The origins to try in order for a behavior's target, and the statuses that fail over."""
+        group = self.groups.get(origin)
+        if group is None:
+            return (self.origins[origin],), frozenset()
+        return tuple(self.origins[m] for m in group.members), group.failover_codes
+
+
+class EdgeListenerRuntime(ListenerRuntime):
+    """A distribution's viewer listener."""
+
+    kind = "edge"
+
+    def __init__(
+        self,
+        key: ListenerKey,
+        load_balancer: LoadBalancer,
+        listener: Listener,
+        target_groups: Mapping[str, TargetGroupRuntime],
+        stats: ListenerStats,
+        generation: int,
+        distribution: DistributionRuntime,
+    ) -> None:
+        super().__init__(key, load_balancer, listener, target_groups, stats, generation)
+        self.distribution = distribution
+        self.name = f"{listener.protocol}:{listener.port}"
+
+
+_VIEWER_STATS: dict[tuple[str, str], ListenerStats] = {}  # connection counts, kept across reloads
+
+
+def _stand_in(dist: Distribution, origin: Origin, timeout: float, listener: Listener) -> LoadBalancer:
+    """The load balancer an origin's requests go through: one listener forwarding to its group."""
+    forward = ForwardAction(type="forward", target_group=origin.target_group)
+    return LoadBalancer(
+        name=dist.name,
+        type="application",
+        cross_zone=True,
+        idle_timeout_seconds=max(1, int(timeout)),  # ELB's 504 after this long without a response
+        preserve_host_header=True,  # the viewer's Host goes to the origin
+        listeners=(listener.model_copy(update={"default_actions": (forward,), "certificates": ()}),),
+    )
+
+
+def _header_lines(origin: Origin) -> tuple[bytes, str]:
+    lines = [f"{name}: {value}\r\n" for name, value in origin.custom_headers.items()]
+    secret = ""
+    if origin.origin_access is not None:
+        secret = origin.origin_access.secret_value()
+        if origin.origin_access.type == "header":
+            lines.append(f"{origin.origin_access.header_name}: {secret}\r\n")
+    return "".join(lines).encode("latin-1"), secret
+
+
+def distribution_listeners(
+    config: Config, target_groups: Mapping[str, TargetGroupRuntime], generation: int
+) -> dict[ListenerKey, ListenerRuntime]:
+    """The viewer listeners of every enabled distribution (Snapshot.build adds them to its own)."""
+    listeners: dict[ListenerKey, ListenerRuntime] = {}
+    for d_index, dist in enumerate(config.distributions):
+        if not dist.enabled:
+            continue
+        viewer = tuple(listener.as_listener() for listener in dist.listeners)
+        plain = Listener(protocol="HTTP", port=viewer[0].port, address=viewer[0].address)
+        origins: dict[str, OriginRuntime] = {}
+        for origin in dist.origins:
+            lb = _stand_in(dist, origin, origin.response_timeout_seconds, plain)
+            runtime = HttpListenerRuntime(
+                ListenerKey(plain.address, plain.port, "tcp"),
+                lb,
+                lb.listeners[0],
+                target_groups,
+                ListenerStats(),
+                generation,
+            )
+            lines, secret = _header_lines(origin)
+            origins[origin.id] = OriginRuntime(
+                origin.id,
+                origin.target_group,
+                runtime,
+                origin.origin_path,
+                lines,
+                origin.origin_access,
+                secret,
+            )
+        cache = STATE.cache(dist.name, int(dist.cache.capacity_mb * MB), int(dist.cache.max_object_mb * MB))
+        distribution = DistributionRuntime(dist, origins, cache)
+        first = dist.origins[0]
+        for l_index, listener in enumerate(viewer):
+            lb = _stand_in(dist, first, 60, listener)
+            lb = lb.model_copy(update={"http2_enabled": False, "listeners": (listener,)})
+            stats = _VIEWER_STATS.setdefault((dist.name, f"{listener.protocol}:{listener.port}"), ListenerStats())
+            keys = listener_keys(listener)
+            runtime_listener = lb.listeners[0].model_copy(
+                update={"default_actions": (ForwardAction(type="forward", target_group=first.target_group),)}
+            )
+            edge = EdgeListenerRuntime(
+                keys[0], lb, runtime_listener, target_groups, stats, generation, distribution
+            )
+            edge.tls = _listener_tls(config, lb, listener, f"distributions[{d_index}].listeners[{l_index}]")
+            listeners[keys[0]] = edge
+    return listeners
