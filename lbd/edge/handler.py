@@ -197,7 +197,11 @@ class EdgeRequest:
         found = cache.lookup(key)
         waiting = cache.inflight.get(key)
         if waiting is not None:
-            stored = await asyncio.shield(waiting)
+            cache.waiting += 1
+            try:
+                stored = await asyncio.shield(waiting)
+            finally:
+                cache.waiting -= 1
             again = cache.lookup(self.key()) if stored else None
             if again is not None and again.fresh:
                 cache.stats.collapsed += 1
@@ -273,6 +277,11 @@ class EdgeRequest:
             if background is None:
                 self._local(502, fetch.failed, ERROR)
             return False
+        if self._vary_unsent(fetch):
+            # The response varies on fields the viewer sent and lbd did not forward: ask again with them
+            # (once), so the variant stored under the viewer's values is the one made for them.
+            fetch.cancel()
+            return await self._fetch_and_store(self.key(), found, background)
         body = await fetch.read_all()
         if body is None:
             if background is None:
@@ -313,6 +322,20 @@ class EdgeRequest:
         else:
             self.respond_cached(entry, MISS, from_cache=False)
         return stored
+
+    def _vary_unsent(self, fetch: OriginFetch) -> bool:
+        names = vary_names(_fields(fetch.headers).get("vary"), [*self.behavior.policy.key.headers, "accept-encoding"])
+        if not names or self._vary_retried:
+            return False
+        primary = self.primary_key()
+        sent = self.dist.cache.vary.get(primary, ())
+        if all(name in sent or name not in self.request.fields for name in names):
+            return False
+        self.dist.cache.vary[primary] = names
+        self._vary_retried = True
+        return True
+
+    _vary_retried = False
 
     def _entry(
         self,
@@ -405,6 +428,9 @@ class EdgeRequest:
         cookie = selected_cookie_header(request.fields.get("cookie"), policy.cookies)
         if cookie is not None:
             out.append(("Cookie", cookie))
+        for name in self.dist.cache.vary.get(self.primary_key(), ()):
+            if name in request.fields and name not in policy.headers:
+                out.append((name, request.fields[name]))  # what stored responses vary on
         out.append(("Accept-Encoding", self.encoding or "identity"))
         if "user-agent" not in policy.headers:
             out.append(("User-Agent", "Amazon CloudFront"))

@@ -60,6 +60,7 @@ class DistributionCache:
         self.cache = ResponseCache(capacity_bytes, max_entry_bytes, time.time)
         self.vary: dict[bytes, tuple[str, ...]] = {}
         self.inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self.waiting = 0  # requests waiting on another request's origin fetch now
         self.epoch = 0  # bumped by every invalidation: a fetch begun before it stores nothing
         self.stats = EdgeStats()
 
@@ -107,6 +108,7 @@ class DistributionCache:
             "origin_requests": stats.origin_requests,
             "origin_failovers": stats.origin_failovers,
             "collapsed": stats.collapsed,
+            "waiting": self.waiting,
             "compressed": stats.compressed,
             "origin_latency": stats.origin_latency.as_dict(),
             "cache_entries": engine.entries,

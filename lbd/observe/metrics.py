@@ -395,6 +395,9 @@ def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
     )
     entries = GaugeMetricFamily("lbd_edge_cache_entries", "Objects in the cache, all workers.", labels=label)
     size = GaugeMetricFamily("lbd_edge_cache_bytes", "Bytes the cache holds, all workers.", labels=label)
+    waiting = GaugeMetricFamily(
+        "lbd_edge_collapsed_waiting", "Requests waiting now on another request's origin fetch.", labels=label
+    )
     for name, totals in sorted(stats.distributions.items()):
         results = totals.get("results", {})
         for result in ("hit", "refresh_hit", "miss", "stale", "error"):
@@ -412,8 +415,9 @@ def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
         _histogram(latency, [name], totals.get("origin_latency"))
         entries.add_metric([name], totals.get("cache_entries", 0))
         size.add_metric([name], totals.get("cache_bytes", 0))
+        waiting.add_metric([name], totals.get("waiting", 0))
     yield from (requests, responses, hits, misses, bytes_, origin_requests, failovers, collapsed, latency)
-    yield from (entries, size)
+    yield from (entries, size, waiting)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], data: dict[str, Any] | None) -> None:
