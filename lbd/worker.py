@@ -294,7 +294,9 @@ class Worker:
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
             if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
-                app = cast(asyncio.Protocol, EdgeClientSide(cast(EdgeListenerRuntime, runtime), tracker, pool, bound))
+                app = cast(
+                    asyncio.Protocol, EdgeClientSide(cast(EdgeListenerRuntime, runtime), tracker, pool, bound)
+                )
             elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -85,7 +86,12 @@ def distribution(port: int) -> dict[str, Any]:
         ],
         "default_cache_behavior": {"origin": "main", "cache_policy": "ttl"},
         "cache_behaviors": [
-            {"path_pattern": "/static/*", "origin": "main", "cache_policy": "CachingOptimized", "compress": True},
+            {
+                "path_pattern": "/static/*",
+                "origin": "main",
+                "cache_policy": "CachingOptimized",
+                "compress": True,
+            },
             {"path_pattern": "/q/*", "origin": "main", "cache_policy": "keyed"},
             {"path_pattern": "/off/*", "origin": "main", "cache_policy": "CachingDisabled"},
             {"path_pattern": "/floor/*", "origin": "main", "cache_policy": "floor"},
@@ -93,7 +99,12 @@ def distribution(port: int) -> dict[str, Any]:
             {"path_pattern": "/ha/*", "origin": "ha", "cache_policy": "CachingDisabled"},
             {"path_pattern": "/dead/*", "origin": "ha-dead", "cache_policy": "CachingDisabled"},
             {"path_pattern": "/flaky/*", "origin": "flaky", "cache_policy": "ttl"},
-            {"path_pattern": "/api/*", "origin": "main", "cache_policy": "CachingDisabled", "allowed_methods": "ALL"},
+            {
+                "path_pattern": "/api/*",
+                "origin": "main",
+                "cache_policy": "CachingDisabled",
+                "allowed_methods": "ALL",
+            },
             {"path_pattern": "/img?/*.png", "origin": "backup", "cache_policy": "ttl"},
         ],
         "custom_error_responses": [
@@ -108,6 +119,9 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
     main, backup, flaky = Origin("main"), Origin("backup"), Origin("flaky")
     for origin in (main, backup, flaky):
         await origin.start()
+    # A port bound but not listening: connections to it are refused, and nothing else can take it.
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
     main.routes["/static/oops.html"] = Answer(body=b"<h1>sorry</h1>", headers={"Content-Type": "text/html"})
     port = free_port()
     config = {
@@ -116,7 +130,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
             group("main", main.port),
             group("backup", backup.port),
             group("flaky", flaky.port),
-            group("dead", free_port()),  # nothing listens there
+            group("dead", dead.getsockname()[1]),  # nothing listens there
         ],
         "distributions": [distribution(port)],
     }
@@ -127,6 +141,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
         yield Edge(lbd, port, main, backup, flaky)
     finally:
         lbd.stop()
+        dead.close()
         for origin in (main, backup, flaky):
             await origin.stop()
 
@@ -187,7 +202,9 @@ async def test_a_method_the_behavior_does_not_allow_is_refused(edge: Edge) -> No
         ("absent", None, True),  # DefaultTTL (30 s in this policy)
     ],
 )
-async def test_cache_control_directives(edge: Edge, name: str, cache_control: str | None, cached: bool) -> None:
+async def test_cache_control_directives(
+    edge: Edge, name: str, cache_control: str | None, cached: bool
+) -> None:
     path = f"/ttl/{name}"
     edge.main.routes[path] = Answer(headers={"Cache-Control": cache_control} if cache_control else {})
     await edge.get(path)
@@ -251,7 +268,9 @@ async def test_keys_hold_the_chosen_query_strings_headers_and_cookies_only(edge:
     assert edge.main.hits["/q/item"] == 1  # utm and tracking are not in the key, nor sent
     assert (await edge.get("/q/item?v=2", Cookie="session=s1"))[2] == b"v=2|None|session=s1"
     assert (await edge.get("/q/item?v=1", Cookie="session=s2"))[2] == b"v=1|None|session=s2"
-    assert (await edge.get("/q/item?v=1", Cookie="session=s1", **{"X-Variant": "b"}))[2] == b"v=1|b|session=s1"
+    assert (await edge.get("/q/item?v=1", Cookie="session=s1", **{"X-Variant": "b"}))[
+        2
+    ] == b"v=1|b|session=s1"
     assert edge.main.hits["/q/item"] == 4
 
 
@@ -294,11 +313,15 @@ async def test_an_expired_entry_is_revalidated_and_a_304_refreshes_it(edge: Edge
     status, headers, body = await wait_for(refreshed, interval=0.2, what="a RefreshHit")
     assert (status, body, headers["etag"]) == (200, b"version one", '"v1"')
     assert edge.main.last("/ttl/reval").headers["if-none-match"] == '"v1"'
-    assert all(s.headers.get("if-none-match") in (None, '"v1"') for s in edge.main.seen if s.path == "/ttl/reval")
+    assert all(
+        s.headers.get("if-none-match") in (None, '"v1"') for s in edge.main.seen if s.path == "/ttl/reval"
+    )
 
 
 async def test_stale_while_revalidate_answers_from_the_cache_and_refreshes_behind(edge: Edge) -> None:
-    edge.main.routes["/ttl/swr"] = Answer(body=b"old", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"})
+    edge.main.routes["/ttl/swr"] = Answer(
+        body=b"old", headers={"Cache-Control": "max-age=1, stale-while-revalidate=60"}
+    )
     await edge.get("/ttl/swr")
     edge.main.routes["/ttl/swr"] = Answer(body=b"new", headers={"Cache-Control": "max-age=600"})
 
@@ -312,8 +335,12 @@ async def test_stale_while_revalidate_answers_from_the_cache_and_refreshes_behin
 
 
 async def test_stale_if_error_serves_the_expired_copy_while_the_origin_is_down(edge: Edge) -> None:
-    edge.flaky.routes["/flaky/page"] = Answer(body=b"still here", headers={"Cache-Control": "max-age=1, stale-if-error=600"})
-    edge.flaky.routes["/flaky/never"] = Answer(body=b"x", headers={"Cache-Control": "max-age=1, stale-if-error=0"})
+    edge.flaky.routes["/flaky/page"] = Answer(
+        body=b"still here", headers={"Cache-Control": "max-age=1, stale-if-error=600"}
+    )
+    edge.flaky.routes["/flaky/never"] = Answer(
+        body=b"x", headers={"Cache-Control": "max-age=1, stale-if-error=0"}
+    )
     await edge.get("/flaky/page")
     await edge.get("/flaky/never")
     port = edge.flaky.port
@@ -326,7 +353,7 @@ async def test_stale_if_error_serves_the_expired_copy_while_the_origin_is_down(e
             return headers["x-cache"] != "Hit from lbd"
 
         await wait_for(expired, interval=0.2, what="the entries to expire")
-        status, headers, body = await edge.get("/flaky/page")
+        status, _, body = await edge.get("/flaky/page")
         assert (status, body) == (200, b"still here")
         status, _, _ = await edge.get("/flaky/never")
         assert status in (502, 503)  # stale-if-error=0: the error, not the stale copy
@@ -336,7 +363,9 @@ async def test_stale_if_error_serves_the_expired_copy_while_the_origin_is_down(e
 
 async def test_concurrent_misses_make_one_origin_request(edge: Edge) -> None:
     gate = asyncio.Event()
-    edge.main.routes["/static/hot.js"] = Answer(body=b"x" * 5000, headers={"Cache-Control": "max-age=600"}, gate=gate)
+    edge.main.routes["/static/hot.js"] = Answer(
+        body=b"x" * 5000, headers={"Cache-Control": "max-age=600"}, gate=gate
+    )
     requests = [asyncio.ensure_future(edge.get("/static/hot.js")) for _ in range(100)]
 
     async def all_waiting() -> bool:
@@ -378,7 +407,9 @@ async def test_head_is_answered_from_the_get_entry(edge: Edge) -> None:
 
 
 async def test_conditional_viewer_requests_get_304_from_the_cache(edge: Edge) -> None:
-    edge.main.routes["/ttl/etag"] = Answer(body=b"tagged", headers={"Cache-Control": "max-age=600", "ETag": '"t1"'})
+    edge.main.routes["/ttl/etag"] = Answer(
+        body=b"tagged", headers={"Cache-Control": "max-age=600", "ETag": '"t1"'}
+    )
     await edge.get("/ttl/etag")
     status, headers, body = await edge.get("/ttl/etag", **{"If-None-Match": '"t1"'})
     assert (status, body, headers["etag"]) == (304, b"", '"t1"')
@@ -390,7 +421,9 @@ async def test_conditional_viewer_requests_get_304_from_the_cache(edge: Edge) ->
 
 async def test_gzip_and_brotli_are_negotiated_and_cached_apart(edge: Edge) -> None:
     text = b"".join(b"line %d of a stylesheet that compresses well\n" % i for i in range(200))
-    edge.main.routes["/static/big.css"] = Answer(body=text, headers={"Cache-Control": "max-age=600", "Content-Type": "text/css", "ETag": '"c1"'})
+    edge.main.routes["/static/big.css"] = Answer(
+        body=text, headers={"Cache-Control": "max-age=600", "Content-Type": "text/css", "ETag": '"c1"'}
+    )
     _, headers, body = await edge.get("/static/big.css", **{"Accept-Encoding": "gzip"})
     assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == text
     assert headers["etag"] == 'W/"c1"' and "Accept-Encoding" in headers["vary"]
@@ -412,7 +445,8 @@ async def test_small_encoded_or_binary_objects_are_not_compressed(edge: Edge) ->
     edge.main.routes["/static/small.css"] = Answer(body=b"a{}", headers={"Content-Type": "text/css"})
     edge.main.routes["/static/photo.jpg"] = Answer(body=b"j" * 5000, headers={"Content-Type": "image/jpeg"})
     edge.main.routes["/static/pre.js"] = Answer(
-        body=gzip.compress(b"x" * 5000), headers={"Content-Type": "text/javascript", "Content-Encoding": "gzip"}
+        body=gzip.compress(b"x" * 5000),
+        headers={"Content-Type": "text/javascript", "Content-Encoding": "gzip"},
     )
     for path in ("/static/small.css", "/static/photo.jpg"):
         _, headers, _ = await edge.get(path, **{"Accept-Encoding": "gzip, br"})

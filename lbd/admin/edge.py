@@ -110,7 +110,9 @@ class EdgeAdmin:
             record["errors"] = failed
         else:
             record["status"] = "Completed"
-        return AdminResponse(201, record, headers={"Location": f"/v1/distributions/{name}/invalidations/{record['id']}"})
+        return AdminResponse(
+            201, record, headers={"Location": f"/v1/distributions/{name}/invalidations/{record['id']}"}
+        )
 
     async def list(self, request: AdminRequest) -> AdminResponse:
         name = request.params["name"]

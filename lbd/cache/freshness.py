@@ -170,9 +170,7 @@ def validators(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     return headers.get("etag"), headers.get("last-modified")
 
 
-def not_modified(
-    request_headers: Mapping[str, str], etag: str | None, last_modified: str | None
-) -> bool:
+def not_modified(request_headers: Mapping[str, str], etag: str | None, last_modified: str | None) -> bool:
     """Whether a viewer's conditional GET is answered 304 from the cached response (RFC 9110 13.1.2 and
     13.1.3: If-None-Match compares weakly and, when present, If-Modified-Since is ignored)."""
     inm = request_headers.get("if-none-match")

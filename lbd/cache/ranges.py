@@ -47,7 +47,7 @@ def parse_range(value: str | None, length: int) -> ByteRange | Unsatisfiable | N
     if not dash:
         return None
     first, last = first.strip(), last.strip()
-    if first and not first.isdigit() or last and not last.isdigit() or not (first or last):
+    if (first and not first.isdigit()) or (last and not last.isdigit()) or not (first or last):
         return None
     if not first:  # suffix range: the last N bytes
         count = int(last)

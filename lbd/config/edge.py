@@ -272,7 +272,9 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
     for d_index, dist in enumerate(config.distributions):
         where = f"distributions[{d_index}]"
         if dist.name in names:
-            yield ConfigIssue(f"{where}.name", f"{dist.name!r} is already used by distributions[{names[dist.name]}]")
+            yield ConfigIssue(
+                f"{where}.name", f"{dist.name!r} is already used by distributions[{names[dist.name]}]"
+            )
         names.setdefault(dist.name, d_index)
         origin_ids: dict[str, int] = {}
         for o_index, origin in enumerate(dist.origins):
@@ -282,7 +284,8 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
             group = groups.get(origin.target_group)
             if group is None:
                 yield ConfigIssue(
-                    f"{where}.origins[{o_index}].target_group", f"no target group named {origin.target_group!r}"
+                    f"{where}.origins[{o_index}].target_group",
+                    f"no target group named {origin.target_group!r}",
                 )
             elif group.protocol not in ("HTTP", "HTTPS"):
                 yield ConfigIssue(
@@ -292,25 +295,36 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
         group_ids: set[str] = set()
         for g_index, origin_group in enumerate(dist.origin_groups):
             if origin_group.id in origin_ids or origin_group.id in group_ids:
-                yield ConfigIssue(f"{where}.origin_groups[{g_index}].id", f"{origin_group.id!r} is already used")
+                yield ConfigIssue(
+                    f"{where}.origin_groups[{g_index}].id", f"{origin_group.id!r} is already used"
+                )
             group_ids.add(origin_group.id)
             for m_index, member in enumerate(origin_group.members):
                 if member not in origin_ids:
                     yield ConfigIssue(
-                        f"{where}.origin_groups[{g_index}].members[{m_index}]", f"no origin with id {member!r}"
+                        f"{where}.origin_groups[{g_index}].members[{m_index}]",
+                        f"no origin with id {member!r}",
                     )
         policies = {policy.name for policy in dist.cache_policies}
         for p_index, policy in enumerate(dist.cache_policies):
             if policy.name in MANAGED_POLICIES:
-                yield ConfigIssue(f"{where}.cache_policies[{p_index}].name", "is the name of a managed policy")
+                yield ConfigIssue(
+                    f"{where}.cache_policies[{p_index}].name", "is the name of a managed policy"
+                )
         behaviors = [("default_cache_behavior", dist.default_cache_behavior)] + [
             (f"cache_behaviors[{i}]", b) for i, b in enumerate(dist.cache_behaviors)
         ]
         for path, behavior in behaviors:
             if behavior.origin not in origin_ids and behavior.origin not in group_ids:
-                yield ConfigIssue(f"{where}.{path}.origin", f"no origin or origin group with id {behavior.origin!r}")
+                yield ConfigIssue(
+                    f"{where}.{path}.origin", f"no origin or origin group with id {behavior.origin!r}"
+                )
             policy_name = behavior.cache_policy
-            if isinstance(policy_name, str) and policy_name not in MANAGED_POLICIES and policy_name not in policies:
+            if (
+                isinstance(policy_name, str)
+                and policy_name not in MANAGED_POLICIES
+                and policy_name not in policies
+            ):
                 yield ConfigIssue(
                     f"{where}.{path}.cache_policy",
                     f"no cache policy named {policy_name!r} (managed: {', '.join(MANAGED_POLICIES)}; "
@@ -337,30 +351,30 @@ def _bindings(config: Config) -> Iterator[ConfigIssue]:
             if listener.protocol not in ("UDP",):
                 taken.append((listener.address, listener.port, f"load_balancers[{i}].listeners[{j}]"))
     for d_index, dist in enumerate(config.distributions):
-        for l_index, listener in enumerate(dist.listeners):
-            where = f"distributions[{d_index}].listeners[{l_index}]"
+        for l_index, viewer in enumerate(dist.listeners):
+            where = f"distributions[{d_index}].viewers[{l_index}]"
             for address, port, other in taken:
-                if port == listener.port and _overlap(address, listener.address):
-                    yield ConfigIssue(f"{where}.port", f"{listener.address}:{port} is already used by {other}")
+                if port == viewer.port and _overlap(address, viewer.address):
+                    yield ConfigIssue(f"{where}.port", f"{viewer.address}:{port} is already used by {other}")
                     break
-            taken.append((listener.address, listener.port, where))
+            taken.append((viewer.address, viewer.port, where))
 
 
 def edge_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     """What ``lbd run`` would refuse on a valid file (lbd/config/preflight.py): certificates the store
-    cannot load for HTTPS listeners, origin secrets that cannot be read."""
+    cannot load for HTTPS viewers, origin secrets that cannot be read."""
     from lbd.config.loader import ConfigIssue
     from lbd.tls.server import ListenerTls, TlsConfigError
     from lbd.tls.store import CertificateStore
 
     store = CertificateStore(config.certificates.store)
     for d_index, dist in enumerate(config.distributions):
-        for l_index, listener in enumerate(dist.listeners):
-            if listener.protocol != "HTTPS":
+        for l_index, viewer in enumerate(dist.listeners):
+            if viewer.protocol != "HTTPS":
                 continue
-            where = f"distributions[{d_index}].listeners[{l_index}]"
+            where = f"distributions[{d_index}].viewers[{l_index}]"
             try:
-                ListenerTls(store, listener.certificates, listener.ssl_policy, ["http/1.1"], where)
+                ListenerTls(store, viewer.certificates, viewer.ssl_policy, ["http/1.1"], where)
             except TlsConfigError as exc:
                 path, _, message = str(exc).partition(": ")
                 yield ConfigIssue(path, message)

@@ -21,19 +21,53 @@ COMPRESSIBLE = frozenset(
     {
         *(
             f"text/{t}"
-            for t in (
-                "css csv html javascript js plain richtext tab-separated-values xml x-component "
-                "x-java-source x-script"
-            ).split()
+            for t in [
+                "css",
+                "csv",
+                "html",
+                "javascript",
+                "js",
+                "plain",
+                "richtext",
+                "tab-separated-values",
+                "xml",
+                "x-component",
+                "x-java-source",
+                "x-script",
+            ]
         ),
         *(
             f"application/{t}"
-            for t in (
-                "dash+xml eot font font-sfnt javascript json opentype otf pkcs7-mime protobuf rss+xml "
-                "truetype ttf vnd.apple.mpegurl vnd.mapbox-vector-tile vnd.ms-fontobject xhtml+xml xml "
-                "x-font-opentype x-font-truetype x-font-ttf x-httpd-cgi x-javascript x-mpegurl x-opentype "
-                "x-otf x-perl x-ttf"
-            ).split()
+            for t in [
+                "dash+xml",
+                "eot",
+                "font",
+                "font-sfnt",
+                "javascript",
+                "json",
+                "opentype",
+                "otf",
+                "pkcs7-mime",
+                "protobuf",
+                "rss+xml",
+                "truetype",
+                "ttf",
+                "vnd.apple.mpegurl",
+                "vnd.mapbox-vector-tile",
+                "vnd.ms-fontobject",
+                "xhtml+xml",
+                "xml",
+                "x-font-opentype",
+                "x-font-truetype",
+                "x-font-ttf",
+                "x-httpd-cgi",
+                "x-javascript",
+                "x-mpegurl",
+                "x-opentype",
+                "x-otf",
+                "x-perl",
+                "x-ttf",
+            ]
         ),
         "font/eot",
         "font/opentype",

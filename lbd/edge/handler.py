@@ -185,9 +185,7 @@ class EdgeRequest:
 
     def _stale_allowed(self, found: Lookup, why: str) -> bool:
         stale_for = time.time() - found.expires_at
-        allowance = (
-            found.response.stale_while_revalidate if why == "swr" else found.response.stale_if_error
-        )
+        allowance = found.response.stale_while_revalidate if why == "swr" else found.response.stale_if_error
         return stale_for < allowance
 
     # -- cached path -------------------------------------------------------------------------------------
@@ -243,7 +241,7 @@ class EdgeRequest:
     ) -> bool:
         """Ask the origin (conditionally when a stored copy has validators); store, refresh or fall back
         to the stale copy; answer the viewer unless ``background``. True when an entry was stored."""
-        dist, request = self.dist, self.request
+        dist = self.dist
         stale = background or (found.response if found is not None else None)
         conditional: list[tuple[str, str]] = []
         if stale is not None and stale.status == 200:
@@ -324,7 +322,9 @@ class EdgeRequest:
         return stored
 
     def _vary_unsent(self, fetch: OriginFetch) -> bool:
-        names = vary_names(_fields(fetch.headers).get("vary"), [*self.behavior.policy.key.headers, "accept-encoding"])
+        names = vary_names(
+            _fields(fetch.headers).get("vary"), [*self.behavior.policy.key.headers, "accept-encoding"]
+        )
         if not names or self._vary_retried:
             return False
         primary = self.primary_key()
@@ -397,26 +397,31 @@ class EdgeRequest:
                     detailed="CustomErrorPage",
                 )
                 return
-        self.respond_cached(entry, ERROR, from_cache=False, detailed="OriginError" if not local else "OriginDnsError")
+        self.respond_cached(
+            entry, ERROR, from_cache=False, detailed="OriginError" if not local else "OriginDnsError"
+        )
 
     async def _error_page(self, path: str) -> CachedResponse | None:
         """The custom error page, fetched like any object through the behavior its path matches."""
         sub = EdgeRequest(
             self.conn,
-            ViewerRequest("GET", path, "", self.request.version, [
-                (n, v) for n, v in self.request.headers if n in ("host", "accept-encoding")
-            ], b"", True),
+            ViewerRequest(
+                "GET",
+                path,
+                "",
+                self.request.version,
+                [(n, v) for n, v in self.request.headers if n in ("host", "accept-encoding")],
+                b"",
+                True,
+            ),
         )
-        sub.behavior = behavior_for(self.dist.behaviors, self.dist.default, path)
-        sub.respond_cached = sub._capture  # type: ignore[method-assign]
+        sub.capturing = True
         if not sub.serve():
             await sub.run()
         return sub.captured
 
+    capturing = False  # a custom error page's fetch: keep the response instead of answering a viewer
     captured: CachedResponse | None = None
-
-    def _capture(self, entry: CachedResponse, result: str, **_: object) -> None:
-        self.captured = entry if entry.status < 400 else None
 
     # -- origins ----------------------------------------------------------------------------------------
 
@@ -424,7 +429,11 @@ class EdgeRequest:
         """What a cached request forwards: the key's headers and cookies, the normalised
         Accept-Encoding (CloudFront sends identity when the policy enables no compressed objects)."""
         request, policy = self.request, self.behavior.policy.key
-        out = [(name, request.fields[name]) for name in policy.headers if name in request.fields and name != "host"]
+        out = [
+            (name, request.fields[name])
+            for name in policy.headers
+            if name in request.fields and name != "host"
+        ]
         cookie = selected_cookie_header(request.fields.get("cookie"), policy.cookies)
         if cookie is not None:
             out.append(("Cookie", cookie))
@@ -521,8 +530,10 @@ class EdgeRequest:
     async def _pass_through(self, store: bool = False) -> None:
         """Uncached: the viewer's method, fields and body to the origin, the answer back as it comes."""
         request = self.request
-        fields = self._viewer_fields() if not self.behavior.caches or request.method not in CACHED_METHODS else (
-            self._key_fields()
+        fields = (
+            self._viewer_fields()
+            if not self.behavior.caches or request.method not in CACHED_METHODS
+            else (self._key_fields())
         )
         fetch = await self._ask_origins(request.method, fields, request.body)
         if fetch.failed and not fetch.status:
@@ -550,14 +561,15 @@ class EdgeRequest:
 
     def _edge_fields(self, result: str) -> str:
         edge = self.dist.edge_name
-        return (
-            f"X-Cache: {result} from {edge}\r\nX-Amz-Cf-Pop: {edge}\r\nX-Amz-Cf-Id: {self.id}\r\n"
-        )
+        return f"X-Cache: {result} from {edge}\r\nX-Amz-Cf-Pop: {edge}\r\nX-Amz-Cf-Id: {self.id}\r\n"
 
     def respond_cached(
         self, entry: CachedResponse, result: str, from_cache: bool = True, detailed: str = ""
     ) -> None:
         """Answer from a stored (or just fetched) response: HEAD, ranges and conditional requests."""
+        if self.capturing:
+            self.captured = entry if entry.status < 400 else None
+            return
         request = self.request
         outcome = self.outcome
         outcome.result, outcome.detailed = result, detailed or result
@@ -608,7 +620,9 @@ class EdgeRequest:
         if request.method == "HEAD" or status in (204, 304):
             body = b""
         outcome.body_bytes = len(body)
-        self.conn.respond(self, head + body if len(body) < 65536 else head, body if len(body) >= 65536 else b"")
+        self.conn.respond(
+            self, head + body if len(body) < 65536 else head, body if len(body) >= 65536 else b""
+        )
 
     def _range(self, fields: Mapping[str, str], length: int) -> object:
         header = self.request.fields.get("range")

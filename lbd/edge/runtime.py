@@ -176,7 +176,9 @@ def distribution_listeners(
         for l_index, listener in enumerate(viewer):
             lb = _stand_in(dist, first, 60, listener)
             lb = lb.model_copy(update={"http2_enabled": False, "listeners": (listener,)})
-            stats = _VIEWER_STATS.setdefault((dist.name, f"{listener.protocol}:{listener.port}"), ListenerStats())
+            stats = _VIEWER_STATS.setdefault(
+                (dist.name, f"{listener.protocol}:{listener.port}"), ListenerStats()
+            )
             keys = listener_keys(listener)
             runtime_listener = lb.listeners[0].model_copy(
                 update={"default_actions": (ForwardAction(type="forward", target_group=first.target_group),)}

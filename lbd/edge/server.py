@@ -120,7 +120,11 @@ class EdgeClientSide:
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.current is not None and self.current.fetch is not None and self.current.fetch.sink is not None:
+        if (
+            self.current is not None
+            and self.current.fetch is not None
+            and self.current.fetch.sink is not None
+        ):
             self.current.fetch.resume()
 
     # -- httptools request callbacks -------------------------------------------------------------------

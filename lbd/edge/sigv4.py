@@ -52,6 +52,7 @@ def sign(
     key = signing_key(secret, date, region, service)
     signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     authorization = (
-        f"{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+        f"{ALGORITHM} Credential={access_key_id}/{scope}, SignedHeaders={';'.join(names)}, "
+        f"Signature={signature}"
     )
     return [("X-Amz-Date", stamp), ("X-Amz-Content-Sha256", payload), ("Authorization", authorization)]

@@ -86,7 +86,7 @@ class DistributionCache:
             if target is None or target[0] != name:
                 return False
             path = target[1] + ("?" + target[2] if target[2] else "")
-            return path in exact or target[1] in exact and not target[2] or path.startswith(prefixes)
+            return path in exact or (target[1] in exact and not target[2]) or path.startswith(prefixes)
 
         self.epoch += 1
         removed = self.cache.delete_where(matches)

@@ -375,15 +375,20 @@ def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
         "lbd_edge_requests", "Viewer requests by cache result (Requests).", labels=[*label, "result"]
     )
     responses = CounterMetricFamily(
-        "lbd_edge_responses", "Viewer responses by status class (4xxErrorRate, 5xxErrorRate).", labels=[*label, "code"]
+        "lbd_edge_responses",
+        "Viewer responses by status class (4xxErrorRate, 5xxErrorRate).",
+        labels=[*label, "code"],
     )
     hits = CounterMetricFamily("lbd_edge_cache_hits", "Requests answered from the cache.", labels=label)
     misses = CounterMetricFamily("lbd_edge_cache_misses", "Requests that went to an origin.", labels=label)
     bytes_ = CounterMetricFamily(
-        "lbd_edge_bytes", "Body bytes served from the cache, sent to viewers, and received from origins.",
+        "lbd_edge_bytes",
+        "Body bytes served from the cache, sent to viewers, and received from origins.",
         labels=[*label, "source"],
     )
-    origin_requests = CounterMetricFamily("lbd_edge_origin_requests", "Requests sent to origins.", labels=label)
+    origin_requests = CounterMetricFamily(
+        "lbd_edge_origin_requests", "Requests sent to origins.", labels=label
+    )
     failovers = CounterMetricFamily(
         "lbd_edge_origin_failovers", "Origin-group failovers to the next member.", labels=label
     )
@@ -391,7 +396,9 @@ def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
         "lbd_edge_collapsed_requests", "Misses answered from another request's origin fetch.", labels=label
     )
     latency = HistogramMetricFamily(
-        "lbd_edge_origin_latency_seconds", "Origin latency to the response head (OriginLatency).", labels=label
+        "lbd_edge_origin_latency_seconds",
+        "Origin latency to the response head (OriginLatency).",
+        labels=label,
     )
     entries = GaugeMetricFamily("lbd_edge_cache_entries", "Objects in the cache, all workers.", labels=label)
     size = GaugeMetricFamily("lbd_edge_cache_bytes", "Bytes the cache holds, all workers.", labels=label)
@@ -404,7 +411,9 @@ def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
             requests.add_metric([name, result], results.get(result, 0))
         for code in ("2xx", "3xx", "4xx", "5xx"):
             responses.add_metric([name, code], totals.get("responses", {}).get(code, 0))
-        hits.add_metric([name], results.get("hit", 0) + results.get("refresh_hit", 0) + results.get("stale", 0))
+        hits.add_metric(
+            [name], results.get("hit", 0) + results.get("refresh_hit", 0) + results.get("stale", 0)
+        )
         misses.add_metric([name], results.get("miss", 0))
         bytes_.add_metric([name, "cache"], totals.get("bytes_from_cache", 0))
         bytes_.add_metric([name, "sent"], totals.get("bytes_sent", 0))
