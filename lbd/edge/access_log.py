@@ -67,7 +67,6 @@ def log_line(conn: EdgeClientSide, work: EdgeRequest, wall: float) -> str:
     fields = request.fields
     taken = time.monotonic() - request.received_at
     stamp = time.gmtime(wall)
-    scheme = "https" if conn.runtime.listener.protocol == "HTTPS" else "http"
     span = outcome.range
     values = [
         time.strftime("%Y-%m-%d", stamp),
@@ -86,7 +85,7 @@ def log_line(conn: EdgeClientSide, work: EdgeRequest, wall: float) -> str:
         outcome.result,
         work.id,
         _text(fields.get("host")),
-        scheme,
+        conn.scheme,
         str(len(request.body)),
         f"{taken:.3f}",
         _text(fields.get("x-forwarded-for")),

@@ -504,6 +504,7 @@ class EdgeRequest:
             f"Host: {host}\r\n",
             f"Via: {via + ', ' if via else ''}{edge}\r\n",
             f"X-Amz-Cf-Id: {self.id}\r\n",
+            f"CloudFront-Forwarded-Proto: {self.conn.scheme}\r\n",
             "Connection: close\r\n",
         ]
         lines += [f"{name}: {value}\r\n" for name, value in fields]

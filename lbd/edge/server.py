@@ -45,6 +45,7 @@ class EdgeClientSide:
         slot: ListenerSlot | None = None,
     ) -> None:
         self.runtime = runtime
+        self.scheme = "https" if runtime.listener.protocol == "HTTPS" else "http"
         self.tracker = tracker
         self.pool = pool
         self.slot = slot

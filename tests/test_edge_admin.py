@@ -1,0 +1,157 @@
+"""Distributions with several workers, HTTPS viewers and signed origin requests, through a real lbd.
+
+Invalidations go through the admin API and must take effect on every worker before the answer: each
+worker has its own cache, so the test first fills both (new connections land on either worker), then
+invalidates, then checks that no connection, whichever worker takes it, gets the old object again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from lbd.tls.store import CertificateStore, issue
+from tests.edge_origin import Answer, Origin
+from tests.lbdproc import Lbd, free_port, http_request, wait_for
+
+
+def config(port: int, server: Origin, **extra: Any) -> dict[str, Any]:
+    listener = extra.pop("listener", {"protocol": "HTTP", "port": port, "address": "127.0.0.1"})
+    return {
+        "node": {"workers": extra.pop("workers", 1)},
+        "target_groups": [
+            {
+                "name": "web",
+                "protocol": "HTTP",
+                "health_check": {"enabled": False},
+                "targets": [{"id": "127.0.0.1", "port": server.port}],
+            }
+        ],
+        "distributions": [
+            {
+                "name": "site",
+                "listeners": [listener],
+                "origins": [{"id": "app", "target_group": "web", **extra.pop("origin", {})}],
+                "default_cache_behavior": {"origin": "app", "cache_policy": "CachingOptimized"},
+                **extra,
+            }
+        ],
+    }
+
+
+async def test_an_invalidation_reaches_every_worker_before_it_is_answered(tmp_path: Path) -> None:
+    origin = await Origin().start()
+    origin.routes["/images/a.png"] = Answer(body=b"v1", headers={"Cache-Control": "max-age=3600"})
+    origin.routes["/images/b.png"] = Answer(body=b"v1", headers={"Cache-Control": "max-age=3600"})
+    origin.routes["/index.html"] = Answer(body=b"v1", headers={"Cache-Control": "max-age=3600"})
+    port = free_port()
+    lbd = Lbd(tmp_path, config(port, origin, workers=2), workers=2)
+    lbd.start()
+    try:
+        await lbd.wait_ready()
+
+        async def both_workers_cached() -> bool:
+            for path in ("/images/a.png", "/images/b.png", "/index.html"):
+                await http_request(port, "GET", path)
+            return all(origin.hits[p] >= 2 for p in ("/images/a.png", "/images/b.png", "/index.html"))
+
+        await wait_for(both_workers_cached, interval=0, what="both workers to cache every object")
+        for path in origin.routes:
+            origin.routes[path] = Answer(body=b"v2", headers={"Cache-Control": "max-age=3600"})
+
+        status, record = await lbd.admin(
+            "POST", "/v1/distributions/site/invalidations", json.dumps({"paths": ["/images/*"]}).encode()
+        )
+        assert status == 201 and record["status"] == "Completed" and record["paths"] == ["/images/*"]
+        assert record["id"].startswith("I") and len(record["id"]) == 14
+        for _ in range(30):  # new connections: both workers answer some of them
+            assert (await http_request(port, "GET", "/images/a.png"))[2] == b"v2"
+            assert (await http_request(port, "GET", "/images/b.png"))[2] == b"v2"
+            assert (await http_request(port, "GET", "/index.html"))[2] == b"v1"  # not invalidated
+
+        status, listed = await lbd.admin("GET", "/v1/distributions/site/invalidations")
+        assert status == 200 and [i["id"] for i in listed["invalidations"]] == [record["id"]]
+        status, shown = await lbd.admin("GET", f"/v1/distributions/site/invalidations/{record['id']}")
+        assert status == 200 and shown == record
+
+        for body, expected in (
+            ({"paths": []}, 400),
+            ({"paths": ["/a*b"]}, 400),  # a wildcard only at the end
+            ({"path": ["/x"]}, 400),
+        ):
+            status, answer = await lbd.admin(
+                "POST", "/v1/distributions/site/invalidations", json.dumps(body).encode()
+            )
+            assert status == expected, answer
+        status, _ = await lbd.admin("POST", "/v1/distributions/nope/invalidations", b'{"paths": ["/*"]}')
+        assert status == 404
+    finally:
+        lbd.stop()
+        await origin.stop()
+
+
+async def test_https_viewers_get_the_sni_certificate_and_origins_a_signature(tmp_path: Path) -> None:
+    store = CertificateStore(tmp_path / "store")
+    store.put(issue("site", ["site.test"]))
+    store.put(issue("other", ["cdn.other.test"]))
+    origin = await Origin().start()
+    origin.routes["/doc"] = Answer(body=b"signed", headers={"Cache-Control": "max-age=60"})
+    port = free_port()
+    secret = tmp_path / "oac.secret"
+    secret.write_text("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
+    cfg = config(
+        port,
+        origin,
+        listener={"protocol": "HTTPS", "port": port, "address": "127.0.0.1", "certificates": ["site", "other"]},
+        origin={
+            "origin_access": {
+                "type": "sigv4",
+                "access_key_id": "AKIDEXAMPLE",
+                "secret_file": str(secret),
+                "region": "eu-west-1",
+                "service": "s3",
+            }
+        },
+    )
+    cfg["certificates"] = {"store": str(store.directory)}
+    lbd = Lbd(tmp_path, cfg)
+    lbd.start()
+    try:
+        await lbd.wait_ready()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        for server_name, expected in (("cdn.other.test", "cdn.other.test"), ("site.test", "site.test")):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname=server_name
+            )
+            cert = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            writer.write(b"GET /doc HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+            response = await reader.read()
+            writer.close()
+            assert expected.encode() in cert
+            assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"signed")
+        assert origin.hits["/doc"] == 1  # the second viewer got a hit
+        seen = origin.last("/doc")
+        assert seen.headers["cloudfront-forwarded-proto"] == "https"
+        # botocore signs the same request independently: the signatures must agree.
+        request = AWSRequest(
+            method="GET",
+            url="http://site.test/doc",
+            headers={"Host": "site.test", "X-Amz-Content-Sha256": seen.headers["x-amz-content-sha256"]},
+        )
+        request.context["timestamp"] = seen.headers["x-amz-date"]
+        SigV4Auth(
+            Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1"
+        ).add_auth(request)
+        assert seen.headers["authorization"] == request.headers["Authorization"]
+    finally:
+        lbd.stop()
+        await origin.stop()
