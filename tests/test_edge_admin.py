@@ -109,7 +109,12 @@ async def test_https_viewers_get_the_sni_certificate_and_origins_a_signature(tmp
     cfg = config(
         port,
         origin,
-        listener={"protocol": "HTTPS", "port": port, "address": "127.0.0.1", "certificates": ["site", "other"]},
+        listener={
+            "protocol": "HTTPS",
+            "port": port,
+            "address": "127.0.0.1",
+            "certificates": ["site", "other"],
+        },
         origin={
             "origin_access": {
                 "type": "sigv4",

@@ -352,7 +352,7 @@ def _bindings(config: Config) -> Iterator[ConfigIssue]:
                 taken.append((listener.address, listener.port, f"load_balancers[{i}].listeners[{j}]"))
     for d_index, dist in enumerate(config.distributions):
         for l_index, viewer in enumerate(dist.listeners):
-            where = f"distributions[{d_index}].viewers[{l_index}]"
+            where = f"distributions[{d_index}].listeners[{l_index}]"
             for address, port, other in taken:
                 if port == viewer.port and _overlap(address, viewer.address):
                     yield ConfigIssue(f"{where}.port", f"{viewer.address}:{port} is already used by {other}")
@@ -372,7 +372,7 @@ def edge_startup_issues(config: Config) -> Iterator[ConfigIssue]:
         for l_index, viewer in enumerate(dist.listeners):
             if viewer.protocol != "HTTPS":
                 continue
-            where = f"distributions[{d_index}].viewers[{l_index}]"
+            where = f"distributions[{d_index}].listeners[{l_index}]"
             try:
                 ListenerTls(store, viewer.certificates, viewer.ssl_policy, ["http/1.1"], where)
             except TlsConfigError as exc:
