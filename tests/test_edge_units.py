@@ -37,10 +37,11 @@ from lbd.edge.store import DistributionCache
 
 NOW = 1_700_000_000.0
 OPTIMIZED = MANAGED["CachingOptimized"].ttl  # 1 / 86400 / 31536000
+CLOUDFRONT = TtlPolicy()  # 0 / 86400 / 31536000
 
 
 def ttl(
-    status: int = 200, policy: TtlPolicy = TtlPolicy(), error_min: int | None = None, **headers: str
+    status: int = 200, policy: TtlPolicy = CLOUDFRONT, error_min: int | None = None, **headers: str
 ) -> float:
     fields = {name.replace("_", "-"): value for name, value in headers.items()}
     return response_freshness(status, fields, policy, NOW, error_min).ttl
