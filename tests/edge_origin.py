@@ -23,6 +23,10 @@ class Answer:
     delay: float = 0.0  # seconds before answering (collapsing tests hold the first miss open)
     gate: asyncio.Event | None = None  # or wait until the test opens it
     chunked: bool = False
+    size: int = 0  # a generated body of this many bytes (PATTERN repeated), streamed with Content-Length
+
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB
 
 
 @dataclass
@@ -82,6 +86,17 @@ class Origin:
         if answer.delay:
             await asyncio.sleep(answer.delay)
         headers = {"X-Origin": self.name, **answer.headers}
+        if answer.size:
+            response = web.StreamResponse(status=answer.status, headers=headers)
+            response.content_length = answer.size
+            await response.prepare(request)
+            left = answer.size
+            while left > 0:
+                chunk = PATTERN[: min(left, len(PATTERN))]
+                await response.write(chunk)
+                left -= len(chunk)
+            await response.write_eof()
+            return response
         if answer.chunked:
             response = web.StreamResponse(status=answer.status, headers=headers)
             response.enable_chunked_encoding()

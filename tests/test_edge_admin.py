@@ -8,17 +8,19 @@ invalidates, then checks that no connection, whichever worker takes it, gets the
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from lbd.tls.store import CertificateStore, issue
-from tests.edge_origin import Answer, Origin
+from tests.edge_origin import PATTERN, Answer, Origin
 from tests.lbdproc import Lbd, free_port, http_request, wait_for
 
 
@@ -157,6 +159,54 @@ async def test_https_viewers_get_the_sni_certificate_and_origins_a_signature(tmp
             Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1"
         ).add_auth(request)
         assert seen.headers["authorization"] == request.headers["Authorization"]
+    finally:
+        lbd.stop()
+        await origin.stop()
+
+
+def _peak_rss(pid: int) -> int:
+    """A process's peak resident set (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _workers(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+@pytest.mark.slow
+async def test_a_large_object_streams_through_without_being_buffered(tmp_path: Path) -> None:
+    size = 1024 * 1024 * 1024  # 1 GiB
+    origin = await Origin().start()
+    origin.routes["/video.bin"] = Answer(size=size, headers={"Cache-Control": "max-age=600"})
+    port = free_port()
+    lbd = Lbd(tmp_path, config(port, origin))
+    lbd.start()
+    try:
+        await lbd.wait_ready()
+        assert lbd.process is not None
+        (worker,) = _workers(lbd.process.pid)
+        before = _peak_rss(worker)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /video.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and f"content-length: {size}".encode() in head.lower()
+        digest, expected, received = hashlib.sha256(), hashlib.sha256(), 0
+        while chunk := await reader.read(1 << 20):
+            digest.update(chunk)
+            received += len(chunk)
+        writer.close()
+        left = size
+        while left:
+            piece = PATTERN[: min(left, len(PATTERN))]
+            expected.update(piece)
+            left -= len(piece)
+        assert received == size and digest.digest() == expected.digest()
+        grown = _peak_rss(worker) - before
+        assert grown < 64 * 1024 * 1024, f"the worker's peak RSS grew by {grown >> 20} MiB"
     finally:
         lbd.stop()
         await origin.stop()

@@ -107,6 +107,7 @@ def distribution(port: int) -> dict[str, Any]:
             },
             {"path_pattern": "/img?/*.png", "origin": "backup", "cache_policy": "ttl"},
         ],
+        "cache": {"max_object_mb": 1},  # larger objects stream through uncached
         "custom_error_responses": [
             {"error_code": 404, "error_caching_min_ttl": 300},
             {"error_code": 502, "response_page_path": "/static/oops.html", "response_code": 503},
@@ -453,6 +454,32 @@ async def test_small_encoded_or_binary_objects_are_not_compressed(edge: Edge) ->
         assert "content-encoding" not in headers, path
     _, headers, body = await edge.get("/static/pre.js", **{"Accept-Encoding": "gzip, br"})
     assert headers["content-encoding"] == "gzip" and gzip.decompress(body) == b"x" * 5000
+
+
+# -- objects larger than the cache takes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_objects_over_max_object_size_stream_through_uncached(edge: Edge, chunked: bool) -> None:
+    data = bytes(range(256)) * 12_000  # 3 MiB: over the 1 MiB max_object_mb
+    path = f"/ttl/huge-{chunked}"
+    edge.main.routes[path] = Answer(body=data, chunked=chunked, headers={"Cache-Control": "max-age=600"})
+    for _ in range(2):
+        status, headers, body = await edge.get(path)
+        assert (status, headers["x-cache"]) == (200, "Miss from lbd")
+        assert body == data if not chunked else _dechunk(body) == data
+    assert edge.main.hits[path] == 2
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out, at = [], 0
+    while True:
+        line_end = raw.index(b"\r\n", at)
+        size = int(raw[at:line_end], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(raw[line_end + 2 : line_end + 2 + size])
+        at = line_end + 4 + size
 
 
 # -- errors and origin groups -----------------------------------------------------------------------------
