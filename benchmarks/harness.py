@@ -54,6 +54,8 @@ class Scenario:
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
     cache: bool = False  # an edge cache: lbd's distribution, nginx proxy_cache, HAProxy's cache (warm hits)
+    gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
+    web_acl_rules: int = 0  # L7: a web ACL of this many rules, none matching, evaluated per request (lbd)
 
 
 SCENARIOS = {
@@ -97,6 +99,15 @@ SCENARIOS = {
             "refreshes it (haproxy: cookie insert; nginx has no cookie stickiness, so it runs http-small)",
             sticky=True,
         ),
+        Scenario(
+            "http-waf",
+            "l7",
+            "/small",
+            50,
+            "http-small behind a 20-rule web ACL that lets every request through (lbd only: haproxy and "
+            "nginx have no WAF, so they run http-small)",
+            web_acl_rules=20,
+        ),
         Scenario("http-close", "l7", "/small", 50, "L7 with a new connection per request", close=True),
         Scenario(
             "idle",
@@ -126,6 +137,24 @@ SCENARIOS = {
             cache=True,
         ),
         Scenario(
+            "api",
+            "l7",
+            "/small",
+            50,
+            "lbd's API gateway: an HTTP_PROXY route behind a JWT authorizer (RS256) that requires an API "
+            "key, in a usage plan with a throttle and a quota (compare with http-small, the plain forward; "
+            "haproxy and nginx: n/a)",
+            gateway="key",
+        ),
+        Scenario(
+            "api-cached",
+            "l7",
+            "/small",
+            50,
+            "api with the stage cache on: every measured request is a cache hit",
+            gateway="cached",
+        ),
+        Scenario(
             "h2",
             "l7",
             "/small",
@@ -134,8 +163,19 @@ SCENARIOS = {
             kind="h2load",
             tls=True,
         ),
+        Scenario(
+            "grpc",
+            "l7",
+            "/bench.Echo/Unary",
+            10,
+            "gRPC unary calls over HTTPS h2 to grpcio targets (h2c), h2load -c10 -m100 with a gRPC message",
+            kind="grpc",
+            tls=True,
+        ),
     )
 }
+# The grpc scenario's request: one gRPC message (uncompressed, 4-byte length, then 32 bytes).
+GRPC_MESSAGE = b"\x00" + (32).to_bytes(4, "big") + b"x" * 32
 LOAD_BALANCERS = ("direct", "lbd", "haproxy", "nginx")
 # Opt-in with --lb: benchmarks/floor.py, the cheapest proxies Python and uvloop can be: "floor" passes
 # bytes, "floor-http" parses with httptools both ways; plain-text keep-alive scenarios, one worker only.
@@ -308,6 +348,74 @@ def _nginx_main(tmp: Path, name: str, workers: int | str) -> str:
     )
 
 
+BENCH_API_KEY = "benchmarkkey" * 3  # 36 letters: an API Gateway key value
+
+
+def lbd_api_conf(
+    scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, state: Path
+) -> str:
+    """The api scenarios: one API, one key-required route to the benchmark's targets, a usage plan whose
+    limits are never reached (so every request goes through the throttle and quota bookkeeping), and the
+    key pre-seeded in the state directory (lbd-api-keys.json, as the admin API would have saved it)."""
+    keys = {
+        "version": 1,
+        "keys": [{"id": "bench", "name": "bench", "value": BENCH_API_KEY, "plans": ["bench"]}],
+    }
+    (state / "lbd-api-keys.json").write_text(json.dumps(keys))
+    jwks = _bench_jwt(state)
+    cache = "{enabled: true, ttl_seconds: 3600, capacity_mb: 16}" if scenario.gateway == "cached" else "{}"
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+state_dir: {state}
+apis:
+  - name: bench
+    protocol: REST
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    cache: {cache}
+    authorizers:
+      - {{name: users, type: JWT, issuer: "https://id.bench.test", audience: [bench], jwks_file: {jwks}}}
+    routes:
+      - route_key: "GET {scenario.path}"
+        integration: {{type: HTTP_PROXY, target_group: backends}}
+        api_key_required: true
+        authorizer: users
+        authorization_scopes: [bench.read]
+usage_plans:
+  - name: bench
+    apis: [{{api: bench}}]
+    throttle: {{rate_limit: 1000000, burst_limit: 5000000}}
+    quota: {{limit: 1000000000000, period: DAY}}
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+"""
+
+
+def _bench_jwt(state: Path) -> Path:
+    """An RSA key's JWKS file for the api scenarios' JWT authorizer, and a token it signed (bench.jwt,
+    sent by every request)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public: dict[str, object] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    public.update({"kid": "bench", "use": "sig", "alg": "RS256"})
+    path = state / "jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    now = int(time.time())
+    claims: dict[str, object] = {"iss": "https://id.bench.test", "aud": "bench", "sub": "bench"}
+    claims["scope"] = "bench.read"
+    claims |= {"iat": now, "exp": now + 86400}
+    (state / "bench.jwt").write_text(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"}))
+    return path
+
+
 def lbd_conf(
     scenario: Scenario, port: int, admin: int, targets: list[int], workers: int, cert_store: str = "/tmp"
 ) -> str:
@@ -317,6 +425,8 @@ def lbd_conf(
     if scenario.kind == "udp":
         listener = group = "UDP"
     proxy = "\n    proxy_protocol_v2: true" if scenario.proxy_v2 else ""
+    if scenario.kind == "grpc":
+        proxy += "\n    protocol_version: GRPC"  # HTTP/2 to the targets, prior knowledge
     tls = ""
     if scenario.tls:
         listener = "HTTPS"
@@ -338,7 +448,9 @@ def lbd_conf(
         (Path(cert_store).parent / "stickiness.keys").write_text(BENCH_KEY.hex() + "\n")
     if scenario.cache:
         return edge_conf(port, admin, targets, workers)
-    return f"""node: {{workers: {workers}{key_file}}}
+    return (
+        _web_acl(scenario)
+        + f"""node: {{workers: {workers}{key_file}}}
 admin: {{listen: 127.0.0.1:{admin}}}
 certificates: {{store: {cert_store}}}
 load_balancers:
@@ -358,6 +470,27 @@ target_groups:
     targets:
 {target_lines}
 """
+    )
+
+
+def _web_acl(scenario: Scenario) -> str:
+    """A web ACL on the bench load balancer: an IP set, a regex on the query, a per-client rate limit never
+    reached, and byte matches on the path with URL_DECODE and LOWERCASE, none of which /small matches."""
+    if not scenario.web_acl_rules:
+        return ""
+    rules = [
+        "{name: deny, priority: 1, action: block, statement: {ip_set: {addresses: [192.0.2.0/24]}}}",
+        "{name: sqli, priority: 2, action: block, statement: {regex_match: {field: query_string, "
+        "pattern: 'union\\s+select', transformations: [URL_DECODE, LOWERCASE]}}}",
+        "{name: flood, priority: 3, action: block, statement: {rate_based: {limit: 2000000000}}}",
+    ]
+    rules += [
+        f"{{name: path{i}, priority: {i + 10}, action: block, statement: {{byte_match: {{field: uri_path, "
+        f"positional: CONTAINS, value: /secret{i}/, transformations: [URL_DECODE, LOWERCASE]}}}}}}"
+        for i in range(scenario.web_acl_rules - len(rules))
+    ]
+    lines = "".join(f"\n      - {rule}" for rule in rules)
+    return f"web_acls:\n  - name: bench\n    associations: [{{load_balancer: bench}}]\n    rules:{lines}\n"
 
 
 def edge_conf(port: int, admin: int, targets: list[int], workers: int) -> str:
@@ -397,6 +530,8 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     mode = "tcp" if scenario.layer == "l4" else "http"
     cookie = " cookie t{i}" if scenario.sticky else ""
     send_proxy = " send-proxy-v2" if scenario.proxy_v2 else ""
+    if scenario.kind == "grpc":
+        send_proxy += " proto h2"  # HTTP/2 to the gRPC targets, prior knowledge
     servers = "\n".join(
         f"    server t{i} 127.0.0.1:{t}{cookie.format(i=i)}{send_proxy}" for i, t in enumerate(targets)
     )
@@ -406,7 +541,7 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
     rules = "".join(
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
-    alpn = " alpn h2,http/1.1" if scenario.kind == "h2load" else ""
+    alpn = " alpn h2,http/1.1" if scenario.kind in ("h2load", "grpc") else ""
     cache = ""
     if scenario.cache:
         # HAProxy's small-object cache: 64 MB, a day's validity when the origin gives none.
@@ -446,6 +581,8 @@ def nginx_lb_conf(
             f"proxy_pass be;{proxy_protocol} }} }}\n"
         )
     proxy = 'proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";'
+    if scenario.kind == "grpc":
+        proxy = "grpc_pass grpc://be;"  # HTTP/2 to the gRPC targets (ngx_http_grpc_module)
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
     cache = ""
     if scenario.cache:
@@ -455,7 +592,7 @@ def nginx_lb_conf(
     return main + (
         f"http {{ access_log off; {cache}upstream be {{ {upstream} keepalive 64; }} "
         f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''}"
-        f"{' http2' if scenario.kind == 'h2load' else ''} reuseport backlog=4096; "
+        f"{' http2' if scenario.kind in ('h2load', 'grpc') else ''} reuseport backlog=4096; "
         + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")
         + "keepalive_requests 1000000; "
         f"{rules}location / {{ {proxy} }} }} }}\n"
@@ -478,7 +615,10 @@ def load_balancer(
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
-        conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
+        if scenario.gateway:
+            conf.write_text(lbd_api_conf(scenario, port, admin, targets, workers, tmp))
+        else:
+            conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
         proc = Process(
             [sys.executable, "-m", "lbd", "run", "-c", str(conf), "--log-level", "warning"],
             log,
@@ -534,8 +674,8 @@ def measure(
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
         if scenario.kind == "idle":
             return measure_idle(proc, port, scenario)
-        if scenario.kind == "h2load":
-            return measure_h2(proc, port, scenario, seconds)
+        if scenario.kind in ("h2load", "grpc"):
+            return measure_h2(proc, port, scenario, seconds, tmp)
         if scenario.kind == "udp":
             return measure_udp(proc, port, scenario, tmp, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
@@ -543,6 +683,9 @@ def measure(
         headers = ["-H", "Connection: close"] if scenario.close else []
         if scenario.sticky:
             headers += ["-H", sticky_cookie(targets)]
+        if scenario.gateway and name != "direct":
+            headers += ["-H", f"x-api-key: {BENCH_API_KEY}"]
+            headers += ["-H", f"Authorization: Bearer {(tmp / 'bench.jwt').read_text()}"]
         # A short warm-up fills connection pools and caches, then the measured run.
         subprocess.run(["wrk", "-t1", "-c10", "-d1s", *headers, url], capture_output=True, check=True)
         cpu_before = proc.cpu_seconds() if proc else 0.0
@@ -590,10 +733,15 @@ def parse_h2load(output: str) -> dict[str, float]:
     }
 
 
-def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: float) -> Sample:
-    """h2load: ``scenario.connections`` connections, 100 concurrent streams each, for ``seconds``."""
+def measure_h2(proc: Process | None, port: int, scenario: Scenario, seconds: float, tmp: Path) -> Sample:
+    """h2load: ``scenario.connections`` connections, 100 concurrent streams each, for ``seconds``; for
+    the grpc scenario each request POSTs one gRPC message with gRPC's headers."""
     url = f"https://127.0.0.1:{port}{scenario.path}"
     base = ["h2load", f"-c{scenario.connections}", "-m100", "-t1"]
+    if scenario.kind == "grpc":
+        message = tmp / "grpc-message.bin"
+        message.write_bytes(GRPC_MESSAGE)
+        base += ["-d", str(message), "-H", "content-type: application/grpc", "-H", "te: trailers"]
     subprocess.run([*base, "-n2000", url], capture_output=True, check=True)  # warm-up
     cpu_before = proc.cpu_seconds() if proc else 0.0
     run = subprocess.run(
@@ -731,6 +879,8 @@ def run(
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
+                elif scenario.gateway and name not in ("lbd", "direct"):
+                    result.unsupported = "not an API gateway (no API keys, usage plans or stage cache)"
                 elif scenario.kind == "udp" and name in ("haproxy", "floor", "floor-http"):
                     result.unsupported = "no UDP proxy (HAProxy's is Enterprise-only)"
                 else:
@@ -740,6 +890,7 @@ def run(
         tmp.chmod(0o755)  # nginx workers run as an unprivileged user and must read the 1 MiB file
         targets = [free_port(), free_port()]
         proxy_targets = [free_port(), free_port()]  # the same backends behind a required PROXY header
+        grpc_targets = [free_port(), free_port()]  # grpcio servers (benchmarks/grpc_target.py)
         # One certificate for every load balancer's HTTPS scenarios, kept in an lbd certificate store.
         CertificateStore(tmp / "certs").put(issue("bench", ["bench.test"]))
         backend = Process(
@@ -756,6 +907,12 @@ def run(
             targets[-1],
         )
         # UDP echo targets on the same port numbers as the HTTP ones (another protocol, another socket).
+        grpc_servers = [
+            Process(
+                [sys.executable, "-m", "benchmarks.grpc_target", "--port", str(t)], tmp / f"grpc-{t}.log", t
+            )
+            for t in (grpc_targets if any(s.kind == "grpc" for s, _, _ in plan) else [])
+        ]
         echoes = []
         if any(s.kind == "udp" for s, _, _ in plan):
             binary = str(udpload(tmp))
@@ -772,12 +929,16 @@ def run(
                             what = f"{scenario.name} {name} x{workers} (run {repetition + 1})"
                             print(progress(done, total, what), end="", file=sys.stderr, flush=True)
                             to = proxy_targets if scenario.proxy_v2 else targets
+                            if scenario.kind == "grpc":
+                                to = grpc_targets
                             results[(scenario.name, name, workers)].samples.append(
                                 measure(name, scenario, tmp, to, workers, seconds)
                             )
             print(file=sys.stderr)
         finally:
             backend.stop()
+            for server in grpc_servers:
+                server.stop()
             for echo in echoes:
                 echo.kill()
                 echo.wait()

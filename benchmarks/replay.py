@@ -53,6 +53,30 @@ TWENTY_RULES = "        rules:\n" + "".join(
     for n in range(20)
 )
 
+# A typical web ACL: an IP set, a path guard with transformations, a regex on the query, a counting
+# header rule and a per-client rate limit (never reached here), all evaluated for every request.
+WAF_5_RULES = """
+web_acls:
+  - name: protect
+    associations: [{load_balancer: replay}]
+    ip_sets: [{name: deny, addresses: ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/32"]}]
+    rules:
+      - {name: deny, priority: 1, action: block, statement: {ip_set: {name: deny}}}
+      - {name: admin, priority: 2, action: block, statement: {byte_match: {field: uri_path,
+         positional: STARTS_WITH, value: /admin, transformations: [URL_DECODE, LOWERCASE]}}}
+      - {name: sqli, priority: 3, action: block, statement: {regex_match: {field: query_string,
+         pattern: 'union\\s+select', transformations: [URL_DECODE, LOWERCASE]}}}
+      - {name: scanner, priority: 4, action: count, rule_labels: ["bot:scanner"],
+         statement: {byte_match: {field: single_header, header: User-Agent, positional: CONTAINS,
+                                  value: sqlmap, transformations: [LOWERCASE]}}}
+      - {name: flood, priority: 5, action: block, statement: {rate_based: {limit: 2000000000}}}
+"""
+WAF_20_RULES = WAF_5_RULES + "".join(
+    f"      - {{name: path{n}, priority: {n + 10}, action: block, statement: {{byte_match: {{field: uri_path,"
+    f" positional: CONTAINS, value: /secret{n}/, transformations: [URL_DECODE, LOWERCASE]}}}}}}\n"
+    for n in range(15)
+)
+
 SMALL_GET = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 MANY_HEADERS = (
     b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n"
@@ -110,6 +134,7 @@ class Scenario:
     name: str
     request: bytes
     rules: str = ""
+    web_acls: str = ""
 
 
 SCENARIOS = [
@@ -118,12 +143,14 @@ SCENARIOS = [
     Scenario("30-headers", MANY_HEADERS),
     Scenario("split-head", SMALL_GET),
     Scenario("post-body", POST_BODY),
+    Scenario("small-get-waf-5-rules", SMALL_GET, web_acls=WAF_5_RULES),
+    Scenario("small-get-waf-20-rules", SMALL_GET, web_acls=WAF_20_RULES),
 ]
 
 
 async def replay(scenario: Scenario, requests: int) -> float:
     """Nanoseconds per request for ``requests`` keep-alive exchanges on one client connection."""
-    snapshot = Snapshot.build(parse_config(CONFIG % scenario.rules), 1, StatsRegistry())
+    snapshot = Snapshot.build(parse_config(CONFIG % scenario.rules + scenario.web_acls), 1, StatsRegistry())
     runtime = cast(HttpListenerRuntime, next(iter(snapshot.listeners.values())))
     target = snapshot.target_groups["app"].targets[0]
     pool = UpstreamPool()

@@ -29,6 +29,14 @@ COMPILED = (
     "lbd.upstream.balancers",
     "lbd.upstream.target",
     "lbd.observe.stats",
+    # Web ACLs, evaluated once per request on listeners that have one (lbd/waf/).
+    "lbd.waf.transforms",
+    "lbd.waf.request",
+    "lbd.waf.ipsets",
+    "lbd.waf.rate",
+    "lbd.waf.statements",
+    "lbd.waf.acl",
+    "lbd.http.firewall",
 )
 
 

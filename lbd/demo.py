@@ -81,6 +81,22 @@ def _hints(config: Config) -> list[str]:
             host = f"[{host}]" if ":" in host else host
             scheme = "https" if listener.protocol in ("HTTPS", "TLS", "SSL") else "http"
             hints.append(f"  curl {'-k ' if scheme == 'https' else ''}{scheme}://{host}:{listener.port}/")
+    for api in config.apis:
+        for api_listener in api.listeners:
+            host = "127.0.0.1" if api_listener.address in ("0.0.0.0", "::") else api_listener.address
+            scheme = "https" if api_listener.protocol == "HTTPS" else "http"
+            for route in api.routes[:3]:
+                method, _, path = route.route_key.partition(" ")
+                path = path.replace("{proxy+}", "a/b").replace("{", "").replace("}", "") or "/"
+                flags = f"-X {method} " if method not in ("GET", "ANY", "$default") else ""
+                hints.append(
+                    f"  curl -i {flags}{scheme}://{host}:{api_listener.port}{path}   # API {api.name}"
+                )
+    if any(route.api_key_required for api in config.apis for route in api.routes):
+        hints.append(
+            f'  curl -s -X POST http://{config.admin.listen}/v1/api-keys -d \'{{"name": "me"}}\''
+            "   # then POST /v1/usage-plans/NAME/keys with its id (docs/gateway.md)"
+        )
     return hints
 
 

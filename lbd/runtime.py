@@ -23,9 +23,11 @@ from lbd.tls.server import ALPN, ListenerTls, TlsConfigError, target_context
 from lbd.tls.store import CertificateStore
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
+from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.http.access import HttpAccessLog
+    from lbd.http.exchange import Exchange
     from lbd.observe.access_log import AccessLog
     from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
@@ -101,6 +103,16 @@ class TargetGroupRuntime:
             target_context(config.verify, config.ca_bundle) if config.protocol in ("HTTPS", "TLS") else None
         )
         self.verify = config.verify
+        # HTTP2 and GRPC groups: HTTP/2 to the targets (lbd/http/h2upstream.py), h2 chosen by ALPN over TLS,
+        # and the requests such a group refuses with 464 (lbd/http/grpc.py).
+        self.http2 = config.protocol_version != "HTTP1"
+        self.admit: Callable[[Exchange], bool] | None = None
+        if self.http2:
+            if self.tls is not None:
+                self.tls.set_alpn_protocols(["h2"])
+            from lbd.http.h2upstream import admission
+
+            self.admit = admission(config.protocol_version)
         self.checks_enabled = config.health_check.enabled
         # Cookie stickiness, set by Snapshot.build (it holds the keys); None: the balancer alone picks.
         self.sticky: TargetStickiness | HashKey | None = None
@@ -359,7 +371,9 @@ class Snapshot:
         self.listeners = dict(listeners)
 
     @classmethod
-    def build(cls, config: Config, generation: int, stats: StatsRegistry) -> Snapshot:
+    def build(
+        cls, config: Config, generation: int, stats: StatsRegistry, waf: WafState | None = None
+    ) -> Snapshot:
         # Features this build does not serve never get here: lbd run refuses them before it binds, in
         # the check lbd check shares (lbd/config/preflight.py).
         zone = config.node.zone
@@ -404,7 +418,22 @@ class Snapshot:
             from lbd.edge.runtime import distribution_listeners  # CloudFront-style distributions
 
             listeners.update(distribution_listeners(config, target_groups, generation))
+        if config.apis:
+            from lbd.gateway.listener import api_listeners
+
+            listeners.update(api_listeners(config, target_groups, stats, generation))
+        _web_acls(config, listeners, waf)
         return cls(generation, config, target_groups, listeners)
+
+
+def _web_acls(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], waf: WafState | None) -> None:
+    """Web ACLs on the listeners of the load balancers they protect (lbd/http/firewall.py)."""
+    from lbd.http import firewall
+
+    try:
+        firewall.attach(config, listeners, waf if waf is not None else WafState())
+    except firewall.FirewallError as exc:
+        raise UnsupportedConfig(str(exc)) from None
 
 
 def _stickiness(config: Config, target_groups: Mapping[str, TargetGroupRuntime]) -> None:

@@ -37,7 +37,9 @@ from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.edge import EdgeAdmin
 from lbd.admin.fleet import fleet_view
+from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
+from lbd.admin.web_acls import WebAclControl
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
@@ -178,8 +180,12 @@ class Supervisor:
         self.checker: HealthChecker | None = None
         self.registry = Registry()
         self.state_file = state_path(loaded.config, loaded.path)
+        self.gateway = GatewayAdmin(self)
         self.access_keys: AccessKeyAdmin | None = None  # IAM authorizers' keys (lbd/admin/access_keys.py)
         self.discovery = NodeDiscovery(self._discovered)  # target discovery, once per node
+        # Web ACLs replaced through the admin API, by name (lbd/admin/web_acls.py), sent with every prepare.
+        self.web_acl_overrides: dict[str, Any] = {}
+        self.web_acls = WebAclControl(self)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -197,6 +203,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            self._load_api_keys()
             self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
             await self._start_admin()
@@ -210,6 +217,7 @@ class Supervisor:
         for worker in self.workers:
             self._spawn_task(self._watch, worker)
         self._spawn_task(self._drain_loop)
+        self._spawn_task(self.web_acls.watch_files, lambda: self.stopping)
         self.ready = True
         listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
         log.info(
@@ -272,12 +280,15 @@ class Supervisor:
             await worker.spawn(self.log_level, self.log_format)
             if self.access_keys is not None:  # ahead of the first generation on the ordered channel
                 worker.send(self.access_keys.message())
+            worker.send(self.gateway.keys_message())  # API keys: also before the first request
             message = {
                 "op": "prepare",
                 "generation": self.generation,
                 "config_text": self.current.text,
                 "config_path": self.current.path,
                 "overlay": self.registry.overlay(self.current.config),
+                "web_acls": self.web_acl_overrides,
+                "workers": self.worker_count,
             }
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
@@ -346,12 +357,14 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
+        restore_web_acls = self.web_acls.reconcile(loaded.config)
         registry = copy.deepcopy(self.registry)
         # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
         registry.reconcile(self.current.config, loaded.config, time.monotonic())
         old_keys = set(self._snapshot_keys(self.current.config))
         result = await self._deploy(loaded, registry)
         if not result.ok:
+            restore_web_acls()
             return result
         if self.registry.added or self.registry.removed or self.state_file.exists():
             self._save_registry()  # registrations of target groups the new file dropped are forgotten
@@ -377,6 +390,8 @@ class Supervisor:
             "config_text": loaded.text,
             "config_path": loaded.path,
             "overlay": registry.overlay(loaded.config),
+            "web_acls": self.web_acl_overrides,
+            "workers": self.worker_count,
         }
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
@@ -416,6 +431,14 @@ class Supervisor:
         if registry.added or registry.removed:
             log.info("runtime registrations restored from %s", self.state_file)
         return registry
+
+    def _load_api_keys(self) -> None:
+        try:
+            self.gateway.load()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StartupError(
+                f"cannot read the API keys {self.gateway.path}: {exc} (fix or remove the file)", EXIT_CONFIG
+            ) from exc
 
     # -- draining --------------------------------------------------------------------------------------
 
@@ -502,6 +525,7 @@ class Supervisor:
         router.add("GET", "/v1/target-groups/{name}/targets", self._targets_endpoint)
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
+        self.gateway.register(router)
         if self.access_keys is not None:
             self.access_keys.register(router)
         EdgeAdmin(self._tell_workers, lambda: self.current.config).register(router)  # distributions
@@ -509,6 +533,7 @@ class Supervisor:
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)
         console.add_routes(router, token)  # GET /: the dashboard page, fed by the endpoints above
+        self.web_acls.add_routes(router)
         try:
             self._admin = await start_admin_server(admin.listen, router, token)
         except OSError as exc:
@@ -785,6 +810,15 @@ class Supervisor:
             groups += [name for name in checked if name not in groups]
             health = {name: self.checker.describe(name) for name in groups}
         return AdminResponse(200, summary(self.current.config, node, health, time.time()))
+
+    @property
+    def config(self) -> Config:
+        return self.current.config
+
+    async def redeploy(self) -> list[str]:
+        """Every worker to a new generation of the current config (web ACL changes); the errors, or []."""
+        result = await self._deploy(self.current, self.registry)
+        return [] if result.ok else result.errors
 
     def _save_registry(self) -> str | None:
         try:

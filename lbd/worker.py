@@ -22,13 +22,15 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import uvloop
 
 from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
+from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.control import ControlProtocol, Message
 from lbd.edge import store as edge_store
 from lbd.edge.runtime import EdgeListenerRuntime
@@ -51,6 +53,10 @@ from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
 from lbd.upstream.registry import Overlay, apply_overlay
+from lbd.waf.acl import WafState
+
+if TYPE_CHECKING:
+    from lbd.gateway.listener import ApiListenerRuntime
 
 log = logging.getLogger("lbd.worker")
 
@@ -88,6 +94,7 @@ class Worker:
         self.access_logs = AccessLogs()
         self.listener_types: dict[tuple[str, str], str] = {}  # (load balancer, listener) -> type
         self._ticker: asyncio.TimerHandle | None = None
+        self.waf = WafState()  # web ACL counters and rate windows, kept across generations
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -122,6 +129,8 @@ class Worker:
                     str(message["config_text"]),
                     message.get("config_path"),
                     message.get("overlay") or {},
+                    message.get("web_acls") or {},
+                    int(message.get("workers") or 1),
                 )
             )
         elif op == "commit":
@@ -141,6 +150,8 @@ class Worker:
                         for (group, target), stats in self.stats.targets()
                     ],
                     "distributions": edge_store.STATE.report(),
+                    "apis": _api_report(),
+                    "web_acls": self.waf.report(),
                 }
             )
         elif op == "health":
@@ -152,11 +163,23 @@ class Worker:
         elif op == "invalidate":  # a distribution's invalidation, from lbd/admin/edge.py
             removed = edge_store.STATE.invalidate(str(message["distribution"]), list(message["paths"]))
             self._send({"op": "invalidated", "generation": generation, "removed": removed})
+        elif op in ("api_keys", "api_usage", "api_cache_flush"):
+            from lbd.gateway.control import on_message
+
+            reply = on_message(message, self.snapshot)
+            if reply is not None:
+                loop = asyncio.get_running_loop()
+                task = loop.create_task(self._reply_later(reply))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
         else:
             log.error("worker %d: unknown control message %r", self.worker_id, op)
+
+    async def _reply_later(self, reply: Any) -> None:
+        self._send(await reply)
 
     def _health(self, routable: dict[str, dict[str, bool]], passed: dict[str, list[str]]) -> None:
         """Verdicts of the node's health checker: a full routable map, and/or targets that just passed."""
@@ -167,6 +190,10 @@ class Worker:
                 group.apply_health(self.health.get(name, {}), passed.get(name, ()))
 
     def _attach_access_logs(self, snapshot: Snapshot) -> None:
+        if snapshot.config.apis:
+            from lbd.gateway.control import attach_access_logs
+
+            attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
             settings = runtime.load_balancer.access_log
             if settings is None:
@@ -214,6 +241,7 @@ class Worker:
             for runtime in self.snapshot.listeners.values():
                 if runtime.tls is not None:
                     runtime.tls.renew()
+        self.waf.sweep(time.monotonic())
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _target_group_report(self) -> list[Message]:
@@ -225,10 +253,22 @@ class Worker:
         if self.control is not None:
             self.control.send(message)
 
-    def _prepare(self, generation: int, config_text: str, config_path: object, overlay: Overlay) -> Message:
+    def _prepare(
+        self,
+        generation: int,
+        config_text: str,
+        config_path: object,
+        overlay: Overlay,
+        web_acls: dict[str, Any] | None = None,
+        workers: int = 1,
+    ) -> Message:
         try:
             config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            snapshot = Snapshot.build(apply_overlay(expand(config), overlay), generation, self.stats)
+            # Web ACLs the admin API replaced (lbd/admin/web_acls.py), over the file's.
+            config = apply_web_acl_overrides(config, web_acls or {})
+            self.waf.workers = workers
+            effective = apply_overlay(expand(config), overlay)
+            snapshot = Snapshot.build(effective, generation, self.stats, self.waf)
         except (ConfigError, UnsupportedConfig) as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)
@@ -267,6 +307,10 @@ class Worker:
             task = loop.create_task(self._serve(bound))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self.snapshot is not None and self.snapshot.config.apis:
+            from lbd.gateway.control import retire
+
+            retire(self.snapshot, snapshot)
         self.snapshot = snapshot
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
@@ -297,6 +341,10 @@ class Worker:
                 app = cast(
                     asyncio.Protocol, EdgeClientSide(cast(EdgeListenerRuntime, runtime), tracker, pool, bound)
                 )
+            elif runtime.kind == "api":
+                from lbd.gateway.server import GatewayClientSide
+
+                app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
             elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.
@@ -390,6 +438,12 @@ class Worker:
         self.access_logs.close()
         # Let aborted transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
+
+
+def _api_report() -> list[Message]:
+    from lbd.gateway.stats import registry
+
+    return registry().report()
 
 
 def main(argv: list[str] | None = None) -> int:

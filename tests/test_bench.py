@@ -126,6 +126,16 @@ def test_h2_scenario_offers_h2_by_alpn_on_every_load_balancer_and_parses_h2load(
     }
 
 
+def test_grpc_scenario_speaks_h2_to_grpc_targets_on_every_load_balancer() -> None:
+    scenario = SCENARIOS["grpc"]
+    assert (scenario.kind, scenario.tls) == ("grpc", True)
+    assert "server t0 127.0.0.1:2 proto h2" in haproxy_conf(scenario, 1, [2], 1, "/c.pem")
+    nginx = nginx_lb_conf(Path("/tmp"), scenario, 1, [2], 1, "/c.pem")
+    assert "listen 127.0.0.1:1 ssl http2" in nginx and "grpc_pass grpc://be;" in nginx
+    group = parse_config(lbd_conf(scenario, 1, 2, [3], 1, "/certs")).target_groups[0]
+    assert (group.protocol, group.protocol_version) == ("HTTP", "GRPC")
+
+
 def test_https_scenarios_terminate_tls_on_every_load_balancer() -> None:
     https = SCENARIOS["https-handshake"]
     config = parse_config(lbd_conf(https, 1, 2, [3], 1, "/certs"))

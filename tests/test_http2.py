@@ -371,10 +371,14 @@ async def test_at_most_128_concurrent_streams(setup: Setup) -> None:
     raw.send(PingFrame(0, opaque_data=b"allowed?"))
     pong = await raw.until(PingFrame)
     assert pong.opaque_data == b"allowed?" and not any(isinstance(f, GoAwayFrame) for f in raw.frames)
-    raw.send(HeadersFrame(257, raw.block(raw.request_fields("/fixed")), flags=["END_HEADERS"]))
-    frame = await raw.goaway()
+    raw.send(HeadersFrame(257, raw.block(raw.request_fields("/fixed")), flags=["END_HEADERS", "END_STREAM"]))
+    reset = await raw.until(RstStreamFrame, 257)
+    # RFC 9113 5.1.2: over the advertised limit, refused (not processed); the connection stays up.
+    assert reset.error_code == ErrorCodes.REFUSED_STREAM
+    raw.send(PingFrame(0, opaque_data=b"still up"))
+    assert (await raw.until(PingFrame)).opaque_data == b"still up"
     raw.close()
-    assert frame.error_code == PROTOCOL_ERROR  # RFC 9113 5.1.2: over the advertised limit
+    assert not any(isinstance(f, GoAwayFrame) for f in raw.frames)
     settings = next(f for f in raw.frames if isinstance(f, SettingsFrame) and "ACK" not in f.flags)
     assert settings.settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == 128
 

@@ -19,6 +19,8 @@ ALLOWED = {
     "routing": ("lbd.config", "lbd.routing", "lbd.upstream.target"),
     # The response cache engine, its keys and Cache-Control rules: pure, shared by the stage and edge caches.
     "cache": ("lbd.cache",),
+    # The WAF engine: pure logic over the config's web ACLs; front ends call it (lbd/http/firewall.py).
+    "waf": ("lbd.config", "lbd.waf"),
 }
 
 

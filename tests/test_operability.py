@@ -353,7 +353,12 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
 
 
 # The import name of each declared dependency, where it differs from the distribution's.
-IMPORT_NAMES = {"pyyaml": "yaml", "prometheus-client": "prometheus_client", "dnspython": "dns"}
+IMPORT_NAMES = {
+    "pyyaml": "yaml",
+    "prometheus-client": "prometheus_client",
+    "dnspython": "dns",
+    "pyjwt": "jwt",
+}
 
 
 def test_every_declared_dependency_is_imported_by_lbd() -> None:

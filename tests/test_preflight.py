@@ -48,7 +48,8 @@ def empty_token(tmp: Path) -> dict[str, Any]:
 
 
 def http2_group(tmp: Path) -> dict[str, Any]:
-    config = https(tmp)
+    # HTTP/2 target groups are served from HTTPS listeners and h2c ones, not from plain HTTP/1.1 listeners.
+    config = application_config(free_port(), [free_port()])
     config["target_groups"][0]["protocol_version"] = "HTTP2"
     return config
 
@@ -87,7 +88,7 @@ def bad_trusted_source(tmp: Path) -> dict[str, Any]:
 
 def grpc_check(tmp: Path) -> dict[str, Any]:
     config = application_config(free_port(), [free_port()])
-    config["target_groups"][0]["health_check"] = {"protocol": "GRPC"}
+    config["target_groups"][0]["health_check"] = {"protocol": "GRPC", "matcher": "0-200"}
     return config
 
 
@@ -117,7 +118,7 @@ CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
     (
         "HTTP/2 target group",
         http2_group,
-        "target_groups[0].protocol_version: HTTP2 target groups are not served by this version of lbd yet",
+        "HTTP2 target groups need an HTTPS listener (ALB rule), or an HTTP listener with h2c: true",
     ),
     ("stickiness key file without keys", bad_key_file, "node.stickiness_key_file: "),
     (
@@ -135,7 +136,7 @@ CASES: list[tuple[str, Callable[[Path], dict[str, Any]], str]] = [
         bad_trusted_source,
         "load_balancers[0].listeners[0].accept_proxy_protocol.trusted_sources[1]: must be a CIDR",
     ),
-    ("GRPC health check", grpc_check, "target_groups[0].health_check.protocol: GRPC health checks are not"),
+    ("GRPC health check codes", grpc_check, "target_groups[0].health_check.matcher: gRPC codes are 0-99"),
     ("two listeners on one port", port_twice, "load_balancers[1].listeners[0].port: 127.0.0.1:"),
     ("admin port on a listener's", admin_on_listener_port, "is already used by admin.listen"),
 ]

@@ -29,7 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: OK ({_count(len(config.load_balancers), 'load balancer')}, "
         f"{_count(listeners, 'listener')}, {_count(len(config.target_groups), 'target group')}, "
-        f"{_count(targets, 'target')})"
+        f"{_count(targets, 'target')}" + (f", {_count(len(config.apis), 'API')}" if config.apis else "") + ")"
     )
     return 0
 

@@ -234,9 +234,10 @@ def format_path(loc: tuple[Any, ...]) -> str:
 _PATH_PREFIX = re.compile(r"^((?:\[\d+\])?(?:\.?[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S)
 
 
-def _issues(exc: ValidationError, text: str) -> list[ConfigIssue]:
+def _issues(exc: ValidationError, text: str, prefix: tuple[Any, ...] = ()) -> list[ConfigIssue]:
+    """``prefix``: where the validated value sits in a config file (a web ACL sent to the admin API)."""
     errors = exc.errors(include_url=False)
-    locs = [tuple(error["loc"]) for error in errors]
+    locs = [(*prefix, *error["loc"]) for error in errors]
     # A misspelt key is reported once, as unknown with its suggestion, not again as the key it should
     # have been being missing.
     suggested = {

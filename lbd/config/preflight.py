@@ -5,11 +5,12 @@ the only thing ``lbd check`` runs, so the two cannot drift apart: a file ``lbd c
 fail at start for a reason ``lbd check`` could have seen. Beyond the schema and the cross-references
 (``parse_config``) it refuses what a valid file asks for but this build cannot do:
 
-- features that validate but are not served yet (HTTP/2 and gRPC target groups, gRPC health checks):
+- features that validate but are not served yet (none today; the lists below say what is served):
   binding a port and serving nothing on it would be worse;
 - a stickiness key file that exists but does not hold keys;
 - certificates the listeners name that the store does not hold, or that do not load;
-- an ``admin.token_file`` that cannot be read or is empty.
+- an ``admin.token_file`` that cannot be read or is empty;
+- web ACLs associated with APIs or distributions (not served yet), and IP set files that do not parse.
 
 Ports that collide inside the file (two listeners, or a listener and the admin API) are refused by
 ``parse_config`` already. Whether another process holds a port is not checked here: ``lbd check`` runs
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from lbd.classic import expand
 from lbd.config.edge import edge_startup_issues
+from lbd.config.gateway_checks import gateway_startup_issues
 from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
 from lbd.config.schema import Config
 
@@ -33,8 +35,8 @@ SERVED_LISTENERS = {
     "application": ("HTTP", "HTTPS"),
     "classic": ("HTTP", "HTTPS", "TCP", "SSL"),
 }
-SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS")
-SERVED_PROTOCOL_VERSIONS = ("HTTP1",)
+SERVED_HEALTH_CHECKS = ("TCP", "HTTP", "HTTPS", "GRPC")
+SERVED_PROTOCOL_VERSIONS = ("HTTP1", "HTTP2", "GRPC")
 
 
 @dataclass
@@ -67,6 +69,8 @@ def startup_issues(config: Config) -> list[ConfigIssue]:
         *_token_file(config),
         *_key_file(config),
         *edge_startup_issues(config),
+        *gateway_startup_issues(config),
+        *_web_acls(config),
     ]
 
 
@@ -158,3 +162,12 @@ def read_token(config: Config) -> str | None:
     """The admin token (after ``load_for_run`` checked that the file reads and is not empty)."""
     name = config.admin.token_file
     return Path(name).read_text(encoding="utf-8").strip() if name else None
+
+
+def _web_acls(config: Config) -> Iterator[ConfigIssue]:
+    # Associations with APIs and distributions validate, but this build serves web ACLs on load balancers
+    # only; IP set files must read and parse, as the workers will read them.
+    from lbd.config.web_acls import read_ip_set_files, unserved
+
+    yield from unserved(config.web_acls)
+    yield from read_ip_set_files(config.web_acls)[1]

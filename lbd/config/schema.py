@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from lbd.config.names import certificate_name_error, target_id_error
+from lbd.config.web_acls import WebAcl
 
 NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alphanumerics and hyphens
 # What each pattern allows, in words: error messages say this, never the regular expression.
@@ -554,6 +555,13 @@ class HealthCheck(Model):
         return value
 
     @model_validator(mode="after")
+    def _grpc_codes(self) -> HealthCheck:
+        # ALB: gRPC success codes are 0-99 (AWS API reference: Matcher, GrpcCode).
+        if self.protocol == "GRPC" and any(int(code) > 99 for code in re.findall(r"\d+", self.matcher)):
+            raise ValueError(f'matcher: gRPC codes are 0-99 ("12", "0-99", "0,12"), got {self.matcher!r}')
+        return self
+
+    @model_validator(mode="after")
     def _timeout_below_interval(self) -> HealthCheck:
         if self.timeout_seconds >= self.interval_seconds:
             raise ValueError(
@@ -752,6 +760,9 @@ class TargetGroup(Model):
 
 
 from lbd.config.edge import Distribution  # noqa: E402  (edge.py builds on the models above)
+# The gateway's models build on Model and NAME above (lbd/config/__init__.py loads this module first).
+from lbd.config.gateway import Api, UsagePlan  # noqa: E402
+from lbd.config.gateway_auth import SharedState  # noqa: E402
 
 
 class Config(Model):
@@ -761,6 +772,10 @@ class Config(Model):
     state_dir: str | None = None
     load_balancers: tuple[LoadBalancer, ...] = ()
     target_groups: tuple[TargetGroup, ...] = ()
+    apis: tuple[Api, ...] = ()
+    usage_plans: tuple[UsagePlan, ...] = ()
+    shared_state: SharedState = SharedState()
+    web_acls: tuple[WebAcl, ...] = ()  # AWS WAF's web ACLs (lbd/config/web_acls.py, docs/waf.md)
     config_path: str | None = Field(None, exclude=True)  # set by load_config; not a key of the file
     distributions: tuple[Distribution, ...] = ()  # CloudFront-style edge caches (lbd/config/edge.py)
 

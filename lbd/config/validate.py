@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from lbd.config.edge import edge_issues
+from lbd.config.gateway_checks import gateway_issues
 from lbd.config.loader import ConfigIssue
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, RedirectAction, TargetGroup
 
@@ -35,6 +36,8 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         *_admin(config),
         *_stickiness(config),
         *edge_issues(config),
+        *gateway_issues(config),
+        *_web_acls(config),
     ]
 
 
@@ -161,8 +164,12 @@ def _actions(
                     f"listener cannot forward to; allowed: {', '.join(allowed)}",
                 )
             version = group.protocol_version
-            if version != "HTTP1" and listener.protocol != "HTTPS":
-                yield ConfigIssue(key, f"{version} target groups need an HTTPS listener (ALB rule)")
+            if version != "HTTP1" and listener.protocol != "HTTPS" and not listener.h2c:
+                yield ConfigIssue(
+                    key,
+                    f"{version} target groups need an HTTPS listener (ALB rule), or an HTTP listener "
+                    "with h2c: true (lbd's cleartext HTTP/2)",
+                )
 
 
 def _stickiness(config: Config) -> Iterator[ConfigIssue]:
@@ -240,3 +247,9 @@ def _admin(config: Config) -> Iterator[ConfigIssue]:
             f"required when admin.listen ({config.admin.listen}) is not a loopback address: "
             "the admin API can reconfigure the load balancer",
         )
+
+
+def _web_acls(config: Config) -> Iterator[ConfigIssue]:
+    from lbd.config.web_acls import cross_check as web_acl_check
+
+    yield from web_acl_check(config.web_acls, {lb.name: lb.type for lb in config.load_balancers})

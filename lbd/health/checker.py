@@ -57,8 +57,9 @@ def probe_spec(group: TargetGroup, target_id: str, port: int) -> ProbeSpec | Non
         port=port if check.port == "traffic-port" else int(check.port),
         timeout=float(check.timeout_seconds),
         path=check.path,
-        matcher=Matcher(check.matcher) if check.protocol in ("HTTP", "HTTPS") else None,
+        matcher=Matcher(check.matcher) if check.protocol in ("HTTP", "HTTPS", "GRPC") else None,
         proxy_protocol=group.proxy_protocol_v2,
+        tls=group.protocol == "HTTPS",
     )
 
 

@@ -12,8 +12,10 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 
+import h2.exceptions
 import h11
 
+from lbd.health.grpc_probe import grpc_check
 from lbd.health.state import FAILED_HEALTH_CHECKS, RESPONSE_CODE_MISMATCH, TIMEOUT, Matcher, ProbeResult
 from lbd.l4.proxy_protocol import encode_v2
 
@@ -33,6 +35,7 @@ class ProbeSpec:
     # The group sends PROXY v2 to its targets: checks send the LOCAL command first, as NLB's do, so a
     # target that requires the header accepts them.
     proxy_protocol: bool = False
+    tls: bool = False  # GRPC checks of HTTPS groups go over TLS (lbd/health/grpc_probe.py)
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -50,10 +53,13 @@ async def probe(spec: ProbeSpec) -> ProbeResult:
         async with asyncio.timeout(spec.timeout):
             if spec.protocol in ("TCP", "SSL"):
                 return await _tcp(spec)
+            if spec.protocol == "GRPC":
+                assert spec.matcher is not None
+                return await grpc_check(spec.host, spec.port, spec.path, spec.matcher, spec.tls)
             return await _http(spec)
     except TimeoutError:
         return ProbeResult(False, TIMEOUT)
-    except (OSError, h11.ProtocolError, ssl.SSLError) as exc:
+    except (OSError, h11.ProtocolError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
         return ProbeResult(False, FAILED_HEALTH_CHECKS, _describe(exc))
 
 
@@ -109,6 +115,6 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
-    if isinstance(exc, h11.ProtocolError):
+    if isinstance(exc, h11.ProtocolError | h2.exceptions.ProtocolError):
         return f"malformed response ({exc})"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -70,6 +70,8 @@ class HttpAccessLog:
             "target_status_code_list": exchange.target_status or "-",
             "classification": exchange.classification.capitalize() if exchange.classification else "-",
             "classification_reason": exchange.classification_reason or "-",
+            "waf_rule": exchange.waf_rule or "-",
+            "waf_action": exchange.waf_action or "-",
         }
         log.emit(entry)
 

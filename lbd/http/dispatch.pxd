@@ -18,6 +18,7 @@ cdef class HttpDispatcher:
     cdef public bint default_port, xff_client_port, preserve_host, drop_invalid
     cdef public dict _target_hosts
     cdef public RouteDecision _fast
+    cdef public object waf
 
     cpdef RouteDecision route(self, Exchange exchange)
     @cython.locals(target_host=bytes, cached=tuple, forwarded=bytes, trace=bytes,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from lbd.http.exchange import Exchange
+    from lbd.http.firewall import Firewall
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime
 
 log = logging.getLogger("lbd.http")
@@ -111,6 +112,8 @@ class HttpDispatcher:
         group = default.single if isinstance(default, Forward) else None
         # The common case, one forward and no rules, routes without looking at the request.
         self._fast = RouteDecision("forward", group, b"", 0) if group and not self.table.has_rules else None
+        # The web ACL of the load balancer, set by lbd/http/firewall.py; None: no WAF, one pointer check.
+        self.waf: Firewall | None = None
 
     # -- routing -----------------------------------------------------------------------------------------
 

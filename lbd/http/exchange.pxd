@@ -3,7 +3,7 @@ cimport cython
 from lbd.http.proxy cimport HttpClientSide
 from lbd.http.upstream cimport HttpTargetSide
 from lbd.observe.stats cimport ListenerStats
-from lbd.http.dispatch cimport RouteDecision
+from lbd.http.dispatch cimport RouteDecision, HttpDispatcher
 from lbd.upstream.target cimport Target
 
 
@@ -12,22 +12,25 @@ from lbd.upstream.target cimport Target
 cdef class Exchange:
     cdef public HttpClientSide client
     cdef public str method, version, desync_reason, action, redirect_url, error_reason
-    cdef public str classification, classification_reason
+    cdef public str classification, classification_reason, waf_rule, waf_action
     cdef public bytes url, early_tunnel_data, set_cookie, sticky_cookie, _head, host, trace_id
     cdef public object _headers, head_block, _tried, _pending_body, target_group, sticky
     cdef public bint keep_alive, keep_client, upgrade, head_request, chunked_request, request_complete
     cdef public bint close_target, response_started, response_done, _response_chunked, _response_close
-    cdef public bint _target_until_close, _switching
+    cdef public bint _target_until_close, _switching, waf_waiting
     cdef public int _connect_error_status, target_status, local_status, action_priority
     cdef public Target target, surge_target
     cdef public HttpTargetSide target_side
     cdef public double waiting_since, sent_at, response_at, started_at
-    cdef public long long received_mark, sent_mark
+    cdef public long long received_mark, sent_mark, waf_buffered
 
     cpdef void start(self) except *
     cpdef void start_fast(self, bytes block, bytes host, Py_ssize_t host_at) except *
-    @cython.locals(decision=RouteDecision)
+    @cython.locals(decision=RouteDecision, dispatcher=HttpDispatcher, waf=object)
     cpdef void _dispatch(self, object listener, bytes head) except *
+    @cython.locals(pending=object, close=bint, page=bytes)
+    cpdef bytes _inspect(self, object waf, object listener, bytes head)
+    cpdef void _waf_resume(self) except *
     @cython.locals(target=Target, sticky=object)
     cpdef void _forward(self, bytes head) except *
     @cython.locals(conn=HttpTargetSide)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from time import monotonic
 from typing import TYPE_CHECKING
 
+from lbd.config.web_acls import BODY_LIMIT
 from lbd.http import errors, fastpath, messages
 from lbd.http.errors import StopParsing
 from lbd.http.flow import PAUSE_BACKPRESSURE, PAUSE_CONNECTING
@@ -23,6 +24,7 @@ from lbd.routing.stickiness import head_sets, response_sets
 from lbd.upstream.target import Target
 
 if TYPE_CHECKING:
+    from lbd.http.firewall import Firewall
     from lbd.http.proxy import HttpClientSide
     from lbd.http.upstream import HttpTargetSide
     from lbd.routing.hashkey import HashKey
@@ -104,6 +106,10 @@ class Exchange:
         self.trace_id = b""
         self.classification = ""
         self.classification_reason = ""
+        self.waf_rule = ""  # the web ACL's deciding rule (or Default_Action), for the access log
+        self.waf_action = ""  # allow | block
+        self.waf_waiting = False  # holding the request until the body's first bytes are in (firewall.py)
+        self.waf_buffered = 0  # body bytes held meanwhile
 
     @property
     def headers(self) -> Sequence[tuple[bytes, bytes]]:
@@ -132,6 +138,13 @@ class Exchange:
         if head.expect_continue:
             # ALB answers 100 Continue itself and strips Expect (R19), so the body starts flowing at once.
             self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        waf = self.client.dispatcher.waf
+        if waf is not None and waf.wants_body(self):
+            # A rule of the web ACL inspects the body: decide once its first 8 KB (or all of it) are in;
+            # until then the body waits in _pending_body, as it does while a target connects.
+            self.waf_waiting = True
+            self._head = head.data
+            return
         self._dispatch(listener, head.data)
 
     def start_fast(self, block: bytes, host: bytes, host_at: int) -> None:
@@ -144,9 +157,15 @@ class Exchange:
         self._dispatch(listener, head)
 
     def _dispatch(self, listener: HttpListenerRuntime, head: bytes) -> None:
-        decision = self.client.dispatcher.route(self)
+        dispatcher = self.client.dispatcher
+        waf = dispatcher.waf
+        if waf is not None:
+            head = self._inspect(waf, listener, head)
+            if not head:
+                return
+        decision = dispatcher.route(self)
         self.action_priority = decision.priority
-        self.action = decision.kind
+        self.action = decision.kind if waf is None else "waf," + decision.kind  # ALB: "waf,forward"
         if decision.kind == "forward":
             self.target_group = decision.target_group
             self.set_cookie = decision.set_cookie
@@ -162,11 +181,38 @@ class Exchange:
         listener.stats.elb_response(self.local_status)  # HTTPCode_ELB_3XX_Count counts redirects
         self._respond_locally(decision.response, not self.keep_alive)
 
+    def _inspect(self, waf: Firewall, listener: HttpListenerRuntime, head: bytes) -> bytes:
+        """The web ACL's verdict, before listener rules: b"" when it blocked the request (answered here),
+        else the head for the target, with the x-amzn-waf-* fields the ACL inserts."""
+        pending = self._pending_body
+        verdict = waf.check(self, b"".join(pending) if pending else b"")
+        self.waf_rule = verdict.rule
+        self.waf_action = verdict.action
+        if verdict.action == "block":
+            self.action = "waf"
+            close = not self.keep_alive
+            page = waf.block_page(verdict, close)
+            self.local_status = int(page[9:12])
+            listener.stats.elb_response(self.local_status)
+            self._respond_locally(page, close)
+            return b""
+        if verdict.headers:
+            head = head[:-2] + verdict.headers + b"\r\n"  # before the blank line that ends the head
+        return head
+
+    def _waf_resume(self) -> None:
+        """The body's first bytes are in: decide, then go on as ``start`` would have."""
+        self.waf_waiting = False
+        self._dispatch(self.client.listener, self._head)
+
     def _forward(self, head: bytes) -> None:
         group = self.target_group
         if group is None:
             self._respond_error(503, "NoTargetGroupWithWeight")  # a weighted forward with all weights 0
             return
+        admit = group.admit
+        if admit is not None and not admit(self):
+            return  # an HTTP2 or GRPC group refused the request (464, lbd/http/grpc.py)
         surge = group.surge
         if surge is not None:
             self._forward_limited(head)  # a classic listener with max_connections_per_instance
@@ -233,7 +279,9 @@ class Exchange:
         group = self.target_group
         assert group is not None
         try:
-            conn = await self.client.pool.connect(target, group.connect_timeout, group.tls, group.verify)
+            conn = await self.client.pool.connect(
+                target, group.connect_timeout, group.tls, group.verify, group.http2
+            )
         except (OSError, TimeoutError) as exc:
             self.client.stats.target_connection_errors += 1
             target.stats.connection_errors += 1
@@ -296,6 +344,14 @@ class Exchange:
         return chunk
 
     def request_body(self, chunk: bytes) -> None:
+        if self.waf_waiting:
+            pending = self._pending_body
+            assert pending is not None
+            pending.append(chunk)
+            self.waf_buffered += len(chunk)
+            if self.waf_buffered >= BODY_LIMIT:
+                self._waf_resume()
+            return
         if self.response_done and self.target_side is None:
             return  # answered locally: the body is read and dropped to keep the connection in sync
         if self.target_side is not None:
@@ -305,6 +361,9 @@ class Exchange:
 
     def request_end(self) -> None:
         self.request_complete = True
+        if self.waf_waiting:
+            self._waf_resume()  # its dispatch sees the request complete: it sends or finishes it
+            return
         if self.target_side is not None:
             if self.chunked_request:
                 self.target_side.write(b"0\r\n\r\n")  # trailers are dropped: ALB does not forward them

@@ -13,7 +13,8 @@ metrics and access log as an HTTP/1.1 request, and is forwarded to HTTP1 target 
 
 Defences (RFC 9113 10.5, and the 2019/2023/2024 HTTP/2 CVEs):
 
-- at most 128 concurrent streams (ALB's advertised limit); more is a PROTOCOL_ERROR (RFC 9113 5.1.2);
+- at most 128 concurrent streams (ALB's advertised limit); a stream over it is refused with REFUSED_STREAM
+  (RFC 9113 5.1.2), and refusals count toward the reset limit below;
 - header lists decoded to at most 64 KiB (ALB's header limit), enforced while HPACK decodes (h2 raises
   before the list is built: the HPACK-bomb defence), and at most 64 CONTINUATION frames per block;
 - rapid reset (CVE-2023-44487): more than ``MAX_RESETS`` client resets within a second end the
@@ -42,10 +43,12 @@ import h2.settings
 import httptools
 from hyperframe.frame import GoAwayFrame
 
+from lbd.http import grpc
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.http.proxy import HttpClientSide
 
 if TYPE_CHECKING:
+    from lbd.http.h2upstream import H2TargetStream
     from lbd.http.upstream import UpstreamPool
     from lbd.listener.tracker import ConnectionTracker
     from lbd.runtime import HttpListenerRuntime, ListenerSlot
@@ -153,6 +156,18 @@ class H2ClientSide:
             },
         )
         conn.initiate_connection()
+        # The SETTINGS frame is out with 128; h2 itself is now told a larger limit, so that a stream over
+        # 128 is lbd's to refuse with REFUSED_STREAM (RFC 9113 5.1.2 allows it, as nginx does), a stream
+        # error the client may retry, rather than h2's connection-ending PROTOCOL_ERROR.
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2 * MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._flush()
         self._arm_timer()
@@ -206,7 +221,11 @@ class H2ClientSide:
             if stream is not None:
                 stream.request_ended()
         elif isinstance(event, h2.events.TrailersReceived):
-            pass  # ALB does not forward request trailers to HTTP/1.1 targets; the END_STREAM follows
+            # HTTP/1.1 targets do not get request trailers (neither does ALB send them); an HTTP/2 target's
+            # stream takes them from here when the request ends (lbd/http/h2upstream.py).
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.request_trailers = [(n, v) for n, v in event.headers or [] if n[:1] != b":"]
         elif isinstance(event, h2.events.StreamReset):
             stream = self.streams.pop(event.stream_id, None)
             if stream is not None:
@@ -251,6 +270,14 @@ class H2ClientSide:
         if self.going_away:
             # After GOAWAY only streams up to its last stream id are processed (RFC 9113 6.8).
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            # Over the advertised limit: refused (not processed, so the client may retry it). Refusals
+            # count as resets, so a client that keeps trying gets ENHANCE_YOUR_CALM like a rapid reset.
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._resets += 1
+            if self._resets > MAX_RESETS:
+                self.calm_down("streams over the concurrency limit")
             return
         self.opened += 1
         if stream_id in self._reset_now:
@@ -427,6 +454,15 @@ class H2Stream:
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._parser = httptools.HttpResponseParser(self)
+        # gRPC (lbd/http/grpc.py), and the trailers that travel beside the HTTP/1.1 bridge to and from an
+        # HTTP/2 target's stream (lbd/http/h2upstream.py).
+        self.grpc = False
+        self.grpc_timeout: float | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self.upstream: H2TargetStream | None = None
+        self.request_trailers: list[tuple[bytes, bytes]] | None = None
+        self.response_trailers: list[tuple[bytes, bytes]] | None = None
+        self.trailers_only = False
         self._head = self._request_head(headers)
 
     def _request_head(self, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -456,6 +492,10 @@ class H2Stream:
                 content_length = True
             elif name == b"expect":
                 self.expect = True
+            elif name == b"content-type":
+                self.grpc = grpc.is_grpc(value)
+            elif name == b"grpc-timeout":
+                self.grpc_timeout = grpc.parse_timeout(value)
             lines.append(b"%b: %b\r\n" % (name, value))
         # h2 checks the pseudo-header set; lbd checks what HTTP/1.1 would misread: a method that is not a
         # token, a path with spaces or controls, CONNECT (ALB does not tunnel).
@@ -487,6 +527,10 @@ class H2Stream:
         client.stats.new_connections -= 1
         client.stats.active_connections -= 1
         client.tls_info = connection.tls_info
+        if self.grpc:
+            client.stats.grpc_requests += 1  # GrpcRequestCount
+            if self.grpc_timeout is not None:
+                self._deadline = connection._loop.call_later(self.grpc_timeout, self.deadline_exceeded)
         if ended:
             self.request_done = True
             self._send_head(False)
@@ -639,11 +683,50 @@ class H2Stream:
             return
         self.response_started = True
         self._status = status
-        end = self.head_request or status in (204, 304)
+        if self.grpc and self._generated_here():
+            # An error (or a rule's answer) lbd made itself: a gRPC trailers-only response (lbd/http/grpc.py).
+            reason = self._exchange_reason() or f"HTTP {status} from the load balancer"
+            fields = grpc.trailers_only(grpc.status_for(status), reason)
+            conn.send_headers(self.stream_id, fields, end_stream=True)
+            self.connection.schedule_flush()
+            self._pending.clear()
+            self._response_finished()
+            return
+        end = self.head_request or status in (204, 304) or self.trailers_only
         conn.send_headers(self.stream_id, [(b":status", b"%d" % status), *headers], end_stream=end)
         self.connection.schedule_flush()
         if end:
             self._response_finished()
+
+    def _generated_here(self) -> bool:
+        client = self.client
+        if client is None or not client.exchanges:
+            return True  # rejected before an exchange began (a malformed request)
+        return bool(client.exchanges[0].local_status)
+
+    def _exchange_reason(self) -> str:
+        client = self.client
+        return client.exchanges[0].error_reason if client is not None and client.exchanges else ""
+
+    def deadline_exceeded(self) -> None:
+        """The call's grpc-timeout passed before its response ended: DEADLINE_EXCEEDED, and the target's
+        stream is cancelled (the client side goes away)."""
+        self._deadline = None
+        if self.ended or self.finished:
+            return
+        conn = self.connection.conn
+        status = grpc.DEADLINE_EXCEEDED
+        with suppress(h2.exceptions.ProtocolError, KeyError):
+            if self.response_started:
+                conn.send_headers(self.stream_id, [(b"grpc-status", b"%d" % status)], end_stream=True)
+            else:
+                fields = grpc.trailers_only(status, "deadline exceeded")
+                conn.send_headers(self.stream_id, fields, end_stream=True)
+        self.connection.schedule_flush()
+        self._pending.clear()
+        self.response_done = True
+        self.ended = True
+        self._maybe_done()
 
     def on_body(self, body: bytes) -> None:
         if self.response_done:
@@ -698,7 +781,11 @@ class H2Stream:
         else:
             self.stalled_since = 0.0
             if self.response_done:
-                conn.end_stream(self.stream_id)
+                trailers = self.response_trailers
+                if trailers:
+                    conn.send_headers(self.stream_id, trailers, end_stream=True)  # an HTTP/2 target's
+                else:
+                    conn.end_stream(self.stream_id)
                 sent = True
                 self._response_finished()
         if sent:
@@ -720,6 +807,9 @@ class H2Stream:
         if not self.ended or self.finished:
             return
         self.finished = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         if not self.request_done and not self.connection.closing:
             self.request_done = True
             with suppress(h2.exceptions.ProtocolError, KeyError):  # the stream closed meanwhile

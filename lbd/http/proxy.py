@@ -309,7 +309,8 @@ class HttpClientSide:
             self.pause_reading(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        self.exchanges[-1].request_body(body)
+        if self.exchanges:  # none: answered locally before its body (a 464, a 503), and closing
+            self.exchanges[-1].request_body(body)
 
     def on_message_complete(self) -> None:
         self._in_message = False

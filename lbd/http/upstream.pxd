@@ -32,7 +32,7 @@ cdef class UpstreamPool:
     cdef public Py_ssize_t max_idle_per_target
     cdef public double idle_timeout
     cdef public dict _idle
-    cdef public object _loop, _sweeper
+    cdef public object _loop, _sweeper, h2
     cdef public long generation
     cdef public long long opened
 

@@ -206,6 +206,7 @@ class UpstreamPool:
         self._sweeper: asyncio.TimerHandle | None = None
         self.generation = 0
         self.opened = 0  # connections opened over the pool's life (tests and metrics)
+        self.h2: Any = None  # HTTP/2 connections to HTTP2 and GRPC groups' targets (lbd/http/h2upstream.py)
 
     def acquire(self, target: Target) -> HttpTargetSide | None:
         idle = self._idle.get(target.hash_key)
@@ -215,11 +216,26 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             conn.close()
+        if self.h2 is not None:
+            # An HTTP2 or GRPC group's target with a free stream slot on an open h2 connection.
+            return cast(HttpTargetSide | None, self.h2.acquire(target))
         return None
 
     async def connect(
-        self, target: Target, timeout: float, tls: ssl.SSLContext | None = None, verify: bool = False
+        self,
+        target: Target,
+        timeout: float,
+        tls: ssl.SSLContext | None = None,
+        verify: bool = False,
+        http2: bool = False,
     ) -> HttpTargetSide:
+        if http2:
+            # A stream on one of the target's shared h2 connections, behind an HttpTargetSide of its own.
+            if self.h2 is None:
+                from lbd.http.h2upstream import H2Upstream
+
+                self.h2 = H2Upstream(self)
+            return cast(HttpTargetSide, await self.h2.open_stream(target, timeout, tls, verify))
         conn = HttpTargetSide(self, target, self.generation)
         async with asyncio.timeout(timeout):
             # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
@@ -255,6 +271,8 @@ class UpstreamPool:
     def retire(self, generation: int) -> None:
         """A new Snapshot is in service: close idle connections opened under older ones."""
         self.generation = generation
+        if self.h2 is not None:
+            self.h2.retire(generation)
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
@@ -262,6 +280,8 @@ class UpstreamPool:
 
     def close_all(self) -> None:
         self.retire(self.generation)
+        if self.h2 is not None:
+            self.h2.close_all()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -281,4 +301,7 @@ class UpstreamPool:
             self._sweeper = self._loop.call_later(self.idle_timeout / 2, self._sweep)
 
     def stats(self) -> dict[str, Any]:
-        return {"opened": self.opened, "idle": sum(len(v) for v in self._idle.values())}
+        stats = {"opened": self.opened, "idle": sum(len(v) for v in self._idle.values())}
+        if self.h2 is not None:
+            stats.update(self.h2.stats())
+        return stats

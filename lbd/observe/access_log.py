@@ -11,6 +11,7 @@ ALB's fields, in order (AWS: Application Load Balancers, "Access log entries"):
     "user_agent" ssl_cipher ssl_protocol target_group_arn "trace_id" "domain_name" "chosen_cert_arn"
     matched_rule_priority request_creation_time "actions_executed" "redirect_url" "error_reason"
     "target:port_list" "target_status_code_list" "classification" "classification_reason"
+    waf_rule waf_action   (lbd's: the web ACL's deciding rule and action, "-" without one)
 
 lbd has no ARNs: ``elb`` is ``app/<name>`` (``net/<name>``) and target_group_arn the target group's name.
 """
@@ -63,6 +64,9 @@ ALB_FIELDS = (
     "target_status_code_list",
     "classification",
     "classification_reason",
+    # lbd's, after ALB's: the web ACL's deciding rule (or Default_Action) and its action (docs/waf.md).
+    "waf_rule",
+    "waf_action",
 )
 # Fields ALB writes in double quotes (they may contain spaces).
 QUOTED = frozenset(

@@ -36,8 +36,11 @@ class NodeStats:
     workers: int = 0
     workers_answering: int = 0
     generation: int = 0
+    apis: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (api, stage, route)
     discovery: list[dict[str, Any]] = field(default_factory=list)  # one per provider (lbd/discovery/)
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict)  # lbd/edge/store.py reports
+    # web ACL -> "allowed" | "blocked" | "counted" -> rule -> requests (lbd/waf/acl.py WafStats)
+    web_acls: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def add_worker(self, reply: dict[str, Any]) -> None:
         self.workers_answering += 1
@@ -60,6 +63,11 @@ class NodeStats:
             for name, value in entry.items():
                 if isinstance(value, int):
                     counts[name] = counts.get(name, 0) + value
+        for entry in reply.get("apis", []):
+            total = self.apis.setdefault((entry["api"], entry["stage"], entry["route"]), {})
+            for name, value in entry.items():
+                if name not in ("api", "stage", "route"):
+                    total[name] = _add(total.get(name), value)
         for report in reply.get("target_groups", []):
             merged = self.target_groups.setdefault(report["target_group"], {})
             for name, value in report.items():
@@ -69,6 +77,12 @@ class NodeStats:
                     merged[name] = value  # the checker's verdicts, the same in every worker
                 elif isinstance(value, int):
                     merged[name] = merged.get(name, 0) + value
+        for report in reply.get("web_acls", []):
+            acl = self.web_acls.setdefault(report["web_acl"], {})
+            for outcome in ("allowed", "blocked", "counted"):
+                rules = acl.setdefault(outcome, {})
+                for rule, count in report.get(outcome, {}).items():
+                    rules[rule] = rules.get(rule, 0) + count
 
 
 def _add(total: Any, value: Any) -> Any:
@@ -105,6 +119,50 @@ class NodeCollector(Collector):
         yield from self._process_metrics()
         yield from self._discovery_metrics()
         yield from self._edge_metrics()
+        yield from self._api_metrics()
+
+    def _api_metrics(self) -> Iterator[Metric]:
+        """API Gateway's CloudWatch metrics (docs/metrics.md), by api, stage and route."""
+        labels = ["api", "stage", "route"]
+        requests = CounterMetricFamily("lbd_api_requests", "API requests (Count).", labels=labels)
+        responses = CounterMetricFamily(
+            "lbd_api_responses",
+            "API responses by error class (4XXError, 5XXError).",
+            labels=[*labels, "code"],
+        )
+        hits = CounterMetricFamily(
+            "lbd_api_cache_hits", "Served from the stage cache (CacheHitCount).", labels=labels
+        )
+        misses = CounterMetricFamily(
+            "lbd_api_cache_misses",
+            "Cacheable requests the stage cache missed (CacheMissCount).",
+            labels=labels,
+        )
+        throttled = CounterMetricFamily(
+            "lbd_api_throttled", "Requests refused by a throttle or quota (429).", labels=labels
+        )
+        latency = HistogramMetricFamily(
+            "lbd_api_latency_seconds",
+            "From the request to the response, integration included (Latency).",
+            labels=labels,
+        )
+        integration = HistogramMetricFamily(
+            "lbd_api_integration_latency_seconds",
+            "From sending the request to the integration to its response (IntegrationLatency).",
+            labels=labels,
+        )
+        for key, values in sorted(self.stats.apis.items()):
+            names = list(key)
+            requests.add_metric(names, values.get("requests", 0))
+            responses.add_metric([*names, "4xx"], values.get("errors_4xx", 0))
+            responses.add_metric([*names, "5xx"], values.get("errors_5xx", 0))
+            hits.add_metric(names, values.get("cache_hits", 0))
+            misses.add_metric(names, values.get("cache_misses", 0))
+            throttled.add_metric(names, values.get("throttled", 0))
+            _histogram(latency, names, values.get("latency"))
+            _histogram(integration, names, values.get("integration_latency"))
+        yield from (requests, responses, hits, misses, throttled, latency, integration)
+        yield from self._waf_metrics()
 
     def _listener_metrics(self) -> Iterator[Metric]:
         stats = self.stats
@@ -190,6 +248,9 @@ class NodeCollector(Collector):
         fixed = CounterMetricFamily(
             "lbd_fixed_responses", "Fixed-response actions answered.", labels=LISTENER
         )
+        grpc_requests = CounterMetricFamily(
+            "lbd_grpc_requests", "gRPC requests received (GrpcRequestCount).", labels=LISTENER
+        )
         idle = CounterMetricFamily(
             "lbd_idle_timeouts", "Connections closed after the idle timeout.", labels=LISTENER
         )
@@ -240,6 +301,7 @@ class NodeCollector(Collector):
                 non_compliant.add_metric(labels, values.get("non_compliant_requests", 0))
                 redirects.add_metric(labels, values.get("redirects", 0))
                 fixed.add_metric(labels, values.get("fixed_responses", 0))
+                grpc_requests.add_metric(labels, values.get("grpc_requests", 0))
                 _histogram(target_time, labels, values.get("target_response_time"))
                 _histogram(duration, labels, values.get("request_duration"))
             rejected.add_metric(labels, values.get("rejected_connections", 0))
@@ -274,6 +336,7 @@ class NodeCollector(Collector):
             resets,
             redirects,
             fixed,
+            grpc_requests,
             idle,
             target_time,
             duration,
@@ -366,6 +429,27 @@ class NodeCollector(Collector):
             errors.add_metric(values, provider["errors"])
             found.add_metric(values, provider["targets"])
         yield from (up, errors, found)
+
+    def _waf_metrics(self) -> Iterator[Metric]:
+        # AWS WAF's CloudWatch metrics AllowedRequests, BlockedRequests, CountedRequests, per web ACL and
+        # rule; allowed and blocked go to the rule that decided (Default_Action when none did).
+        families = {
+            outcome: CounterMetricFamily(
+                f"lbd_waf_{outcome}_requests",
+                f"Requests a web ACL {text}, by the rule that did it ({twin}).",
+                labels=["web_acl", "rule"],
+            )
+            for outcome, text, twin in (
+                ("allowed", "allowed", "AllowedRequests"),
+                ("blocked", "blocked", "BlockedRequests"),
+                ("counted", "counted (a count rule matched)", "CountedRequests"),
+            )
+        }
+        for acl, outcomes in sorted(self.stats.web_acls.items()):
+            for outcome, family in families.items():
+                for rule, count in sorted(outcomes.get(outcome, {}).items()):
+                    family.add_metric([acl, rule], count)
+        yield from families.values()
 
 
 def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:

@@ -19,6 +19,7 @@ cdef class ListenerStats:
     cdef public long long udp_new_flows, udp_active_flows, udp_processed_bytes, processed_packets
     cdef public long long udp_dropped_packets, proxy_protocol_errors
     cdef public long long surge_queue_length, spillover_count
+    cdef public long long grpc_requests
     cdef public list elb_responses, target_responses
     cdef public dict elb_statuses
     cdef public Histogram target_response_time, request_duration

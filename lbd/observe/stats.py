@@ -85,6 +85,7 @@ class ListenerStats:
         self.non_compliant_requests = 0  # DesyncMitigationMode_NonCompliant_Request_Count
         self.redirects = 0  # HTTP_Redirect_Count
         self.fixed_responses = 0  # HTTP_Fixed_Response_Count
+        self.grpc_requests = 0  # GrpcRequestCount
         # Index = status class (2 for 2xx ...): HTTPCode_ELB_nXX_Count and HTTPCode_Target_nXX_Count.
         self.elb_responses: list[int] = [0] * 6
         self.target_responses: list[int] = [0] * 6
@@ -133,6 +134,7 @@ COUNTERS = (
     "fixed_responses",
     "surge_queue_length",
     "spillover_count",
+    "grpc_requests",
 )
 
 

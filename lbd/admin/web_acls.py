@@ -1,0 +1,237 @@
+"""Web ACL changes without a reload: the admin API's /v1/web-acls endpoints and IP set files.
+
+Both end the same way: the supervisor checks the new ACL (every error named by its key path; an invalid
+one changes nothing and the old ACL keeps serving), then moves every worker to it at once with the same
+two-phase prepare/commit as a reload (lbd/supervisor.py ``_deploy``), carrying the replaced ACLs in the
+prepare message. Replacements survive a reload while the file's own definition of that ACL is unchanged;
+editing the ACL in the file and reloading makes the file's version the one in force again.
+
+IP set files are checked once a second (size and modification time); a file that no longer parses is
+logged and the ACL keeps the addresses it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from lbd.admin.server import AdminRequest, AdminResponse, Router
+from lbd.config.loader import ConfigError
+from lbd.config.schema import Config
+from lbd.config.web_acls import WebAcl, cross_check, ip_set_files, parse_acl, read_ip_set_files, replace_acl
+
+log = logging.getLogger("lbd.admin")
+
+Deploy = Callable[[], Awaitable[list[str]]]  # moves the workers to the current overrides; errors, or []
+
+
+class Host(Protocol):
+    """What this needs of the supervisor."""
+
+    web_acl_overrides: dict[str, Any]
+    _reload_lock: asyncio.Lock
+
+    @property
+    def config(self) -> Config: ...
+
+    async def redeploy(self) -> list[str]: ...
+
+
+def dump(acl: WebAcl) -> dict[str, Any]:
+    return acl.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class WebAclControl:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.base: dict[str, dict[str, Any]] = {}  # the file's definition each override replaced
+        self._files: dict[str, tuple[int, int] | None] = {}
+
+    def add_routes(self, router: Router) -> None:
+        router.add("GET", "/v1/web-acls", self.list_acls)
+        router.add("GET", "/v1/web-acls/{name}", self.get_acl)
+        router.add("PUT", "/v1/web-acls/{name}", self.put_acl)
+        router.add("PUT", "/v1/web-acls/{name}/ip-sets/{set}", self.put_ip_set)
+
+    # -- what is in force ------------------------------------------------------------------------------
+
+    def effective(self) -> tuple[WebAcl, ...]:
+        acls = self.host.config.web_acls
+        for index, acl in enumerate(acls):
+            override = self.host.web_acl_overrides.get(acl.name)
+            if override is not None:
+                acls = replace_acl(acls, parse_acl(override, index))
+        return acls
+
+    def reconcile(self, new_file: Config) -> Callable[[], None]:
+        """Before a reload: forget replacements of ACLs the new file changed or dropped. Returns what puts
+        them back, for a reload the workers refuse."""
+        kept = (dict(self.host.web_acl_overrides), dict(self.base))
+
+        def restore() -> None:
+            self.host.web_acl_overrides.clear()
+            self.host.web_acl_overrides.update(kept[0])
+            self.base = kept[1]
+
+        current = {acl.name: dump(acl) for acl in new_file.web_acls}
+        for name in list(self.host.web_acl_overrides):
+            if current.get(name) != self.base.get(name):
+                del self.host.web_acl_overrides[name]
+                self.base.pop(name, None)
+                log.info(
+                    "web ACL %s: the file's new definition replaces the one set through the admin API", name
+                )
+        return restore
+
+    # -- endpoints -------------------------------------------------------------------------------------
+
+    async def list_acls(self, request: AdminRequest) -> AdminResponse:
+        acls = []
+        for acl in self.effective():
+            acls.append(
+                {
+                    "name": acl.name,
+                    "default_action": acl.default_action.kind,
+                    "associations": [a.model_dump(exclude_none=True) for a in acl.associations],
+                    "rules": [
+                        {
+                            "name": r.name,
+                            "priority": r.priority,
+                            "action": r.action.kind,
+                            "statement": r.statement.kind,
+                        }
+                        for r in sorted(acl.rules, key=lambda r: r.priority)
+                    ],
+                    "ip_sets": [
+                        {"name": s.name, "addresses": len(s.addresses or ()), "file": s.file}
+                        for s in acl.ip_sets
+                    ],
+                    "changed_through_api": acl.name in self.host.web_acl_overrides,
+                }
+            )
+        return AdminResponse(200, {"web_acls": acls})
+
+    def _find(self, name: str) -> tuple[int, WebAcl] | None:
+        for index, acl in enumerate(self.effective()):
+            if acl.name == name:
+                return index, acl
+        return None
+
+    async def get_acl(self, request: AdminRequest) -> AdminResponse:
+        found = self._find(request.params["name"])
+        if found is None:
+            return AdminResponse(404, {"error": f"no web ACL named {request.params['name']!r}"})
+        return AdminResponse(200, dump(found[1]))
+
+    async def put_acl(self, request: AdminRequest) -> AdminResponse:
+        """Replace a web ACL (rules, default action, IP sets ...): the body is the ACL, as in the config."""
+        name = request.params["name"]
+        found = self._find(name)
+        if found is None:
+            return AdminResponse(404, {"error": f"no web ACL named {name!r} (new ACLs come from the file)"})
+        body = request.json()
+        if not isinstance(body, dict):
+            return AdminResponse(400, {"error": "the body must be a web ACL object, as in the config"})
+        body = {"name": name, **body}
+        if body["name"] != name:
+            return AdminResponse(400, {"error": f"name: the body names {body['name']!r}, the path {name!r}"})
+        return await self._replace(found[0], body)
+
+    async def put_ip_set(self, request: AdminRequest) -> AdminResponse:
+        """Replace one named IP set's addresses: body {"addresses": ["192.0.2.0/24", ...]}."""
+        name, set_name = request.params["name"], request.params["set"]
+        found = self._find(name)
+        if found is None:
+            return AdminResponse(404, {"error": f"no web ACL named {name!r}"})
+        index, acl = found
+        body = request.json()
+        if not isinstance(body, dict) or set(body) != {"addresses"}:
+            return AdminResponse(400, {"error": 'the body must be {"addresses": ["192.0.2.0/24", ...]}'})
+        data = dump(acl)
+        sets = data.get("ip_sets", [])
+        at = next((k for k, s in enumerate(sets) if s["name"] == set_name), None)
+        if at is None:
+            known = ", ".join(s["name"] for s in sets) or "none"
+            return AdminResponse(
+                404, {"error": f"web ACL {name!r} has no ip_set named {set_name!r} (defined: {known})"}
+            )
+        sets[at] = {"name": set_name, "addresses": body["addresses"]}  # a file-backed set becomes inline
+        return await self._replace(index, data)
+
+    async def _replace(self, index: int, body: dict[str, Any]) -> AdminResponse:
+        host = self.host
+        try:
+            acl = parse_acl(body, index)
+        except ConfigError as exc:
+            return AdminResponse(
+                400,
+                {
+                    "error": "invalid web ACL; the old one keeps serving",
+                    "errors": [str(i) for i in exc.issues],
+                },
+            )
+        config = host.config
+        acls = replace_acl(self.effective(), acl)
+        issues = [*cross_check(acls, {lb.name: lb.type for lb in config.load_balancers})]
+        _, unreadable = read_ip_set_files((acl,))
+        issues += [
+            i._replace(path=i.path.replace("web_acls[0]", f"web_acls[{index}]", 1)) for i in unreadable
+        ]
+        if issues:
+            return AdminResponse(
+                400,
+                {"error": "invalid web ACL; the old one keeps serving", "errors": [str(i) for i in issues]},
+            )
+        async with host._reload_lock:
+            previous = dict(host.web_acl_overrides)
+            host.web_acl_overrides[acl.name] = dump(acl)
+            errors = await host.redeploy()
+            if errors:
+                host.web_acl_overrides.clear()
+                host.web_acl_overrides.update(previous)
+                return AdminResponse(
+                    500, {"error": "workers refused the change; the old ACL keeps serving", "errors": errors}
+                )
+        file_acl = next((a for a in config.web_acls if a.name == acl.name), None)
+        if file_acl is not None:
+            self.base[acl.name] = dump(file_acl)
+        log.info("web ACL %s: replaced through the admin API (%d rules)", acl.name, len(acl.rules))
+        return AdminResponse(200, dump(acl))
+
+    # -- IP set files ----------------------------------------------------------------------------------
+
+    async def watch_files(self, stopping: Callable[[], bool]) -> None:
+        """Once a second: when an IP set file changed and still parses, every worker re-reads it."""
+        self._files = self._stat_all()
+        while not stopping():
+            await asyncio.sleep(1.0)
+            now = self._stat_all()
+            if now == self._files:
+                continue
+            self._files = now
+            acls = self.effective()
+            _, issues = read_ip_set_files(acls)
+            if issues:
+                for issue in issues:
+                    log.error("IP set file not applied; the old addresses stay in force: %s", issue)
+                continue
+            async with self.host._reload_lock:
+                errors = await self.host.redeploy()
+            for error in errors:
+                log.error("IP set file change refused by a worker: %s", error)
+            if not errors:
+                log.info("IP set files changed; every worker uses the new addresses")
+
+    def _stat_all(self) -> dict[str, tuple[int, int] | None]:
+        seen: dict[str, tuple[int, int] | None] = {}
+        for _, name in ip_set_files(self.effective()):
+            try:
+                info = os.stat(name)
+            except OSError:
+                seen[name] = None
+                continue
+            seen[name] = (info.st_mtime_ns, info.st_size)
+        return seen

@@ -1,0 +1,339 @@
+"""The client side of an API listener: HTTP/1.1 (RFC 9112) parsed by httptools, one request at a time.
+
+A thin Protocol: it collects each request (head and whole body: integrations and authorizers see
+whole payloads, and API Gateway's 10 MB limit bounds them), hands it to the API's pipeline
+(lbd/gateway/pipeline.py) and writes the answer. Pipelined requests wait their turn; reading pauses
+while more than a few are queued. What cannot be served ends with a gateway response and a closed
+connection, never a hang: a request that does not parse (400), a body or head over the limits (413,
+431), a connection idle for the API's idle timeout (closed), a body that never completes (the same
+timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from lbd.gateway.contracts import GatewayRequest
+from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
+from lbd.gateway.responses import Answer
+from lbd.http import fastpath
+
+if TYPE_CHECKING:
+    from lbd.gateway.listener import ApiListenerRuntime
+    from lbd.listener.tracker import ConnectionTracker
+
+log = logging.getLogger("lbd.gateway")
+
+MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes, URL up to 8,192
+MAX_QUEUED = 8  # pipelined requests held before reading pauses
+LINGER = 2.0  # seconds a refused connection keeps reading before it closes
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+class GatewayClientSide(asyncio.Protocol):
+    def __init__(self, runtime: ApiListenerRuntime, tracker: ConnectionTracker) -> None:
+        self.runtime = runtime
+        self.tracker = tracker
+        self.stats = runtime.stats
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ("", 0)
+        self.queue: deque[tuple[GatewayRequest, bool, float]] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        self.closing = False
+        self.paused = False
+        # the request being parsed
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_size = 0
+        self._started = 0.0
+        self._refused = False
+        self._partial = False  # the parser is inside a request
+        self.scheme = "https" if runtime.tls is not None else "http"
+        self.port = str(runtime.key.port)
+
+    # -- transport callbacks -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (str(peer[0]), int(peer[1]))
+        self.tracker.add(self)
+        self.stats.new_connections += 1
+        self.stats.active_connections += 1
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a refusal: what the client still sends is read and dropped
+        if self.closing:
+            return
+        self.stats.processed_bytes += len(data)
+        if not self._partial:
+            # The common case, one whole bodiless request in one read, by the proxy's compiled scan
+            # (lbd/http/fastpath.py) instead of a parser callback per field.
+            parsed = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
+            if parsed is not None:
+                method, url, _, block, _, _, keep_alive = parsed
+                headers: dict[str, str] = {}
+                for name, value in fastpath.field_lines(block):
+                    _add_field(headers, name.decode("latin-1").lower(), value.decode("latin-1"))
+                self._started = time.monotonic()
+                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # WebSocket APIs are not served: answer what was asked, then close
+            self._stop_reading()
+        except httptools.HttpParserCallbackError:
+            if not self._refused:
+                raise
+        except httptools.HttpParserError:
+            self._refuse("BAD_REQUEST", 400)
+
+    def eof_received(self) -> bool:
+        if self._refused:
+            return False
+        self.closing = True
+        return self.task is not None or bool(self.queue)  # answer what is queued, then close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.tracker.discard(self)
+        self.stats.active_connections -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- httptools callbacks ------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._partial = True
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+        self._head_size = 0
+        self._started = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_grew(len(url))
+
+    def _head_grew(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            self._refuse("BAD_REQUEST", 431)  # RFC 6585 5: Request Header Fields Too Large
+            raise _Stop
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_grew(len(name) + len(value))
+        _add_field(self._headers, name.decode("latin-1").lower(), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_PAYLOAD:
+            self._refuse("REQUEST_TOO_LARGE")
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_PAYLOAD:
+            self._refuse("REQUEST_TOO_LARGE")
+            raise _Stop
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._partial = False
+        self._enqueue(
+            self.parser.get_method().decode(),
+            self._url.decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            self.parser.should_keep_alive(),
+        )
+
+    def _enqueue(self, method: str, url: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
+        path, _, query = url.partition("?")
+        # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
+        forwarded = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
+        headers["x-forwarded-proto"] = self.scheme
+        headers["x-forwarded-port"] = self.port
+        pipeline = self.runtime.pipeline
+        request = GatewayRequest(
+            method,
+            path,
+            query,
+            headers,
+            body,
+            self.peer[0],
+            pipeline.name,
+            pipeline.stage,
+            "",
+            request_id=_request_id(),
+            received_at=time.time(),
+        )
+        self.queue.append((request, keep_alive, self._started))
+        if len(self.queue) >= MAX_QUEUED:
+            self._stop_reading()
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            while self.queue and self.transport is not None:
+                request, keep_alive, started = self.queue.popleft()
+                await self._one(request, keep_alive and not self.closing, started)
+                if self.paused and len(self.queue) < MAX_QUEUED and not self.closing:
+                    self.paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+        except asyncio.CancelledError:
+            return
+        finally:
+            self.task = None
+        if self.transport is not None:
+            if self.closing:
+                self.transport.close()
+            else:
+                self._arm()
+
+    async def _one(self, request: GatewayRequest, keep_alive: bool, started: float) -> None:
+        runtime = self.runtime
+        outcome = Outcome()
+        try:
+            answer = await runtime.pipeline.handle(request, outcome)
+        except Exception:
+            log.exception(
+                "api %s: internal error on %s %s", runtime.pipeline.name, request.method, request.path
+            )
+            outcome.response_type = "API_CONFIGURATION_ERROR"
+            answer = runtime.pipeline.refuse("API_CONFIGURATION_ERROR")
+        if not keep_alive:
+            self.closing = True
+        self._write(answer, request.method == "HEAD", request.request_id)
+        runtime.record(request, answer, outcome, time.monotonic() - started)
+
+    def _write(self, answer: Answer, head: bool, request_id: str) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in answer.headers]
+        lines.append(f"content-length: {len(answer.body)}\r\nx-amzn-requestid: {request_id}\r\n")
+        if self.closing:
+            lines.append("connection: close\r\n")
+        lines.append("\r\n")
+        data = "".join(lines).encode("latin-1", "replace")
+        transport.write(data if head else data + answer.body)
+        self.stats.processed_bytes += len(data) + (0 if head else len(answer.body))
+
+    def _refuse(self, kind: str, status: int | None = None) -> None:
+        """A request the connection cannot carry on from: answer with the gateway response, then close."""
+        self._refused = True
+        self.closing = True
+        answer = self.runtime.pipeline.refuse(kind, status)
+        if self.task is not None:
+            self._stop_reading()
+            return  # an answer is being written; the connection closes after it
+        self._write(answer, False, _request_id())
+        self.runtime.record_refusal(answer, self.peer[0])
+        transport = self.transport
+        if transport is None:
+            return
+        # Linger: half-close, then read and drop what the client is still sending for a moment, so that
+        # closing with unread data does not reset the connection before the client reads the answer.
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(LINGER, transport.close)
+
+    def _stop_reading(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def _arm(self) -> None:
+        # One timer per connection, moved lazily: an answer only notes the time, and the timer, when it
+        # fires early, sleeps again for the rest (no cancel and re-create per request).
+        loop = asyncio.get_running_loop()
+        self.idle_since = loop.time()
+        if self.timer is None:
+            self.timer = loop.call_at(self.idle_since + self.runtime.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self.timer = None
+        if self.transport is None or self._refused:
+            return
+        loop = asyncio.get_running_loop()
+        due = self.idle_since + self.runtime.idle_timeout
+        if self.task is not None:  # busy: the idle time counts from the answer
+            self.timer = loop.call_later(self.runtime.idle_timeout, self._idle)
+            return
+        if loop.time() < due:
+            self.timer = loop.call_at(due, self._idle)
+            return
+        self.stats.idle_timeouts += 1
+        self.transport.close()
+
+    # -- the tracker's interface --------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        self.closing = True
+        if self.task is None and self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def target_in_use(self) -> tuple[str, str] | None:
+        return None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:  # pragma: no cover - for shims
+        return self.transport.get_extra_info(name, default) if self.transport is not None else default
+
+
+def _add_field(headers: dict[str, str], name: str, value: str) -> None:
+    """Repeated fields joined with "," (RFC 9110 5.3), cookies with "; " (RFC 6265 5.4)."""
+    previous = headers.get(name)
+    if previous is None:
+        headers[name] = value
+    else:
+        headers[name] = f"{previous}; {value}" if name == "cookie" else f"{previous},{value}"
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing a request that was refused."""
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+
+
+def _request_id() -> str:
+    """A UUID-shaped request id ($context.requestId): a random prefix per worker process and a counter,
+    unique without a system call per request."""
+    n = next(_ids)
+    p = _ID_PREFIX
+    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{n >> 48 & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"

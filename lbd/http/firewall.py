@@ -1,0 +1,107 @@
+"""Web ACLs on application listeners: the bridge from an Exchange to the WAF engine (lbd/waf/).
+
+``attach`` compiles each web ACL once per Snapshot and hangs it on the dispatcher of every listener of the
+load balancers it is associated with; a listener without one keeps ``dispatcher.waf`` None, and the
+exchange pays one pointer check (lbd/http/exchange.py). With an ACL, the exchange calls ``check`` once per
+request before listener rules, as ALB does with WAF (AWS: Application Load Balancers, "AWS WAF"), and
+answers a block itself with WAF's 403 page or the rule's custom response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from lbd.config.schema import Config
+from lbd.config.web_acls import read_ip_set_files
+from lbd.http import errors
+from lbd.http.messages import has_body
+from lbd.routing.phrases import phrase
+from lbd.waf.acl import BlockResponse, CompiledAcl, Verdict, WafState
+from lbd.waf.request import WafRequest
+
+if TYPE_CHECKING:
+    from lbd.http.exchange import Exchange
+    from lbd.runtime import ListenerKey, ListenerRuntime
+
+
+class FirewallError(Exception):
+    """An IP set file that cannot be read (named by its key path)."""
+
+
+class Firewall:
+    def __init__(self, acl: CompiledAcl, clock: Callable[[], float] = time.monotonic) -> None:
+        self.acl = acl
+        self.name = acl.name
+        self.needs_body = acl.needs_body
+        self.body_field = acl.body_field
+        self.uses_headers = acl.uses_headers or acl.body_field
+        self.clock = clock
+        self._pages: dict[tuple[BlockResponse, bool], bytes] = {}
+
+    def wants_body(self, exchange: Exchange) -> bool:
+        """Whether to wait for the body's first bytes before deciding: only when a rule inspects the body
+        and the request has one."""
+        return self.needs_body and has_body(exchange.headers)
+
+    def check(self, exchange: Exchange, body: bytes) -> Verdict:
+        # The whole body's size only when a rule looks at the body and the request may have one (the fast
+        # path takes bodiless requests only).
+        size = len(body)
+        if self.body_field and exchange.head_block is None:
+            size = max(size, _content_length(exchange))
+        # Headers only when a rule reads one: on the fast path, reading them means parsing the head block.
+        headers = exchange.headers if self.uses_headers else ()
+        request = WafRequest.from_target(
+            exchange.method, exchange.url, headers, exchange.client.peer[0], body, size
+        )
+        return self.acl.evaluate(request, self.clock())
+
+    def block_page(self, verdict: Verdict, close: bool) -> bytes:
+        custom = verdict.response
+        if custom is None:
+            return errors.error_response(403, close)  # WAF's default block: 403 Forbidden
+        page = self._pages.get((custom, close))
+        if page is None:
+            head = [f"HTTP/1.1 {custom.status} {phrase(custom.status)}", "Server: lbd"]
+            head += [f"{name}: {value}" for name, value in custom.headers]
+            head += [f"Content-Type: {custom.content_type}", f"Content-Length: {len(custom.body)}"]
+            if close:
+                head.append("Connection: close")
+            page = self._pages[(custom, close)] = ("\r\n".join(head) + "\r\n\r\n").encode(
+                "latin-1"
+            ) + custom.body
+        return page
+
+
+def _content_length(exchange: Exchange) -> int:
+    for name, value in exchange.headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def attach(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], state: WafState) -> None:
+    """Compile the web ACLs and hang each on the listeners of the load balancers it protects."""
+    if not config.web_acls:
+        return
+    files, issues = read_ip_set_files(config.web_acls)
+    if issues:
+        raise FirewallError("; ".join(str(issue) for issue in issues))
+    by_load_balancer: dict[str, Firewall] = {}
+    for acl in config.web_acls:
+        if not any(a.load_balancer for a in acl.associations):
+            continue
+        firewall = Firewall(CompiledAcl(acl, files, state))
+        for association in acl.associations:
+            if association.load_balancer is not None:
+                by_load_balancer[association.load_balancer] = firewall
+    for runtime in listeners.values():
+        protecting = by_load_balancer.get(runtime.load_balancer.name)
+        dispatcher = getattr(runtime, "dispatcher", None)
+        if protecting is not None and dispatcher is not None:
+            dispatcher.waf = protecting
