@@ -760,6 +760,7 @@ class TargetGroup(Model):
 
 
 from lbd.config.edge import Distribution  # noqa: E402  (edge.py builds on the models above)
+
 # The gateway's models build on Model and NAME above (lbd/config/__init__.py loads this module first).
 from lbd.config.gateway import Api, UsagePlan  # noqa: E402
 from lbd.config.gateway_auth import SharedState  # noqa: E402
