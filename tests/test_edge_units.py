@@ -310,6 +310,29 @@ def test_a_valid_distribution_parses() -> None:
     assert config.distributions[0].default_cache_behavior.compress
 
 
+def test_a_distribution_port_taken_by_an_api_is_refused() -> None:
+    text = _config(
+        """
+        - name: site
+          listeners: [{protocol: HTTP, port: 8000}]
+          origins: [{id: app, target_group: web}]
+          default_cache_behavior: {origin: app}
+        """
+    )
+    text += textwrap.dedent(
+        """
+        apis:
+          - name: pets
+            listeners: [{protocol: HTTP, port: 8000}]
+            routes: [{route_key: "GET /x", integration: {type: MOCK}}]
+        """
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert "distributions[0].listeners[0].port" in str(caught.value)
+    assert "apis[0].listeners[0]" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("body", "path", "words"),
     [

@@ -339,7 +339,7 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
 
 
 def _bindings(config: Config) -> Iterator[ConfigIssue]:
-    """A distribution's listener must not take a port a load balancer, the admin API or another
+    """A distribution's listener must not take a port a load balancer, an API, the admin API or another
     distribution listens on."""
     from lbd.config.loader import ConfigIssue
     from lbd.config.validate import _overlap
@@ -350,6 +350,9 @@ def _bindings(config: Config) -> Iterator[ConfigIssue]:
         for j, listener in enumerate(lb.listeners):
             if listener.protocol not in ("UDP",):
                 taken.append((listener.address, listener.port, f"load_balancers[{i}].listeners[{j}]"))
+    for a_index, api in enumerate(config.apis):
+        for j, api_listener in enumerate(api.listeners):
+            taken.append((api_listener.address, api_listener.port, f"apis[{a_index}].listeners[{j}]"))
     for d_index, dist in enumerate(config.distributions):
         for l_index, viewer in enumerate(dist.listeners):
             where = f"distributions[{d_index}].listeners[{l_index}]"
@@ -368,6 +371,9 @@ def edge_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     from lbd.tls.store import CertificateStore
 
     store = CertificateStore(config.certificates.store)
+    for a_index, api in enumerate(config.apis):
+        for j, api_listener in enumerate(api.listeners):
+            taken.append((api_listener.address, api_listener.port, f"apis[{a_index}].listeners[{j}]"))
     for d_index, dist in enumerate(config.distributions):
         for l_index, viewer in enumerate(dist.listeners):
             if viewer.protocol != "HTTPS":
