@@ -338,9 +338,13 @@ class Worker:
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
             if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
-                app = cast(
-                    asyncio.Protocol, EdgeClientSide(cast(EdgeListenerRuntime, runtime), tracker, pool, bound)
-                )
+                edge = cast(EdgeListenerRuntime, runtime)
+                if edge.tls is not None and "h2" in edge.tls.alpn:
+                    app = cast(
+                        asyncio.Protocol, AlpnSwitch(cast(HttpListenerRuntime, edge), tracker, pool, bound)
+                    )
+                else:
+                    app = cast(asyncio.Protocol, EdgeClientSide(edge, tracker, pool, bound))
             elif runtime.kind == "api":
                 from lbd.gateway.server import GatewayClientSide
 

@@ -21,6 +21,7 @@ from botocore.credentials import Credentials
 
 from lbd.tls.store import CertificateStore, issue
 from tests.edge_origin import PATTERN, Answer, Origin
+from tests.h2_client import H2Client
 from tests.lbdproc import Lbd, free_port, http_request, wait_for
 
 
@@ -99,12 +100,13 @@ async def test_an_invalidation_reaches_every_worker_before_it_is_answered(tmp_pa
         await origin.stop()
 
 
-async def test_https_viewers_get_the_sni_certificate_and_origins_a_signature(tmp_path: Path) -> None:
+async def test_https_viewers_get_sni_certificates_and_h2_and_origins_a_signature(tmp_path: Path) -> None:
     store = CertificateStore(tmp_path / "store")
     store.put(issue("site", ["site.test"]))
     store.put(issue("other", ["cdn.other.test"]))
     origin = await Origin().start()
     origin.routes["/doc"] = Answer(body=b"signed", headers={"Cache-Control": "max-age=60"})
+    origin.routes["/h2-only"] = Answer(body=b"via h2", headers={"Cache-Control": "max-age=60"})
     port = free_port()
     secret = tmp_path / "oac.secret"
     secret.write_text("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
@@ -159,6 +161,19 @@ async def test_https_viewers_get_the_sni_certificate_and_origins_a_signature(tmp
             Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1"
         ).add_auth(request)
         assert seen.headers["authorization"] == request.headers["Authorization"]
+
+        # HTTP/2 by ALPN: streams of one connection, answered from the same cache.
+        client = await H2Client.connect(port)
+        try:
+            responses = await asyncio.gather(*(client.request("GET", "/doc") for _ in range(5)))
+            miss = await client.request("GET", "/h2-only")
+        finally:
+            await client.close()
+        assert [(r.status, bytes(r.body), r.header(b"x-cache")) for r in responses] == [
+            (200, b"signed", b"Hit from lbd")
+        ] * 5
+        assert origin.hits["/doc"] == 1
+        assert (miss.status, bytes(miss.body), miss.header(b"x-cache")) == (200, b"via h2", b"Miss from lbd")
     finally:
         lbd.stop()
         await origin.stop()

@@ -371,9 +371,6 @@ def edge_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     from lbd.tls.store import CertificateStore
 
     store = CertificateStore(config.certificates.store)
-    for a_index, api in enumerate(config.apis):
-        for j, api_listener in enumerate(api.listeners):
-            taken.append((api_listener.address, api_listener.port, f"apis[{a_index}].listeners[{j}]"))
     for d_index, dist in enumerate(config.distributions):
         for l_index, viewer in enumerate(dist.listeners):
             if viewer.protocol != "HTTPS":

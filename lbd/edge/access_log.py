@@ -89,10 +89,10 @@ def log_line(conn: EdgeClientSide, work: EdgeRequest, wall: float) -> str:
         str(len(request.body)),
         f"{taken:.3f}",
         _text(fields.get("x-forwarded-for")),
-        conn.tls_info[0],
-        conn.tls_info[1],
+        conn.tls_info[1] if conn.tls_info else "-",  # ssl-protocol
+        conn.tls_info[0] if conn.tls_info else "-",  # ssl-cipher
         outcome.result,
-        f"HTTP/{request.version}",
+        "HTTP/2.0" if conn.over_h2 else f"HTTP/{request.version}",
         "-",
         "-",
         str(conn.peer[1]),

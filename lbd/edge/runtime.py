@@ -110,6 +110,10 @@ class EdgeListenerRuntime(ListenerRuntime):
     ) -> None:
         super().__init__(key, load_balancer, listener, target_groups, stats, generation)
         self.distribution = distribution
+        from lbd.edge.server import EdgeClientSide
+
+        # HTTP/2 streams (lbd/http/h2front.py) and ALPN (lbd/listener/alpn.py) serve HTTP/1.1 with this.
+        self.client_side = EdgeClientSide
         self.name = f"{listener.protocol}:{listener.port}"
 
 
@@ -175,7 +179,8 @@ def distribution_listeners(
         first = dist.origins[0]
         for l_index, listener in enumerate(viewer):
             lb = _stand_in(dist, first, 60, listener)
-            lb = lb.model_copy(update={"http2_enabled": False, "listeners": (listener,)})
+            http2 = dist.listeners[l_index].http2_enabled  # h2 by ALPN on HTTPS (CloudFront: http2)
+            lb = lb.model_copy(update={"http2_enabled": http2, "listeners": (listener,)})
             stats = _VIEWER_STATS.setdefault(
                 (dist.name, f"{listener.protocol}:{listener.port}"), ListenerStats()
             )

@@ -21,6 +21,7 @@ import httptools
 from lbd.edge.access_log import log_line
 from lbd.edge.handler import ERROR, EdgeRequest, ViewerRequest
 from lbd.http.flow import HIGH_WATER, LOW_WATER
+from lbd.http.h2front import H2Stream
 
 if TYPE_CHECKING:
     from lbd.edge.runtime import EdgeListenerRuntime
@@ -45,6 +46,7 @@ class EdgeClientSide:
         slot: ListenerSlot | None = None,
     ) -> None:
         self.runtime = runtime
+        self.stats = runtime.stats  # the listener's connection counts (HTTP/2 streams adjust them)
         self.scheme = "https" if runtime.listener.protocol == "HTTPS" else "http"
         self.tracker = tracker
         self.pool = pool
@@ -52,8 +54,9 @@ class EdgeClientSide:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer: tuple[str, int] = ("", 0)
-        self.tls_info: tuple[str, str, str] = ("-", "-", "-")
+        self.tls_info: tuple[str, str, str, str] | None = None  # cipher, protocol, SNI, certificate
         self.closing = False
+        self.over_h2 = False
         self.write_paused = False
         self.queue: deque[ViewerRequest] = deque()
         self.current: EdgeRequest | None = None
@@ -72,13 +75,20 @@ class EdgeClientSide:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.over_h2 = isinstance(transport, H2Stream)  # one stream of an HTTP/2 connection
         peer = self.transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
         ssl_object = self.transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
+        if ssl_object is not None and self.runtime.tls is not None:
             cipher = ssl_object.cipher()
-            self.tls_info = (ssl_object.version() or "-", cipher[0] if cipher else "-", "-")
+            server_name, certificate = self.runtime.tls.handshake_info(ssl_object)
+            self.tls_info = (
+                cipher[0] if cipher else "-",
+                ssl_object.version() or "-",
+                server_name,
+                certificate,
+            )
         self.runtime.stats.new_connections += 1
         self.runtime.stats.active_connections += 1
         self.tracker.add(self)
