@@ -225,3 +225,44 @@ async def test_a_large_object_streams_through_without_being_buffered(tmp_path: P
     finally:
         lbd.stop()
         await origin.stop()
+
+
+async def test_a_reload_keeps_the_cache_and_the_access_log_has_cloudfronts_fields(tmp_path: Path) -> None:
+    origin = await Origin().start()
+    origin.routes["/kept"] = Answer(body=b"kept", headers={"Cache-Control": "max-age=3600"})
+    port = free_port()
+    log_path = tmp_path / "edge.log"
+    cfg = config(port, origin, access_log={"path": str(log_path)})
+    lbd = Lbd(tmp_path, cfg)
+    lbd.start()
+    try:
+        await lbd.wait_ready()
+        await http_request(port, "GET", "/kept?x=1", headers={"User-Agent": "test agent"})
+        cfg["distributions"][0]["comment"] = "changed"
+        cfg["distributions"][0]["cache"] = {"capacity_mb": 64}
+        lbd.write_config(cfg)
+        status, body = await lbd.admin("POST", "/v1/reload")
+        assert status == 200 and body["reloaded"], body
+        _, headers, _ = await http_request(port, "GET", "/kept?x=1")
+        assert headers["x-cache"] == "Hit from lbd" and origin.hits["/kept"] == 1
+
+        def logged() -> list[list[str]]:
+            lines = log_path.read_text().splitlines() if log_path.exists() else []
+            return [line.split("\t") for line in lines if not line.startswith("#")] if len(lines) >= 4 else []
+
+        entries = await wait_for(logged, what="two access-log lines")
+        header = log_path.read_text().splitlines()[:2]
+        assert header[0] == "#Version: 1.0" and header[1].startswith("#Fields: date time x-edge-location")
+        fields = header[1].removeprefix("#Fields: ").split()
+        first, second = (dict(zip(fields, entry, strict=True)) for entry in entries)
+        assert (first["cs-method"], first["cs-uri-stem"], first["cs-uri-query"]) == ("GET", "/kept", "x=1")
+        assert (first["sc-status"], first["x-edge-result-type"], second["x-edge-result-type"]) == (
+            "200",
+            "Miss",
+            "Hit",
+        )
+        assert first["cs(User-Agent)"] == "test%20agent" and first["sc-bytes"] == "4"
+        assert first["x-edge-request-id"] != second["x-edge-request-id"]
+    finally:
+        lbd.stop()
+        await origin.stop()
