@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lbd.config.schema import ELB_POLICIES, NAME, CertificateName, Listener, Model
+from lbd.config.gateway import ApiListener
+from lbd.config.schema import NAME, Listener, Model
 
 if TYPE_CHECKING:
     from lbd.config.loader import ConfigIssue
@@ -39,16 +40,11 @@ MANAGED_POLICIES = (
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 
-class EdgeListener(Model):
-    """Where a distribution listens: the load balancer listener's shape, HTTP or HTTPS only."""
+class EdgeListener(ApiListener):
+    """Where a distribution listens: the load balancer listener's shape, HTTP or HTTPS only (as an
+    API's), and HTTP/2 by ALPN on HTTPS."""
 
-    protocol: Literal["HTTP", "HTTPS"]
-    port: int = Field(ge=1, le=65535)
-    address: str = "0.0.0.0"
-    certificates: tuple[CertificateName, ...] = ()
-    ssl_policy: Literal[ELB_POLICIES] = "ELBSecurityPolicy-TLS13-1-2-2021-06"  # type: ignore[valid-type]
     http2_enabled: bool = True  # HTTPS offers h2 by ALPN (CloudFront's HttpVersion http2)
-    max_connections: int | None = Field(None, ge=1)
 
     def as_listener(self) -> Listener:
         """The load balancer listener it is served as (the same sockets, TLS and SNI code)."""
@@ -68,17 +64,6 @@ class EdgeListener(Model):
         if self.protocol == "HTTP" and self.certificates:
             raise ValueError("certificates: only HTTPS listeners take certificates")
         return self
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        import ipaddress
-
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"must be an IP address, got {value!r}") from None
-        return value
 
 
 class OriginAccess(Model):

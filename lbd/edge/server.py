@@ -22,12 +22,13 @@ from lbd.edge.access_log import log_line
 from lbd.edge.handler import ERROR, EdgeRequest, ViewerRequest
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.http.h2front import H2Stream
+from lbd.listener.alpn import tls_info
 
 if TYPE_CHECKING:
     from lbd.edge.runtime import EdgeListenerRuntime
     from lbd.http.upstream import UpstreamPool
     from lbd.listener.tracker import ConnectionTracker
-    from lbd.runtime import ListenerSlot
+    from lbd.runtime import HttpListenerRuntime, ListenerSlot
 
 log = logging.getLogger("lbd.edge")
 
@@ -80,15 +81,8 @@ class EdgeClientSide:
         if peer:
             self.peer = (peer[0], peer[1])
         ssl_object = self.transport.get_extra_info("ssl_object")
-        if ssl_object is not None and self.runtime.tls is not None:
-            cipher = ssl_object.cipher()
-            server_name, certificate = self.runtime.tls.handshake_info(ssl_object)
-            self.tls_info = (
-                cipher[0] if cipher else "-",
-                ssl_object.version() or "-",
-                server_name,
-                certificate,
-            )
+        if ssl_object is not None:
+            self.tls_info = tls_info(cast("HttpListenerRuntime", self.runtime), ssl_object)
         self.runtime.stats.new_connections += 1
         self.runtime.stats.active_connections += 1
         self.tracker.add(self)
