@@ -23,6 +23,7 @@ class Answer:
     delay: float = 0.0  # seconds before answering (collapsing tests hold the first miss open)
     gate: asyncio.Event | None = None  # or wait until the test opens it
     chunked: bool = False
+    hold: asyncio.Event | None = None  # chunked: after the first chunk, wait until the test opens it
     size: int = 0  # a generated body of this many bytes (PATTERN repeated), streamed with Content-Length
 
 
@@ -103,6 +104,8 @@ class Origin:
             await response.prepare(request)
             for start in range(0, len(answer.body), 4096):
                 await response.write(answer.body[start : start + 4096])
+                if start == 0 and answer.hold is not None:
+                    await answer.hold.wait()
             await response.write_eof()
             return response
         return web.Response(status=answer.status, body=answer.body, headers=headers)

@@ -471,6 +471,26 @@ async def test_objects_over_max_object_size_stream_through_uncached(edge: Edge, 
     assert edge.main.hits[path] == 2
 
 
+async def test_a_miss_streams_to_the_viewer_while_it_is_stored(edge: Edge) -> None:
+    data = bytes(range(256)) * 1000  # 250 KiB: cacheable (under max_object_mb)
+    hold = asyncio.Event()
+    edge.main.routes["/ttl/slow"] = Answer(
+        body=data, chunked=True, hold=hold, headers={"Cache-Control": "max-age=600"}
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(b"GET /ttl/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+    first = await asyncio.wait_for(reader.read(1), 20)  # the first chunk came before the origin finished
+    assert head.startswith(b"HTTP/1.1 200") and b"Miss from lbd" in head and first
+    hold.set()
+    rest = await asyncio.wait_for(reader.read(-1), 20)
+    writer.close()
+    assert _dechunk(first + rest) == data
+    status, headers, body = await edge.get("/ttl/slow")
+    assert (status, headers["x-cache"], body) == (200, "Hit from lbd", data)
+    assert edge.main.hits["/ttl/slow"] == 1
+
+
 def _dechunk(raw: bytes) -> bytes:
     out, at = [], 0
     while True:

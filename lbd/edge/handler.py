@@ -207,7 +207,7 @@ class EdgeRequest:
                 return
             found = again or found
         if self.request.method == "HEAD" and found is None:
-            await self._pass_through(store=False)
+            await self._pass_through()
             return
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         cache.inflight[key] = future
@@ -280,15 +280,6 @@ class EdgeRequest:
             # (once), so the variant stored under the viewer's values is the one made for them.
             fetch.cancel()
             return await self._fetch_and_store(self.key(), found, background)
-        body = await fetch.read_all()
-        if body is None:
-            if background is None:
-                self._stream(fetch)  # larger than the cache takes: passed through, never stored
-                await self._streamed(fetch)
-            else:
-                fetch.cancel()
-            return False
-        dist.cache.stats.bytes_from_origin += len(body)
         status = fetch.status
         headers = list(fetch.headers)
         if not self.behavior.policy.key.cookies.any:
@@ -300,19 +291,22 @@ class EdgeRequest:
         freshness = response_freshness(
             status, fields, self.behavior.policy.ttl, now, error.error_caching_min_ttl if error else None
         )
+        store_key = self._store_key(fields) if freshness.store else None
+        if background is None and self._relays(fetch, fields):
+            # Sent on as it arrives, and stored once complete (when it fits).
+            store = (store_key, freshness, epoch) if store_key is not None else None
+            return await self._relay(fetch, headers, store, now)
+        body = await fetch.read_all()
+        if body is None:
+            if background is None:
+                await self._relay(fetch, headers, None, now)  # larger than the cache takes
+            else:
+                fetch.cancel()
+            return False
+        dist.cache.stats.bytes_from_origin += len(body)
         headers, body = self._compressed(status, headers, fields, body)
         entry = self._entry(status, headers, body, now, freshness)
-        stored = False
-        names = vary_names(fields.get("vary"), [*self.behavior.policy.key.headers, "accept-encoding"])
-        if freshness.store and names is not None:
-            primary = self.primary_key()
-            if names:
-                dist.cache.vary[primary] = names
-                key = primary + self._vary_suffix(names)
-            else:
-                dist.cache.vary.pop(primary, None)
-                key = primary
-            stored = dist.cache.put(key, entry, freshness.ttl, epoch)
+        stored = store_key is not None and dist.cache.put(store_key, entry, freshness.ttl, epoch)
         if background is not None:
             return stored
         if status >= 400:
@@ -320,6 +314,19 @@ class EdgeRequest:
         else:
             self.respond_cached(entry, MISS, from_cache=False)
         return stored
+
+    def _store_key(self, fields: Mapping[str, str]) -> bytes | None:
+        """The key a response is stored under: the primary key, plus the request's values of the fields
+        its Vary names (remembered for the primary key); None for Vary: * (never stored)."""
+        names = vary_names(fields.get("vary"), [*self.behavior.policy.key.headers, "accept-encoding"])
+        if names is None:
+            return None
+        primary = self.primary_key()
+        if names:
+            self.dist.cache.vary[primary] = names
+            return primary + self._vary_suffix(names)
+        self.dist.cache.vary.pop(primary, None)
+        return primary
 
     def _vary_unsent(self, fetch: OriginFetch) -> bool:
         names = vary_names(
@@ -528,7 +535,7 @@ class EdgeRequest:
         head = "".join(lines).encode("latin-1", "replace") + origin.header_lines + b"\r\n"
         return head + body
 
-    async def _pass_through(self, store: bool = False) -> None:
+    async def _pass_through(self) -> None:
         """Uncached: the viewer's method, fields and body to the origin, the answer back as it comes."""
         request = self.request
         fields = (
@@ -542,8 +549,7 @@ class EdgeRequest:
             return
         body = await fetch.read_all()
         if body is None:
-            self._stream(fetch)
-            await self._streamed(fetch)
+            await self._relay(fetch, list(fetch.headers), None, time.time())
             return
         self.dist.cache.stats.bytes_from_origin += len(body)
         result = ERROR if fetch.status >= 400 else MISS
@@ -591,31 +597,13 @@ class EdgeRequest:
                     status, body = 206, body[span.start : span.end + 1]
                     extra = f"Content-Range: {span.content_range(len(entry.body))}\r\n"
                     outcome.range = span
-        lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
-        via = None
-        for name, value in entry.headers:
-            lower = name.lower()
-            if status == 304 and lower not in _NOT_MODIFIED_FIELDS and lower != "last-modified":
-                continue
-            if lower in skip:
-                continue
-            if lower == "via":
-                via = value
-                continue
-            lines.append(f"{name}: {value}\r\n")
-        if status != 304:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        if entry.status == 200:
-            lines.append("Accept-Ranges: bytes\r\n")
+        if status == 304:
+            skip = frozenset(n.lower() for n, _ in entry.headers) - _NOT_MODIFIED_FIELDS - {"last-modified"}
         if from_cache:
-            lines.append(f"Age: {entry.age(time.time())}\r\n")
-        lines.append(f"Via: {via + ', ' if via else ''}1.1 {self.dist.edge_name} (lbd)\r\n")
-        lines.append(extra)
-        lines.append(self._edge_fields(result))
-        if not request.keep_alive or self.conn.closing:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1", "replace")
+            extra += f"Age: {entry.age(time.time())}\r\n"
+        if entry.status == 200:
+            extra += "Accept-Ranges: bytes\r\n"
+        head = self._head(status, entry.headers, None if status == 304 else len(body), result, extra, skip)
         outcome.status = status
         outcome.content_type = fields.get("content-type", "-")
         if request.method == "HEAD" or status in (204, 304):
@@ -624,6 +612,106 @@ class EdgeRequest:
         self.conn.respond(
             self, head + body if len(body) < 65536 else head, body if len(body) >= 65536 else b""
         )
+
+    def _head(
+        self,
+        status: int,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]],
+        length: int | None,
+        result: str,
+        extra: str = "",
+        skip: frozenset[str] = frozenset(),
+    ) -> bytes:
+        """A response head for the viewer: the stored or origin fields (less ``skip``), the framing
+        (``Content-Length``, or chunked when ``length`` is -1; none when None), Via after the origin's
+        own, ``extra`` and the edge's fields."""
+        lines = [f"HTTP/1.1 {status} {_reason(status)}\r\n"]
+        via = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower in skip:
+                continue
+            if lower == "via":
+                via = value
+                continue
+            lines.append(f"{name}: {value}\r\n")
+        if length == -1:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        elif length is not None:
+            lines.append(f"Content-Length: {length}\r\n")
+        lines.append(f"Via: {via + ', ' if via else ''}1.1 {self.dist.edge_name} (lbd)\r\n")
+        lines.append(extra)
+        lines.append(self._edge_fields(result))
+        if not self.request.keep_alive or self.conn.closing:
+            lines.append("Connection: close\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1", "replace")
+
+    def _relays(self, fetch: OriginFetch, fields: Mapping[str, str]) -> bool:
+        """Whether a cacheable miss is sent on as it arrives (while it is stored): a 200 to a plain GET
+        whose body is still coming and that will not be compressed, ranged or answered 304."""
+        request = self.request
+        if request.method != "GET" or fetch.status != 200 or fetch.ended:
+            return False
+        if any(name in request.fields for name in ("range", "if-none-match", "if-modified-since")):
+            return False
+        coding = compression.choose(self.encoding) if self.behavior.compress else None
+        length = fields.get("content-length", "")
+        size = int(length) if length.isdigit() else compression.MIN_SIZE
+        return coding is None or not compression.compressible(200, fields, size)
+
+    async def _relay(
+        self,
+        fetch: OriginFetch,
+        headers: list[tuple[str, str]],
+        store: tuple[bytes, Freshness, int] | None,
+        now: float,
+    ) -> bool:
+        """Send the origin's response on as it arrives, with flow control both ways; keep a copy to
+        store under ``store``'s key when one is given and the body stays within max_object_mb (larger
+        ones are passed through, never buffered whole). True when it was stored."""
+        outcome, conn, stats = self.outcome, self.conn, self.dist.cache.stats
+        outcome.result = outcome.detailed = MISS if fetch.status < 400 else ERROR
+        outcome.status = fetch.status
+        fields = _fields(headers)
+        outcome.content_type = fields.get("content-type", "-")
+        length = fields.get("content-length", "")
+        bodiless = self.request.method == "HEAD" or fetch.status in (204, 304)
+        chunked = not length.isdigit() and not bodiless
+        served = [(n, v) for n, v in headers if n.lower() not in _NOT_SERVED]
+        size = None if bodiless and not length.isdigit() else (int(length) if length.isdigit() else -1)
+        conn.write(self._head(fetch.status, served, size, outcome.result))
+        limit = self.dist.max_object
+        kept: list[bytes] | None = [] if store is not None else None
+        total = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal kept, total
+            total += len(chunk)
+            outcome.body_bytes += len(chunk)
+            stats.bytes_from_origin += len(chunk)
+            if kept is not None:
+                if total <= limit:
+                    kept.append(chunk)
+                else:
+                    kept = None  # too large to store: the rest only passes through
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+
+        for chunk in fetch.stream(write):
+            write(chunk)
+        await fetch.done()
+        if fetch.failed:
+            conn.abort()  # the body broke off: the viewer must not take it as complete
+            return False
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+        stored = False
+        if store is not None and kept is not None:
+            key, freshness, epoch = store
+            entry = self._entry(fetch.status, served, b"".join(kept), now, freshness)
+            stored = self.dist.cache.put(key, entry, freshness.ttl, epoch)
+        conn.finished(self)
+        return stored
 
     def _range(self, fields: Mapping[str, str], length: int) -> object:
         header = self.request.fields.get("range")
@@ -640,45 +728,6 @@ class EdgeRequest:
         body = f"{status} {_reason(status)}: {why}\n".encode()
         entry = CachedResponse(status, (("Content-Type", "text/plain; charset=utf-8"),), body, time.time())
         self.respond_cached(entry, result, from_cache=False, detailed=result)
-
-    def _stream(self, fetch: OriginFetch) -> None:
-        """A response larger than the cache takes: its head now, its body as it comes."""
-        outcome = self.outcome
-        outcome.result = outcome.detailed = MISS if fetch.status < 400 else ERROR
-        outcome.status = fetch.status
-        fields = _fields(fetch.headers)
-        length = fields.get("content-length")
-        chunked = length is None
-        lines = [f"HTTP/1.1 {fetch.status} {_reason(fetch.status)}\r\n"]
-        lines += [f"{n}: {v}\r\n" for n, v in fetch.headers if n.lower() not in _HOP and n.lower() != "via"]
-        lines.append(f"Via: 1.1 {self.dist.edge_name} (lbd)\r\n")
-        lines.append(self._edge_fields(outcome.result))
-        if chunked:
-            lines.append("Transfer-Encoding: chunked\r\n")
-        lines.append("\r\n")
-        self.conn.write("".join(lines).encode("latin-1", "replace"))
-        outcome.content_type = fields.get("content-type", "-")
-        conn, stats = self.conn, self.dist.cache.stats
-
-        def write(chunk: bytes) -> None:
-            outcome.body_bytes += len(chunk)
-            stats.bytes_from_origin += len(chunk)
-            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-
-        self._chunked = chunked
-        for chunk in fetch.stream(write):
-            write(chunk)
-
-    _chunked = False
-
-    async def _streamed(self, fetch: OriginFetch) -> None:
-        await fetch.done()
-        if fetch.failed:
-            self.conn.abort()  # the body broke off: the viewer must not take it as complete
-            return
-        if self._chunked:
-            self.conn.write(b"0\r\n\r\n")
-        self.conn.finished(self)
 
 
 _REASONS = {
