@@ -170,6 +170,19 @@ async def test_a_second_request_is_a_hit_with_age_via_and_a_request_id(edge: Edg
     assert "1.1 lbd (lbd)" in seen.headers["via"]
 
 
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(edge: Edge) -> None:
+    edge.main.routes["/static/pipe-a"] = Answer(body=b"aaa", headers={"Cache-Control": "max-age=600"})
+    edge.main.routes["/static/pipe-b"] = Answer(body=b"bbbb", headers={"Cache-Control": "max-age=600"})
+    await edge.get("/static/pipe-a")
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    request = b"GET /static/pipe-%b HTTP/1.1\r\nHost: x\r\n%b\r\n"
+    writer.write(request % (b"a", b"") + request % (b"b", b"") + request % (b"a", b"Connection: close\r\n"))
+    raw = await asyncio.wait_for(reader.read(-1), 20)
+    writer.close()
+    answers = re.findall(rb"X-Cache: (\w+) from lbd.*?\r\n\r\n(a{3}|b{4})", raw, re.S)
+    assert answers == [(b"Hit", b"aaa"), (b"Miss", b"bbbb"), (b"Hit", b"aaa")]
+
+
 async def test_behaviors_match_in_order_with_wildcards_case_sensitively(edge: Edge) -> None:
     edge.backup.routes["/img1/a/b.png"] = Answer(body=b"png")
     edge.main.routes["/IMG1/a/b.png"] = Answer(body=b"main")

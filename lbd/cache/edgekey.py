@@ -11,6 +11,7 @@ names, which are case-insensitive in HTTP.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -117,6 +118,7 @@ def _codings(accept_encoding: str) -> dict[str, float]:
     return found
 
 
+@functools.lru_cache(maxsize=512)  # viewers send few distinct values; this runs on every request
 def normalise_accept_encoding(accept_encoding: str | None, gzip: bool, brotli: bool) -> str:
     """CloudFront's normalised Accept-Encoding: ``br,gzip``, ``br``, ``gzip`` or "" (identity), from the
     codings the viewer accepts (q > 0, ``*`` counting for both) and the policy enables."""

@@ -17,6 +17,9 @@ class CachedResponse:
     stale_while_revalidate: float = 0.0
     stale_if_error: float = 0.0
     initial_age: int = 0
+    # The edge's served field lines, built once when stored ("Name: value\r\n" each, Via included), so a
+    # hit does not walk the fields again; empty: built per response.
+    field_lines: str = ""
 
     def age(self, now: float) -> int:
         """Seconds since the response was stored, for the ``Age`` header (RFC 9111 section 5.1: a

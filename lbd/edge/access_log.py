@@ -14,6 +14,7 @@ Empty values are ``-``; user agent and other free text are URL-encoded as CloudF
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -62,6 +63,13 @@ def _text(value: str | None) -> str:
     return quote(value, safe="/:;=,()*.-_~@+&") if value else "-"
 
 
+def _content_type(headers: Iterable[tuple[str, str]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value
+    return None
+
+
 def log_line(conn: EdgeClientSide, work: EdgeRequest, wall: float) -> str:
     request, outcome = work.request, work.outcome
     fields = request.fields
@@ -98,7 +106,7 @@ def log_line(conn: EdgeClientSide, work: EdgeRequest, wall: float) -> str:
         str(conn.peer[1]),
         f"{taken:.3f}",
         outcome.detailed or outcome.result,
-        _text(outcome.content_type),
+        _text(_content_type(outcome.headers)),
         str(outcome.body_bytes),
         str(span.start) if span is not None else "-",
         str(span.end) if span is not None else "-",

@@ -69,6 +69,9 @@ class EdgeClientSide:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle: asyncio.TimerHandle | None = None
+        self._active_at = self._loop.time()
+        self._serving = False  # inside _next: a request answered there needs no call_soon
+        self._reading_paused = False
         self.received = 0
 
     # -- transport callbacks ---------------------------------------------------------------------------
@@ -186,21 +189,28 @@ class EdgeClientSide:
     # -- serving ---------------------------------------------------------------------------------------
 
     def _next(self) -> None:
-        while self.queue and self.current is None and not self.closing:
-            request = self.queue.popleft()
-            if self.transport is not None:
-                self.transport.pause_reading()  # one request at a time; pipelined ones wait in order
-            work = EdgeRequest(self, request)
-            self.current = work
-            try:
-                answered = work.serve()
-            except Exception:
-                log.exception("%s: internal error serving a request", self.runtime.distribution.name)
-                self.abort()
-                return
-            if not answered:
-                self.spawn(self._run(work), foreground=True)
-        if self.current is None and self.transport is not None and not self.closing:
+        """Serve queued requests in order: hits at once, here; the first that needs the origin pauses
+        reading (pipelined requests wait behind it) until its task answers."""
+        self._serving = True
+        try:
+            while self.queue and self.current is None and not self.closing:
+                work = EdgeRequest(self, self.queue.popleft())
+                self.current = work
+                try:
+                    answered = work.serve()
+                except Exception:
+                    log.exception("%s: internal error serving a request", self.runtime.distribution.name)
+                    self.abort()
+                    return
+                if not answered:
+                    if self.transport is not None and not self._reading_paused:
+                        self._reading_paused = True
+                        self.transport.pause_reading()
+                    self.spawn(self._run(work), foreground=True)
+        finally:
+            self._serving = False
+        if self.current is None and self._reading_paused and self.transport is not None and not self.closing:
+            self._reading_paused = False
             self.transport.resume_reading()
 
     async def _run(self, work: EdgeRequest) -> None:
@@ -241,8 +251,9 @@ class EdgeClientSide:
         if not work.request.keep_alive or self.closing:
             self.close()
             return
-        self._arm_idle()
-        self._loop.call_soon(self._next)
+        self._active_at = self._loop.time()
+        if not self._serving:
+            self._loop.call_soon(self._next)  # answered by a task: go on with what is queued
 
     def _account(self, work: EdgeRequest) -> None:
         dist = work.dist
@@ -270,15 +281,15 @@ class EdgeClientSide:
         self.close()
 
     def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self._loop.call_later(IDLE_TIMEOUT, self._idle_check)
+        # One timer per connection, not per request: it checks how long the connection has been idle.
+        self._idle = self._loop.call_later(IDLE_TIMEOUT / 4, self._idle_check)
 
     def _idle_check(self) -> None:
         self._idle = None
-        if self.current is None and not self.queue:
+        idle = self.current is None and not self.queue
+        if idle and self._loop.time() - self._active_at >= IDLE_TIMEOUT:
             self.close()
-        else:
+        elif self.transport is not None:
             self._arm_idle()
 
     # -- the tracker's interface -----------------------------------------------------------------------
