@@ -417,7 +417,7 @@ class Snapshot:
         if config.distributions:
             from lbd.edge.runtime import distribution_listeners  # CloudFront-style distributions
 
-            listeners.update(distribution_listeners(config, target_groups, generation))
+            listeners.update(distribution_listeners(config, target_groups, generation, waf))
         if config.apis:
             from lbd.gateway.listener import api_listeners
 

@@ -134,6 +134,27 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Edge]:
             group("dead", dead.getsockname()[1]),  # nothing listens there
         ],
         "distributions": [distribution(port)],
+        "web_acls": [
+            {
+                "name": "edge-protect",
+                "associations": [{"distribution": "site"}],
+                "rules": [
+                    {
+                        "name": "admin-path",
+                        "priority": 1,
+                        "action": "block",
+                        "statement": {
+                            "byte_match": {
+                                "field": "uri_path",
+                                "positional": "STARTS_WITH",
+                                "value": "/admin",
+                                "transformations": ["URL_DECODE", "LOWERCASE"],
+                            }
+                        },
+                    }
+                ],
+            }
+        ],
     }
     lbd = Lbd(tmp_path_factory.mktemp("edge"), config)
     lbd.start()
@@ -546,6 +567,15 @@ async def test_origin_group_fails_over_on_a_connection_error(edge: Edge) -> None
     edge.backup.routes["/dead/x"] = Answer(body=b"secondary")
     status, _, body = await edge.get("/dead/x")
     assert (status, body) == (200, b"secondary")
+
+
+async def test_a_web_acl_blocks_before_the_cache_and_the_origin(edge: Edge) -> None:
+    edge.main.routes["/admin/panel"] = Answer(body=b"secret", headers={"Cache-Control": "max-age=600"})
+    for path in ("/admin/panel", "/%41DMIN/panel"):
+        status, headers, _ = await edge.get(path)
+        assert (status, headers["x-cache"]) == (403, "Error from lbd"), path
+    assert edge.main.hits["/admin/panel"] == 0
+    assert await edge.metric("lbd_waf_blocked_requests_total", web_acl="edge-protect", rule="admin-path") == 2
 
 
 async def test_metrics_count_results_and_bytes(edge: Edge) -> None:

@@ -321,6 +321,27 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
                 yield ConfigIssue(f"{where}.custom_error_responses[{e_index}].error_code", "listed twice")
             codes.add(error.error_code)
     yield from _bindings(config)
+    yield from _web_acl_associations(config, names)
+
+
+def _web_acl_associations(config: Config, names: dict[str, int]) -> Iterator[ConfigIssue]:
+    """A web ACL's distribution association names a distribution of the file, and each distribution
+    has at most one web ACL (AWS WAF: a resource is associated with one web ACL)."""
+    from lbd.config.loader import ConfigIssue
+
+    owner: dict[str, str] = {}
+    for i, acl in enumerate(config.web_acls):
+        for j, association in enumerate(acl.associations):
+            name = association.distribution
+            if name is None:
+                continue
+            path = f"web_acls[{i}].associations[{j}].distribution"
+            if name not in names:
+                yield ConfigIssue(
+                    path, f"no distribution named {name!r} (defined: {', '.join(names) or 'none'})"
+                )
+            elif owner.setdefault(name, acl.name) != acl.name:
+                yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner[name]!r}")
 
 
 def _bindings(config: Config) -> Iterator[ConfigIssue]:

@@ -53,6 +53,8 @@ from lbd.edge import compression
 from lbd.edge.behaviors import CACHED_METHODS, Behavior, behavior_for
 from lbd.edge.origin import OriginFetch
 from lbd.edge.sigv4 import sign
+from lbd.waf.acl import CompiledAcl
+from lbd.waf.request import WafRequest
 
 if TYPE_CHECKING:
     from lbd.edge.runtime import DistributionRuntime, OriginRuntime
@@ -142,6 +144,8 @@ class EdgeRequest:
     def serve(self) -> bool:
         """True when answered already (a hit); False when ``run`` must be awaited."""
         request = self.request
+        if self.dist.waf is not None and self._blocked(self.dist.waf):
+            return True
         self.behavior = behavior = behavior_for(self.dist.behaviors, self.dist.default, request.path)
         if request.method not in behavior.methods:
             self._local(403, "the distribution's behavior does not allow " + request.method, ERROR)
@@ -157,6 +161,37 @@ class EdgeRequest:
                 self.conn.spawn(self._refresh(key, found.response))
                 return True
         return False
+
+    def _blocked(self, acl: CompiledAcl) -> bool:
+        """AWS WAF on the distribution: a block is answered here (403, or the rule's custom response)
+        with X-Cache: Error; an allow may add x-amzn-waf-* fields for the origin."""
+        request = self.request
+        url = (request.path + ("?" + request.query if request.query else "")).encode("latin-1", "replace")
+        headers = (
+            [(n.encode("latin-1"), v.encode("latin-1", "replace")) for n, v in request.headers]
+            if acl.uses_headers or acl.body_field
+            else []
+        )
+        verdict = acl.evaluate(
+            WafRequest.from_target(
+                request.method, url, headers, self.conn.peer[0], request.body, len(request.body)
+            ),
+            time.monotonic(),
+        )
+        if verdict.action != "block":
+            self.waf_lines = verdict.headers
+            return False
+        custom = verdict.response
+        if custom is None:
+            body = b"<html><head><title>403 Forbidden</title></head><body>Request blocked.</body></html>\n"
+            entry = CachedResponse(403, (("Content-Type", "text/html"),), body, time.time())
+        else:
+            fields = (*custom.headers, ("Content-Type", custom.content_type))
+            entry = CachedResponse(custom.status, fields, custom.body, time.time())
+        self.respond_cached(entry, ERROR, from_cache=False, detailed="WafBlocked")
+        return True
+
+    waf_lines = b""  # x-amzn-waf-* field lines for the origin, from an allow verdict
 
     async def run(self) -> None:
         request = self.request
@@ -548,7 +583,7 @@ class EdgeRequest:
                 service=access.service,
             )
             lines += [f"{name}: {value}\r\n" for name, value in signed]
-        head = "".join(lines).encode("latin-1", "replace") + origin.header_lines + b"\r\n"
+        head = "".join(lines).encode("latin-1", "replace") + origin.header_lines + self.waf_lines + b"\r\n"
         return head + body
 
     async def _pass_through(self) -> None:

@@ -25,9 +25,11 @@ from lbd.runtime import (
     ListenerKey,
     ListenerRuntime,
     TargetGroupRuntime,
+    UnsupportedConfig,
     _listener_tls,
     listener_keys,
 )
+from lbd.waf.acl import CompiledAcl, WafState
 
 log = logging.getLogger("lbd.edge")
 MB = 1024 * 1024
@@ -77,6 +79,7 @@ class DistributionRuntime:
         self.errors: dict[int, CustomErrorResponse] = {e.error_code: e for e in config.custom_error_responses}
         self.cache = cache
         self.max_object = int(config.cache.max_object_mb * MB)
+        self.waf: CompiledAcl | None = None  # the web ACL protecting it, if any
         self.access_log: AccessLogFile | None = None
         if config.access_log is not None:
             path = config.access_log.path
@@ -143,11 +146,35 @@ def _header_lines(origin: Origin) -> tuple[bytes, str]:
     return "".join(lines).encode("latin-1"), secret
 
 
+def _web_acls(config: Config, waf: WafState | None) -> dict[str, CompiledAcl]:
+    """The web ACL of each distribution that has one (AWS WAF on CloudFront: evaluated before the
+    cache, so a blocked request is never answered from it)."""
+    if not any(a.distribution for acl in config.web_acls for a in acl.associations):
+        return {}
+    from lbd.config.web_acls import read_ip_set_files
+
+    files, issues = read_ip_set_files(config.web_acls)
+    if issues:
+        raise UnsupportedConfig("; ".join(str(issue) for issue in issues))
+    state = waf if waf is not None else WafState()
+    compiled: dict[str, CompiledAcl] = {}
+    for acl in config.web_acls:
+        names = [a.distribution for a in acl.associations if a.distribution is not None]
+        if names:
+            engine = CompiledAcl(acl, files, state)
+            compiled.update((name, engine) for name in names)
+    return compiled
+
+
 def distribution_listeners(
-    config: Config, target_groups: Mapping[str, TargetGroupRuntime], generation: int
+    config: Config,
+    target_groups: Mapping[str, TargetGroupRuntime],
+    generation: int,
+    waf: WafState | None = None,
 ) -> dict[ListenerKey, ListenerRuntime]:
     """The viewer listeners of every enabled distribution (Snapshot.build adds them to its own)."""
     listeners: dict[ListenerKey, ListenerRuntime] = {}
+    acls = _web_acls(config, waf)
     for d_index, dist in enumerate(config.distributions):
         if not dist.enabled:
             continue
@@ -176,6 +203,7 @@ def distribution_listeners(
             )
         cache = STATE.cache(dist.name, int(dist.cache.capacity_mb * MB), int(dist.cache.max_object_mb * MB))
         distribution = DistributionRuntime(dist, origins, cache)
+        distribution.waf = acls.get(dist.name)
         first = dist.origins[0]
         for l_index, listener in enumerate(viewer):
             lb = _stand_in(dist, first, 60, listener)
