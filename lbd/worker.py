@@ -312,6 +312,7 @@ class Worker:
 
             retire(self.snapshot, snapshot)
         self.snapshot = snapshot
+        edge_store.STATE.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():

@@ -222,6 +222,21 @@ async def test_a_method_the_behavior_does_not_allow_is_refused(edge: Edge) -> No
     assert seen.method == "POST" and seen.headers["cookie"] == "a=1"  # uncached: the viewer's fields
 
 
+async def test_expect_100_continue_gets_its_interim_answer_before_the_body(edge: Edge) -> None:
+    edge.main.routes["/api/upload"] = lambda seen: Answer(status=201, body=b"got %d" % len(seen.body))
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+    writer.write(
+        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    final = await asyncio.wait_for(reader.read(-1), 20)
+    writer.close()
+    assert final.startswith(b"HTTP/1.1 201 ") and final.endswith(b"got 5")
+
+
 # -- TTL rules ---------------------------------------------------------------------------------------------
 
 

@@ -158,6 +158,13 @@ class EdgeClientSide:
             raise httptools.HttpParserError("head too large")
         self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
+    def on_headers_complete(self) -> None:
+        # RFC 9110 10.1.1: a client that sent Expect: 100-continue waits for this before its body.
+        if self.transport is not None and any(
+            name == "expect" and value.lower() == "100-continue" for name, value in self._headers
+        ):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > MAX_BODY:

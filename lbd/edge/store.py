@@ -28,6 +28,7 @@ from lbd.cache.response import CachedResponse
 from lbd.observe.stats import Histogram
 
 MAX_STALE = 86_400.0 * 7  # how long an expired entry may wait in the cache for a stale use
+MAX_VARY_KEYS = 100_000  # primary keys whose Vary fields are remembered; past it, learnt again
 
 
 @dataclass
@@ -70,6 +71,8 @@ class DistributionCache:
     def put(self, key: bytes, response: CachedResponse, ttl: float, epoch: int) -> bool:
         if epoch != self.epoch:
             return False
+        if len(self.vary) > MAX_VARY_KEYS:
+            self.vary.clear()
         # The engine's TTL is the freshness lifetime; whether an expired entry may still be served is
         # judged per entry on lookup (its stale-while-revalidate and stale-if-error), up to MAX_STALE.
         return self.cache.put(key, response, ttl)
@@ -130,6 +133,12 @@ class EdgeState:
         elif (cache.cache.capacity_bytes, cache.cache.max_entry_bytes) != (capacity_bytes, max_entry_bytes):
             cache.cache.resize(capacity_bytes, max_entry_bytes)
         return cache
+
+    def keep(self, names: set[str]) -> None:
+        """Forget the caches of distributions the config in service no longer has."""
+        for name in list(self.caches):
+            if name not in names:
+                del self.caches[name]
 
     def invalidate(self, name: str, paths: list[str]) -> int:
         cache = self.caches.get(name)
