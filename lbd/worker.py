@@ -446,9 +446,10 @@ class Worker:
 
 
 def _api_report() -> list[Message]:
-    from lbd.gateway.stats import registry
-
-    return registry().report()
+    # Loaded with the first API listener; never imported here, where a worker out of descriptors (EMFILE)
+    # could not open the module's file and would fail the whole stats reply.
+    stats = sys.modules.get("lbd.gateway.stats")
+    return stats.registry().report() if stats is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
