@@ -4,8 +4,8 @@ CloudFront compresses when the behavior has Compress on, the viewer accepts gzip
 normalised Accept-Encoding), the origin's response has no Content-Encoding, a body of 1,000 to
 10,000,000 bytes, status 200, 403 or 404, and a Content-Type from its list. Brotli is preferred when the
 viewer accepts both. A strong ETag becomes weak on the compressed copy (the bytes differ); an invalid one
-is removed. gzip is the standard library's; Brotli is Google's ``brotli`` binding, imported when first
-needed (a distribution that never compresses never loads it).
+is removed. gzip is the standard library's; Brotli is Google's ``brotli`` binding, imported when a
+distribution that compresses with it is loaded (one that never does never loads it).
 """
 
 from __future__ import annotations

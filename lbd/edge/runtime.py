@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from lbd.config.edge import CustomErrorResponse, Distribution, Origin, OriginAccess
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer
+from lbd.edge import compression
 from lbd.edge.access_log import HEADER
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
 from lbd.edge.store import STATE, DistributionCache
@@ -76,6 +77,10 @@ class DistributionRuntime:
             make_behavior(b, b.path_pattern, policies) for b in config.cache_behaviors
         )
         self.default = make_behavior(config.default_cache_behavior, None, policies)
+        if any(b.compress and b.policy.key.brotli for b in (*self.behaviors, self.default)):
+            # Loaded with the config, not on the first request that compresses: an import then could
+            # meet a worker out of file descriptors and fail that request.
+            compression.brotli_module()
         self.errors: dict[int, CustomErrorResponse] = {e.error_code: e for e in config.custom_error_responses}
         self.cache = cache
         self.max_object = int(config.cache.max_object_mb * MB)
