@@ -37,6 +37,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int] = ("", 0)  # the edge's end of the connection: equal ports mean a reused one
 
 
 class Origin:
@@ -75,6 +76,7 @@ class Origin:
             request.query_string,
             {k.lower(): v for k, v in request.headers.items()},
             await request.read(),
+            request.transport.get_extra_info("peername") if request.transport else ("", 0),
         )
         self.seen.append(seen)
         self.hits[request.path] += 1

@@ -303,6 +303,8 @@ async def test_caching_disabled_sends_every_request_to_the_origin(edge: Edge) ->
         _, headers, _ = await edge.get("/off/x")
         assert headers["x-cache"] == "Miss from lbd"
     assert edge.main.hits["/off/x"] == 3
+    # Through the load balancer's keep-alive pool: the three went over one origin connection.
+    assert len({s.peer for s in edge.main.seen if s.path == "/off/x"}) == 1
 
 
 # -- cache keys and Vary -----------------------------------------------------------------------------------
