@@ -34,6 +34,7 @@ from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.control import ControlProtocol, Message
 from lbd.edge import store as edge_store
 from lbd.edge.runtime import EdgeListenerRuntime
+from lbd.edge.runtime import attach_log as attach_edge_log
 from lbd.edge.server import EdgeClientSide
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
@@ -195,6 +196,9 @@ class Worker:
 
             attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
+            if runtime.kind == "edge":  # a distribution's CloudFront-format log (lbd/edge/runtime.py)
+                attach_edge_log(cast(EdgeListenerRuntime, runtime).distribution, self.access_logs)
+                continue
             settings = runtime.load_balancer.access_log
             if settings is None:
                 continue

@@ -95,6 +95,9 @@ async def test_an_invalidation_reaches_every_worker_before_it_is_answered(tmp_pa
             assert status == expected, answer
         status, _ = await lbd.admin("POST", "/v1/distributions/nope/invalidations", b'{"paths": ["/*"]}')
         assert status == 404
+        status, listed = await lbd.admin("GET", "/v1/distributions")
+        assert status == 200 and listed["distributions"][0]["name"] == "site"
+        assert listed["distributions"][0]["listeners"] == [f"HTTP:127.0.0.1:{port}"]
     finally:
         lbd.stop()
         await origin.stop()

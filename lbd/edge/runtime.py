@@ -19,7 +19,7 @@ from lbd.edge import compression
 from lbd.edge.access_log import HEADER
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
 from lbd.edge.store import STATE, DistributionCache
-from lbd.observe.access_log import AccessLogFile
+from lbd.observe.access_log import AccessLogFile, AccessLogs
 from lbd.observe.stats import ListenerStats
 from lbd.runtime import (
     HttpListenerRuntime,
@@ -34,7 +34,7 @@ from lbd.waf.acl import CompiledAcl, WafState
 
 log = logging.getLogger("lbd.edge")
 MB = 1024 * 1024
-_LOG_FILES: dict[str, AccessLogFile] = {}  # by path: kept across reloads, like the caches
+_HEADED: set[str] = set()  # log files this worker has written CloudFront's header lines to
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,7 @@ class DistributionRuntime:
         self.cache = cache
         self.max_object = int(config.cache.max_object_mb * MB)
         self.waf: CompiledAcl | None = None  # the web ACL protecting it, if any
-        self.access_log: AccessLogFile | None = None
-        if config.access_log is not None:
-            path = config.access_log.path
-            if path not in _LOG_FILES:
-                _LOG_FILES[path] = AccessLogFile(path)
-                _LOG_FILES[path].write(HEADER)
-            self.access_log = _LOG_FILES[path]
+        self.access_log: AccessLogFile | None = None  # set by the worker (attach_log), which owns files
 
     def members(self, origin: str) -> tuple[tuple[OriginRuntime, ...], frozenset[int]]:
         """The origins to try in order for a behavior's target, and the statuses that fail over."""
@@ -99,6 +93,19 @@ class DistributionRuntime:
         if group is None:
             return (self.origins[origin],), frozenset()
         return tuple(self.origins[m] for m in group.members), group.failover_codes
+
+
+def attach_log(distribution: DistributionRuntime, logs: AccessLogs) -> None:
+    """The distribution's access log, from the worker's files (SIGUSR1 reopens them, shutdown flushes
+    them); a file gets CloudFront's #Version and #Fields lines when this worker first opens it."""
+    settings = distribution.config.access_log
+    if settings is None:
+        return
+    sink = logs.get(settings.path, "alb", f"edge/{distribution.name}").sink
+    if settings.path not in _HEADED:
+        _HEADED.add(settings.path)
+        sink.write(HEADER)
+    distribution.access_log = sink
 
 
 class EdgeListenerRuntime(ListenerRuntime):
