@@ -542,6 +542,23 @@ async def test_a_miss_streams_to_the_viewer_while_it_is_stored(edge: Edge) -> No
     assert edge.main.hits["/ttl/slow"] == 1
 
 
+async def test_a_range_of_an_object_too_large_to_store_is_asked_of_the_origin(edge: Edge) -> None:
+    data = bytes(range(256)) * 8192  # 2 MiB: over max_object_mb
+
+    def answer(seen: Any) -> Answer:
+        wanted = seen.headers.get("range")
+        if wanted is None:
+            return Answer(body=data, headers={"Cache-Control": "max-age=600"})
+        first, _, last = wanted.removeprefix("bytes=").partition("-")
+        part = data[int(first) : int(last) + 1]
+        return Answer(status=206, body=part, headers={"Content-Range": f"bytes {first}-{last}/{len(data)}"})
+
+    edge.main.routes["/ttl/video"] = answer
+    status, headers, body = await edge.get("/ttl/video", Range="bytes=1000-1099")
+    assert (status, body, headers["content-range"]) == (206, data[1000:1100], f"bytes 1000-1099/{len(data)}")
+    assert edge.main.last("/ttl/video").headers["range"] == "bytes=1000-1099"
+
+
 def _dechunk(raw: bytes) -> bytes:
     out, at = [], 0
     while True:

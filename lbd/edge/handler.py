@@ -329,6 +329,12 @@ class EdgeRequest:
         freshness = response_freshness(
             status, fields, self.behavior.policy.ttl, now, error.error_caching_min_ttl if error else None
         )
+        if background is None and self._range_of_a_large_object(fetch, fields):
+            # Too large to store, so no range can be served from a stored copy: the origin serves the
+            # viewer's range itself (CloudFront asks origins for ranges of objects it cannot hold whole).
+            fetch.cancel()
+            await self._pass_through([*self._key_fields(), ("Range", self.request.fields["range"])])
+            return False
         store_key = self._store_key(fields) if freshness.store else None
         if background is None and self._relays(fetch, fields):
             # Sent on as it arrives, and stored once complete (when it fits).
@@ -586,14 +592,12 @@ class EdgeRequest:
         head = "".join(lines).encode("latin-1", "replace") + origin.header_lines + self.waf_lines + b"\r\n"
         return head + body
 
-    async def _pass_through(self) -> None:
+    async def _pass_through(self, fields: list[tuple[str, str]] | None = None) -> None:
         """Uncached: the viewer's method, fields and body to the origin, the answer back as it comes."""
         request = self.request
-        fields = (
-            self._viewer_fields()
-            if not self.behavior.caches or request.method not in CACHED_METHODS
-            else (self._key_fields())
-        )
+        if fields is None:
+            uncached = not self.behavior.caches or request.method not in CACHED_METHODS
+            fields = self._viewer_fields() if uncached else self._key_fields()
         fetch = await self._ask_origins(request.method, fields, request.body)
         if fetch.failed and not fetch.status:
             self._local(502, fetch.failed, ERROR)
@@ -711,6 +715,16 @@ class EdgeRequest:
             lines.append("Connection: close\r\n")
         lines.append("\r\n")
         return "".join(lines).encode("latin-1", "replace")
+
+    def _range_of_a_large_object(self, fetch: OriginFetch, fields: Mapping[str, str]) -> bool:
+        length = fields.get("content-length", "")
+        return (
+            self.request.method == "GET"
+            and "range" in self.request.fields
+            and fetch.status == 200
+            and length.isdigit()
+            and int(length) > self.dist.max_object
+        )
 
     def _relays(self, fetch: OriginFetch, fields: Mapping[str, str]) -> bool:
         """Whether a cacheable miss is sent on as it arrives (while it is stored): a 200 to a plain GET
