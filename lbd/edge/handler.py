@@ -462,7 +462,7 @@ class EdgeRequest:
                 )
                 return
         self.respond_cached(
-            entry, ERROR, from_cache=False, detailed="OriginError" if not local else "OriginDnsError"
+            entry, ERROR, from_cache=False, detailed="OriginConnectError" if local else "Error"
         )
 
     async def _error_page(self, path: str) -> CachedResponse | None:
