@@ -53,6 +53,7 @@ class Scenario:
     sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
+    cache: bool = False  # an edge cache: lbd's distribution, nginx proxy_cache, HAProxy's cache (warm hits)
     gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
     web_acl_rules: int = 0  # L7: a web ACL of this many rules, none matching, evaluated per request (lbd)
 
@@ -125,6 +126,15 @@ SCENARIOS = {
             "HTTPS with a new connection (a full TLS handshake) per request",
             tls=True,
             close=True,
+        ),
+        Scenario(
+            "edge",
+            "l7",
+            "/small",
+            50,
+            "edge cache, warm hits: an lbd distribution (CachingOptimized) vs nginx proxy_cache and "
+            "HAProxy's cache, each caching the targets' /small for a day",
+            cache=True,
         ),
         Scenario(
             "api",
@@ -494,6 +504,8 @@ def lbd_conf(
         sticky = "\n    stickiness: {enabled: true, type: lb_cookie, duration_seconds: 604800}"
         key_file = f", stickiness_key_file: {Path(cert_store).parent / 'stickiness.keys'}"
         (Path(cert_store).parent / "stickiness.keys").write_text(BENCH_KEY.hex() + "\n")
+    if scenario.cache:
+        return edge_conf(port, admin, targets, workers)
     return (
         _web_acl(scenario)
         + f"""node: {{workers: {workers}{key_file}}}
@@ -539,6 +551,27 @@ def _web_acl(scenario: Scenario) -> str:
     return f"web_acls:\n  - name: bench\n    associations: [{{load_balancer: bench}}]\n    rules:{lines}\n"
 
 
+def edge_conf(port: int, admin: int, targets: list[int], workers: int) -> str:
+    """The edge scenario's lbd: one distribution caching the targets (the origin gives no Cache-Control,
+    so CachingOptimized's default TTL, a day, applies: the same as the peers' configured validity)."""
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+distributions:
+  - name: bench
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    origins: [{{id: backends, target_group: backends}}]
+    default_cache_behavior: {{origin: backends, cache_policy: CachingOptimized}}
+"""
+
+
 BENCH_KEY = bytes(range(32))  # the sticky scenario's key file, so the harness can seal the clients' cookie
 
 
@@ -567,6 +600,11 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
     alpn = " alpn h2,http/1.1" if scenario.kind in ("h2load", "grpc") else ""
+    cache = ""
+    if scenario.cache:
+        # HAProxy's small-object cache: 64 MB, a day's validity when the origin gives none.
+        keep += "    http-request cache-use edge\n    http-response cache-store edge\n"
+        cache = "cache edge\n    total-max-size 64\n    max-object-size 1048576\n    max-age 86400\n"
     return f"""global
     nbthread {threads}
     maxconn 9000
@@ -581,7 +619,7 @@ frontend fe
 backend be
     balance roundrobin
 {keep}{servers}
-"""
+{cache}"""
 
 
 def nginx_lb_conf(
@@ -604,8 +642,13 @@ def nginx_lb_conf(
     if scenario.kind == "grpc":
         proxy = "grpc_pass grpc://be;"  # HTTP/2 to the gRPC targets (ngx_http_grpc_module)
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
+    cache = ""
+    if scenario.cache:
+        # proxy_cache (its pages stay in the page cache), valid a day: the origin says nothing.
+        proxy += " proxy_cache edge; proxy_cache_valid 200 1d; proxy_cache_lock on;"
+        cache = f"proxy_cache_path {tmp}/nginx-cache keys_zone=edge:10m max_size=64m; "
     return main + (
-        f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
+        f"http {{ access_log off; {cache}upstream be {{ {upstream} keepalive 64; }} "
         f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''}"
         f"{' http2' if scenario.kind in ('h2load', 'grpc') else ''} reuseport backlog=4096; "
         + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
+from lbd.admin.edge import EdgeAdmin
 from lbd.admin.fleet import fleet_view
 from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
@@ -529,6 +530,7 @@ class Supervisor:
         ConnectionsAdmin(self).register(router)  # WebSocket APIs' @connections
         if self.access_keys is not None:
             self.access_keys.register(router)
+        EdgeAdmin(self._tell_workers, lambda: self.current.config).register(router)  # distributions
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)
