@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.test_console_status import lbd_status, line_with
 
 Backends = Callable[[str], Awaitable[HttpBackend]]
 KEY_VALUE = "Console0Key0Value0123456789"
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console-apis.png"
 
 
 def gateway_config(port: int, backend: HttpBackend) -> dict[str, Any]:
@@ -222,7 +224,19 @@ async def test_the_console_shows_api_routes_moving_and_a_keys_usage(
         await expect(row.locator(".rate .value")).to_have_text(re.compile(rf"^{above_zero} /s$"))
         await expect(row.locator("svg.usage rect.used")).to_have_count(1)
         assert KEY_VALUE not in await page.content()
+        if os.environ.get("LBD_UPDATE_SCREENSHOT"):  # docs/console.md's picture wants some history
+            await page.wait_for_function(
+                """() => {
+                    const line = document.querySelector('tr[data-route] .rate svg.spark path.line');
+                    return line !== null && line.getAttribute('d').split('L').length > 30;
+                }""",
+                timeout=120_000,
+            )
         await page.screenshot(path=str(shots / "apis-and-usage-plans.png"), full_page=True)
+        if os.environ.get("LBD_UPDATE_SCREENSHOT"):
+            apis_and_plans = page.locator("section#apis, section#usage-plans")
+            await page.locator("#extensions").screenshot(path=str(DOCS_SCREENSHOT))
+            assert await apis_and_plans.count() == 2
         assert watched.console_errors == [] and watched.page_errors == []
     finally:
         stop.set()
