@@ -155,7 +155,8 @@ async def test_lbd_status_prints_api_routes_and_usage_plan_keys(
     plan = line_with(out, "gold", key["id"])
     assert "mobile app" in plan and "enabled" in plan and "2/100000" in plan and "1000.0/s burst 2000" in plan
 
-    assert "ms" in line_with(out, "GET /paid")  # p50 and p99 since start
+    cells = re.split(r"\s{2,}", line_with(out, "GET /paid"))  # columns are two spaces apart or more
+    assert all(re.fullmatch(r"[\d.]+ (us|ms|s)", c) for c in cells[-3:-1]), cells  # p50, p99 since start
 
     # Rates over a window while requests flow: /paid's rate is above zero.
     stop = asyncio.Event()
