@@ -244,3 +244,65 @@ async def test_the_console_shows_api_routes_moving_and_a_keys_usage(
         if load is not None:
             await load
         await page.context.close()
+
+
+def test_a_websocket_api_in_the_summary_has_its_connections_and_message_counters() -> None:
+    from lbd.config.schema import Config
+    from lbd.observe.api_summary import apis
+    from lbd.observe.metrics import NodeStats
+
+    mock = {"type": "MOCK"}
+    config = Config.model_validate(
+        {
+            "apis": [
+                {
+                    "name": "chat",
+                    "protocol": "WEBSOCKET",
+                    "route_selection_expression": "$request.body.action",
+                    "listeners": [{"protocol": "HTTP", "address": "127.0.0.1", "port": 9500}],
+                    "routes": [
+                        {"route_key": "$connect", "integration": mock},
+                        {"route_key": "send", "integration": mock},
+                    ],
+                }
+            ]
+        }
+    )
+    node = NodeStats()
+    # Two workers' reports, as the supervisor sums them.
+    for connections in (2, 1):
+        node.add_worker(
+            {
+                "apis": [
+                    {
+                        "api": "chat",
+                        "stage": "prod",
+                        "route": "$connect",
+                        "requests": 3,
+                        "connects": 3,
+                        "connections": connections,
+                    },
+                    {
+                        "api": "chat",
+                        "stage": "prod",
+                        "route": "send",
+                        "requests": 5,
+                        "messages_in": 5,
+                        "messages_out": 4,
+                        "client_errors": 1,
+                    },
+                ]
+            }
+        )
+    (api,) = apis(config, node)
+    assert api["connections"] == 3 and api["requests"] == 16
+    routes = {r["route_key"]: r for r in api["routes"]}
+    assert routes["$connect"]["websocket"]["connects"] == 6
+    assert routes["send"]["websocket"] == {
+        "connects": 0,
+        "messages_in": 10,
+        "messages_out": 8,
+        "integration_errors": 0,
+        "client_errors": 2,
+        "execution_errors": 0,
+    }

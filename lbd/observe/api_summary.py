@@ -20,6 +20,15 @@ from lbd.observe.summary import quantile
 
 UNMATCHED = "-"  # the route name requests that matched no route are counted under (lbd/gateway/pipeline.py)
 ROUTE_COUNTERS = ("requests", "errors_4xx", "errors_5xx", "cache_hits", "cache_misses", "throttled")
+# WEBSOCKET routes' own counters (lbd/gateway/websocket/stats.py; lbd_api_websocket_* in /metrics).
+WEBSOCKET_COUNTERS = (
+    "connects",
+    "messages_in",
+    "messages_out",
+    "integration_errors",
+    "client_errors",
+    "execution_errors",
+)
 
 
 def _histogram(values: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -111,8 +120,16 @@ def apis(config: Config, node: NodeStats) -> list[dict[str, Any]]:
             for route in api.routes
         ]
         unmatched = _stats(node.apis.get((api.name, api.stage, UNMATCHED), {}))
+        extra: dict[str, Any] = {}
+        if api.protocol == "WEBSOCKET":
+            for route in routes:
+                values = node.apis.get((api.name, api.stage, route["route_key"]), {})
+                route["websocket"] = {name: int(values.get(name, 0)) for name in WEBSOCKET_COUNTERS}
+            connect = node.apis.get((api.name, api.stage, "$connect"), {})
+            extra["connections"] = int(connect.get("connections", 0))  # open now
         out.append(
             {
+                **extra,
                 "name": api.name,
                 "protocol": api.protocol,
                 "stage": api.stage,

@@ -84,6 +84,8 @@ function apiCard(api) {
   const facts = [el("span", {}, "Listeners ", ...listeners.flatMap((c, i) => (i ? [", ", c] : [c])))];
   if (api.throttle) facts.push(el("span", { text: `stage throttle ${describeThrottle(api.throttle)}` }));
   facts.push(el("span", { text: `API keys from ${api.api_key_source.toLowerCase()}` }));
+  const connections = api.protocol === "WEBSOCKET" ? el("span", { className: "ws-connections" }) : null;
+  if (connections) facts.push(connections);
   const card = el("article", { className: "card", "data-api": api.name },
     el("h3", {}, api.name,
       el("span", { className: "badge", text: api.protocol }),
@@ -97,7 +99,7 @@ function apiCard(api) {
         el("th", { text: "Requests/s" }), el("th", { text: "4xx/s · 5xx/s" }), el("th", { text: "Cache hits" }),
         el("th", { text: "Latency p50 · p99" }), el("th", { className: "num", text: "Requests" }))),
       el("tbody", {}, body)));
-  return { card, rows };
+  return { card, rows, connections };
 }
 
 function drawRoute(id, now, before, dt, buckets, cells, cached) {
@@ -165,6 +167,7 @@ function drawApis(apis, summary) {
       const cells = parts.rows.get(route.route_key);
       drawRoute(key(api.name, route.route_key), route, prevRoutes.get(route.route_key), dt, summary.latency_buckets, cells, route.cached);
     }
+    if (parts.connections) parts.connections.textContent = `${fmtCount(api.connections)} open connections`;
     drawRoute(key(api.name, ALL_ROUTES), api, prev, dt, summary.latency_buckets, parts.rows.get(ALL_ROUTES), api.cache.enabled);
     return parts.card;
   });
