@@ -811,7 +811,9 @@ class Supervisor:
             checked = dict.fromkeys(group for group, _ in self.checker.checks)  # classic ones too
             groups += [name for name in checked if name not in groups]
             health = {name: self.checker.describe(name) for name in groups}
-        return AdminResponse(200, summary(self.current.config, node, health, time.time()))
+        body = summary(self.current.config, node, health, time.time())
+        body.update(await self.gateway.summary_parts(node))  # apis, usage_plans: when configured
+        return AdminResponse(200, body)
 
     @property
     def config(self) -> Config:
