@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -428,12 +428,15 @@ def walk(statement: Statement, path: str) -> Iterator[tuple[str, Statement]]:
         yield from walk(statement.rate_based.scope_down, f"{path}.rate_based.scope_down")
 
 
-# Association kinds this build serves; the gateway (apis) and edge (distributions) layers are not in it yet.
-SERVED_ASSOCIATIONS = ("load_balancer",)
+# Association kinds this build serves; the edge (distributions) layer is not in it yet.
+SERVED_ASSOCIATIONS = ("load_balancer", "api")
 
 
-def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Iterator[ConfigIssue]:
-    """Names unique, and every load_balancer association names an application load balancer of the file.
+def cross_check(
+    acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Collection[str] | None = None
+) -> Iterator[ConfigIssue]:
+    """Names unique, and every load_balancer association names an application load balancer of the file
+    (and, with ``apis``, every api association an API of the file).
 
     ``load_balancers`` maps each load balancer's name to its type.
     """
@@ -464,6 +467,28 @@ def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Ite
                 yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner[name]!r}")
             else:
                 owner[name] = acl.name
+        if apis is not None:
+            yield from _api_associations(acl, where, apis, owner)
+
+
+def _api_associations(
+    acl: WebAcl, where: str, apis: Collection[str], owner: dict[str, str]
+) -> Iterator[ConfigIssue]:
+    from lbd.config.loader import ConfigIssue
+
+    for j, association in enumerate(acl.associations):
+        name = association.api
+        if name is None:
+            continue
+        path = f"{where}.associations[{j}].api"
+        if name not in apis:
+            known = ", ".join(sorted(apis)) or "none"
+            yield ConfigIssue(path, f"no API named {name!r} (defined: {known})")
+        elif owner.get("api:" + name, acl.name) != acl.name:
+            # WAF: a resource (here an API's stage) is associated with at most one web ACL.
+            yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner['api:' + name]!r}")
+        else:
+            owner["api:" + name] = acl.name
 
 
 def unserved(acls: tuple[WebAcl, ...]) -> Iterator[ConfigIssue]:
@@ -472,7 +497,7 @@ def unserved(acls: tuple[WebAcl, ...]) -> Iterator[ConfigIssue]:
 
     for i, acl in enumerate(acls):
         for j, association in enumerate(acl.associations):
-            for kind in ("api", "distribution"):
+            for kind in ("distribution",):
                 if getattr(association, kind) is not None:
                     yield ConfigIssue(
                         f"web_acls[{i}].associations[{j}].{kind}",
@@ -557,7 +582,11 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     for index, acl in enumerate(acls):
         if acl.name in overrides:
             acls = replace_acl(acls, parse_acl(overrides[acl.name], index))
-    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}))
+    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}, _api_names(config)))
     if issues:
         raise ConfigError(issues)
     return config.model_copy(update={"web_acls": acls})
+
+
+def _api_names(config: Any) -> set[str]:
+    return {api.name for api in getattr(config, "apis", ())}
