@@ -14,7 +14,7 @@ import redis
 
 from lbd.config.loader import ConfigError, parse_config
 from tests.conftest import LbdFactory
-from tests.lbdproc import free_port, http_request, wait_for
+from tests.lbdproc import application_config, free_port, http_request, wait_for
 from tests.redis_server import RedisServer
 from tests.test_gateway_api import Backends, create_key, group, metric, proxy
 from tests.test_waf_alb import byte, rule
@@ -175,15 +175,28 @@ def fleet_count(client: redis.Redis) -> int:
     return sum(int(v) for v in client.mget(keys) if v is not None) if keys else 0
 
 
+def alb_config(port: int, backend: Any, rules: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    config = application_config(port, [backend.port])
+    config["web_acls"] = [
+        {
+            "name": "protect",
+            "default_action": "allow",
+            "associations": [{"load_balancer": "alb"}],
+            "rules": rules,
+        }
+    ]
+    return {**config, **extra}
+
+
+@pytest.mark.parametrize("front", ["api", "alb"])
 async def test_two_nodes_share_one_rate_limit_through_redis(
-    lbd: LbdFactory, http_backends: Backends, redis_server: RedisServer
+    lbd: LbdFactory, http_backends: Backends, redis_server: RedisServer, front: str
 ) -> None:
     backend = await http_backends("app")
     ports = [free_port(), free_port()]
-    nodes = [
-        lbd(api_config(port, backend, [FLOOD], shared_state={"redis": redis_server.url, "timeout_ms": 1000}))
-        for port in ports
-    ]
+    make = api_config if front == "api" else alb_config
+    shared = {"redis": redis_server.url, "timeout_ms": 1000}
+    nodes = [lbd(make(port, backend, [FLOOD], shared_state=shared)) for port in ports]
     for node in nodes:
         await node.wait_ready()
     client = redis.Redis.from_url(redis_server.url, socket_timeout=5)

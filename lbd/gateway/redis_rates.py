@@ -172,16 +172,22 @@ class RedisRates:
             while True:
                 await asyncio.sleep(self.interval)
                 try:
-                    await self.flush(script)
-                except errors as exc:
+                    if not await self.flush(script) and not self.available:
+                        async with asyncio.timeout(self.timeout):
+                            await client.ping()  # nothing to send: ask whether Redis is back
+                except Exception as exc:  # Redis's errors; anything else too, so the loop goes on
+                    if not isinstance(exc, errors):
+                        log.exception("web ACL rate flush failed")
                     self._down(exc)
                 else:
                     self._up()
         finally:
             await client.aclose()
 
-    async def flush(self, script: AsyncScript) -> None:
+    async def flush(self, script: AsyncScript) -> int:
+        """Send every store's hits and read back the fleet's totals; the number of script calls made."""
         slot_time = time.time()
+        calls = 0
         failed: Exception | None = None
         for store in list(self.stores.values()):
             batches = store.take()
@@ -192,6 +198,7 @@ class RedisRates:
             args_head: list[int | float | str] = [int(slot_time // store.slice), SLOTS, ttl]
             try:
                 for keys, increments in batches:
+                    calls += 1
                     async with asyncio.timeout(self.timeout):
                         totals = await script(
                             keys=[f"{store.base}:{key}" for key in keys], args=[*args_head, *increments]
@@ -202,6 +209,7 @@ class RedisRates:
                 failed = exc
         if failed is not None:
             raise failed
+        return calls
 
     def _down(self, exc: BaseException) -> None:
         if not self.available:
