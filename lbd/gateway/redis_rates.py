@@ -3,8 +3,9 @@ lbd/waf/rate.py for every worker of every node that points at the same Redis.
 
 The engine evaluates rate-based rules synchronously, in the request's own call (lbd/waf/statements.py), so
 a request never waits on Redis here. Each worker counts its hits locally and, every ``FLUSH_INTERVAL``
-seconds, one Lua script per rule adds them to the current slice of each key in Redis and reads back the
-fleet's total over the window; a request is then judged by that total plus the hits this worker made since.
+seconds (sooner while a key's hits come in a burst, at most every ``MIN_GAP``), one Lua script per rule
+adds them to the current slice of each key in Redis and reads back the fleet's total over the window; a
+request is then judged by that total plus the hits this worker made since.
 AWS WAF's own counts are estimates refreshed every few seconds, so a rate-based rule starts and stops
 acting with a delay ("Rate-based rule statement" and "Rate-based rule caveats", AWS WAF Developer Guide);
 lbd's delay is one flush interval plus a Redis round trip, and the fleet can let through, beyond the limit,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lbd.waf")
 
 FLUSH_INTERVAL = 0.1  # seconds between a worker's flushes: the fleet's counts lag by about this much
+MIN_GAP = 0.01  # seconds between early flushes, however fast a key's hits come
+EARLY = 20  # a key that made limit / EARLY hits since the last flush is flushed early (a flood or burst)
 MAX_BATCH = 500  # keys per script call
 
 # KEYS: one base key per aggregate key. ARGV: the current slice's number, the slices in a window, the
@@ -75,8 +78,11 @@ class SharedWindow:
 
     fleet_wide = True  # the rule compares the count with its whole limit (lbd/waf/statements.py)
 
-    def __init__(self, sync: RedisRates, base: str, window_seconds: float, state: WafState) -> None:
+    def __init__(
+        self, sync: RedisRates, base: str, window_seconds: float, limit: int, state: WafState
+    ) -> None:
         self.sync = sync
+        self.early = max(1, limit // EARLY)
         self.base = base
         self.window = window_seconds
         self.slice = window_seconds / SLOTS
@@ -96,6 +102,8 @@ class SharedWindow:
             sync.start()
         if not sync.available:
             return own * max(1, self.state.workers)  # as the in-process store: limit / workers each
+        if pending == self.early:
+            sync.wake.set()  # a burst: do not wait for the interval
         return self.known.get(key, 0) + self.sending.get(key, 0) + pending
 
     def sweep(self, now: float) -> None:
@@ -106,11 +114,11 @@ class SharedWindow:
             self.known.pop(key, None)
             self.pending.pop(key, None)
 
-    def take(self) -> list[Batch]:
+    def take(self, every_key: bool = True) -> list[Batch]:
         """What the next flush sends: every key hit in the window (its increment may be 0, to read the
-        others' hits), in batches."""
+        others' hits), or for an early flush only the keys with new hits, in batches."""
         self.sending, self.pending = self.pending, {}
-        keys = list(self.seen)
+        keys = list(self.seen) if every_key else list(self.sending)
         return [
             (chunk, [self.sending.get(key, 0) for key in chunk])
             for chunk in (keys[i : i + MAX_BATCH] for i in range(0, len(keys), MAX_BATCH))
@@ -137,6 +145,7 @@ class RedisRates:
         self.stores: dict[str, SharedWindow] = {}
         self.available = True
         self.task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()  # set by a hit that should not wait for the interval
         self.outages = 0
         self._down_since = 0.0
 
@@ -144,7 +153,7 @@ class RedisRates:
         base = f"lbd:waf:{acl}:{rule}:{spec.window_seconds}"
         found = self.stores.get(base)
         if found is None:
-            found = self.stores[base] = SharedWindow(self, base, spec.window_seconds, state)
+            found = self.stores[base] = SharedWindow(self, base, spec.window_seconds, spec.limit, state)
         return found
 
     def start(self) -> None:
@@ -168,11 +177,24 @@ class RedisRates:
         client: Redis = Redis.from_pool(pool)
         script = client.register_script(FLUSH_SCRIPT)
         errors = (RedisError, OSError, TimeoutError)
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
         try:
             while True:
-                await asyncio.sleep(self.interval)
                 try:
-                    if not await self.flush(script) and not self.available:
+                    async with asyncio.timeout(max(0.0, last_full + self.interval - loop.time())):
+                        await self.wake.wait()
+                    await asyncio.sleep(MIN_GAP)
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+                # Every interval, every key the worker saw (to read the others' hits); in between, early
+                # flushes of the keys with new hits only.
+                every_key = loop.time() >= last_full + self.interval
+                if every_key:
+                    last_full = loop.time()
+                try:
+                    if not await self.flush(script, every_key) and not self.available:
                         async with asyncio.timeout(self.timeout):
                             await client.ping()  # nothing to send: ask whether Redis is back
                 except Exception as exc:  # Redis's errors; anything else too, so the loop goes on
@@ -184,13 +206,13 @@ class RedisRates:
         finally:
             await client.aclose()
 
-    async def flush(self, script: AsyncScript) -> int:
+    async def flush(self, script: AsyncScript, every_key: bool = True) -> int:
         """Send every store's hits and read back the fleet's totals; the number of script calls made."""
         slot_time = time.time()
         calls = 0
         failed: Exception | None = None
         for store in list(self.stores.values()):
-            batches = store.take()
+            batches = store.take(every_key)
             if failed is not None:
                 store.failed()
                 continue
