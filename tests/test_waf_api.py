@@ -237,3 +237,39 @@ async def test_redis_down_falls_back_to_in_process_counts_and_says_so(
     assert proc.log.count("web ACL rate counts are per worker meanwhile") == 1  # once per outage
     redis_server.start()
     await wait_for(lambda: "web ACL rate counts are fleet-wide again" in proc.log, what="the recovery logged")
+
+
+# -- the shared store's bookkeeping, without Redis ---------------------------------------------------------
+
+
+class FakeState:
+    workers = 4
+
+
+def test_shared_window_counts_the_fleet_plus_its_own_unsent_hits() -> None:
+    from lbd.config.gateway_auth import SharedState
+    from lbd.config.web_acls import RateBased
+    from lbd.gateway.redis_rates import RedisRates
+
+    rates = RedisRates(SharedState(redis="redis://127.0.0.1:1/0"))
+    rates.task = object()  # type: ignore[assignment]  # no flush loop: the test plays the flushes
+    spec = RateBased(limit=100, window_seconds=60)
+    store = rates.store("acl", "rule", spec, FakeState())  # type: ignore[arg-type]
+    assert store.fleet_wide and rates.store("acl", "rule", spec, FakeState()) is store  # type: ignore[arg-type]
+    assert [store.hit("a", 1.0) for _ in range(3)] == [1, 2, 3]
+    [(keys, increments)] = store.take()
+    assert (keys, increments) == (["a"], [3])
+    assert store.hit("a", 1.1) == 4  # 3 in flight + 1 new
+    store.synced(keys, [3 + 40])  # the fleet's total, with the other nodes' 40
+    assert store.hit("a", 1.2) == 45
+    # An early flush sends only the keys with new hits; a full one reads every key seen.
+    store.hit("b", 1.3)
+    assert store.take(every_key=False) == [(["a", "b"], [2, 1])]
+    store.failed()
+    assert store.take() == [(["a", "b"], [0, 0])]  # hits of a failed flush are not sent again
+    # During an outage: this worker's own count, scaled as the in-process store's limit / workers.
+    rates.available = False
+    assert store.hit("a", 1.4) == 6 * FakeState.workers
+    rates.available = True
+    store.sweep(200.0)  # nothing in the window any more: forgotten
+    assert store.take() == [] and store.known == {}
