@@ -145,6 +145,17 @@ SCENARIOS = {
             gateway="cached",
         ),
         Scenario(
+            "ws",
+            "l7",
+            "/small",
+            10,
+            "lbd's WebSocket API: small text messages on 10 connections, one in flight each, through a "
+            "two-way $default route whose HTTP integration answers (direct: a WebSocket echo server; "
+            "haproxy and nginx: n/a)",
+            kind="ws",
+            gateway="ws",
+        ),
+        Scenario(
             "h2",
             "l7",
             "/small",
@@ -386,6 +397,53 @@ target_groups:
 """
 
 
+def lbd_ws_conf(scenario: Scenario, port: int, admin: int, targets: list[int], workers: int) -> str:
+    """The ws scenario: a WebSocket API whose two-way $default route POSTs each message to the
+    benchmark's targets (nginx answers {scenario.path} to any method) and sends the answer back."""
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+apis:
+  - name: bench
+    protocol: WEBSOCKET
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    route_selection_expression: "$request.body.action"
+    routes:
+      - route_key: $default
+        integration: {{type: HTTP_PROXY, target_group: backends, path: {scenario.path}}}
+        route_response_selection_expression: $default
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+"""
+
+
+def measure_ws(proc: Process | None, port: int, scenario: Scenario, seconds: float) -> Sample:
+    """Messages answered per second through the WebSocket (each one round trip), and the load
+    balancer's CPU per message (benchmarks/wsload.py drives the connections)."""
+    command = [sys.executable, "-m", "benchmarks.wsload", "load", str(port), str(scenario.connections)]
+    subprocess.run([*command, "1"], capture_output=True, check=True)  # warm-up: pools fill
+    cpu_before = proc.cpu_seconds() if proc else 0.0
+    run = subprocess.run([*command, str(seconds)], capture_output=True, text=True, check=True)
+    cpu = (proc.cpu_seconds() - cpu_before) if proc else 0.0
+    values = dict(line.split() for line in run.stdout.splitlines())
+    messages, elapsed = int(values["messages"]), float(values["seconds"])
+    return Sample(
+        rps=messages / elapsed,
+        bytes_per_s=0.0,
+        p50_ms=float(values["p50_ms"]),
+        p99_ms=float(values["p99_ms"]),
+        requests=messages,
+        errors=int(values["errors"]),
+        cpu_us_per_request=cpu / max(messages, 1) * 1e6,  # connection setup included: a little high
+        peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
+    )
+
+
 def _bench_jwt(state: Path) -> Path:
     """An RSA key's JWKS file for the api scenarios' JWT authorizer, and a token it signed (bench.jwt,
     sent by every request)."""
@@ -572,7 +630,9 @@ def load_balancer(
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
-        if scenario.gateway:
+        if scenario.kind == "ws":
+            conf.write_text(lbd_ws_conf(scenario, port, admin, targets, workers))
+        elif scenario.gateway:
             conf.write_text(lbd_api_conf(scenario, port, admin, targets, workers, tmp))
         else:
             conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
@@ -635,6 +695,8 @@ def measure(
             return measure_h2(proc, port, scenario, seconds, tmp)
         if scenario.kind == "udp":
             return measure_udp(proc, port, scenario, tmp, seconds)
+        if scenario.kind == "ws":
+            return measure_ws(proc, port, scenario, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
         url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
@@ -828,7 +890,11 @@ def run(
         for scenario in scenarios:
             for name in names:
                 if name in ("direct", "floor", "floor-http") and (
-                    scenario.kind != "wrk" or scenario.tls or scenario.proxy_v2 or workers != worker_counts[0]
+                    scenario.kind not in ("wrk", "ws")
+                    or (name != "direct" and scenario.kind == "ws")
+                    or scenario.tls
+                    or scenario.proxy_v2
+                    or workers != worker_counts[0]
                 ):
                     # The ceiling needs no repeating; idle memory, TLS and PROXY headers are the load
                     # balancer's (the floors send none, and the PROXY scenario's targets require one).
@@ -870,6 +936,11 @@ def run(
             )
             for t in (grpc_targets if any(s.kind == "grpc" for s, _, _ in plan) else [])
         ]
+        ws_echo = [free_port()]  # the ws scenario's direct ceiling (benchmarks/wsload.py echo)
+        ws_servers = [
+            Process([sys.executable, "-m", "benchmarks.wsload", "echo", str(t)], tmp / "ws-echo.log", t)
+            for t in (ws_echo if any(s.kind == "ws" for s, _, _ in plan) else [])
+        ]
         echoes = []
         if any(s.kind == "udp" for s, _, _ in plan):
             binary = str(udpload(tmp))
@@ -888,13 +959,15 @@ def run(
                             to = proxy_targets if scenario.proxy_v2 else targets
                             if scenario.kind == "grpc":
                                 to = grpc_targets
+                            if scenario.kind == "ws" and name == "direct":
+                                to = ws_echo
                             results[(scenario.name, name, workers)].samples.append(
                                 measure(name, scenario, tmp, to, workers, seconds)
                             )
             print(file=sys.stderr)
         finally:
             backend.stop()
-            for server in grpc_servers:
+            for server in grpc_servers + ws_servers:
                 server.stop()
             for echo in echoes:
                 echo.kill()

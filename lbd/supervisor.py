@@ -39,6 +39,7 @@ from lbd.admin.fleet import fleet_view
 from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.admin.web_acls import WebAclControl
+from lbd.admin.websocket import ConnectionsAdmin
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
@@ -525,6 +526,7 @@ class Supervisor:
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
         self.gateway.register(router)
+        ConnectionsAdmin(self).register(router)  # WebSocket APIs' @connections
         if self.access_keys is not None:
             self.access_keys.register(router)
         router.add("GET", "/v1/fleet", self._fleet_endpoint)

@@ -54,6 +54,7 @@ from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
+    from lbd.gateway.websocket.listener import WebSocketListenerRuntime
 
 log = logging.getLogger("lbd.worker")
 
@@ -165,6 +166,15 @@ class Worker:
                 task = loop.create_task(self._reply_later(reply))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        elif op == "ws_connection":  # the @connections API (lbd/gateway/websocket/connections.py)
+            from lbd.gateway.websocket import connections
+
+            shared = self.snapshot.config.shared_state if self.snapshot is not None else None
+            task = asyncio.get_running_loop().create_task(
+                self._reply_later(connections.on_message(message, shared))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
@@ -334,6 +344,10 @@ class Worker:
                 from lbd.gateway.server import GatewayClientSide
 
                 app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+            elif runtime.kind == "websocket":
+                from lbd.gateway.websocket.server import WebSocketClientSide
+
+                app = WebSocketClientSide(cast("WebSocketListenerRuntime", runtime), tracker)
             elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.

@@ -192,3 +192,15 @@ async def connect(port: int) -> Client | None:
         return await Client.connect(port)
     except OSError:
         return None
+
+
+def test_ws_scenario_is_a_valid_websocket_api_with_a_two_way_default_route() -> None:
+    from benchmarks.harness import lbd_ws_conf
+
+    scenario = SCENARIOS["ws"]
+    config = parse_config(lbd_ws_conf(scenario, 18080, 19900, [18001, 18002], 1))
+    [api] = config.apis
+    assert api.protocol == "WEBSOCKET"
+    [route] = api.routes
+    assert (route.route_key, route.route_response_selection_expression) == ("$default", "$default")
+    assert route.integration.path == scenario.path

@@ -152,6 +152,16 @@ def test_api_associations_name_an_api_of_the_file() -> None:
     text = str(refused.value)
     assert "web_acls[1].associations[0].api: no API named 'pets' (defined: shop)" in text
     assert "web_acls[1].associations[1].api: 'shop' is already associated with web ACL 'a'" in text
+    websocket = (
+        "apis:\n  - {name: chat, protocol: WEBSOCKET, listeners: [{protocol: HTTP, port: 18091}],\n"
+        "     routes: [{route_key: $default, integration: {type: MOCK}}]}\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        parse_config(websocket + "web_acls:\n  - {name: a, associations: [{api: chat}]}\n")
+    assert (
+        "web_acls[0].associations[0].api: 'chat' is a WEBSOCKET API; web ACLs protect REST and HTTP APIs"
+        in str(refused.value)
+    )
 
 
 # -- rate counts shared through Redis ----------------------------------------------------------------------

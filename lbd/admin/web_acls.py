@@ -177,7 +177,9 @@ class WebAclControl:
         acls = replace_acl(self.effective(), acl)
         issues = [
             *cross_check(
-                acls, {lb.name: lb.type for lb in config.load_balancers}, {api.name for api in config.apis}
+                acls,
+                {lb.name: lb.type for lb in config.load_balancers},
+                {api.name: api.protocol for api in config.apis},
             )
         ]
         _, unreadable = read_ip_set_files((acl,))

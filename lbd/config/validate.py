@@ -253,5 +253,5 @@ def _web_acls(config: Config) -> Iterator[ConfigIssue]:
     yield from web_acl_check(
         config.web_acls,
         {lb.name: lb.type for lb in config.load_balancers},
-        {api.name for api in config.apis},
+        {api.name: api.protocol for api in config.apis},
     )

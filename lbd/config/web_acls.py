@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -433,12 +433,12 @@ SERVED_ASSOCIATIONS = ("load_balancer", "api")
 
 
 def cross_check(
-    acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Collection[str] | None = None
+    acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Mapping[str, str] | None = None
 ) -> Iterator[ConfigIssue]:
     """Names unique, and every load_balancer association names an application load balancer of the file
-    (and, with ``apis``, every api association an API of the file).
+    (and, with ``apis``, every api association a REST or HTTP API of the file).
 
-    ``load_balancers`` maps each load balancer's name to its type.
+    ``load_balancers`` maps each load balancer's name to its type, ``apis`` each API's to its protocol.
     """
     from lbd.config.loader import ConfigIssue
 
@@ -472,7 +472,7 @@ def cross_check(
 
 
 def _api_associations(
-    acl: WebAcl, where: str, apis: Collection[str], owner: dict[str, str]
+    acl: WebAcl, where: str, apis: Mapping[str, str], owner: dict[str, str]
 ) -> Iterator[ConfigIssue]:
     from lbd.config.loader import ConfigIssue
 
@@ -484,6 +484,9 @@ def _api_associations(
         if name not in apis:
             known = ", ".join(sorted(apis)) or "none"
             yield ConfigIssue(path, f"no API named {name!r} (defined: {known})")
+        elif apis[name] == "WEBSOCKET":
+            # AWS WAF protects REST API stages (lbd: HTTP APIs too), not WebSocket APIs.
+            yield ConfigIssue(path, f"{name!r} is a WEBSOCKET API; web ACLs protect REST and HTTP APIs")
         elif owner.get("api:" + name, acl.name) != acl.name:
             # WAF: a resource (here an API's stage) is associated with at most one web ACL.
             yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner['api:' + name]!r}")
@@ -588,5 +591,5 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     return config.model_copy(update={"web_acls": acls})
 
 
-def _api_names(config: Any) -> set[str]:
-    return {api.name for api in getattr(config, "apis", ())}
+def _api_names(config: Any) -> dict[str, str]:
+    return {api.name: api.protocol for api in getattr(config, "apis", ())}

@@ -113,6 +113,7 @@ class NodeCollector(Collector):
         yield from self._process_metrics()
         yield from self._discovery_metrics()
         yield from self._api_metrics()
+        yield from self._websocket_metrics()
 
     def _api_metrics(self) -> Iterator[Metric]:
         """API Gateway's CloudWatch metrics (docs/metrics.md), by api, stage and route."""
@@ -156,6 +157,50 @@ class NodeCollector(Collector):
             _histogram(integration, names, values.get("integration_latency"))
         yield from (requests, responses, hits, misses, throttled, latency, integration)
         yield from self._waf_metrics()
+
+    def _websocket_metrics(self) -> Iterator[Metric]:
+        """API Gateway's WebSocket metrics (docs/metrics.md), by api, stage and route; IntegrationLatency
+        is lbd_api_integration_latency_seconds above."""
+        labels = ["api", "stage", "route"]
+        connects = CounterMetricFamily(
+            "lbd_api_websocket_connects", "$connect requests accepted (ConnectCount).", labels=labels
+        )
+        messages = CounterMetricFamily(
+            "lbd_api_websocket_messages",
+            "Messages from and to clients, pushes included (MessageCount).",
+            labels=[*labels, "direction"],
+        )
+        integration = CounterMetricFamily(
+            "lbd_api_websocket_integration_errors",
+            "Integration answers of 4xx or 5xx (IntegrationError).",
+            labels=labels,
+        )
+        client = CounterMetricFamily(
+            "lbd_api_websocket_client_errors",
+            "Refused before the integration: no route, authorizer, API key, throttle (ClientError).",
+            labels=labels,
+        )
+        execution = CounterMetricFamily(
+            "lbd_api_websocket_execution_errors",
+            "The integration could not be called: unreachable, timed out (ExecutionError).",
+            labels=labels,
+        )
+        open_now = GaugeMetricFamily(
+            "lbd_api_websocket_connections", "Open WebSocket connections.", labels=["api", "stage"]
+        )
+        for (api, stage, route), values in sorted(self.stats.apis.items()):
+            if "connects" not in values:
+                continue  # a REST or HTTP route
+            names = [api, stage, route]
+            connects.add_metric(names, values.get("connects", 0))
+            messages.add_metric([*names, "in"], values.get("messages_in", 0))
+            messages.add_metric([*names, "out"], values.get("messages_out", 0))
+            integration.add_metric(names, values.get("integration_errors", 0))
+            client.add_metric(names, values.get("client_errors", 0))
+            execution.add_metric(names, values.get("execution_errors", 0))
+            if route == "$connect":
+                open_now.add_metric([api, stage], values.get("connections", 0))
+        yield from (connects, messages, integration, client, execution, open_now)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         stats = self.stats
