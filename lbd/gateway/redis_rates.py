@@ -159,6 +159,11 @@ class RedisRates:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
     async def _run(self) -> None:
         # Imported here: workers without shared state never load the client.
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -263,6 +268,9 @@ def install(state: WafState, shared: SharedState) -> None:
     """Make ``state``'s rate-based rules count in ``shared.redis`` (one connection per worker)."""
     assert shared.redis is not None
     ident = (shared.redis, shared.timeout_ms)
+    for other, old in _RATES.items():
+        if other != ident:
+            old.stop()  # settings changed: the old connection's flushes end (a later hit restarts them)
     rates = _RATES.get(ident)
     if rates is None:
         rates = _RATES[ident] = RedisRates(shared)
