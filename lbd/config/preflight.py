@@ -163,7 +163,7 @@ def read_token(config: Config) -> str | None:
 
 
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
-    # Associations with APIs and distributions validate, but this build serves web ACLs on load balancers
+    # Associations with distributions validate, but this build serves web ACLs on load balancers and APIs
     # only; IP set files must read and parse, as the workers will read them.
     from lbd.config.web_acls import read_ip_set_files, unserved
 
