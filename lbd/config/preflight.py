@@ -165,9 +165,7 @@ def read_token(config: Config) -> str | None:
 
 
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
-    # Associations with APIs and distributions validate, but this build serves web ACLs on load balancers
-    # only; IP set files must read and parse, as the workers will read them.
-    from lbd.config.web_acls import read_ip_set_files, unserved
+    # IP set files must read and parse, as the workers will read them.
+    from lbd.config.web_acls import read_ip_set_files
 
-    yield from unserved(config.web_acls)
     yield from read_ip_set_files(config.web_acls)[1]

@@ -252,4 +252,8 @@ def _admin(config: Config) -> Iterator[ConfigIssue]:
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
     from lbd.config.web_acls import cross_check as web_acl_check
 
-    yield from web_acl_check(config.web_acls, {lb.name: lb.type for lb in config.load_balancers})
+    yield from web_acl_check(
+        config.web_acls,
+        {lb.name: lb.type for lb in config.load_balancers},
+        {api.name: api.protocol for api in config.apis},
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -428,15 +428,15 @@ def walk(statement: Statement, path: str) -> Iterator[tuple[str, Statement]]:
         yield from walk(statement.rate_based.scope_down, f"{path}.rate_based.scope_down")
 
 
-# Association kinds this build serves; the gateway (apis) is not in it yet. Distributions' associations are
-# checked by lbd/config/edge.py.
-SERVED_ASSOCIATIONS = ("load_balancer", "distribution")
 
 
-def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Iterator[ConfigIssue]:
-    """Names unique, and every load_balancer association names an application load balancer of the file.
+def cross_check(
+    acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Mapping[str, str] | None = None
+) -> Iterator[ConfigIssue]:
+    """Names unique, and every load_balancer association names an application load balancer of the file
+    (and, with ``apis``, every api association a REST or HTTP API of the file).
 
-    ``load_balancers`` maps each load balancer's name to its type.
+    ``load_balancers`` maps each load balancer's name to its type, ``apis`` each API's to its protocol.
     """
     from lbd.config.loader import ConfigIssue
 
@@ -465,21 +465,31 @@ def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Ite
                 yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner[name]!r}")
             else:
                 owner[name] = acl.name
+        if apis is not None:
+            yield from _api_associations(acl, where, apis, owner)
 
 
-def unserved(acls: tuple[WebAcl, ...]) -> Iterator[ConfigIssue]:
-    """Associations this build validates but does not serve yet (lbd check and lbd run refuse them)."""
+def _api_associations(
+    acl: WebAcl, where: str, apis: Mapping[str, str], owner: dict[str, str]
+) -> Iterator[ConfigIssue]:
     from lbd.config.loader import ConfigIssue
 
-    for i, acl in enumerate(acls):
-        for j, association in enumerate(acl.associations):
-            for kind in ("api",):  # distributions: lbd/edge/handler.py
-                if getattr(association, kind) is not None:
-                    yield ConfigIssue(
-                        f"web_acls[{i}].associations[{j}].{kind}",
-                        f"web ACLs on {kind}s are not served by this build yet "
-                        "(served: load_balancer, distribution)",
-                    )
+    for j, association in enumerate(acl.associations):
+        name = association.api
+        if name is None:
+            continue
+        path = f"{where}.associations[{j}].api"
+        if name not in apis:
+            known = ", ".join(sorted(apis)) or "none"
+            yield ConfigIssue(path, f"no API named {name!r} (defined: {known})")
+        elif apis[name] == "WEBSOCKET":
+            # AWS WAF protects REST API stages (lbd: HTTP APIs too), not WebSocket APIs.
+            yield ConfigIssue(path, f"{name!r} is a WEBSOCKET API; web ACLs protect REST and HTTP APIs")
+        elif owner.get("api:" + name, acl.name) != acl.name:
+            # WAF: a resource (here an API's stage) is associated with at most one web ACL.
+            yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner['api:' + name]!r}")
+        else:
+            owner["api:" + name] = acl.name
 
 
 def ip_set_files(acls: tuple[WebAcl, ...]) -> Iterator[tuple[str, str]]:
@@ -559,7 +569,11 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     for index, acl in enumerate(acls):
         if acl.name in overrides:
             acls = replace_acl(acls, parse_acl(overrides[acl.name], index))
-    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}))
+    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}, _api_names(config)))
     if issues:
         raise ConfigError(issues)
     return config.model_copy(update={"web_acls": acls})
+
+
+def _api_names(config: Any) -> dict[str, str]:
+    return {api.name: api.protocol for api in getattr(config, "apis", ())}

@@ -129,6 +129,10 @@ class ApiListenerRuntime(ListenerRuntime):
                     "cache": outcome.cache,
                     "api": self.api.name,
                     "stage": self.api.stage,
+                    # $context.wafResponseCode (WAF_ALLOW, WAF_BLOCK) and lbd's deciding rule; "-" without
+                    # a web ACL.
+                    "wafResponseCode": _WAF_CODES.get(outcome.waf_action, "-"),
+                    "wafRule": outcome.waf_rule,
                 },
                 kind="api",
             )
@@ -143,6 +147,9 @@ class ApiListenerRuntime(ListenerRuntime):
         fetch = self.pipeline_fetch
         if fetch is not None:
             fetch.close()
+
+
+_WAF_CODES = {"allow": "WAF_ALLOW", "block": "WAF_BLOCK"}
 
 
 def api_listeners(

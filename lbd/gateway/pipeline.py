@@ -36,6 +36,7 @@ from lbd.observe.ratelimit import RateLimitedLog
 if TYPE_CHECKING:
     from lbd.gateway.limiter import LocalLimiter
     from lbd.gateway.stage_cache import StageCache
+    from lbd.gateway.waf import ApiFirewall
 
 log = logging.getLogger("lbd.gateway")
 LIMITER_WARNINGS = RateLimitedLog()
@@ -60,6 +61,8 @@ class Outcome:
     integration_latency: float = -1.0
     cache: str = "-"  # hit | miss | -
     stats: ApiStats | None = None
+    waf_rule: str = "-"  # the web ACL's deciding rule (or Default_Action), "-" without one
+    waf_action: str = "-"  # allow | block
 
 
 @dataclass(slots=True)
@@ -104,6 +107,7 @@ class ApiPipeline:
         self._clock = clock
         self._authorizers = authorizers
         self._unmatched = stats.route(api.name, api.stage, "-")
+        self.waf: ApiFirewall | None = None  # the stage's web ACL (lbd/gateway/waf.py), set by attach
         self.cache: StageCache | None = None
         if api.cache.enabled:
             from lbd.gateway.stage_cache import StageCache
@@ -133,6 +137,10 @@ class ApiPipeline:
     # -- the request path ------------------------------------------------------------------------------
 
     async def handle(self, request: GatewayRequest, outcome: Outcome) -> Answer:
+        if self.waf is not None:
+            blocked = self._firewall(self.waf, request, outcome)
+            if blocked is not None:
+                return blocked
         if self.private and not _private_source(request.source_ip):
             # A private API answers only from private networks (its VPC endpoint, here: private and
             # loopback sources), as an internal load balancer would be unreachable from outside.
@@ -205,6 +213,29 @@ class ApiPipeline:
         if cors is not None:
             answer = _with_cors(answer, cors, request.headers.get("origin"))
         return answer
+
+    def _firewall(self, waf: ApiFirewall, request: GatewayRequest, outcome: Outcome) -> Answer | None:
+        """WAF first, before API Gateway routes (lbd/gateway/waf.py): the block answer, or None to go on."""
+        from lbd.gateway.waf import WAF_FILTERED, insert_headers
+
+        key_id = None
+        if waf.needs_key:
+            value = request.headers.get("x-api-key")
+            known = self._keys().lookup(value) if value else None
+            key_id = known.id if known is not None else None
+        verdict = waf.check(request, key_id)
+        outcome.waf_rule = verdict.rule
+        outcome.waf_action = verdict.action
+        if verdict.action == "block":
+            outcome.stats = self._unmatched
+            custom = waf.custom_answer(verdict)
+            if custom is not None:
+                outcome.response_type = WAF_FILTERED
+                return custom
+            return self._refuse(outcome, WAF_FILTERED)
+        if verdict.headers and isinstance(request.headers, dict):
+            insert_headers(request.headers, verdict.headers)
+        return None
 
     async def _authorize(self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome) -> AuthResult:
         authorizer = self._authorizers.get(route.authorizer or "")
