@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -478,7 +479,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default=os.environ.get("LBD_LOG_FORMAT", "text"))
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format, process=f"worker-{args.worker_id}")
+    _tune_gc()
     return uvloop.run(Worker(args.worker_id, args.control_fd).run())
+
+
+def _tune_gc() -> None:
+    """What is loaded at start (modules, classes) is never garbage: frozen out of the cyclic GC's scans.
+    Requests allocate many short-lived containers that refcounting frees; with the default threshold
+    (700 net allocations) the in-flight ones of a busy worker (a thousand HTTP/2 streams, say) were
+    scanned and promoted over and over, a fifth of the worker's time. Cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 if __name__ == "__main__":
