@@ -428,8 +428,6 @@ def walk(statement: Statement, path: str) -> Iterator[tuple[str, Statement]]:
         yield from walk(statement.rate_based.scope_down, f"{path}.rate_based.scope_down")
 
 
-
-
 def cross_check(
     acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Mapping[str, str] | None = None
 ) -> Iterator[ConfigIssue]:
