@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from lbd.config.gateway import Integration as IntegrationConfig
-from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest
-from lbd.gateway.fetch import HOP_BY_HOP, NoTarget
+from lbd.gateway.contracts import AuthResult, GatewayRequest, UpstreamReply
+from lbd.gateway.fetch import HOP_BY_HOP, GatewayFetch, NoTarget
 from lbd.gateway.responses import Answer, GatewayResponses
 
 if TYPE_CHECKING:
@@ -100,16 +100,22 @@ def compile_integration(config: IntegrationConfig, route_key: str) -> Integratio
     )
 
 
-async def run(
+Done = Callable[["Answer"], None]
+
+
+def start(
     call: Integration,
     request: GatewayRequest,
     auth: AuthResult | None,
-    fetch: Fetch,
+    fetch: GatewayFetch,
     outcome: Outcome,
     responses: GatewayResponses,
-) -> Answer:
+    done: Done,
+) -> None:
+    """Run the integration; ``done`` gets the answer, maybe before this returns (MOCK, no target)."""
     if call.mock is not None:
-        return call.mock
+        done(call.mock)
+        return
     assert call.target_group is not None
     if call.type == "HTTP_PROXY":
         path = _render(call.path, request.path_parameters) if call.path is not None else request.path
@@ -119,21 +125,29 @@ async def run(
     else:
         path, headers = _mapped(call, request, auth)
     started = time.monotonic()
-    try:
-        reply = await fetch(call.target_group, request.method, path, headers, request.body, call.timeout)
-    except TimeoutError:
+
+    def replied(reply: UpstreamReply | None, error: Exception | None) -> None:
         outcome.integration_latency = time.monotonic() - started
-        outcome.response_type = "INTEGRATION_TIMEOUT"
-        return responses.answer("INTEGRATION_TIMEOUT")
-    except NoTarget:
-        outcome.integration_latency = time.monotonic() - started
+        done(_answer(call, reply, error, outcome, responses))
+
+    fetch.start(call.target_group, request.method, path, headers, request.body, call.timeout, replied)
+
+
+def _answer(
+    call: Integration,
+    reply: UpstreamReply | None,
+    error: Exception | None,
+    outcome: Outcome,
+    responses: GatewayResponses,
+) -> Answer:
+    if reply is None:
+        if isinstance(error, TimeoutError):
+            outcome.response_type = "INTEGRATION_TIMEOUT"
+            return responses.answer("INTEGRATION_TIMEOUT")
         outcome.response_type = "INTEGRATION_FAILURE"
-        return responses.answer("INTEGRATION_FAILURE", status=503, message="Service Unavailable")
-    except (ConnectionError, OSError):
-        outcome.integration_latency = time.monotonic() - started
-        outcome.response_type = "INTEGRATION_FAILURE"
-        return responses.answer("INTEGRATION_FAILURE")
-    outcome.integration_latency = time.monotonic() - started
+        if isinstance(error, NoTarget):
+            return responses.answer("INTEGRATION_FAILURE", status=503, message="Service Unavailable")
+        return responses.answer("INTEGRATION_FAILURE")  # ConnectionError, OSError
     outcome.integration_status = reply.status
     if call.type == "HTTP_PROXY":
         return Answer(reply.status, tuple(reply.headers), reply.body)

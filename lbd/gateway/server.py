@@ -48,7 +48,9 @@ class GatewayClientSide(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
         self.queue: deque[tuple[GatewayRequest, bool, float]] = deque()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # a request whose pipeline waits on an engine
+        self.current: tuple[GatewayRequest, bool, float, Outcome] | None = None  # the request in flight
+        self._inline = False  # inside pipeline.serve: an answer there is not followed by _serve again
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self.closing = False
@@ -110,7 +112,7 @@ class GatewayClientSide(asyncio.Protocol):
         if self._refused:
             return False
         self.closing = True
-        return self.task is not None or bool(self.queue)  # answer what is queued, then close
+        return self.current is not None or bool(self.queue)  # answer what is queued, then close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -118,8 +120,11 @@ class GatewayClientSide(asyncio.Protocol):
         self.stats.active_connections -= 1
         if self.timer is not None:
             self.timer.cancel()
+        self.current = None
+        self.queue.clear()
         if self.task is not None:
             self.task.cancel()
+            self.task = None
 
     # -- httptools callbacks ------------------------------------------------------------------------------
 
@@ -193,45 +198,61 @@ class GatewayClientSide(asyncio.Protocol):
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
             self._stop_reading()
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._serve())
+        if self.current is None:
+            self._serve()
 
     # -- serving ----------------------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
-        try:
-            while self.queue and self.transport is not None:
-                request, keep_alive, started = self.queue.popleft()
-                await self._one(request, keep_alive and not self.closing, started)
-                if self.paused and len(self.queue) < MAX_QUEUED and not self.closing:
-                    self.paused = False
-                    if self.transport is not None:
-                        self.transport.resume_reading()
-        except asyncio.CancelledError:
-            return
-        finally:
-            self.task = None
-        if self.transport is not None:
+    def _serve(self) -> None:
+        """Answer queued requests in order. The pipeline answers in line or later (``_answered``); no task
+        or coroutine per request unless an engine must wait (lbd/gateway/pipeline.py)."""
+        while self.queue and self.transport is not None and self.current is None:
+            request, keep_alive, started = self.queue.popleft()
+            outcome = Outcome()
+            self.current = (request, keep_alive, started, outcome)
+            self._inline = True
+            try:
+                self.task = self.runtime.pipeline.serve(request, outcome, self._answered)
+            except Exception:
+                log.exception(
+                    "api %s: internal error on %s %s",
+                    self.runtime.pipeline.name,
+                    request.method,
+                    request.path,
+                )
+                if self.current is not None and self.current[0] is request:
+                    outcome.response_type = "API_CONFIGURATION_ERROR"
+                    self._answered(self.runtime.pipeline.refuse("API_CONFIGURATION_ERROR"))
+            finally:
+                self._inline = False
+        if self.current is None:
+            self._served()
+
+    def _answered(self, answer: Answer) -> None:
+        current = self.current
+        if current is None:
+            return  # the connection went away meanwhile
+        self.current = None
+        self.task = None
+        request, keep_alive, started, outcome = current
+        if not (keep_alive and not self.closing):
+            self.closing = True
+        self._write(answer, request.method == "HEAD", request.request_id)
+        self.runtime.record(request, answer, outcome, time.monotonic() - started)
+        if self.paused and len(self.queue) < MAX_QUEUED and not self.closing:
+            self.paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if not self._inline:
+            self._serve()  # answered later, by a callback: go on with what is queued
+
+    def _served(self) -> None:
+        """Nothing in flight and nothing queued: close if asked to, else wait for the next request."""
+        if self.transport is not None and not self.queue:
             if self.closing:
                 self.transport.close()
             else:
                 self._arm()
-
-    async def _one(self, request: GatewayRequest, keep_alive: bool, started: float) -> None:
-        runtime = self.runtime
-        outcome = Outcome()
-        try:
-            answer = await runtime.pipeline.handle(request, outcome)
-        except Exception:
-            log.exception(
-                "api %s: internal error on %s %s", runtime.pipeline.name, request.method, request.path
-            )
-            outcome.response_type = "API_CONFIGURATION_ERROR"
-            answer = runtime.pipeline.refuse("API_CONFIGURATION_ERROR")
-        if not keep_alive:
-            self.closing = True
-        self._write(answer, request.method == "HEAD", request.request_id)
-        runtime.record(request, answer, outcome, time.monotonic() - started)
 
     def _write(self, answer: Answer, head: bool, request_id: str) -> None:
         transport = self.transport
@@ -252,7 +273,7 @@ class GatewayClientSide(asyncio.Protocol):
         self._refused = True
         self.closing = True
         answer = self.runtime.pipeline.refuse(kind, status)
-        if self.task is not None:
+        if self.current is not None:
             self._stop_reading()
             return  # an answer is being written; the connection closes after it
         self._write(answer, False, _request_id())
@@ -287,7 +308,7 @@ class GatewayClientSide(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self.idle_since + self.runtime.idle_timeout
-        if self.task is not None:  # busy: the idle time counts from the answer
+        if self.current is not None:  # busy: the idle time counts from the answer
             self.timer = loop.call_later(self.runtime.idle_timeout, self._idle)
             return
         if loop.time() < due:
@@ -300,7 +321,7 @@ class GatewayClientSide(asyncio.Protocol):
 
     def drain(self) -> None:
         self.closing = True
-        if self.task is None and self.transport is not None:
+        if self.current is None and self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
