@@ -102,12 +102,8 @@ class _TargetConnection(asyncio.Protocol):
             parsed = fastpath.simple_response(data)
             if parsed is not None and len(data) - parsed[4] == parsed[2]:
                 status, head, _, keep_alive, body_at = parsed
-                fields = fastpath.field_lines(head[head.index(b"\r\n") + 2 :])
-                headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in fields]
                 self.keep_alive = keep_alive
-                self._reply(
-                    UpstreamReply(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], data[body_at:])
-                )
+                self._reply(UpstreamReply(status, _reply_fields(head), data[body_at:]))
                 return
         try:
             self.parser.feed_data(data)
@@ -282,6 +278,7 @@ class GatewayFetch:
         self._generation = generation
         self._idle: dict[bytes, list[_TargetConnection]] = {}
         self._closed = False  # the Snapshot is out of service: connections close once their request ends
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(
         self,
@@ -340,7 +337,9 @@ class GatewayFetch:
         if target.stats is not None:
             target.stats.requests += 1
         call = _Call(self, group, target, request, method == "HEAD", done)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()  # once: each call of it is a getpid() system call
         call.deadline = loop.time() + timeout
         # One timer for the deadline, cancelled when the reply is in (no timeout context, no task).
         call.timer = loop.call_at(call.deadline, call.expire)
@@ -352,7 +351,8 @@ class GatewayFetch:
         if conn is not None:
             conn.begin(call)
             return
-        task = asyncio.get_running_loop().create_task(self._connect_for(call))
+        assert self._loop is not None
+        task = self._loop.create_task(self._connect_for(call))
         task.add_done_callback(_report)
 
     async def _connect_for(self, call: _Call) -> None:
@@ -417,6 +417,22 @@ class GatewayFetch:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _reply_fields(head: bytes) -> list[tuple[str, str]]:
+    """The fields of a response head ``fastpath.simple_response`` accepted (status line, then valid
+    CRLF-ended field lines), lower-case names, without the hop-by-hop and framing ones: decoded once and
+    split, a few times quicker than a match per line."""
+    fields = []
+    lines = head.decode("latin-1").split("\r\n")
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if line:
+            name, _, value = line.partition(":")
+            name = name.lower()
+            if name not in HOP_BY_HOP:
+                fields.append((name, value.lstrip(" \t")))
+    return fields
 
 
 def _report(task: asyncio.Task[None]) -> None:
