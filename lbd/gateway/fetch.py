@@ -64,7 +64,9 @@ class NoTarget(ConnectionError):
 Done = Callable[[UpstreamReply | None, Exception | None], None]  # (reply, None) or (None, the error)
 
 
-class _TargetConnection(asyncio.Protocol):
+class _TargetConnection:
+    """One keep-alive connection to a target (an asyncio protocol; an extension type compiled)."""
+
     def __init__(self, target: Target, generation: int) -> None:
         self.target = target
         self.generation = generation
@@ -82,6 +84,16 @@ class _TargetConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+
+    # What asyncio.Protocol would give: a whole request is written at once and a target's FIN closes.
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    def eof_received(self) -> bool:
+        return False
 
     def begin(self, call: _Call) -> None:
         self.call = call
@@ -174,20 +186,6 @@ class _TargetConnection(asyncio.Protocol):
 
 class _Call:
     """One request to a target, from ``GatewayFetch.start`` until its callback has been called (once)."""
-
-    __slots__ = (
-        "attempt",
-        "conn",
-        "deadline",
-        "done",
-        "fetch",
-        "finished",
-        "group",
-        "head",
-        "request",
-        "target",
-        "timer",
-    )
 
     def __init__(
         self,
@@ -375,8 +373,9 @@ class GatewayFetch:
         # (the target is unreachable: INTEGRATION_FAILURE) is this one.
         try:
             async with asyncio.timeout(group.connect_timeout):
+                # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
                 await loop.create_connection(
-                    lambda: conn,
+                    lambda: cast(asyncio.Protocol, conn),
                     target.id,
                     target.port,
                     ssl=tls,
