@@ -35,10 +35,12 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
+from lbd.admin.edge import EdgeAdmin
 from lbd.admin.fleet import fleet_view
 from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.admin.web_acls import WebAclControl
+from lbd.admin.websocket import ConnectionsAdmin
 from lbd.config.loader import ConfigError
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
@@ -525,8 +527,10 @@ class Supervisor:
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
         self.gateway.register(router)
+        ConnectionsAdmin(self).register(router)  # WebSocket APIs' @connections
         if self.access_keys is not None:
             self.access_keys.register(router)
+        EdgeAdmin(self._tell_workers, lambda: self.current.config).register(router)  # distributions
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)

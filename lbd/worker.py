@@ -32,6 +32,10 @@ from lbd.classic import expand
 from lbd.config.loader import ConfigError, parse_config
 from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.control import ControlProtocol, Message
+from lbd.edge import store as edge_store
+from lbd.edge.runtime import EdgeListenerRuntime
+from lbd.edge.runtime import attach_log as attach_edge_log
+from lbd.edge.server import EdgeClientSide
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
@@ -54,6 +58,7 @@ from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
+    from lbd.gateway.websocket.listener import WebSocketListenerRuntime
 
 log = logging.getLogger("lbd.worker")
 
@@ -146,6 +151,7 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
+                    "distributions": edge_store.STATE.report(),
                     "apis": _api_report(),
                     "web_acls": self.waf.report(),
                 }
@@ -156,6 +162,9 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op == "invalidate":  # a distribution's invalidation, from lbd/admin/edge.py
+            removed = edge_store.STATE.invalidate(str(message["distribution"]), list(message["paths"]))
+            self._send({"op": "invalidated", "generation": generation, "removed": removed})
         elif op in ("api_keys", "api_usage", "api_cache_flush"):
             from lbd.gateway.control import on_message
 
@@ -165,6 +174,15 @@ class Worker:
                 task = loop.create_task(self._reply_later(reply))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        elif op == "ws_connection":  # the @connections API (lbd/gateway/websocket/connections.py)
+            from lbd.gateway.websocket import connections
+
+            shared = self.snapshot.config.shared_state if self.snapshot is not None else None
+            task = asyncio.get_running_loop().create_task(
+                self._reply_later(connections.on_message(message, shared))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
@@ -188,6 +206,9 @@ class Worker:
 
             attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
+            if runtime.kind == "edge":  # a distribution's CloudFront-format log (lbd/edge/runtime.py)
+                attach_edge_log(cast(EdgeListenerRuntime, runtime).distribution, self.access_logs)
+                continue
             settings = runtime.load_balancer.access_log
             if settings is None:
                 continue
@@ -305,6 +326,7 @@ class Worker:
 
             retire(self.snapshot, snapshot)
         self.snapshot = snapshot
+        edge_store.STATE.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():
@@ -330,10 +352,22 @@ class Worker:
 
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
-            if runtime.kind == "api":
+            if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
+                edge = cast(EdgeListenerRuntime, runtime)
+                if edge.tls is not None and "h2" in edge.tls.alpn:
+                    app = cast(
+                        asyncio.Protocol, AlpnSwitch(cast(HttpListenerRuntime, edge), tracker, pool, bound)
+                    )
+                else:
+                    app = cast(asyncio.Protocol, EdgeClientSide(edge, tracker, pool, bound))
+            elif runtime.kind == "api":
                 from lbd.gateway.server import GatewayClientSide
 
                 app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+            elif runtime.kind == "websocket":
+                from lbd.gateway.websocket.server import WebSocketClientSide
+
+                app = WebSocketClientSide(cast("WebSocketListenerRuntime", runtime), tracker)
             elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbd.classic import expand
+from lbd.config.edge import edge_startup_issues
 from lbd.config.gateway_checks import gateway_startup_issues
 from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
 from lbd.config.schema import Config
@@ -67,6 +68,7 @@ def startup_issues(config: Config) -> list[ConfigIssue]:
         *_certificates(config),
         *_token_file(config),
         *_key_file(config),
+        *edge_startup_issues(config),
         *gateway_startup_issues(config),
         *_web_acls(config),
     ]

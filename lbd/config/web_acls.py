@@ -428,8 +428,9 @@ def walk(statement: Statement, path: str) -> Iterator[tuple[str, Statement]]:
         yield from walk(statement.rate_based.scope_down, f"{path}.rate_based.scope_down")
 
 
-# Association kinds this build serves; the gateway (apis) and edge (distributions) layers are not in it yet.
-SERVED_ASSOCIATIONS = ("load_balancer",)
+# Association kinds this build serves; the gateway (apis) is not in it yet. Distributions' associations are
+# checked by lbd/config/edge.py.
+SERVED_ASSOCIATIONS = ("load_balancer", "distribution")
 
 
 def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Iterator[ConfigIssue]:
@@ -472,11 +473,12 @@ def unserved(acls: tuple[WebAcl, ...]) -> Iterator[ConfigIssue]:
 
     for i, acl in enumerate(acls):
         for j, association in enumerate(acl.associations):
-            for kind in ("api", "distribution"):
+            for kind in ("api",):  # distributions: lbd/edge/handler.py
                 if getattr(association, kind) is not None:
                     yield ConfigIssue(
                         f"web_acls[{i}].associations[{j}].{kind}",
-                        f"web ACLs on {kind}s are not served by this build yet (served: load_balancer)",
+                        f"web ACLs on {kind}s are not served by this build yet "
+                        "(served: load_balancer, distribution)",
                     )
 
 

@@ -155,6 +155,11 @@ def api_listeners(
     fetch = GatewayFetch(lambda: target_groups, lambda: generation)
     limiter: Limiter = shared_limiter(config) or SERVICES.limiter
     for i, api in enumerate(config.apis):
+        if api.protocol == "WEBSOCKET":
+            from lbd.gateway.websocket.listener import websocket_listeners
+
+            out.update(websocket_listeners(config, i, api, target_groups, stats, generation, fetch, limiter))
+            continue
         pipeline = ApiPipeline(
             api,
             config.usage_plans,

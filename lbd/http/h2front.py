@@ -520,7 +520,9 @@ class H2Stream:
 
     def start(self, listener: HttpListenerRuntime, ended: bool) -> None:
         connection = self.connection
-        client = HttpClientSide(listener, connection.tracker, connection.pool, connection.slot)
+        # A listener may serve its HTTP/1.1 with another client side (a distribution's: lbd/edge/server.py).
+        factory = getattr(listener, "client_side", HttpClientSide)
+        client = factory(listener, connection.tracker, connection.pool, connection.slot)
         self.client = client
         client.connection_made(cast(asyncio.BaseTransport, self))
         # One h2 connection is one client connection: a stream is a request, not a connection.
