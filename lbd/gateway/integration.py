@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from lbd.config.gateway import Integration as IntegrationConfig
-from lbd.gateway.contracts import AuthResult, GatewayRequest, UpstreamReply
+from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest, UpstreamReply
 from lbd.gateway.fetch import HOP_BY_HOP, GatewayFetch, NoTarget
 from lbd.gateway.responses import Answer, GatewayResponses
 
@@ -117,13 +117,7 @@ def start(
         done(call.mock)
         return
     assert call.target_group is not None
-    if call.type == "HTTP_PROXY":
-        path = _render(call.path, request.path_parameters) if call.path is not None else request.path
-        if request.query:
-            path = f"{path}?{request.query}"
-        headers = [(n, v) for n, v in request.headers.items() if n not in HOP_BY_HOP]
-    else:
-        path, headers = _mapped(call, request, auth)
+    path, headers = _outgoing(call, request, auth)
     started = time.monotonic()
 
     def replied(reply: UpstreamReply | None, error: Exception | None) -> None:
@@ -131,6 +125,42 @@ def start(
         done(_answer(call, reply, error, outcome, responses))
 
     fetch.start(call.target_group, request.method, path, headers, request.body, call.timeout, replied)
+
+
+async def run(
+    call: Integration,
+    request: GatewayRequest,
+    auth: AuthResult | None,
+    fetch: Fetch,
+    outcome: Outcome,
+    responses: GatewayResponses,
+) -> Answer:
+    """``start`` as a coroutine, over any ``Fetch`` (a WebSocket API's messages await their integration)."""
+    if call.mock is not None:
+        return call.mock
+    assert call.target_group is not None
+    path, headers = _outgoing(call, request, auth)
+    started = time.monotonic()
+    reply: UpstreamReply | None = None
+    error: Exception | None = None
+    try:
+        reply = await fetch(call.target_group, request.method, path, headers, request.body, call.timeout)
+    except (TimeoutError, ConnectionError, OSError) as exc:  # NoTarget is a ConnectionError
+        error = exc
+    outcome.integration_latency = time.monotonic() - started
+    return _answer(call, reply, error, outcome, responses)
+
+
+def _outgoing(
+    call: Integration, request: GatewayRequest, auth: AuthResult | None
+) -> tuple[str, list[tuple[str, str]]]:
+    """The path and fields the target gets: as received (HTTP_PROXY) or as mapped (HTTP)."""
+    if call.type != "HTTP_PROXY":
+        return _mapped(call, request, auth)
+    path = _render(call.path, request.path_parameters) if call.path is not None else request.path
+    if request.query:
+        path = f"{path}?{request.query}"
+    return path, [(n, v) for n, v in request.headers.items() if n not in HOP_BY_HOP]
 
 
 def _answer(
