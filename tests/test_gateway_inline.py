@@ -62,7 +62,6 @@ async def test_inline_answers_wait_for_the_jwks_then_match_the_awaited_ones(jwks
         await engine.close()
 
 
-
 class _Group:
     """The part of a TargetGroupRuntime the gateway's client uses: one real target, outcomes counted."""
 
@@ -105,7 +104,11 @@ async def test_callbacks_retry_a_closed_pooled_connection_and_time_out_once() ->
     fetch = GatewayFetch(lambda: {"g": cast(Any, group)}, lambda: 1)
     try:
         first = await fetch("g", "GET", "/a", [("x-one", "1")], b"", 2.0)
-        assert (first.status, first.body, list(first.headers)) == (200, b"ok", [("content-type", "text/plain")])
+        assert (first.status, first.body, list(first.headers)) == (
+            200,
+            b"ok",
+            [("content-type", "text/plain")],
+        )
         # The pooled connection is closed by now or about to be: a new one, or the request sent again on
         # one when the close races the reuse (nothing of it reached the target, RFC 9112 9.3.1).
         second = await fetch("g", "GET", "/b", [], b"", 2.0)
