@@ -54,6 +54,7 @@ class Scenario:
     sticky: bool = False  # lb_cookie target stickiness; every request carries a valid AWSALB cookie
     unsupported: str = ""  # why lbd cannot run it yet
     proxy_v2: bool = False  # L4: the load balancer sends a PROXY header to targets that require one
+    cache: bool = False  # an edge cache: lbd's distribution, nginx proxy_cache, HAProxy's cache (warm hits)
     gateway: str = ""  # lbd as an API gateway: "key" (key required, usage plan), "cached" (+ stage cache)
     web_acl_rules: int = 0  # L7: a web ACL of this many rules, none matching, evaluated per request (lbd)
 
@@ -137,6 +138,15 @@ SCENARIOS = {
             close=True,
         ),
         Scenario(
+            "edge",
+            "l7",
+            "/small",
+            50,
+            "edge cache, warm hits: an lbd distribution (CachingOptimized) vs nginx proxy_cache and "
+            "HAProxy's cache, each caching the targets' /small for a day",
+            cache=True,
+        ),
+        Scenario(
             "api",
             "l7",
             "/small",
@@ -153,6 +163,17 @@ SCENARIOS = {
             50,
             "api with the stage cache on: every measured request is a cache hit",
             gateway="cached",
+        ),
+        Scenario(
+            "ws",
+            "l7",
+            "/small",
+            10,
+            "lbd's WebSocket API: small text messages on 10 connections, one in flight each, through a "
+            "two-way $default route whose HTTP integration answers (direct: a WebSocket echo server; "
+            "haproxy and nginx: n/a)",
+            kind="ws",
+            gateway="ws",
         ),
         Scenario(
             "h2",
@@ -412,6 +433,53 @@ target_groups:
 """
 
 
+def lbd_ws_conf(scenario: Scenario, port: int, admin: int, targets: list[int], workers: int) -> str:
+    """The ws scenario: a WebSocket API whose two-way $default route POSTs each message to the
+    benchmark's targets (nginx answers {scenario.path} to any method) and sends the answer back."""
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+apis:
+  - name: bench
+    protocol: WEBSOCKET
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    route_selection_expression: "$request.body.action"
+    routes:
+      - route_key: $default
+        integration: {{type: HTTP_PROXY, target_group: backends, path: {scenario.path}}}
+        route_response_selection_expression: $default
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+"""
+
+
+def measure_ws(proc: Process | None, port: int, scenario: Scenario, seconds: float) -> Sample:
+    """Messages answered per second through the WebSocket (each one round trip), and the load
+    balancer's CPU per message (benchmarks/wsload.py drives the connections)."""
+    command = [sys.executable, "-m", "benchmarks.wsload", "load", str(port), str(scenario.connections)]
+    subprocess.run([*command, "1"], capture_output=True, check=True)  # warm-up: pools fill
+    cpu_before = proc.cpu_seconds() if proc else 0.0
+    run = subprocess.run([*command, str(seconds)], capture_output=True, text=True, check=True)
+    cpu = (proc.cpu_seconds() - cpu_before) if proc else 0.0
+    values = dict(line.split() for line in run.stdout.splitlines())
+    messages, elapsed = int(values["messages"]), float(values["seconds"])
+    return Sample(
+        rps=messages / elapsed,
+        bytes_per_s=0.0,
+        p50_ms=float(values["p50_ms"]),
+        p99_ms=float(values["p99_ms"]),
+        requests=messages,
+        errors=int(values["errors"]),
+        cpu_us_per_request=cpu / max(messages, 1) * 1e6,  # connection setup included: a little high
+        peak_rss_mib=proc.peak_rss_mib() if proc else 0.0,
+    )
+
+
 def _bench_jwt(state: Path) -> Path:
     """An RSA key's JWKS file for the api scenarios' JWT authorizer, and a token it signed (bench.jwt,
     sent by every request)."""
@@ -462,6 +530,8 @@ def lbd_conf(
         sticky = "\n    stickiness: {enabled: true, type: lb_cookie, duration_seconds: 604800}"
         key_file = f", stickiness_key_file: {Path(cert_store).parent / 'stickiness.keys'}"
         (Path(cert_store).parent / "stickiness.keys").write_text(BENCH_KEY.hex() + "\n")
+    if scenario.cache:
+        return edge_conf(port, admin, targets, workers)
     return (
         _web_acl(scenario)
         + f"""node: {{workers: {workers}{key_file}}}
@@ -507,6 +577,27 @@ def _web_acl(scenario: Scenario) -> str:
     return f"web_acls:\n  - name: bench\n    associations: [{{load_balancer: bench}}]\n    rules:{lines}\n"
 
 
+def edge_conf(port: int, admin: int, targets: list[int], workers: int) -> str:
+    """The edge scenario's lbd: one distribution caching the targets (the origin gives no Cache-Control,
+    so CachingOptimized's default TTL, a day, applies: the same as the peers' configured validity)."""
+    target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
+    return f"""node: {{workers: {workers}}}
+admin: {{listen: 127.0.0.1:{admin}}}
+target_groups:
+  - name: backends
+    protocol: HTTP
+    algorithm: round_robin
+    health_check: {{enabled: false}}
+    targets:
+{target_lines}
+distributions:
+  - name: bench
+    listeners: [{{protocol: HTTP, port: {port}, address: 127.0.0.1}}]
+    origins: [{{id: backends, target_group: backends}}]
+    default_cache_behavior: {{origin: backends, cache_policy: CachingOptimized}}
+"""
+
+
 BENCH_KEY = bytes(range(32))  # the sticky scenario's key file, so the harness can seal the clients' cookie
 
 
@@ -535,6 +626,11 @@ def haproxy_conf(scenario: Scenario, port: int, targets: list[int], threads: int
         f"    acl rule{i} path_beg /api{i}/\n    use_backend be if rule{i}\n" for i in range(scenario.rules)
     )
     alpn = " alpn h2,http/1.1" if scenario.kind in ("h2load", "grpc") else ""
+    cache = ""
+    if scenario.cache:
+        # HAProxy's small-object cache: 64 MB, a day's validity when the origin gives none.
+        keep += "    http-request cache-use edge\n    http-response cache-store edge\n"
+        cache = "cache edge\n    total-max-size 64\n    max-object-size 1048576\n    max-age 86400\n"
     return f"""global
     nbthread {threads}
     maxconn 9000
@@ -549,7 +645,7 @@ frontend fe
 backend be
     balance roundrobin
 {keep}{servers}
-"""
+{cache}"""
 
 
 def nginx_lb_conf(
@@ -572,8 +668,13 @@ def nginx_lb_conf(
     if scenario.kind == "grpc":
         proxy = "grpc_pass grpc://be;"  # HTTP/2 to the gRPC targets (ngx_http_grpc_module)
     rules = "".join(f"location /api{i}/ {{ {proxy} }} " for i in range(scenario.rules))
+    cache = ""
+    if scenario.cache:
+        # proxy_cache (its pages stay in the page cache), valid a day: the origin says nothing.
+        proxy += " proxy_cache edge; proxy_cache_valid 200 1d; proxy_cache_lock on;"
+        cache = f"proxy_cache_path {tmp}/nginx-cache keys_zone=edge:10m max_size=64m; "
     return main + (
-        f"http {{ access_log off; upstream be {{ {upstream} keepalive 64; }} "
+        f"http {{ access_log off; {cache}upstream be {{ {upstream} keepalive 64; }} "
         f"server {{ listen 127.0.0.1:{port}{' ssl' if scenario.tls else ''}"
         f"{' http2' if scenario.kind in ('h2load', 'grpc') else ''} reuseport backlog=4096; "
         + (f"ssl_certificate {cert}; ssl_certificate_key {cert}; " if scenario.tls else "")
@@ -598,7 +699,9 @@ def load_balancer(
     if name == "lbd":
         admin = free_port()
         conf = tmp / "lbd.yaml"
-        if scenario.gateway:
+        if scenario.kind == "ws":
+            conf.write_text(lbd_ws_conf(scenario, port, admin, targets, workers))
+        elif scenario.gateway:
             conf.write_text(lbd_api_conf(scenario, port, admin, targets, workers, tmp))
         else:
             conf.write_text(lbd_conf(scenario, port, admin, targets, workers, str(tmp / "certs")))
@@ -663,6 +766,8 @@ def measure(
             return measure_h2(proc, port, scenario, seconds, tmp)
         if scenario.kind == "udp":
             return measure_udp(proc, port, scenario, tmp, seconds)
+        if scenario.kind == "ws":
+            return measure_ws(proc, port, scenario, seconds)
         scheme = "https" if scenario.tls and name != "direct" else "http"
         url = f"{scheme}://127.0.0.1:{port}{scenario.path}"
         headers = ["-H", "Connection: close"] if scenario.close else []
@@ -888,7 +993,11 @@ def run(
         for scenario in scenarios:
             for name in names:
                 if name in ("direct", "floor", "floor-http") and (
-                    scenario.kind != "wrk" or scenario.tls or scenario.proxy_v2 or workers != worker_counts[0]
+                    scenario.kind not in ("wrk", "ws")
+                    or (name != "direct" and scenario.kind == "ws")
+                    or scenario.tls
+                    or scenario.proxy_v2
+                    or workers != worker_counts[0]
                 ):
                     # The ceiling needs no repeating; idle memory, TLS and PROXY headers are the load
                     # balancer's (the floors send none, and the PROXY scenario's targets require one).
@@ -932,6 +1041,11 @@ def run(
             )
             for t in (grpc_targets if any(s.kind == "grpc" for s, _, _ in plan) else [])
         ]
+        ws_echo = [free_port()]  # the ws scenario's direct ceiling (benchmarks/wsload.py echo)
+        ws_servers = [
+            Process([sys.executable, "-m", "benchmarks.wsload", "echo", str(t)], tmp / "ws-echo.log", t)
+            for t in (ws_echo if any(s.kind == "ws" for s, _, _ in plan) else [])
+        ]
         echoes = []
         if any(s.kind == "udp" for s, _, _ in plan):
             binary = str(udpload(tmp))
@@ -950,13 +1064,15 @@ def run(
                             to = proxy_targets if scenario.proxy_v2 else targets
                             if scenario.kind == "grpc":
                                 to = grpc_targets
+                            if scenario.kind == "ws" and name == "direct":
+                                to = ws_echo
                             results[(scenario.name, name, workers)].samples.append(
                                 measure(name, scenario, tmp, to, workers, seconds)
                             )
             print(file=sys.stderr)
         finally:
             backend.stop()
-            for server in grpc_servers:
+            for server in grpc_servers + ws_servers:
                 server.stop()
             for echo in echoes:
                 echo.kill()

@@ -37,6 +37,15 @@ COMPILED = (
     "lbd.waf.statements",
     "lbd.waf.acl",
     "lbd.http.firewall",
+    # API gateway requests (lbd/gateway/): the connection, the pipeline and its in-process engines, the
+    # target client (fetch.pxd types its connections and requests).
+    "lbd.gateway.server",
+    "lbd.gateway.pipeline",
+    "lbd.gateway.routes",
+    "lbd.gateway.plans",
+    "lbd.gateway.limiter",
+    "lbd.gateway.integration",
+    "lbd.gateway.fetch",
 )
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 from collections.abc import Callable
 from typing import Any, cast
+
+log = logging.getLogger("lbd.control")
 
 Message = dict[str, Any]
 _HEADER = struct.Struct("!I")
@@ -57,7 +60,12 @@ class ControlProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for message in self._decoder.feed(data):
-            self._on_message(message)
+            try:
+                self._on_message(message)
+            except Exception:
+                # One message that fails must not close the channel: for a worker, a lost control
+                # channel means "the supervisor is gone, stop".
+                log.exception("control message %r failed", message.get("op"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -85,6 +85,10 @@ def _hints(config: Config) -> list[str]:
         for api_listener in api.listeners:
             host = "127.0.0.1" if api_listener.address in ("0.0.0.0", "::") else api_listener.address
             scheme = "https" if api_listener.protocol == "HTTPS" else "http"
+            if api.protocol == "WEBSOCKET":  # a WebSocket client, e.g. the websockets package's
+                ws = "wss" if scheme == "https" else "ws"
+                hints.append(f"  python -m websockets {ws}://{host}:{api_listener.port}/   # API {api.name}")
+                continue
             for route in api.routes[:3]:
                 method, _, path = route.route_key.partition(" ")
                 path = path.replace("{proxy+}", "a/b").replace("{", "").replace("}", "") or "/"

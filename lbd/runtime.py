@@ -412,6 +412,10 @@ class Snapshot:
                     )
                 for key in keys:
                     listeners[key] = runtime  # TCP_UDP: both sockets serve the same listener
+        if config.distributions:
+            from lbd.edge.runtime import distribution_listeners  # CloudFront-style distributions
+
+            listeners.update(distribution_listeners(config, target_groups, generation, waf))
         if config.apis:
             from lbd.gateway.listener import api_listeners
 

@@ -35,10 +35,12 @@ from pydantic import ValidationError
 
 from lbd import systemd
 from lbd.admin.access_keys import AccessKeyAdmin
+from lbd.admin.edge import EdgeAdmin
 from lbd.admin.fleet import fleet_view
 from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.admin.web_acls import WebAclControl
+from lbd.admin.websocket import ConnectionsAdmin
 from lbd.config.loader import ConfigError
 from lbd.config.plain import compact
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
@@ -520,8 +522,10 @@ class Supervisor:
         router.add("POST", "/v1/target-groups/{name}/targets", self._register_endpoint)
         router.add("DELETE", "/v1/target-groups/{name}/targets/{target}", self._deregister_endpoint)
         self.gateway.register(router)
+        ConnectionsAdmin(self).register(router)  # WebSocket APIs' @connections
         if self.access_keys is not None:
             self.access_keys.register(router)
+        EdgeAdmin(self._tell_workers, lambda: self.current.config).register(router)  # distributions
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)
@@ -802,7 +806,9 @@ class Supervisor:
             checked = dict.fromkeys(group for group, _ in self.checker.checks)  # classic ones too
             groups += [name for name in checked if name not in groups]
             health = {name: self.checker.describe(name) for name in groups}
-        return AdminResponse(200, summary(self.current.config, node, health, time.time()))
+        body = summary(self.current.config, node, health, time.time())
+        body.update(await self.gateway.summary_parts(node))  # apis, usage_plans: when configured
+        return AdminResponse(200, body)
 
     @property
     def config(self) -> Config:

@@ -17,6 +17,7 @@ flows up to ``node.shutdown_timeout_seconds``, force-close the rest, exit 0.
 from __future__ import annotations
 
 import asyncio
+import gc
 import getopt
 import logging
 import os
@@ -31,6 +32,10 @@ import uvloop
 
 from lbd.config.plain import thaw
 from lbd.control import ControlProtocol, Message
+from lbd.edge import store as edge_store
+from lbd.edge.runtime import EdgeListenerRuntime
+from lbd.edge.runtime import attach_log as attach_edge_log
+from lbd.edge.server import EdgeClientSide
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
@@ -52,6 +57,7 @@ from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
+    from lbd.gateway.websocket.listener import WebSocketListenerRuntime
     from lbd.upstream.registry import Overlay
 
 log = logging.getLogger("lbd.worker")
@@ -143,6 +149,7 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
+                    "distributions": edge_store.STATE.report(),
                     "apis": _api_report(),
                     "web_acls": self.waf.report(),
                 }
@@ -153,6 +160,9 @@ class Worker:
             self._send({"op": "in_flight", "generation": generation, "targets": self._in_flight()})
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
+        elif op == "invalidate":  # a distribution's invalidation, from lbd/admin/edge.py
+            removed = edge_store.STATE.invalidate(str(message["distribution"]), list(message["paths"]))
+            self._send({"op": "invalidated", "generation": generation, "removed": removed})
         elif op in ("api_keys", "api_usage", "api_cache_flush"):
             from lbd.gateway.control import on_message
 
@@ -162,6 +172,15 @@ class Worker:
                 task = loop.create_task(self._reply_later(reply))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        elif op == "ws_connection":  # the @connections API (lbd/gateway/websocket/connections.py)
+            from lbd.gateway.websocket import connections
+
+            shared = self.snapshot.config.shared_state if self.snapshot is not None else None
+            task = asyncio.get_running_loop().create_task(
+                self._reply_later(connections.on_message(message, shared))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif op == "access_keys":  # IAM authorizers' keys, from lbd/admin/access_keys.py
             access_keys.install_message(message.get("keys") or [])
             self._send({"op": "access_keys_applied", "generation": generation})
@@ -185,6 +204,9 @@ class Worker:
 
             attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
+            if runtime.kind == "edge":  # a distribution's CloudFront-format log (lbd/edge/runtime.py)
+                attach_edge_log(cast(EdgeListenerRuntime, runtime).distribution, self.access_logs)
+                continue
             settings = runtime.load_balancer.access_log
             if settings is None:
                 continue
@@ -296,6 +318,7 @@ class Worker:
         self.snapshot = snapshot
         if any(_offers_h2(runtime) for runtime in snapshot.listeners.values()):
             load_h2()  # now rather than in the first h2 connection's handshake
+        edge_store.STATE.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():
@@ -322,10 +345,22 @@ class Worker:
 
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
-            if runtime.kind == "api":
+            if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
+                edge = cast(EdgeListenerRuntime, runtime)
+                if edge.tls is not None and "h2" in edge.tls.alpn:
+                    app = cast(
+                        asyncio.Protocol, AlpnSwitch(cast(HttpListenerRuntime, edge), tracker, pool, bound)
+                    )
+                else:
+                    app = cast(asyncio.Protocol, EdgeClientSide(edge, tracker, pool, bound))
+            elif runtime.kind == "api":
                 from lbd.gateway.server import GatewayClientSide
 
                 app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+            elif runtime.kind == "websocket":
+                from lbd.gateway.websocket.server import WebSocketClientSide
+
+                app = WebSocketClientSide(cast("WebSocketListenerRuntime", runtime), tracker)
             elif isinstance(runtime, HttpListenerRuntime):
                 if runtime.tls is not None and "h2" in runtime.tls.alpn:
                     # ALPN picks h2 or HTTP/1.1 once the handshake is done.
@@ -428,9 +463,10 @@ def _offers_h2(runtime: ListenerRuntime) -> bool:
 
 
 def _api_report() -> list[Message]:
-    from lbd.gateway.stats import registry
-
-    return registry().report()
+    # Loaded with the first API listener; never imported here, where a worker out of descriptors (EMFILE)
+    # could not open the module's file and would fail the whole stats reply.
+    stats = sys.modules.get("lbd.gateway.stats")
+    return stats.registry().report() if stats is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,8 +483,18 @@ def main(argv: list[str] | None = None) -> int:
         given.get("log-format", os.environ.get("LBD_LOG_FORMAT", "text")),
         process=f"worker-{given.get('worker-id', '0')}",
     )
+    _tune_gc()
     worker = Worker(int(given.get("worker-id", "0")), int(given["control-fd"]))
     return uvloop.run(worker.run())
+
+
+def _tune_gc() -> None:
+    """What is loaded at start (modules, classes) is never garbage: frozen out of the cyclic GC's scans.
+    Requests allocate many short-lived containers that refcounting frees; with the default threshold
+    (700 net allocations) the in-flight ones of a busy worker (a thousand HTTP/2 streams, say) were
+    scanned and promoted over and over, a fifth of the worker's time. Cycles are still collected."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
   FIRST_PORT.. (the same 5-tuples every run), asks each once, prints {source port: "NAME PEER"} as JSON,
   and resets them (no TIME_WAIT, so the same 5-tuple can be opened again at once).
 - ``http URL [COOKIE] [SOURCE_PORT]``: one GET; prints {"status", "body", "set_cookie"} as JSON.
+- ``keyed URL API_KEY FIRST_PORT COUNT``: COUNT GETs with ``x-api-key``, one after another, from source
+  ports FIRST_PORT.. (so ECMP spreads them over the nodes); prints their {"status", "body"} in order.
 """
 
 from __future__ import annotations
@@ -70,12 +72,12 @@ def flows(service: str, first: int, count: int) -> None:
     print(json.dumps(answers))
 
 
-def http(url: str, cookie: str = "", source_port: int = 0) -> None:
+def get(url: str, headers: dict[str, str], source_port: int) -> dict[str, object]:
     host, _, path = url.removeprefix("http://").partition("/")
-    sock = _connect(host, 80, source_port)
+    authority, _, port = host.partition(":")
+    sock = _connect(authority, int(port or 80), source_port)
     head = f"GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-    if cookie:
-        head += f"Cookie: {cookie}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     sock.sendall((head + "\r\n").encode())
     raw = b""
     while chunk := sock.recv(65536):
@@ -84,7 +86,19 @@ def http(url: str, cookie: str = "", source_port: int = 0) -> None:
     fields, _, body = raw.partition(b"\r\n\r\n")
     lines = fields.decode("latin-1").split("\r\n")
     cookies = [line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("set-cookie:")]
-    print(json.dumps({"status": int(lines[0].split()[1]), "body": body.decode(), "set_cookie": cookies}))
+    return {"status": int(lines[0].split()[1]), "body": body.decode(), "set_cookie": cookies}
+
+
+def http(url: str, cookie: str = "", source_port: int = 0) -> None:
+    print(json.dumps(get(url, {"Cookie": cookie} if cookie else {}, source_port)))
+
+
+def keyed(url: str, api_key: str, first: int, count: int) -> None:
+    answers = []
+    for source_port in range(first, first + count):
+        answer = get(url, {"x-api-key": api_key}, source_port)
+        answers.append({"status": answer["status"], "body": answer["body"]})
+    print(json.dumps(answers))
 
 
 if __name__ == "__main__":
@@ -93,5 +107,7 @@ if __name__ == "__main__":
         asyncio.run(serve(*args))
     elif command == "flows":
         flows(args[0], int(args[1]), int(args[2]))
+    elif command == "keyed":
+        keyed(args[0], args[1], int(args[2]), int(args[3]))
     else:
         http(args[0], *(args[1:2]), *(int(a) for a in args[2:3]))

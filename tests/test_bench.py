@@ -58,8 +58,11 @@ def test_parse_wrk() -> None:
 def test_lbd_bench_configs_are_valid_lbd_configs() -> None:
     for scenario in SCENARIOS.values():
         config = parse_config(lbd_conf(scenario, 18080, 19900, [18001, 18002], 2))
-        lb = config.load_balancers[0]
-        assert lb.type == ("network" if scenario.layer == "l4" else "application")
+        if scenario.cache:  # a distribution, not a load balancer
+            assert config.distributions[0].listeners[0].port == 18080
+        else:
+            lb = config.load_balancers[0]
+            assert lb.type == ("network" if scenario.layer == "l4" else "application")
         assert [t.port for t in config.target_groups[0].targets] == [18001, 18002]
         yaml.safe_load(lbd_conf(scenario, 1, 2, [3], 1))
 
@@ -72,6 +75,14 @@ def test_peer_configs_match_the_scenario() -> None:
     )
     assert "stream {" in nginx_lb_conf(Path("/tmp"), l4, 1, [2, 3], 1)
     assert "keepalive 64" in nginx_lb_conf(Path("/tmp"), l7, 1, [2, 3], 1)
+
+
+def test_the_edge_scenario_caches_on_every_load_balancer() -> None:
+    edge = SCENARIOS["edge"]
+    assert "proxy_cache edge; proxy_cache_valid 200 1d" in nginx_lb_conf(Path("/tmp"), edge, 1, [2, 3], 1)
+    haproxy = haproxy_conf(edge, 1, [2, 3], 1)
+    assert "http-request cache-use edge" in haproxy and "\ncache edge\n" in haproxy
+    assert "cache_policy: CachingOptimized" in lbd_conf(edge, 1, 2, [3], 1)
 
 
 def test_udp_and_proxy_scenarios_configure_every_load_balancer_alike() -> None:
@@ -192,3 +203,15 @@ async def connect(port: int) -> Client | None:
         return await Client.connect(port)
     except OSError:
         return None
+
+
+def test_ws_scenario_is_a_valid_websocket_api_with_a_two_way_default_route() -> None:
+    from benchmarks.harness import lbd_ws_conf
+
+    scenario = SCENARIOS["ws"]
+    config = parse_config(lbd_ws_conf(scenario, 18080, 19900, [18001, 18002], 1))
+    [api] = config.apis
+    assert api.protocol == "WEBSOCKET"
+    [route] = api.routes
+    assert (route.route_key, route.route_response_selection_expression) == ("$default", "$default")
+    assert route.integration.path == scenario.path

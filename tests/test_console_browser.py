@@ -253,22 +253,24 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
         await page.screenshot(path=str(shots / "4-failed-reload.png"), full_page=True)
         if readme:
             shutil.copyfile(shots / "4-failed-reload.png", DOCS_SCREENSHOT)
-        # The hooks: a section for usage plans appears once the summary carries them (no lbd serves them
+        # The hook: a section for distributions appears once the summary carries them (no lbd serves them
         # yet, so the real summary gets them added on its way to the page), and none before.
-        assert await page.locator("#usage-plans").count() == 0
+        assert await page.locator("#distributions").count() == 0
 
-        async def with_usage_plans(route: Route) -> None:
+        async def with_distributions(route: Route) -> None:
             response = await route.fetch()
             body = await response.json()
-            body["usage_plans"] = [{"name": "gold", "throttle": "100/s", "keys": 2}]
+            body["distributions"] = [{"name": "static", "domain": "cdn.test", "requests": 2}]
             await route.fulfill(response=response, json=body)
 
-        await page.route("**/v1/summary", with_usage_plans)
-        plans = page.locator("section#usage-plans")
-        await expect(plans).to_contain_text("Usage plans")
-        await expect(plans.locator("td").first).to_have_text("gold")
+        await page.route("**/v1/summary", with_distributions)
+        distributions = page.locator("section#distributions")
+        await expect(distributions).to_contain_text("Distributions")
+        await expect(distributions.locator("td").first).to_have_text("static")
         await page.unroute("**/v1/summary")
-        await expect(plans).to_have_count(0)
+        await expect(distributions).to_have_count(0)
+        # No APIs or usage plans in this config: no sections for them (tests/test_console_gateway.py).
+        assert await page.locator("#apis, #usage-plans").count() == 0
 
         # The browser logs the 422 itself; nothing else may have gone wrong.
         assert [e for e in watched.console_errors if "status of 422" not in e] == []

@@ -3,13 +3,14 @@
     client ns (10.0.0.1) --ECMP, L4 hash--> node ns 1..3 (each holds the service address 10.99.0.100)
                                                |
                                                +--> target ns: targets 10.3.0.1-3 (TCP 7000, HTTP 8000),
-                                                    etcd on 10.3.0.250
+                                                    etcd and redis-server on 10.3.0.250
 
 Nothing leaves the namespaces the test makes (no address of the host's own network is used and no route
 reaches it). It shows what a fleet must do: flows spread over the nodes; a node that dies takes no flow's
 target with it (the client re-opening the same 5-tuple reaches the same target through another node,
 because every node builds the same Maglev table); a target put in etcd is used by every node within
-seconds; a sticky cookie one node issued is honoured by the others (a shared stickiness key file).
+seconds; a sticky cookie one node issued is honoured by the others (a shared stickiness key file); an API
+Gateway usage plan's quota holds for the fleet, not per node (one Redis).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ pytestmark = pytest.mark.slow
 SERVICE = "10.99.0.100"
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 40.0
+REDIS = "10.3.0.250"
+QUOTA = 5
+API_KEY = "FleetSharedKey" * 2  # the same value on every node: the gateway counts under its digest
 
 
 def ip(*args: str) -> None:
@@ -161,10 +165,17 @@ class Fleet:
             env={**os.environ, "ETCDCTL_API": "3"},
         )
 
-    def admin(self, index: int, path: str) -> Any:
+    def admin(self, index: int, path: str, body: dict[str, Any] | None = None) -> Any:
+        """GET path (POST body when given) on a node's admin API; the JSON answer, None if it failed."""
+        text = self.admin_text(index, path, body)
+        return json.loads(text) if text is not None else None
+
+    def admin_text(self, index: int, path: str, body: dict[str, Any] | None = None) -> str | None:
+        data = None if body is None else json.dumps(body).encode()
         script = (
             "import sys, urllib.request\n"
-            f"print(urllib.request.urlopen('http://127.0.0.1:9911{path}', timeout=5).read().decode())"
+            f"request = urllib.request.Request('http://127.0.0.1:9911{path}', data={data!r})\n"
+            "print(urllib.request.urlopen(request, timeout=5).read().decode())"
         )
         out = subprocess.run(
             ["ip", "netns", "exec", self.nodes[index], sys.executable, "-c", script],
@@ -172,7 +183,7 @@ class Fleet:
             text=True,
             timeout=30,
         )
-        return json.loads(out.stdout) if out.returncode == 0 else None
+        return out.stdout if out.returncode == 0 else None
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
@@ -236,6 +247,25 @@ def node_config(fleet: Fleet, index: int) -> dict[str, Any]:
                 "targets": [{"id": f"10.3.0.{i}", "port": 8000} for i in (1, 2, 3)],
             },
         ],
+        # One API whose usage plan's quota every node draws from one Redis (docs/gateway-state.md).
+        # Closed: a node that cannot reach Redis answers 503 rather than counting on its own.
+        "shared_state": {"redis": f"redis://{REDIS}:6379/0", "on_failure": "closed", "timeout_ms": 1000},
+        "apis": [
+            {
+                "name": "shop",
+                "listeners": [{"protocol": "HTTP", "port": 8080, "address": SERVICE}],
+                "routes": [
+                    {
+                        "route_key": "GET /paid",
+                        "integration": {"type": "HTTP_PROXY", "target_group": "web", "path": "/"},
+                        "api_key_required": True,
+                    }
+                ],
+            }
+        ],
+        "usage_plans": [
+            {"name": "basic", "apis": [{"api": "shop"}], "quota": {"limit": QUOTA, "period": "MONTH"}}
+        ],
     }
 
 
@@ -282,6 +312,10 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
         "--listen-peer-urls=http://10.3.0.250:2380", "--initial-advertise-peer-urls=http://10.3.0.250:2380",
         "--initial-cluster=fleet=http://10.3.0.250:2380",
     ])  # fmt: skip
+    fleet.spawn("redis", fleet.targets_ns, [
+        "redis-server", "--bind", REDIS, "--port", "6379", "--protected-mode", "no",
+        "--dir", str(fleet.tmp), "--save", "", "--appendonly", "no", "--daemonize", "no",
+    ])  # fmt: skip
     for i in (1, 2, 3):
         fleet.spawn(
             f"target{i}",
@@ -289,6 +323,7 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
             [sys.executable, "-m", "tests.fleet_helper", "serve", f"t{i}", f"10.3.0.{i}"],
         )
     poll(lambda: _try_put(fleet, "/fleet/flows/t1", {"id": "10.3.0.1"}), "etcd to take a key")
+    poll(lambda: _redis_answers(fleet), "redis-server to answer")
     fleet.etcd_put("/fleet/flows/t2", {"id": "10.3.0.2"})
     for index, node in enumerate(fleet.nodes):
         path = fleet.tmp / f"node{index}.yaml"
@@ -307,7 +342,10 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
     digests = {json.dumps(fleet.admin(i, "/v1/fleet")["target_groups"][0]["maglev"]) for i in range(3)}
     assert len(digests) == 1  # the three nodes build the same table
 
-    # 2. A node dies; the router withdraws it; the same 5-tuples reach the same targets through the others.
+    # 2. One usage plan's quota for the fleet: the same key on every node, requests spread by ECMP.
+    _one_quota_across_nodes(fleet)
+
+    # 3. A node dies; the router withdraws it; the same 5-tuples reach the same targets through the others.
     os.killpg(fleet.processes["node0"].pid, signal.SIGKILL)
     fleet.processes["node0"].wait()
     fleet.route([2, 3])
@@ -319,7 +357,7 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
     moved = {port: (first[port], again[port]) for port in placed if after.get(port) != placed[port]}
     assert not moved, moved  # the dead node's flows too: every flow kept its target
 
-    # 3. A target put in etcd is used by every node within seconds.
+    # 4. A target put in etcd is used by every node within seconds.
     fleet.etcd_put("/fleet/flows/t3", {"id": "10.3.0.3"})
     for index in (1, 2):
         poll(lambda i=index: _serving(fleet, i, 3), f"node {index} to take the target from etcd", timeout=10)
@@ -331,7 +369,7 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
 
     poll(new_target_everywhere, "flows through both nodes to reach the new target", timeout=15)
 
-    # 4. A sticky cookie issued by one node is honoured by the others (shared stickiness key file).
+    # 5. A sticky cookie issued by one node is honoured by the others (shared stickiness key file).
     issued = fleet.run(fleet.client, "http", f"http://{SERVICE}/", "", "43000")
     assert issued["status"] == 200 and issued["set_cookie"], issued
     stuck_to = issued["body"].split()[0]
@@ -348,9 +386,52 @@ def test_three_nodes_behave_as_one_load_balancer(fleet: Fleet) -> None:
     ]
     assert len({a["body"].split()[0] for a in plain}) > 1
 
-    # 5. One gateway quota across nodes (issue 21): left for the API Gateway's usage plans with
-    #    shared_state.redis, built separately; the place for it is here, with a redis-server in the
-    #    targets namespace and the three nodes drawing from one quota.
+
+def _one_quota_across_nodes(fleet: Fleet) -> None:
+    for index in range(3):
+        # Key ids are random per node; the value is what the nodes share (its digest names the counters).
+        key = fleet.admin(index, "/v1/api-keys", {"name": "fleet", "value": API_KEY})
+        assert key is not None and key["value"] == API_KEY, fleet.log(f"node{index}")[-2000:]
+        added = fleet.admin(index, "/v1/usage-plans/basic/keys", {"key_id": key["id"]})
+        assert added is not None, fleet.log(f"node{index}")[-2000:]
+    count = QUOTA + 30  # enough refusals that every node refuses some: no node counts on its own
+    answers = fleet.run(fleet.client, "keyed", f"http://{SERVICE}:8080/paid", API_KEY, "44000", str(count))
+    statuses = [a["status"] for a in answers]
+    assert statuses == [200] * QUOTA + [429] * (count - QUOTA), answers  # one quota, not one per node
+    assert {a["body"].split()[0] for a in answers[:QUOTA]} <= {"t1", "t2", "t3"}
+    assert {json.loads(a["body"])["message"] for a in answers[QUOTA:]} == {"Limit Exceeded"}
+
+    # Each node served its share of them (the ECMP route spread the source ports), and refused some.
+    def counted() -> list[tuple[float, float]] | None:
+        seen = [_api_counts(fleet, index) for index in range(3)]
+        totals = (sum(requests for requests, _ in seen), sum(refused for _, refused in seen))
+        return seen if totals == (count, count - QUOTA) else None
+
+    seen = poll(counted, f"the nodes' metrics to count {count} requests, {count - QUOTA} refused", 10)
+    assert all(refused > 0 for _, refused in seen), seen
+    for index in range(3):
+        usage = fleet.admin(index, "/v1/usage-plans/basic/usage")
+        assert [entry["used"] for entry in usage["keys"].values()] == [QUOTA], usage
+
+
+def _api_counts(fleet: Fleet, index: int) -> tuple[float, float]:
+    """This node's lbd_api_requests_total and lbd_api_throttled_total for the route."""
+    text = fleet.admin_text(index, "/metrics") or ""
+    totals = {"lbd_api_requests_total": 0.0, "lbd_api_throttled_total": 0.0}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in totals and 'route="GET /paid"' in rest:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["lbd_api_requests_total"], totals["lbd_api_throttled_total"]
+
+
+def _redis_answers(fleet: Fleet) -> bool:
+    out = subprocess.run(
+        ["ip", "netns", "exec", fleet.targets_ns, "redis-cli", "-h", REDIS, "ping"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() == "PONG"
 
 
 def _try_put(fleet: Fleet, key: str, value: dict[str, Any]) -> bool:

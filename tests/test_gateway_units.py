@@ -327,7 +327,11 @@ def test_the_base_config_is_valid() -> None:
             },
             "usage_plans[0].apis[0].throttle[0].route_key: API 'pets' has no route 'GET /x'",
         ),
-        ({"protocol": "WEBSOCKET"}, {}, "apis[0].protocol: WEBSOCKET APIs are not served"),
+        (
+            {"protocol": "WEBSOCKET"},
+            {},
+            "apis[0].routes[0].route_key: 'GET /pets/{id}': WEBSOCKET APIs take $connect, $disconnect",
+        ),
         ({"endpoint_type": "EDGE"}, {}, "apis[0].endpoint_type: EDGE APIs are served through a distribution"),
     ],
 )

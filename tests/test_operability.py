@@ -358,6 +358,7 @@ IMPORT_NAMES = {
     "prometheus-client": "prometheus_client",
     "dnspython": "dns",
     "pyjwt": "jwt",
+    "wsproto": "wsproto",
 }
 
 

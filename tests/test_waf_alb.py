@@ -396,7 +396,7 @@ async def test_invalid_acl_is_refused_by_check_and_by_reload(
     status, body = await proc.admin("POST", "/v1/reload")
     assert status == 422 and any("byte_match.positional" in e for e in body["errors"])
     assert (await http_request(port, "GET", "/blocked"))[0] == 403  # the old ACL still serves
-    # Valid, but associated with an API: this build refuses it, naming the key path.
+    # Valid, but associated with an API the file does not define: refused, naming the key path.
     broken["web_acls"][0]["rules"][0]["statement"]["byte_match"]["positional"] = "EXACTLY"
     proc.write_config(broken)
     check = subprocess.run(
@@ -404,8 +404,7 @@ async def test_invalid_acl_is_refused_by_check_and_by_reload(
     )
     assert check.returncode == 2
     assert (
-        "web_acls[0].associations[1].api: web ACLs on apis are not served by this build yet"
-        in check.stdout + check.stderr
+        "web_acls[0].associations[1].api: no API named 'pets' (defined: none)" in check.stdout + check.stderr
     )
     status, body = await proc.admin("POST", "/v1/reload")
     assert status == 422

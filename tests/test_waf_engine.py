@@ -423,7 +423,7 @@ web_acls:
     )
 
 
-def test_contains_word_takes_a_word_and_distributions_validate_but_are_refused_at_preflight() -> None:
+def test_contains_word_takes_a_word() -> None:
     found = issues(
         """
 web_acls:
@@ -434,13 +434,6 @@ web_acls:
 """
     )
     assert any(i.startswith("web_acls[0].rules[0].statement.byte_match.value: CONTAINS_WORD") for i in found)
-    from lbd.config.preflight import startup_issues
-
-    config = parse_config(BASE + "web_acls:\n  - {name: a, associations: [{distribution: site}]}\n")
-    assert [str(i) for i in startup_issues(config)] == [
-        "web_acls[0].associations[0].distribution: "
-        "web ACLs on distributions are not served by this build yet (served: load_balancer)"
-    ]
 
 
 def test_unknown_keys_are_errors_with_a_suggestion() -> None:

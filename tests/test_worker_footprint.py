@@ -13,6 +13,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,10 @@ async def _loaded_modules(
     port: int,
     monkeypatch: pytest.MonkeyPatch,
     requests: list[Request] | None = None,
+    exchange: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[set[str], set[str]]:
-    """Run lbd on ``config``, send the requests (default: GET /hello, 200) through it, stop it:
-    (supervisor's, worker's) modules."""
+    """Run lbd on ``config``, send the requests (default: GET /hello, 200) through it, or run
+    ``exchange`` instead, stop it: (supervisor's, worker's) modules."""
     hook, out = tmp_path / "hook", tmp_path / "modules"
     hook.mkdir()
     out.mkdir()
@@ -67,7 +69,9 @@ async def _loaded_modules(
     monkeypatch.setenv("LBD_TEST_MODULES", str(out))
     proc = lbd(config)
     await proc.wait_ready()
-    for path, headers, expected in requests or [("/hello", {}, 200)]:
+    if exchange is not None:
+        await exchange()
+    for path, headers, expected in [] if exchange is not None else requests or [("/hello", {}, 200)]:
         status, _, body = await http_request(port, "GET", path, headers=headers)
         assert status == expected, (path, body)
     proc.stop()
@@ -245,6 +249,107 @@ async def test_a_web_acl_worker_loads_neither_pydantic_nor_aiohttp_nor_h2(
     assert sorted(set(NOT_FOR_HTTP) & worker) == []  # no allowance: the engine needs none of them
 
 
+def _distribution_config(port: int, backend: int) -> dict[str, Any]:
+    """A distribution (lbd/edge) in front of one target group: a cached default behavior, a custom
+    policy on /api/*, an origin access header, a custom error response (mapping fields included)."""
+    return {
+        "node": {"zone": "zone-a", "workers": 1},
+        "target_groups": [
+            {
+                "name": "web",
+                "protocol": "HTTP",
+                "health_check": {"enabled": False},
+                "targets": [{"id": "127.0.0.1", "port": backend}],
+            }
+        ],
+        "distributions": [
+            {
+                "name": "site",
+                "listeners": [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}],
+                "origins": [
+                    {
+                        "id": "app",
+                        "target_group": "web",
+                        "custom_headers": {"x-from": "edge"},
+                        "origin_access": {"type": "header", "secret": "s3cret"},
+                    }
+                ],
+                "cache_policies": [
+                    {"name": "short", "min_ttl": 0, "default_ttl": 5, "max_ttl": 10, "query_strings": "all"}
+                ],
+                "default_cache_behavior": {"origin": "app", "cache_policy": "CachingOptimized"},
+                "cache_behaviors": [{"path_pattern": "/api/*", "origin": "app", "cache_policy": "short"}],
+                "custom_error_responses": [{"error_code": 404, "error_caching_min_ttl": 1}],
+            }
+        ],
+    }
+
+
+async def test_a_distribution_worker_loads_neither_pydantic_nor_aiohttp_nor_yaml(
+    tmp_path: Path, lbd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = await HttpBackend("b1").start()
+    try:
+        port = free_port()
+        requests: list[Request] = [("/hello", {}, 200), ("/hello", {}, 200), ("/api/x?q=1", {}, 200)]
+        _, worker = await _loaded_modules(
+            tmp_path, lbd, _distribution_config(port, backend.port), port, monkeypatch, requests
+        )
+        # The origin got the requests through the stand-in load balancer, with the origin's headers.
+        assert backend.requests and all(r.header("x-origin-secret") == "s3cret" for r in backend.requests)
+        assert all(r.header("x-from") == "edge" for r in backend.requests)
+    finally:
+        await backend.close()
+    assert "lbd" in worker and "httptools" in worker
+    # No compression configured, so no brotli (imported with the config only when a behavior compresses
+    # with a Brotli-keyed policy); an HTTP viewer listener offers no h2 (CloudFront: h2 by ALPN on HTTPS).
+    assert sorted(set(NOT_FOR_HTTP) & worker) == []
+
+
+async def test_a_websocket_api_worker_loads_neither_pydantic_nor_aiohttp_nor_yaml(
+    tmp_path: Path, lbd: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from websockets.asyncio.client import connect
+
+    from tests.lbdproc import wait_for
+    from tests.test_gateway_api import group, proxy
+
+    backend = await HttpBackend("b1").start()
+    port = free_port()
+    routes = [
+        {"route_key": "$connect", "integration": proxy("/connect")},
+        {"route_key": "echo", "integration": proxy("/echo")},
+    ]
+    config = {
+        "node": {"zone": "zone-a", "workers": 1},
+        "target_groups": [group("app", backend)],
+        "apis": [
+            {
+                "name": "chat",
+                "protocol": "WEBSOCKET",
+                "listeners": [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}],
+                "route_selection_expression": "$request.body.action",
+                "routes": routes,
+            }
+        ],
+    }
+
+    async def chat() -> None:
+        async with connect(f"ws://127.0.0.1:{port}/room") as ws:
+            await ws.send(json.dumps({"action": "echo", "text": "hi"}))
+            await wait_for(
+                lambda: [r for r in backend.requests if r.target == "/echo"], what="the message at /echo"
+            )
+
+    try:
+        _, worker = await _loaded_modules(tmp_path, lbd, config, port, monkeypatch, exchange=chat)
+    finally:
+        await backend.close()
+    # wsproto (and the h11 it parses the upgrade with) is the WebSocket protocol itself.
+    assert "wsproto" in worker
+    assert sorted(set(NOT_FOR_HTTP) & worker) == []
+
+
 def test_apis_and_web_acls_from_plain_records_are_the_models(tmp_path: Path) -> None:
     ip_file = tmp_path / "listed.txt"
     ip_file.write_text("198.51.100.0/24\n")
@@ -337,6 +442,34 @@ def test_a_snapshot_from_plain_records_is_the_one_from_the_models() -> None:
     assert listener.rules[0].conditions[0].values[0].key == "a"
     assert listener.rules[0].actions[0].target_groups[1].weight == 1  # defaults filled in
     assert plain.load_balancers[1].listeners[0].default_actions[0].type == "forward"  # classic, expanded
+
+
+def test_a_distributions_stand_ins_from_plain_records_are_the_models() -> None:
+    """The edge's stand-in load balancers (lbd/edge/runtime.py) are copies of the templates compact sends,
+    with the fields the schema's models would have had."""
+    from lbd.config.plain import templates, thaw_value
+
+    config = parse_config(json.dumps(_distribution_config(8000, 9000)))
+    plain = thaw(json.loads(json.dumps(compact(config))))
+    records = Snapshot.build(plain, 1, StatsRegistry())
+    models = Snapshot.build(config, 1, StatsRegistry())
+    assert list(records.listeners) == list(models.listeners)
+    edge = next(runtime for runtime in records.listeners.values() if runtime.kind == "edge")
+    forward = {"type": "forward", "target_group": "web"}
+    listener = Listener.model_validate(
+        {"protocol": "HTTP", "port": 8000, "address": "127.0.0.1", "default_actions": [forward]}
+    )
+    origin_lb = LoadBalancer(
+        name="site",
+        type="application",
+        cross_zone=True,
+        idle_timeout_seconds=30,
+        preserve_host_header=True,
+        listeners=(listener,),
+    )
+    as_record = thaw_value(origin_lb.model_dump(mode="json"))  # (no mapping fields in a load balancer)
+    assert edge.distribution.origins["app"].listener.load_balancer == as_record  # type: ignore[attr-defined]
+    assert thaw_value(templates()["forward"]).target_groups[0].weight == 1
 
 
 def test_records_are_read_only_and_equal_by_their_fields() -> None:

@@ -23,11 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 from lbd.admin.server import AdminRequest, AdminResponse, BadRequest, Router
 from lbd.gateway.keys import KeyRefused, KeyStore, keys_path, load_keys, save_keys
+from lbd.observe import api_summary
+from lbd.observe.metrics import NodeStats
 
 if TYPE_CHECKING:
     from lbd.supervisor import Supervisor
 
 log = logging.getLogger("lbd.admin")
+
+
+class WorkerSilent(Exception):
+    """A worker did not answer a control message."""
 
 
 class GatewayAdmin:
@@ -188,10 +194,19 @@ class GatewayAdmin:
         config = self.supervisor.current.config
         if plan not in {p.name for p in config.usage_plans}:
             return AdminResponse(404, {"error": f"no usage plan named {plan!r}"})
+        try:
+            usage = await self.plan_usage(plan)
+        except WorkerSilent as exc:
+            return AdminResponse(503, {"error": f"a worker did not answer: {exc}"})
+        return AdminResponse(200, {"usage_plan": plan, "keys": usage})
+
+    async def plan_usage(self, plan: str) -> dict[str, dict[str, Any]]:
+        """Each key's requests in the plan's current quota period, every worker's added up (one worker's
+        with a shared Redis counter); WorkerSilent if one did not answer."""
         self._seq += 1
         message = {"op": "api_usage", "generation": self._seq, "plan": plan}
         workers = self.supervisor.workers
-        if config.shared_state.redis is not None:
+        if self.supervisor.current.config.shared_state.redis is not None:
             workers = workers[:1]  # one shared counter: every worker reads the same number
         replies = await asyncio.gather(
             *(w.request(message, "api_usage") for w in workers), return_exceptions=True
@@ -199,11 +214,30 @@ class GatewayAdmin:
         usage: dict[str, dict[str, Any]] = {}
         for reply in replies:
             if isinstance(reply, BaseException):
-                return AdminResponse(503, {"error": f"a worker did not answer: {reply}"})
+                raise WorkerSilent(str(reply)) from reply
             for key_id, entry in reply.get("usage", {}).items():
                 total = usage.setdefault(key_id, dict(entry, used=0))
                 total["used"] += int(entry["used"])
-        return AdminResponse(200, {"usage_plan": plan, "keys": usage})
+        return usage
+
+    async def summary_parts(self, node: NodeStats) -> dict[str, Any]:
+        """The ``apis`` and ``usage_plans`` of ``GET /v1/summary`` (lbd/observe/api_summary.py), each only
+        when the config has some, so that the console shows their sections only then."""
+        config = self.supervisor.current.config
+        parts: dict[str, Any] = {}
+        if config.apis:
+            parts["apis"] = api_summary.apis(config, node)
+        if config.usage_plans:
+            usage: dict[str, dict[str, dict[str, Any]] | None] = {}
+            for plan in config.usage_plans:
+                try:
+                    usage[plan.name] = await self.plan_usage(plan.name) if plan.quota else {}
+                except WorkerSilent as exc:
+                    log.warning("usage plan %s: no usage for the summary: %s", plan.name, exc)
+                    usage[plan.name] = None
+            keys = [key.describe() for key in self.store.keys.values()]  # never the values
+            parts["usage_plans"] = api_summary.usage_plans(config, keys, usage)
+        return parts
 
 
 async def _flush_cache_of(admin: GatewayAdmin, api: str) -> AdminResponse:

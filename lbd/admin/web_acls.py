@@ -176,7 +176,13 @@ class WebAclControl:
             )
         config = host.config
         acls = replace_acl(self.effective(), acl)
-        issues = [*cross_check(acls, {lb.name: lb.type for lb in config.load_balancers})]
+        issues = [
+            *cross_check(
+                acls,
+                {lb.name: lb.type for lb in config.load_balancers},
+                {api.name: api.protocol for api in config.apis},
+            )
+        ]
         _, unreadable = read_ip_set_files((acl,))
         issues += [
             i._replace(path=i.path.replace("web_acls[0]", f"web_acls[{index}]", 1)) for i in unreadable

@@ -137,3 +137,41 @@ def cache_control_action(
     if strategy is UnauthorizedCacheControlHeaderStrategy.SUCCEED_WITH_RESPONSE_HEADER:
         return CacheControlAction.IGNORE_WITH_WARNING
     return CacheControlAction.IGNORE
+
+
+# -- the edge cache's keys (distributions) ----------------------------------------------------------------
+
+EDGE = b"E"
+
+
+def edge_prefix(distribution: str) -> bytes:
+    """The prefix every key of ``distribution`` starts with."""
+    return EDGE + _field(distribution)
+
+
+def edge_key(distribution: str, path: str, query: str, parts: Sequence[tuple[str, str]]) -> bytes:
+    """The edge cache's key: the distribution, the path and the query string as they go into the key,
+    then the policy's other parts (headers, cookies, the normalised Accept-Encoding, Vary's fields) as
+    name and value pairs. The path and query come first so invalidations can read them back
+    (``edge_key_target``)."""
+    out = [edge_prefix(distribution), _field(path), _field(query), len(parts).to_bytes(4, "big")]
+    for name, value in parts:
+        out.append(_field(name))
+        out.append(_field(value))
+    return b"".join(out)
+
+
+def _read_field(key: bytes, at: int) -> tuple[str, int]:
+    length = int.from_bytes(key[at : at + 4], "big")
+    end = at + 4 + length
+    return key[at + 4 : end].decode("utf-8", "surrogatepass"), end
+
+
+def edge_key_target(key: bytes) -> tuple[str, str, str] | None:
+    """(distribution, path, query) of an edge key, or None for a key of another kind."""
+    if not key.startswith(EDGE):
+        return None
+    distribution, at = _read_field(key, 1)
+    path, at = _read_field(key, at)
+    query, _ = _read_field(key, at)
+    return distribution, path, query

@@ -29,7 +29,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"{args.config}: OK ({_count(len(config.load_balancers), 'load balancer')}, "
         f"{_count(listeners, 'listener')}, {_count(len(config.target_groups), 'target group')}, "
-        f"{_count(targets, 'target')}" + (f", {_count(len(config.apis), 'API')}" if config.apis else "") + ")"
+        f"{_count(targets, 'target')}"
+        + (f", {_count(len(config.apis), 'API')}" if config.apis else "")
+        + (f", {_count(len(config.distributions), 'distribution')}" if config.distributions else "")
+        + ")"
     )
     return 0
 

@@ -24,6 +24,12 @@ ROUTE_KEY = re.compile(
     r"(/|(/(\{[A-Za-z0-9._-]+\}|[A-Za-z0-9._~!$&'()*,;=:@%-]+))*(/\{[A-Za-z0-9._-]+\+\})?))$"
 )
 # Parameter mapping (non-proxy HTTP integrations): integration.request.{header,querystring,path}.NAME.
+# WebSocket APIs' route keys ("Working with routes for WebSocket APIs"): the predefined $connect,
+# $disconnect and $default, or a custom key matched against the route selection expression's value
+# (custom keys may not start with "$"). The schema takes either form; gateway_checks.py holds each API
+# to its protocol's form.
+WS_ROUTE_KEY = re.compile(r"^(\$connect|\$disconnect|\$default|[^$\s][\x21-\x7e]{0,127})$")
+ANY_ROUTE_KEY = re.compile(f"^({ROUTE_KEY.pattern[1:-1]}|{WS_ROUTE_KEY.pattern[1:-1]})$")
 MAPPING_TARGET = re.compile(r"^integration\.request\.(header|querystring|path)\.[A-Za-z0-9._$-]+$")
 MAPPING_SOURCE = re.compile(
     r"^(method\.request\.(header|querystring|path)\.[A-Za-z0-9._$-]+"
@@ -35,6 +41,8 @@ PATTERN_WORDS.update(
     {
         ROUTE_KEY.pattern: '"$default" or METHOD /path (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or ANY; '
         "path segments, {name} parameters and one greedy {name+} last)",
+        ANY_ROUTE_KEY.pattern: '"$default", METHOD /path (HTTP and REST APIs) or "$connect", '
+        '"$disconnect" or a custom key not starting with "$" (WEBSOCKET APIs)',
         CACHE_KEY.pattern: "method.request.header|querystring|path.NAME",
         STAGE: "1-128 letters, digits, _ and -",
         r"^/[^\s?#]*$": "a path starting with / (no spaces, ? or #)",
@@ -183,13 +191,16 @@ class Integration(Model):
 
 
 class Route(Model):
-    route_key: str = Field(pattern=ROUTE_KEY.pattern)
+    route_key: str = Field(pattern=ANY_ROUTE_KEY.pattern)
     integration: Integration
     authorizer: str | None = Field(None, pattern=NAME)
     authorization_scopes: tuple[str, ...] = Field((), max_length=10)
     api_key_required: bool = False
     cache: RouteCache | None = None
     throttle: Throttle | None = None
+    # WEBSOCKET: "$default" makes the route two-way, its integration's response body going back to the
+    # client as a message (API Gateway's routeResponseSelectionExpression; docs/websocket.md).
+    route_response_selection_expression: Literal["$default"] | None = None
 
     @field_validator("route_key")
     @classmethod
@@ -229,13 +240,23 @@ class Api(Model):
         Literal[RESPONSE_TYPES],  # type: ignore[valid-type]
         GatewayResponse,
     ] = Field(default_factory=dict)
-    idle_timeout_seconds: int = Field(60, ge=1, le=4000)
+    idle_timeout_seconds: int = Field(60, ge=1, le=4000)  # WEBSOCKET: 600 unless set (API Gateway's)
+    # WEBSOCKET: a connection is closed (1001) after this long whatever it does (API Gateway: 2 hours).
+    max_connection_seconds: int = Field(7200, ge=1, le=7200)
     # One JSON line per request with API Gateway's $context variables (docs/gateway.md).
     access_log: ApiAccessLog | None = None
 
+    @model_validator(mode="after")
+    def _websocket_idle(self) -> Api:
+        # API Gateway's WebSocket idle timeout is 10 minutes; filled in here, not read from
+        # model_fields_set, so that workers (which get plain records, lbd/config/plain.py) see it too.
+        if self.protocol == "WEBSOCKET" and "idle_timeout_seconds" not in self.model_fields_set:
+            object.__setattr__(self, "idle_timeout_seconds", 600)  # a frozen model, still being built
+        return self
+
 
 class RouteThrottle(Model):
-    route_key: str = Field(pattern=ROUTE_KEY.pattern)
+    route_key: str = Field(pattern=ANY_ROUTE_KEY.pattern)
     throttle: Throttle
 
 

@@ -77,7 +77,7 @@ Authorizer = Annotated[JwtAuthorizer | RequestAuthorizer | IamAuthorizer, Field(
 
 
 class SharedState(Model):
-    """Where a fleet's counters live: usage-plan throttles and quotas (and, later, WebSocket connections)."""
+    """Where a fleet's counters live: usage-plan throttles and quotas, and WebSocket connections."""
 
     redis: str | None = Field(None, pattern=r"^(redis|rediss|unix)://")
     # What a request meets while Redis is unreachable: "open" admits it (counted in process meanwhile),

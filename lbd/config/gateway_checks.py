@@ -14,6 +14,7 @@ from typing import Any
 from lbd.config.gateway_auth import JwtAuthorizer, RequestAuthorizer
 from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config
+from lbd.config.websocket_checks import route_form_issues
 
 
 def gateway_issues(config: Config) -> Iterator[ConfigIssue]:
@@ -54,6 +55,7 @@ def _apis(config: Config) -> Iterator[ConfigIssue]:
             yield ConfigIssue(
                 f"{where}.route_selection_expression", "only WEBSOCKET APIs select routes by expression"
             )
+        yield from route_form_issues(api, where)
         authorizers = {a.name for a in api.authorizers}
         yield from _unique([a.name for a in api.authorizers], f"{where}.authorizers", "name")
         yield from _unique([r.route_key for r in api.routes], f"{where}.routes", "route_key")
@@ -161,11 +163,6 @@ def gateway_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     """What validates but this build does not serve (preflight.py; ``lbd check`` and ``lbd run``)."""
     for i, api in enumerate(config.apis):
         where = f"apis[{i}]"
-        if api.protocol == "WEBSOCKET":
-            yield ConfigIssue(
-                f"{where}.protocol",
-                "WEBSOCKET APIs are not served by this version of lbd yet (served: REST, HTTP)",
-            )
         if api.endpoint_type == "EDGE":
             yield ConfigIssue(
                 f"{where}.endpoint_type",

@@ -87,8 +87,52 @@ def thaw(data: dict[str, Any]) -> Config:
 
 
 def compact(config: Config) -> dict[str, Any]:
-    """A validated config as plain JSON data (the supervisor's side; the caller has pydantic loaded)."""
-    return cast("dict[str, Any]", _mark_maps(config, config.model_dump(mode="json")))
+    """A validated config as plain JSON data (the supervisor's side; the caller has pydantic loaded), with
+    ``templates``: the records the edge builds its stand-in load balancers from."""
+    data = cast("dict[str, Any]", _mark_maps(config, config.model_dump(mode="json")))
+    data[TEMPLATES] = templates()
+    return data
+
+
+# Models a worker makes itself (a distribution's stand-in load balancer, lbd/edge/runtime.py) without the
+# schema: sent once with their defaults filled in, then copied with ``replaced``.
+TEMPLATES = "templates"
+
+
+def templates() -> dict[str, Any]:
+    """A default load balancer, listener and forward action, as plain JSON data."""
+    from lbd.config.schema import ForwardAction, Listener, LoadBalancer
+
+    forward = ForwardAction(type="forward", target_group="template")
+    listener = Listener(protocol="HTTP", port=80)
+    made = {
+        "load_balancer": LoadBalancer(
+            name="template",
+            type="application",
+            cross_zone=True,
+            idle_timeout_seconds=60,
+            listeners=(listener.model_copy(update={"default_actions": (forward,)}),),
+        ),
+        "listener": listener,
+        "forward": forward,
+    }
+    return {name: _mark_maps(model, model.model_dump(mode="json")) for name, model in made.items()}
+
+
+def template(config: Any, name: str) -> Any:
+    """Template ``name`` of ``config``: a thawed config's own, or made now for a model Config (whose
+    caller has the schema loaded already)."""
+    found = getattr(config, TEMPLATES, None)
+    if found is None:
+        found = thaw_value(templates())
+    return getattr(found, name)
+
+
+def replaced(value: Any, **changes: Any) -> Any:
+    """A copy of a record (or a model) with ``changes``: ``model_copy(update=...)`` for either."""
+    if isinstance(value, Record):
+        return Record({**value.__dict__, **changes})
+    return value.model_copy(update=changes)
 
 
 def _mark_maps(value: Any, dumped: Any) -> Any:

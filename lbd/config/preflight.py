@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lbd.classic import expand
+from lbd.config.edge import edge_startup_issues
 from lbd.config.gateway_checks import gateway_startup_issues
 from lbd.config.issues import ConfigIssue
 from lbd.config.loader import ConfigError, parse_config, with_line
@@ -68,6 +69,7 @@ def startup_issues(config: Config) -> list[ConfigIssue]:
         *_certificates(config),
         *_token_file(config),
         *_key_file(config),
+        *edge_startup_issues(config),
         *gateway_startup_issues(config),
         *_web_acls(config),
     ]
@@ -170,10 +172,7 @@ def read_token(config: Config) -> str | None:
 
 
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
-    # Associations with APIs and distributions validate, but this build serves web ACLs on load balancers
-    # only; IP set files must read and parse, as the workers will read them.
+    # IP set files must read and parse, as the workers will read them.
     from lbd.config.web_acl_reading import read_ip_set_files
-    from lbd.config.web_acls import unserved
 
-    yield from unserved(config.web_acls)
     yield from read_ip_set_files(config.web_acls)[1]

@@ -728,6 +728,8 @@ class TargetGroup(Model):
         return self
 
 
+from lbd.config.edge import Distribution  # noqa: E402  (edge.py builds on the models above)
+
 # The gateway's models (they build on base.py's Model, not on this module).
 from lbd.config.gateway import Api, UsagePlan  # noqa: E402
 from lbd.config.gateway_auth import SharedState  # noqa: E402
@@ -745,6 +747,7 @@ class Config(Model):
     shared_state: SharedState = SharedState()
     web_acls: tuple[WebAcl, ...] = ()  # AWS WAF's web ACLs (lbd/config/web_acls.py, docs/waf.md)
     config_path: str | None = Field(None, exclude=True)  # set by load_config; not a key of the file
+    distributions: tuple[Distribution, ...] = ()  # CloudFront-style edge caches (lbd/config/edge.py)
 
 
 # Keys the loader fills in from context (resolve_defaults) when the file leaves them out: required by

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
+from lbd.config.edge import edge_issues
 from lbd.config.gateway_checks import gateway_issues
 from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, RedirectAction, TargetGroup
@@ -34,6 +35,7 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         *_bindings(config),
         *_admin(config),
         *_stickiness(config),
+        *edge_issues(config),
         *gateway_issues(config),
         *_web_acls(config),
     ]
@@ -250,4 +252,8 @@ def _admin(config: Config) -> Iterator[ConfigIssue]:
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
     from lbd.config.web_acls import cross_check as web_acl_check
 
-    yield from web_acl_check(config.web_acls, {lb.name: lb.type for lb in config.load_balancers})
+    yield from web_acl_check(
+        config.web_acls,
+        {lb.name: lb.type for lb in config.load_balancers},
+        {api.name: api.protocol for api in config.apis},
+    )

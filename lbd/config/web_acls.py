@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -404,14 +404,13 @@ def _rate_statements(statement: Statement, path: str) -> Iterator[tuple[str, Rat
             yield f"{sub_path}.rate_based", sub.rate_based
 
 
-# Association kinds this build serves; the gateway (apis) and edge (distributions) layers are not in it yet.
-SERVED_ASSOCIATIONS = ("load_balancer",)
+def cross_check(
+    acls: tuple[WebAcl, ...], load_balancers: dict[str, str], apis: Mapping[str, str] | None = None
+) -> Iterator[ConfigIssue]:
+    """Names unique, and every load_balancer association names an application load balancer of the file
+    (and, with ``apis``, every api association a REST or HTTP API of the file).
 
-
-def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Iterator[ConfigIssue]:
-    """Names unique, and every load_balancer association names an application load balancer of the file.
-
-    ``load_balancers`` maps each load balancer's name to its type.
+    ``load_balancers`` maps each load balancer's name to its type, ``apis`` each API's to its protocol.
     """
     from lbd.config.issues import ConfigIssue
 
@@ -440,20 +439,31 @@ def cross_check(acls: tuple[WebAcl, ...], load_balancers: dict[str, str]) -> Ite
                 yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner[name]!r}")
             else:
                 owner[name] = acl.name
+        if apis is not None:
+            yield from _api_associations(acl, where, apis, owner)
 
 
-def unserved(acls: tuple[WebAcl, ...]) -> Iterator[ConfigIssue]:
-    """Associations this build validates but does not serve yet (lbd check and lbd run refuse them)."""
+def _api_associations(
+    acl: WebAcl, where: str, apis: Mapping[str, str], owner: dict[str, str]
+) -> Iterator[ConfigIssue]:
     from lbd.config.issues import ConfigIssue
 
-    for i, acl in enumerate(acls):
-        for j, association in enumerate(acl.associations):
-            for kind in ("api", "distribution"):
-                if getattr(association, kind) is not None:
-                    yield ConfigIssue(
-                        f"web_acls[{i}].associations[{j}].{kind}",
-                        f"web ACLs on {kind}s are not served by this build yet (served: load_balancer)",
-                    )
+    for j, association in enumerate(acl.associations):
+        name = association.api
+        if name is None:
+            continue
+        path = f"{where}.associations[{j}].api"
+        if name not in apis:
+            known = ", ".join(sorted(apis)) or "none"
+            yield ConfigIssue(path, f"no API named {name!r} (defined: {known})")
+        elif apis[name] == "WEBSOCKET":
+            # AWS WAF protects REST API stages (lbd: HTTP APIs too), not WebSocket APIs.
+            yield ConfigIssue(path, f"{name!r} is a WEBSOCKET API; web ACLs protect REST and HTTP APIs")
+        elif owner.get("api:" + name, acl.name) != acl.name:
+            # WAF: a resource (here an API's stage) is associated with at most one web ACL.
+            yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner['api:' + name]!r}")
+        else:
+            owner["api:" + name] = acl.name
 
 
 RateBased.model_rebuild()
@@ -489,7 +499,11 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     for index, acl in enumerate(acls):
         if acl.name in overrides:
             acls = replace_acl(acls, parse_acl(overrides[acl.name], index))
-    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}))
+    issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}, _api_names(config)))
     if issues:
         raise ConfigError(issues)
     return config.model_copy(update={"web_acls": acls})
+
+
+def _api_names(config: Any) -> dict[str, str]:
+    return {api.name: api.protocol for api in getattr(config, "apis", ())}

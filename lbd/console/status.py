@@ -234,7 +234,123 @@ def render(after: dict[str, Any], before: dict[str, Any] | None, url: str) -> st
     ]
     if flags:
         lines += ["", *flags]
+    lines += render_gateway(after, before)
     return "\n".join(lines) + "\n"
+
+
+def _latency_window(after: dict[str, Any], before: dict[str, Any] | None) -> list[int]:
+    now = after["latency"]["counts"]
+    then = before["latency"]["counts"] if before else [0] * len(now)
+    return [max(0, a - b) for a, b in zip(now, then, strict=True)]
+
+
+def _auth(route: dict[str, Any]) -> str:
+    parts = []
+    if route.get("authorizer"):
+        parts.append(f"{route['authorizer'].get('type')} {route['authorizer']['name']}")
+    if route.get("api_key_required"):
+        parts.append("API key")
+    return ", ".join(parts) or "open"
+
+
+def _integration(integration: dict[str, Any]) -> str:
+    if integration["type"] == "MOCK":
+        return f"MOCK {integration.get('status_code', '')}".rstrip()
+    return f"{integration['type']} {integration.get('target_group', '')}".rstrip()
+
+
+def api_rows(after: dict[str, Any], before: dict[str, Any] | None) -> list[list[str]]:
+    """A row per API route (then the API's own, every route and unmatched requests), rates over the
+    window between the two summaries, cache hit ratio and p50/p99 of the route's Latency."""
+    seconds = after["time"] - before["time"] if before else 0.0
+    old = {a["name"]: a for a in before.get("apis", [])} if before else {}
+    bounds = after["latency_buckets"]
+    rows = [
+        [
+            "API",
+            "STAGE",
+            "ROUTE",
+            "INTEGRATION",
+            "AUTH",
+            "REQ/S",
+            "4XX/S",
+            "5XX/S",
+            "CACHE HIT",
+            "P50",
+            "P99",
+            "TOTAL",
+        ]
+    ]
+
+    def row(api: dict[str, Any], name: str, now: dict[str, Any], prev: Any, first: list[str]) -> list[str]:
+        def per_second(field: str) -> str:
+            return fmt_rate(rate(now[field], prev[field] if prev else None, seconds))
+
+        window = _latency_window(now, prev) if prev or not before else None
+        ratio = now.get("cache_hit_ratio")
+        return [
+            api["name"],
+            api["stage"],
+            name,
+            *first,
+            per_second("requests"),
+            per_second("http_4xx"),
+            per_second("http_5xx"),
+            "-" if ratio is None else f"{ratio * 100:.0f}%",
+            fmt_seconds(quantile(window, 0.5, bounds) if window else None),
+            fmt_seconds(quantile(window, 0.99, bounds) if window else None),
+            str(now["requests"]),
+        ]
+
+    for api in after.get("apis", []):
+        prev_api = old.get(api["name"])
+        prev_routes = {r["route_key"]: r for r in prev_api["routes"]} if prev_api else {}
+        for route in api["routes"]:
+            first = [_integration(route["integration"]), _auth(route)]
+            rows.append(row(api, route["route_key"], route, prev_routes.get(route["route_key"]), first))
+        rows.append(row(api, "(all routes)", api, prev_api, ["", ""]))
+    return rows
+
+
+def plan_rows(after: dict[str, Any]) -> list[list[str]]:
+    """A row per key of each usage plan (by id and name; the summary never has a key's value)."""
+    rows = [["USAGE PLAN", "THROTTLE", "QUOTA", "KEY", "NAME", "STATE", "USED", "PERIOD ENDS"]]
+    for plan in after.get("usage_plans", []):
+        throttle = plan.get("throttle")
+        quota = plan.get("quota")
+        first = [
+            plan["name"],
+            f"{throttle['rate_limit']}/s burst {throttle['burst_limit']}" if throttle else "-",
+            f"{quota['limit']}/{quota['period']}" if quota else "-",
+        ]
+        if not plan["keys"]:
+            rows.append([*first, "(none)", "", "", "", ""])
+        for member in plan["keys"]:
+            used = "-" if member["used"] is None else str(member["used"])
+            if member["used"] is not None and member["limit"]:
+                used += f"/{member['limit']}"
+            end = member.get("period_end")
+            rows.append(
+                [
+                    *first,
+                    member["id"],
+                    member["name"],
+                    "enabled" if member["enabled"] else "disabled",
+                    used,
+                    time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end)) if end else "-",
+                ]
+            )
+    return rows
+
+
+def render_gateway(after: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """The APIs and usage plans, when the summary has them (the config defines some)."""
+    lines: list[str] = []
+    if after.get("apis"):
+        lines += ["", *table(api_rows(after, before), right=frozenset(range(5, 12)))]
+    if after.get("usage_plans"):
+        lines += ["", *table(plan_rows(after), right=frozenset({6}))]
+    return lines
 
 
 # -- the command -------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ HTML = "text/html; charset=utf-8"
 ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
+    "gateway.js": "text/javascript; charset=utf-8",  # APIs and usage plans
 }
 # The page loads nothing from elsewhere and runs no inline script: a stored name or description that
 # slipped into the markup could not run (it is set as text anyway).
@@ -101,4 +102,9 @@ def add_routes(router: Router, token: str | None) -> Console:
     router.add("POST", "/logout", console.logout, public=True)
     router.add("GET", "/console/console.css", stylesheet, public=True)
     router.add("GET", "/console/console.js", script)
+
+    async def gateway_script(request: AdminRequest) -> AdminResponse:
+        return console.asset("gateway.js")
+
+    router.add("GET", "/console/gateway.js", gateway_script)
     return console

@@ -8,6 +8,12 @@ towards outlier detection. Connections are HTTP/1.1 keep-alive (RFC 9112 9.3), k
 between requests and dropped when the Snapshot generation changes, like the proxy's own pool
 (lbd/http/upstream.py; its connections are typed to the proxy's Exchange, hence this small client).
 
+Like the proxy, a request is callbacks, not a coroutine (``GatewayFetch.start``): the request is written
+on a pooled connection, the response's ``data_received`` hands the reply to the caller's callback, and
+the deadline is one timer handle cancelled when the reply is in. Only a connect (no idle connection to
+the target) runs as a task. ``GatewayFetch.__call__`` wraps the same path in a future for the callers
+that await (REQUEST authorizers, the pipeline's fallback when an engine must await).
+
 Responses are parsed by httptools and held in memory: the gateway buffers bodies anyway (API Gateway's
 10 MB payload limit applies both ways), so a larger response is an integration failure.
 """
@@ -15,6 +21,7 @@ Responses are parsed by httptools and held in memory: the gateway buffers bodies
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -28,6 +35,8 @@ from lbd.http import fastpath
 if TYPE_CHECKING:
     from lbd.runtime import TargetGroupRuntime
     from lbd.upstream.target import Target
+
+log = logging.getLogger("lbd.gateway")
 
 MAX_RESPONSE = 10 * 1024 * 1024  # API Gateway's payload limit
 MAX_IDLE_PER_TARGET = 64  # as the proxy's pool (lbd/http/upstream.py)
@@ -52,17 +61,23 @@ class NoTarget(ConnectionError):
     """The target group has no target that takes traffic (503, not 502)."""
 
 
-class _TargetConnection(asyncio.Protocol):
+Done = Callable[[UpstreamReply | None, Exception | None], None]  # (reply, None) or (None, the error)
+
+
+class _TargetConnection:
+    """One keep-alive connection to a target (an asyncio protocol; an extension type compiled)."""
+
     def __init__(self, target: Target, generation: int) -> None:
         self.target = target
         self.generation = generation
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[UpstreamReply] | None = None
+        self.call: _Call | None = None
         self.headers: list[tuple[str, str]] = []
         self.body: list[bytes] = []
         self.size = 0
         self.received = False
+        self.reused = False
         self.keep_alive = True
         self.head = False  # the request is a HEAD: its response has no body whatever it announces
         self.partial = False  # the parser is inside a response
@@ -70,8 +85,26 @@ class _TargetConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
+    # What asyncio.Protocol would give: a whole request is written at once and a target's FIN closes.
+    def pause_writing(self) -> None:
+        return None
+
+    def resume_writing(self) -> None:
+        return None
+
+    def eof_received(self) -> bool:
+        return False
+
+    def begin(self, call: _Call) -> None:
+        self.call = call
+        call.conn = self
+        self.received = False
+        self.head = call.head
+        assert self.transport is not None
+        self.transport.write(call.request)
+
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None:
+        if self.call is None:
             self.close()  # RFC 9112 9.3: nothing may arrive between responses
             return
         self.received = True
@@ -81,12 +114,8 @@ class _TargetConnection(asyncio.Protocol):
             parsed = fastpath.simple_response(data)
             if parsed is not None and len(data) - parsed[4] == parsed[2]:
                 status, head, _, keep_alive, body_at = parsed
-                fields = fastpath.field_lines(head[head.index(b"\r\n") + 2 :])
-                headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in fields]
                 self.keep_alive = keep_alive
-                self.waiter.set_result(
-                    UpstreamReply(status, [(n, v) for n, v in headers if n not in HOP_BY_HOP], data[body_at:])
-                )
+                self._reply(UpstreamReply(status, _reply_fields(head), data[body_at:]))
                 return
         try:
             self.parser.feed_data(data)
@@ -95,7 +124,7 @@ class _TargetConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.waiter is not None and not self.waiter.done():
+        if self.call is not None:
             with suppress(httptools.HttpParserError):
                 self.parser.feed_data(b"")  # a response delimited by the close (RFC 9112 6.3) ends here
             self._fail(ConnectionError("the target closed the connection"))
@@ -127,17 +156,24 @@ class _TargetConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.partial = False
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
+        if self.call is not None:
             status = self.parser.get_status_code()
             headers = [(n, v) for n, v in self.headers if n not in HOP_BY_HOP]
-            waiter.set_result(UpstreamReply(status, headers, b"".join(self.body)))
+            self._reply(UpstreamReply(status, headers, b"".join(self.body)))
+
+    def _reply(self, reply: UpstreamReply) -> None:
+        call = self.call
+        self.call = None
+        if call is not None:
+            call.replied(self, reply)
 
     def _fail(self, exc: Exception) -> None:
         self.keep_alive = False
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
+        call = self.call
+        self.call = None
         self.close()
+        if call is not None:
+            call.failed(self, exc)
 
     @property
     def alive(self) -> bool:
@@ -148,9 +184,86 @@ class _TargetConnection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(waiter: asyncio.Future[UpstreamReply]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
+class _Call:
+    """One request to a target, from ``GatewayFetch.start`` until its callback has been called (once)."""
+
+    def __init__(
+        self,
+        fetch: GatewayFetch,
+        group: TargetGroupRuntime,
+        target: Target,
+        request: bytes,
+        head: bool,
+        done: Done,
+    ) -> None:
+        self.fetch = fetch
+        self.group = group
+        self.target = target
+        self.request = request
+        self.head = head
+        self.done = done
+        self.conn: _TargetConnection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.attempt = 0
+        self.finished = False
+
+    def replied(self, conn: _TargetConnection, reply: UpstreamReply) -> None:
+        if self.finished:
+            return
+        self._end()
+        self.fetch._release(conn)
+        if reply.status >= 500:
+            self.group.request_failed(self.target)
+        else:
+            self.group.request_succeeded(self.target)
+        self.done(reply, None)
+
+    def failed(self, conn: _TargetConnection | None, exc: Exception) -> None:
+        if self.finished:
+            return
+        if (
+            isinstance(exc, ConnectionError)
+            and conn is not None
+            and conn.reused
+            and not conn.received
+            and self.attempt == 0
+        ):
+            # A kept-alive connection the target closed just as it was reused: try once on a new one
+            # (nothing of this request reached the application, RFC 9112 9.3.1).
+            self.attempt = 1
+            self.conn = None
+            self.fetch._send(self)
+            return
+        self._end()
+        self.group.request_failed(self.target)
+        self.done(None, exc)
+
+    def expire(self) -> None:
+        """The integration's timeout: the response would come to no one, so the connection goes."""
+        self.timer = None
+        conn = self.conn
+        if conn is not None and conn.call is self:
+            conn.call = None
+            conn.close()
+        self.failed(None, TimeoutError())
+
+    def abandon(self) -> None:
+        """The caller went away (a cancelled await): end silently."""
+        if self.finished:
+            return
+        conn = self.conn
+        if conn is not None and conn.call is self:
+            conn.call = None
+            conn.close()
+        self._end()
+
+    def _end(self) -> None:
+        self.finished = True
+        self.target.outstanding -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class GatewayFetch:
@@ -163,6 +276,7 @@ class GatewayFetch:
         self._generation = generation
         self._idle: dict[bytes, list[_TargetConnection]] = {}
         self._closed = False  # the Snapshot is out of service: connections close once their request ends
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(
         self,
@@ -173,100 +287,101 @@ class GatewayFetch:
         body: bytes,
         timeout: float,
     ) -> UpstreamReply:
-        group = self._groups().get(target_group)
-        if group is None:
-            raise NoTarget(f"no target group {target_group!r}")
-        target = group.pick()
-        if target is None:
-            raise NoTarget(f"target group {target_group} has no target that takes traffic")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        target.outstanding += 1
-        if target.stats is not None:
-            target.stats.requests += 1
-        try:
-            reply = await self._exchange(group, target, method, path, headers, body, deadline)
-        except TimeoutError:
-            group.request_failed(target)
-            raise
-        except ConnectionError:
-            group.request_failed(target)
-            raise
-        finally:
-            target.outstanding -= 1
-        if reply.status >= 500:
-            group.request_failed(target)
-        else:
-            group.request_succeeded(target)
-        return reply
+        waiter: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
 
-    async def _exchange(
+        def done(reply: UpstreamReply | None, error: Exception | None) -> None:
+            if waiter.done():
+                return
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                assert reply is not None
+                waiter.set_result(reply)
+
+        call = self.start(target_group, method, path, headers, body, timeout, done)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if call is not None:
+                call.abandon()
+            raise
+
+    def start(
         self,
-        group: TargetGroupRuntime,
-        target: Target,
+        target_group: str,
         method: str,
         path: str,
         headers: Sequence[tuple[str, str]],
         body: bytes,
-        deadline: float,
-    ) -> UpstreamReply:
+        timeout: float,
+        done: Done,
+    ) -> _Call | None:
+        """Send the request; ``done`` gets the reply or the error (NoTarget, ConnectionError, TimeoutError),
+        maybe before this returns. None when it was answered at once (no target)."""
+        group = self._groups().get(target_group)
+        if group is None:
+            done(None, NoTarget(f"no target group {target_group!r}"))
+            return None
+        target = group.pick()
+        if target is None:
+            done(None, NoTarget(f"target group {target_group} has no target that takes traffic"))
+            return None
         head = [f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"]
         head += [f"{name}: {value}\r\n" for name, value in headers]
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             head.append(f"content-length: {len(body)}\r\n")
         request = "".join(head).encode("latin-1", "replace") + b"\r\n" + body
-        for attempt in range(2):
-            conn = self._acquire(target)
-            reused = conn is not None
-            if conn is None:
-                conn = await self._connect(group, target, deadline)
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[UpstreamReply] = loop.create_future()
-            conn.waiter = waiter
-            conn.received = False
-            conn.head = method == "HEAD"
-            assert conn.transport is not None
-            conn.transport.write(request)
-            # One timer for the deadline (cheaper than a timeout context per request).
-            timer = loop.call_at(deadline, _expire, waiter)
-            try:
-                reply = await waiter
-            except ConnectionError:
-                # A kept-alive connection the target closed just as it was reused: try once on a new one
-                # (nothing of this request reached the application, RFC 9112 9.3.1).
-                if reused and not conn.received and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                conn.close()  # a timeout or cancellation: the response would come to no one
-                raise
-            finally:
-                timer.cancel()
-                conn.waiter = None
-            self._release(conn)
-            return reply
-        raise ConnectionError("unreachable")  # pragma: no cover
+        target.outstanding += 1
+        if target.stats is not None:
+            target.stats.requests += 1
+        call = _Call(self, group, target, request, method == "HEAD", done)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()  # once: each call of it is a getpid() system call
+        call.deadline = loop.time() + timeout
+        # One timer for the deadline, cancelled when the reply is in (no timeout context, no task).
+        call.timer = loop.call_at(call.deadline, call.expire)
+        self._send(call)
+        return call
 
-    async def _connect(self, group: TargetGroupRuntime, target: Target, deadline: float) -> _TargetConnection:
+    def _send(self, call: _Call) -> None:
+        conn = self._acquire(call.target)
+        if conn is not None:
+            conn.begin(call)
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._connect_for(call))
+        task.add_done_callback(_report)
+
+    async def _connect_for(self, call: _Call) -> None:
+        try:
+            conn = await self._connect(call.group, call.target)
+        except ConnectionError as exc:
+            call.failed(None, exc)
+            return
+        conn.reused = False
+        if call.finished:
+            self._release(conn)  # the deadline passed meanwhile: the connection is kept for the next one
+            return
+        conn.begin(call)
+
+    async def _connect(self, group: TargetGroupRuntime, target: Target) -> _TargetConnection:
         conn = _TargetConnection(target, self._generation())
         tls: ssl.SSLContext | None = group.tls
         loop = asyncio.get_running_loop()
-        connect_by = loop.time() + group.connect_timeout
-        # Whichever ends first: the integration's timeout (INTEGRATION_TIMEOUT) or the group's connect
-        # timeout (the target is unreachable: INTEGRATION_FAILURE).
-        limit = min(deadline, connect_by)
+        # The integration's timeout (INTEGRATION_TIMEOUT) is the call's timer; the group's connect timeout
+        # (the target is unreachable: INTEGRATION_FAILURE) is this one.
         try:
-            async with asyncio.timeout_at(limit):
+            async with asyncio.timeout(group.connect_timeout):
+                # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
                 await loop.create_connection(
-                    lambda: conn,
+                    lambda: cast(asyncio.Protocol, conn),
                     target.id,
                     target.port,
                     ssl=tls,
                     server_hostname=target.tls_name(group.verify) if tls is not None else None,
                 )
         except TimeoutError:
-            if limit == deadline:
-                raise
             raise ConnectionError(f"connect to {target.label} timed out") from None
         except OSError as exc:
             if target.stats is not None:
@@ -280,6 +395,7 @@ class GatewayFetch:
         while idle:
             conn = idle.pop()
             if conn.alive and conn.generation == generation:
+                conn.reused = True
                 return conn
             conn.close()
         return None
@@ -300,3 +416,24 @@ class GatewayFetch:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+def _reply_fields(head: bytes) -> list[tuple[str, str]]:
+    """The fields of a response head ``fastpath.simple_response`` accepted (status line, then valid
+    CRLF-ended field lines), lower-case names, without the hop-by-hop and framing ones: decoded once and
+    split, a few times quicker than a match per line."""
+    fields = []
+    lines = head.decode("latin-1").split("\r\n")
+    for i in range(1, len(lines)):
+        line = lines[i]
+        if line:
+            name, _, value = line.partition(":")
+            name = name.lower()
+            if name not in HOP_BY_HOP:
+                fields.append((name, value.lstrip(" \t")))
+    return fields
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("internal error in a gateway target connect", exc_info=task.exception())

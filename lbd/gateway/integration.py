@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest
-from lbd.gateway.fetch import HOP_BY_HOP, NoTarget
+from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest, UpstreamReply
+from lbd.gateway.fetch import HOP_BY_HOP, GatewayFetch, NoTarget
 from lbd.gateway.responses import Answer, GatewayResponses
 
 if TYPE_CHECKING:
@@ -100,6 +100,33 @@ def compile_integration(config: IntegrationConfig, route_key: str) -> Integratio
     )
 
 
+Done = Callable[["Answer"], None]
+
+
+def start(
+    call: Integration,
+    request: GatewayRequest,
+    auth: AuthResult | None,
+    fetch: GatewayFetch,
+    outcome: Outcome,
+    responses: GatewayResponses,
+    done: Done,
+) -> None:
+    """Run the integration; ``done`` gets the answer, maybe before this returns (MOCK, no target)."""
+    if call.mock is not None:
+        done(call.mock)
+        return
+    assert call.target_group is not None
+    path, headers = _outgoing(call, request, auth)
+    started = time.monotonic()
+
+    def replied(reply: UpstreamReply | None, error: Exception | None) -> None:
+        outcome.integration_latency = time.monotonic() - started
+        done(_answer(call, reply, error, outcome, responses))
+
+    fetch.start(call.target_group, request.method, path, headers, request.body, call.timeout, replied)
+
+
 async def run(
     call: Integration,
     request: GatewayRequest,
@@ -108,32 +135,49 @@ async def run(
     outcome: Outcome,
     responses: GatewayResponses,
 ) -> Answer:
+    """``start`` as a coroutine, over any ``Fetch`` (a WebSocket API's messages await their integration)."""
     if call.mock is not None:
         return call.mock
     assert call.target_group is not None
-    if call.type == "HTTP_PROXY":
-        path = _render(call.path, request.path_parameters) if call.path is not None else request.path
-        if request.query:
-            path = f"{path}?{request.query}"
-        headers = [(n, v) for n, v in request.headers.items() if n not in HOP_BY_HOP]
-    else:
-        path, headers = _mapped(call, request, auth)
+    path, headers = _outgoing(call, request, auth)
     started = time.monotonic()
+    reply: UpstreamReply | None = None
+    error: Exception | None = None
     try:
         reply = await fetch(call.target_group, request.method, path, headers, request.body, call.timeout)
-    except TimeoutError:
-        outcome.integration_latency = time.monotonic() - started
-        outcome.response_type = "INTEGRATION_TIMEOUT"
-        return responses.answer("INTEGRATION_TIMEOUT")
-    except NoTarget:
-        outcome.integration_latency = time.monotonic() - started
-        outcome.response_type = "INTEGRATION_FAILURE"
-        return responses.answer("INTEGRATION_FAILURE", status=503, message="Service Unavailable")
-    except (ConnectionError, OSError):
-        outcome.integration_latency = time.monotonic() - started
-        outcome.response_type = "INTEGRATION_FAILURE"
-        return responses.answer("INTEGRATION_FAILURE")
+    except (TimeoutError, ConnectionError, OSError) as exc:  # NoTarget is a ConnectionError
+        error = exc
     outcome.integration_latency = time.monotonic() - started
+    return _answer(call, reply, error, outcome, responses)
+
+
+def _outgoing(
+    call: Integration, request: GatewayRequest, auth: AuthResult | None
+) -> tuple[str, list[tuple[str, str]]]:
+    """The path and fields the target gets: as received (HTTP_PROXY) or as mapped (HTTP)."""
+    if call.type != "HTTP_PROXY":
+        return _mapped(call, request, auth)
+    path = _render(call.path, request.path_parameters) if call.path is not None else request.path
+    if request.query:
+        path = f"{path}?{request.query}"
+    return path, [(n, v) for n, v in request.headers.items() if n not in HOP_BY_HOP]
+
+
+def _answer(
+    call: Integration,
+    reply: UpstreamReply | None,
+    error: Exception | None,
+    outcome: Outcome,
+    responses: GatewayResponses,
+) -> Answer:
+    if reply is None:
+        if isinstance(error, TimeoutError):
+            outcome.response_type = "INTEGRATION_TIMEOUT"
+            return responses.answer("INTEGRATION_TIMEOUT")
+        outcome.response_type = "INTEGRATION_FAILURE"
+        if isinstance(error, NoTarget):
+            return responses.answer("INTEGRATION_FAILURE", status=503, message="Service Unavailable")
+        return responses.answer("INTEGRATION_FAILURE")  # ConnectionError, OSError
     outcome.integration_status = reply.status
     if call.type == "HTTP_PROXY":
         return Answer(reply.status, tuple(reply.headers), reply.body)

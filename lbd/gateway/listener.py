@@ -162,6 +162,10 @@ class ApiListenerRuntime(ListenerRuntime):
                     "cache": outcome.cache,
                     "api": self.api.name,
                     "stage": self.api.stage,
+                    # $context.wafResponseCode (WAF_ALLOW, WAF_BLOCK) and lbd's deciding rule; "-" without
+                    # a web ACL.
+                    "wafResponseCode": _WAF_CODES.get(outcome.waf_action, "-"),
+                    "wafRule": outcome.waf_rule,
                 },
                 kind="api",
             )
@@ -178,6 +182,9 @@ class ApiListenerRuntime(ListenerRuntime):
             fetch.close()
 
 
+_WAF_CODES = {"allow": "WAF_ALLOW", "block": "WAF_BLOCK"}
+
+
 def api_listeners(
     config: Config, target_groups: Mapping[str, TargetGroupRuntime], stats: StatsRegistry, generation: int
 ) -> dict[ListenerKey, ListenerRuntime]:
@@ -188,6 +195,11 @@ def api_listeners(
     fetch = GatewayFetch(lambda: target_groups, lambda: generation)
     limiter: Limiter = shared_limiter(config) or SERVICES.limiter
     for i, api in enumerate(config.apis):
+        if api.protocol == "WEBSOCKET":
+            from lbd.gateway.websocket.listener import websocket_listeners
+
+            out.update(websocket_listeners(config, i, api, target_groups, stats, generation, fetch, limiter))
+            continue
         pipeline = ApiPipeline(
             api,
             config.usage_plans,

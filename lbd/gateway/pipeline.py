@@ -8,6 +8,7 @@ the seams of lbd/gateway/contracts.py; this module owns the order and the integr
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -21,10 +22,11 @@ from lbd.gateway.contracts import (
     Authorizer,
     AuthResult,
     Clock,
-    Fetch,
     GatewayRequest,
     Limiter,
+    Quota,
 )
+from lbd.gateway.fetch import GatewayFetch
 from lbd.gateway.keys import KeyTable, KnownKey
 from lbd.gateway.plans import CompiledPlan, stage_buckets, stage_plans
 from lbd.gateway.responses import Answer, GatewayResponses
@@ -36,10 +38,12 @@ if TYPE_CHECKING:
     from lbd.config.gateway import Api, Cors, UsagePlan
     from lbd.gateway.limiter import LocalLimiter
     from lbd.gateway.stage_cache import StageCache
+    from lbd.gateway.waf import ApiFirewall
 
 log = logging.getLogger("lbd.gateway")
 LIMITER_WARNINGS = RateLimitedLog()
 
+Done = Callable[[Answer], None]
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's payload limit (REQUEST_TOO_LARGE)
 _ADMISSION_TYPES = {
     Admission.THROTTLED: "THROTTLED",
@@ -60,6 +64,8 @@ class Outcome:
     integration_latency: float = -1.0
     cache: str = "-"  # hit | miss | -
     stats: ApiStats | None = None
+    waf_rule: str = "-"  # the web ACL's deciding rule (or Default_Action), "-" without one
+    waf_action: str = "-"  # allow | block
 
 
 @dataclass(slots=True)
@@ -82,7 +88,7 @@ class ApiPipeline:
         plans: tuple[UsagePlan, ...],
         *,
         keys: Callable[[], KeyTable],
-        fetch: Fetch,
+        fetch: GatewayFetch,
         limiter: Limiter,
         clock: Clock,
         stats: ApiStatsRegistry,
@@ -104,6 +110,7 @@ class ApiPipeline:
         self._clock = clock
         self._authorizers = authorizers
         self._unmatched = stats.route(api.name, api.stage, "-")
+        self.waf: ApiFirewall | None = None  # the stage's web ACL (lbd/gateway/waf.py), set by attach
         self.cache: StageCache | None = None
         if api.cache.enabled:
             from lbd.gateway.stage_cache import StageCache
@@ -132,7 +139,60 @@ class ApiPipeline:
 
     # -- the request path ------------------------------------------------------------------------------
 
+    def serve(self, request: GatewayRequest, outcome: Outcome, done: Done) -> asyncio.Task[None] | None:
+        """Answer ``request``: ``done`` gets the answer, once, maybe before this returns.
+
+        In line, without a coroutine, while every engine can answer at once (the common case: the route,
+        a JWT verified with the keys held, the API key, the in-process limiter, the stage cache), then by
+        the integration's callbacks (lbd/gateway/fetch.py). An engine that must wait (a JWKS fetch, a
+        REQUEST authorizer's call, the Redis limiter) goes on in a task, returned so the connection can
+        cancel it. Nothing before that point has side effects, so the task starts from the step that
+        waits."""
+        if self.waf is not None:
+            blocked = self._firewall(self.waf, request, outcome)  # WAF first, as before API Gateway
+            if blocked is not None:
+                done(blocked)
+                return None
+        route = self._route(request, outcome)
+        if isinstance(route, Answer):
+            done(route)
+            return None
+        auth: AuthResult | None = None
+        if route.authorizer is not None:
+            auth = self._authorize_now(route, request, outcome)
+            if auth is None:
+                return self._later(route, request, outcome, done, None, False)
+            refused = self._auth_refused(auth, outcome)
+            if refused is not None:
+                done(refused)
+                return None
+        limits = self._limits(route, request, outcome, auth)
+        if isinstance(limits, Answer):
+            done(limits)
+            return None
+        if limits is not None:
+            local = self._local
+            if local is None:
+                return self._later(route, request, outcome, done, auth, True)
+            refused = self._admission(route, outcome, local.admit_now(limits[0], limits[1], self._clock()))
+            if refused is not None:
+                done(refused)
+                return None
+        self._integrate(route, request, outcome, auth, done)
+        return None
+
     async def handle(self, request: GatewayRequest, outcome: Outcome) -> Answer:
+        """``serve`` as a coroutine."""
+        answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        task = self.serve(request, outcome, answered.set_result)
+        try:
+            return await answered
+        finally:
+            if task is not None:
+                task.cancel()
+
+    def _route(self, request: GatewayRequest, outcome: Outcome) -> CompiledRoute | Answer:
+        """Endpoint type, CORS preflight and route matching: the route, or the gateway's answer."""
         if self.private and not _private_source(request.source_ip):
             # A private API answers only from private networks (its VPC endpoint, here: private and
             # loopback sources), as an internal load balancer would be unreachable from outside.
@@ -160,17 +220,104 @@ class ApiPipeline:
         outcome.stats = route.stats
         request.route_key = match.route_key
         request.path_parameters = match.path_parameters
-        auth: AuthResult | None = None
-        if route.authorizer is not None:
-            auth = await self._authorize(route, request, outcome)
-            if not auth.allowed:
-                answer = self._refuse(outcome, auth.outcome, message=auth.message)
-                if auth.headers:  # e.g. JWT's WWW-Authenticate (RFC 6750 3)
-                    extra = tuple((name.lower(), value) for name, value in auth.headers)
-                    answer = Answer(
-                        answer.status, (*answer.headers, *extra), answer.body, answer.response_type
-                    )
-                return answer
+        return route
+
+    def _later(
+        self,
+        route: CompiledRoute,
+        request: GatewayRequest,
+        outcome: Outcome,
+        done: Done,
+        auth: AuthResult | None,
+        authorized: bool,
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(
+            self._waiting(route, request, outcome, done, auth, authorized)
+        )
+        task.add_done_callback(_report)
+        return task
+
+    async def _waiting(
+        self,
+        route: CompiledRoute,
+        request: GatewayRequest,
+        outcome: Outcome,
+        done: Done,
+        auth: AuthResult | None,
+        authorized: bool,
+    ) -> None:
+        """``serve`` from the step that must wait: the authorizer (``authorized`` False) or the limiter."""
+        try:
+            if not authorized:
+                auth = await self._authorize(route, request, outcome)
+                refused = self._auth_refused(auth, outcome)
+                if refused is not None:
+                    done(refused)
+                    return
+            limits = self._limits(route, request, outcome, auth)
+            if isinstance(limits, Answer):
+                done(limits)
+                return
+            if limits is not None:
+                refused = self._admission(route, outcome, await self._admit(limits[0], limits[1]))
+                if refused is not None:
+                    done(refused)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("api %s: internal error on %s %s", self.name, request.method, request.path)
+            done(self._refuse(outcome, "API_CONFIGURATION_ERROR"))
+            return
+        self._integrate(route, request, outcome, auth, done)
+
+    def _authorize_now(
+        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome
+    ) -> AuthResult | None:
+        """The authorizer's answer if it has one without waiting (``authorize_now``), else None."""
+        authorizer = self._authorizers.get(route.authorizer or "")
+        if authorizer is None:
+            outcome.authorizer = "AUTHORIZER_CONFIGURATION_ERROR"
+            return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
+        now = getattr(authorizer, "authorize_now", None)
+        if now is None:
+            return None
+        try:
+            result: AuthResult | None = now(request, route.scopes)
+        except Exception:
+            log.exception("api %s: authorizer %s failed", self.name, route.authorizer)
+            result = AuthResult("AUTHORIZER_FAILURE")
+        if result is not None:
+            outcome.authorizer = result.outcome if result.outcome != ALLOW else "ALLOW"
+        return result
+
+    async def _authorize(self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome) -> AuthResult:
+        authorizer = self._authorizers.get(route.authorizer or "")
+        if authorizer is None:
+            outcome.authorizer = "AUTHORIZER_CONFIGURATION_ERROR"
+            return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
+        try:
+            result = await authorizer.authorize(request, route.scopes)
+        except Exception:
+            log.exception("api %s: authorizer %s failed", self.name, route.authorizer)
+            result = AuthResult("AUTHORIZER_FAILURE")
+        outcome.authorizer = result.outcome if result.outcome != ALLOW else "ALLOW"
+        return result
+
+    def _auth_refused(self, auth: AuthResult, outcome: Outcome) -> Answer | None:
+        if auth.allowed:
+            return None
+        answer = self._refuse(outcome, auth.outcome, message=auth.message)
+        if auth.headers:  # e.g. JWT's WWW-Authenticate (RFC 6750 3)
+            extra = tuple((name.lower(), value) for name, value in auth.headers)
+            answer = Answer(answer.status, (*answer.headers, *extra), answer.body, answer.response_type)
+        return answer
+
+    def _limits(
+        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome, auth: AuthResult | None
+    ) -> tuple[Sequence[Any], Quota | None] | Answer | None:
+        """The API key's check, then the buckets and quota the request draws from (None: no limits), or
+        the refusal of a missing or unknown key."""
         buckets = route.stage_buckets
         quota = None
         if route.key_required:
@@ -185,39 +332,76 @@ class ApiPipeline:
                 return self._refuse(outcome, "INVALID_API_KEY")
             outcome.key_id = key.id
             now = self._clock()
-            buckets = [*plan.buckets(key.counter, route.route_key), *buckets]
+            buckets = plan.buckets_for(key.counter, route.route_key, buckets)
             quota = plan.quota_for(key.counter, now)
         if buckets or quota is not None:
-            admission = await self._admit(buckets, quota)
-            if admission is not Admission.ADMIT:
-                route.stats.throttled += 1
-                return self._refuse(outcome, _ADMISSION_TYPES[admission])
-        if self.cache is not None and route.cache_ttl > 0 and request.method == "GET":
-            answer = await self.cache.serve(
-                route,
-                request,
-                outcome,
-                lambda: integration.run(route.call, request, auth, self._fetch, outcome, self.responses),
-                lambda: self._refuse(outcome, "ACCESS_DENIED"),
-            )
-        else:
-            answer = await integration.run(route.call, request, auth, self._fetch, outcome, self.responses)
-        if cors is not None:
-            answer = _with_cors(answer, cors, request.headers.get("origin"))
-        return answer
+            return buckets, quota
+        return None
 
-    async def _authorize(self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome) -> AuthResult:
-        authorizer = self._authorizers.get(route.authorizer or "")
-        if authorizer is None:
-            outcome.authorizer = "AUTHORIZER_CONFIGURATION_ERROR"
-            return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
-        try:
-            result = await authorizer.authorize(request, route.scopes)
-        except Exception:
-            log.exception("api %s: authorizer %s failed", self.name, route.authorizer)
-            result = AuthResult("AUTHORIZER_FAILURE")
-        outcome.authorizer = result.outcome if result.outcome != ALLOW else "ALLOW"
-        return result
+    def _firewall(self, waf: ApiFirewall, request: GatewayRequest, outcome: Outcome) -> Answer | None:
+        """WAF first, before API Gateway routes (lbd/gateway/waf.py): the block answer, or None to go on."""
+        from lbd.gateway.waf import WAF_FILTERED, insert_headers
+
+        key_id = None
+        if waf.needs_key:
+            value = request.headers.get("x-api-key")
+            known = self._keys().lookup(value) if value else None
+            key_id = known.id if known is not None else None
+        verdict = waf.check(request, key_id)
+        outcome.waf_rule = verdict.rule
+        outcome.waf_action = verdict.action
+        if verdict.action == "block":
+            outcome.stats = self._unmatched
+            custom = waf.custom_answer(verdict)
+            if custom is not None:
+                outcome.response_type = WAF_FILTERED
+                return custom
+            return self._refuse(outcome, WAF_FILTERED)
+        if verdict.headers and isinstance(request.headers, dict):
+            insert_headers(request.headers, verdict.headers)
+        return None
+
+    def _admission(self, route: CompiledRoute, outcome: Outcome, admission: Admission) -> Answer | None:
+        if admission is Admission.ADMIT:
+            return None
+        route.stats.throttled += 1
+        return self._refuse(outcome, _ADMISSION_TYPES[admission])
+
+    def _integrate(
+        self,
+        route: CompiledRoute,
+        request: GatewayRequest,
+        outcome: Outcome,
+        auth: AuthResult | None,
+        done: Done,
+    ) -> None:
+        """The stage cache, then the integration; CORS headers on what comes back."""
+        reply = done
+        cors = self.cors
+        if cors is not None:
+            origin = request.headers.get("origin")
+
+            def with_cors(answer: Answer) -> None:
+                done(_with_cors(answer, cors, origin))
+
+            reply = with_cors
+        cache = self.cache
+        if cache is not None and route.cache_ttl > 0 and request.method == "GET":
+            found = cache.lookup(route, request, outcome, lambda: self._refuse(outcome, "ACCESS_DENIED"))
+            if isinstance(found, Answer):
+                reply(found)
+                return
+            uncached = reply
+
+            def stored(answer: Answer) -> None:
+                try:
+                    cache.store(route, found, answer)
+                except Exception:
+                    log.exception("api %s: the stage cache failed to store an answer", self.name)
+                uncached(answer)
+
+            reply = stored
+        integration.start(route.call, request, auth, self._fetch, outcome, self.responses, reply)
 
     def _plan_of(self, key: KnownKey | None) -> CompiledPlan | None:
         if key is None or not key.enabled:
@@ -251,6 +435,11 @@ class ApiPipeline:
     def refuse(self, kind: str, status: int | None = None) -> Answer:
         """A gateway response for what the connection layer refuses (too large, unparsable)."""
         return self.responses.answer(kind, status=status)
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("internal error in an API request", exc_info=task.exception())
 
 
 def _local(limiter: Limiter) -> LocalLimiter | None:

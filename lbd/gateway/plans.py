@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from lbd.config.gateway import Quota as QuotaConfig
     from lbd.config.gateway import Throttle, UsagePlan
 
+MAX_REMEMBERED = 10_000  # keys' bucket lists and quotas kept per plan
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledPlan:
@@ -30,6 +32,10 @@ class CompiledPlan:
     quota: QuotaConfig | None
     # The current period (start, end, label), so a request inside it does no calendar arithmetic.
     _period: list[tuple[float, float, str]] = field(default_factory=list, compare=False)
+    # What a key draws from on a route, and its quota in the current period: the same objects for every
+    # request of a key (bounded; dropped whole when full, or when the period moves on).
+    _drawn: dict[tuple[str, str], list[Bucket]] = field(default_factory=dict, compare=False)
+    _quotas: dict[str, Quota] = field(default_factory=dict, compare=False)
 
     def buckets(self, counter: str, route_key: str) -> list[Bucket]:
         out = []
@@ -46,17 +52,36 @@ class CompiledPlan:
             )
         return out
 
+    def buckets_for(self, counter: str, route_key: str, stage: list[Bucket]) -> list[Bucket]:
+        """The plan's buckets for the key, then the stage's ``stage`` (the route's), in API Gateway's
+        order; the list is shared, not to be changed."""
+        drawn = self._drawn.get((counter, route_key))
+        if drawn is None:
+            if len(self._drawn) >= MAX_REMEMBERED:
+                self._drawn.clear()
+            drawn = self._drawn[(counter, route_key)] = [*self.buckets(counter, route_key), *stage]
+        return drawn
+
     def quota_for(self, counter: str, now: float) -> Quota | None:
         if self.quota is None:
             return None
         period = self._period
         if period and period[0][0] <= now < period[0][1]:
+            quota = self._quotas.get(counter)
+            if quota is not None:
+                return quota
             start, end, label = period[0]
         else:
             start, end = quota_period(self.quota, now)
             label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
             period[:] = [(start, end, label)]
-        return Quota(f"quota:{self.name}:{counter}:{label}", self.quota.limit, start, end)
+            self._quotas.clear()
+        if len(self._quotas) >= MAX_REMEMBERED:
+            self._quotas.clear()
+        quota = self._quotas[counter] = Quota(
+            f"quota:{self.name}:{counter}:{label}", self.quota.limit, start, end
+        )
+        return quota
 
 
 def stage_plans(plans: tuple[UsagePlan, ...], api: str, stage: str) -> dict[str, CompiledPlan]:

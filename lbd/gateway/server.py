@@ -18,6 +18,7 @@ import os
 import time
 from collections import deque
 from http import HTTPStatus
+from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
@@ -37,6 +38,7 @@ MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes,
 MAX_QUEUED = 8  # pipelined requests held before reading pauses
 LINGER = 2.0  # seconds a refused connection keeps reading before it closes
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _REASONS.items()}
 
 
 class GatewayClientSide(asyncio.Protocol):
@@ -48,7 +50,9 @@ class GatewayClientSide(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ("", 0)
         self.queue: deque[tuple[GatewayRequest, bool, float]] = deque()
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # a request whose pipeline waits on an engine
+        self.current: tuple[GatewayRequest, bool, float, Outcome] | None = None  # the request in flight
+        self._inline = False  # inside pipeline.serve: an answer there is not followed by _serve again
         self.timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self.closing = False
@@ -69,6 +73,7 @@ class GatewayClientSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()  # once: each call of it is a getpid() system call
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (str(peer[0]), int(peer[1]))
@@ -89,11 +94,8 @@ class GatewayClientSide(asyncio.Protocol):
             parsed = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
             if parsed is not None:
                 method, url, _, block, _, _, keep_alive = parsed
-                headers: dict[str, str] = {}
-                for name, value in fastpath.field_lines(block):
-                    _add_field(headers, name.decode("latin-1").lower(), value.decode("latin-1"))
-                self._started = time.monotonic()
-                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive)
+                self._started = monotonic()
+                self._enqueue(method, url.decode("latin-1"), block_fields(block), b"", keep_alive)
                 return
         try:
             self.parser.feed_data(data)
@@ -110,7 +112,7 @@ class GatewayClientSide(asyncio.Protocol):
         if self._refused:
             return False
         self.closing = True
-        return self.task is not None or bool(self.queue)  # answer what is queued, then close
+        return self.current is not None or bool(self.queue)  # answer what is queued, then close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -118,8 +120,11 @@ class GatewayClientSide(asyncio.Protocol):
         self.stats.active_connections -= 1
         if self.timer is not None:
             self.timer.cancel()
+        self.current = None
+        self.queue.clear()
         if self.task is not None:
             self.task.cancel()
+            self.task = None
 
     # -- httptools callbacks ------------------------------------------------------------------------------
 
@@ -130,7 +135,7 @@ class GatewayClientSide(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._head_size = 0
-        self._started = time.monotonic()
+        self._started = monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -193,66 +198,83 @@ class GatewayClientSide(asyncio.Protocol):
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
             self._stop_reading()
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._serve())
+        if self.current is None:
+            self._serve()
 
     # -- serving ----------------------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
-        try:
-            while self.queue and self.transport is not None:
-                request, keep_alive, started = self.queue.popleft()
-                await self._one(request, keep_alive and not self.closing, started)
-                if self.paused and len(self.queue) < MAX_QUEUED and not self.closing:
-                    self.paused = False
-                    if self.transport is not None:
-                        self.transport.resume_reading()
-        except asyncio.CancelledError:
-            return
-        finally:
-            self.task = None
-        if self.transport is not None:
+    def _serve(self) -> None:
+        """Answer queued requests in order. The pipeline answers in line or later (``_answered``); no task
+        or coroutine per request unless an engine must wait (lbd/gateway/pipeline.py)."""
+        while self.queue and self.transport is not None and self.current is None:
+            request, keep_alive, started = self.queue.popleft()
+            outcome = Outcome()
+            self.current = (request, keep_alive, started, outcome)
+            self._inline = True
+            try:
+                self.task = self.runtime.pipeline.serve(request, outcome, self._answered)
+            except Exception:
+                log.exception(
+                    "api %s: internal error on %s %s",
+                    self.runtime.pipeline.name,
+                    request.method,
+                    request.path,
+                )
+                if self.current is not None and self.current[0] is request:
+                    outcome.response_type = "API_CONFIGURATION_ERROR"
+                    self._answered(self.runtime.pipeline.refuse("API_CONFIGURATION_ERROR"))
+            finally:
+                self._inline = False
+        if self.current is None:
+            self._served()
+
+    def _answered(self, answer: Answer) -> None:
+        current = self.current
+        if current is None:
+            return  # the connection went away meanwhile
+        self.current = None
+        self.task = None
+        request, keep_alive, started, outcome = current
+        if not (keep_alive and not self.closing):
+            self.closing = True
+        self._write(answer, request.method == "HEAD", request.request_id)
+        self.runtime.record(request, answer, outcome, monotonic() - started)
+        if self.paused and len(self.queue) < MAX_QUEUED and not self.closing:
+            self.paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if not self._inline:
+            self._serve()  # answered later, by a callback: go on with what is queued
+
+    def _served(self) -> None:
+        """Nothing in flight and nothing queued: close if asked to, else wait for the next request."""
+        if self.transport is not None and not self.queue:
             if self.closing:
                 self.transport.close()
             else:
                 self._arm()
 
-    async def _one(self, request: GatewayRequest, keep_alive: bool, started: float) -> None:
-        runtime = self.runtime
-        outcome = Outcome()
-        try:
-            answer = await runtime.pipeline.handle(request, outcome)
-        except Exception:
-            log.exception(
-                "api %s: internal error on %s %s", runtime.pipeline.name, request.method, request.path
-            )
-            outcome.response_type = "API_CONFIGURATION_ERROR"
-            answer = runtime.pipeline.refuse("API_CONFIGURATION_ERROR")
-        if not keep_alive:
-            self.closing = True
-        self._write(answer, request.method == "HEAD", request.request_id)
-        runtime.record(request, answer, outcome, time.monotonic() - started)
-
     def _write(self, answer: Answer, head: bool, request_id: str) -> None:
         transport = self.transport
         if transport is None:
             return
-        lines = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in answer.headers]
-        lines.append(f"content-length: {len(answer.body)}\r\nx-amzn-requestid: {request_id}\r\n")
-        if self.closing:
-            lines.append("connection: close\r\n")
-        lines.append("\r\n")
-        data = "".join(lines).encode("latin-1", "replace")
-        transport.write(data if head else data + answer.body)
-        self.stats.processed_bytes += len(data) + (0 if head else len(answer.body))
+        status = _STATUS_LINES.get(answer.status)
+        if status is None:
+            status = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"
+        body = answer.body
+        fields = "".join([f"{name}: {value}\r\n" for name, value in answer.headers])
+        close = "connection: close\r\n" if self.closing else ""
+        data = f"{status}{fields}content-length: {len(body)}\r\nx-amzn-requestid: {request_id}\r\n{close}\r\n"
+        out = data.encode("latin-1", "replace")
+        transport.write(out if head else out + body)
+        self.stats.processed_bytes += len(out) + (0 if head else len(body))
 
     def _refuse(self, kind: str, status: int | None = None) -> None:
         """A request the connection cannot carry on from: answer with the gateway response, then close."""
         self._refused = True
         self.closing = True
         answer = self.runtime.pipeline.refuse(kind, status)
-        if self.task is not None:
+        if self.current is not None:
             self._stop_reading()
             return  # an answer is being written; the connection closes after it
         self._write(answer, False, _request_id())
@@ -276,7 +298,7 @@ class GatewayClientSide(asyncio.Protocol):
     def _arm(self) -> None:
         # One timer per connection, moved lazily: an answer only notes the time, and the timer, when it
         # fires early, sleeps again for the rest (no cancel and re-create per request).
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self.idle_since = loop.time()
         if self.timer is None:
             self.timer = loop.call_at(self.idle_since + self.runtime.idle_timeout, self._idle)
@@ -285,9 +307,9 @@ class GatewayClientSide(asyncio.Protocol):
         self.timer = None
         if self.transport is None or self._refused:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         due = self.idle_since + self.runtime.idle_timeout
-        if self.task is not None:  # busy: the idle time counts from the answer
+        if self.current is not None:  # busy: the idle time counts from the answer
             self.timer = loop.call_later(self.runtime.idle_timeout, self._idle)
             return
         if loop.time() < due:
@@ -300,7 +322,7 @@ class GatewayClientSide(asyncio.Protocol):
 
     def drain(self) -> None:
         self.closing = True
-        if self.task is None and self.transport is not None:
+        if self.current is None and self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
@@ -312,6 +334,22 @@ class GatewayClientSide(asyncio.Protocol):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:  # pragma: no cover - for shims
         return self.transport.get_extra_info(name, default) if self.transport is not None else default
+
+
+def block_fields(block: bytes) -> dict[str, str]:
+    """The fields of a head block ``fastpath.simple_request`` accepted (valid, CRLF-ended field lines), by
+    lower-case name: decoded once and split, which is a few times quicker than a match per line."""
+    headers: dict[str, str] = {}
+    for line in block.decode("latin-1").split("\r\n"):
+        if line:
+            name, _, value = line.partition(":")
+            name = name.lower()
+            value = value.lstrip(" \t")
+            if name in headers:
+                _add_field(headers, name, value)
+            else:
+                headers[name] = value
+    return headers
 
 
 def _add_field(headers: dict[str, str], name: str, value: str) -> None:

@@ -12,7 +12,7 @@ kept across reloads (resized when the capacity changes) and flushed through the 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lbd.cache import CachedResponse, ResponseCache  # type: ignore[import-not-found,unused-ignore]
@@ -48,14 +48,11 @@ class StageCache:
         self.clock = clock
         self.strategy = UnauthorizedCacheControlHeaderStrategy(api.cache.unauthorized_invalidation)
 
-    async def serve(
-        self,
-        route: CompiledRoute,
-        request: GatewayRequest,
-        outcome: Outcome,
-        call: Callable[[], Awaitable[Answer]],
-        forbidden: Callable[[], Answer],
-    ) -> Answer:
+    def lookup(
+        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome, forbidden: Callable[[], Answer]
+    ) -> Answer | bytes:
+        """The answer from the cache (or the refusal of an invalidation), or, on a miss, the key that
+        ``store`` keeps the integration's answer under. No I/O: the pipeline calls it in line."""
         action = cache_control_action(
             request.headers.get("cache-control"),
             require_authorization=route.authorizer is not None,
@@ -64,7 +61,9 @@ class StageCache:
         )
         if action is CacheControlAction.FORBIDDEN:
             return forbidden()
-        key = stage_key(self.api, self.stage, route.route_key, request.method, _parameters(route, request))
+        key: bytes = stage_key(
+            self.api, self.stage, route.route_key, request.method, _parameters(route, request)
+        )
         if action.uses_cache:
             cached = self.engine.get(key)
             if cached is not None:
@@ -74,12 +73,14 @@ class StageCache:
                     headers += (INVALIDATION_WARNING,)
                 return Answer(cached.status, headers, cached.body)
         outcome.cache = "miss"
-        answer = await call()
+        return key
+
+    def store(self, route: CompiledRoute, key: bytes, answer: Answer) -> None:
+        """Keep a 2XX answer of the integration (not a gateway response) for the route's TTL."""
         if 200 <= answer.status < 300 and not answer.response_type:
             self.engine.put(
                 key, CachedResponse(answer.status, answer.headers, answer.body, self.clock()), route.cache_ttl
             )
-        return answer
 
 
 def _parameters(route: CompiledRoute, request: GatewayRequest) -> list[tuple[str, str]]:

@@ -54,11 +54,12 @@ class ApiStatsRegistry:
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str, str], ApiStats] = {}
 
-    def route(self, api: str, stage: str, route: str) -> ApiStats:
+    def route(self, api: str, stage: str, route: str, kind: type[ApiStats] = ApiStats) -> ApiStats:
+        """``kind``: a subclass with more counters (WebSocket routes: lbd/gateway/websocket/stats.py)."""
         key = (api, stage, route)
         stats = self._routes.get(key)
-        if stats is None:
-            stats = self._routes[key] = ApiStats()
+        if stats is None or not isinstance(stats, kind):
+            stats = self._routes[key] = kind()
         return stats
 
     def report(self) -> list[dict[str, Any]]:

@@ -92,11 +92,22 @@ def attach(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], sta
     files, issues = read_ip_set_files(config.web_acls)
     if issues:
         raise FirewallError("; ".join(str(issue) for issue in issues))
+    _shared_rates(config, state)
     by_load_balancer: dict[str, Firewall] = {}
     for acl in config.web_acls:
+        apis = [a.api for a in acl.associations if a.api is not None]
+        compiled = (
+            CompiledAcl(acl, files, state) if apis or any(a.load_balancer for a in acl.associations) else None
+        )
+        if compiled is None:
+            continue
+        if apis:
+            from lbd.gateway.waf import attach_apis
+
+            attach_apis(compiled, acl, apis, listeners)
         if not any(a.load_balancer for a in acl.associations):
             continue
-        firewall = Firewall(CompiledAcl(acl, files, state))
+        firewall = Firewall(compiled)
         for association in acl.associations:
             if association.load_balancer is not None:
                 by_load_balancer[association.load_balancer] = firewall
@@ -105,3 +116,16 @@ def attach(config: Config, listeners: Mapping[ListenerKey, ListenerRuntime], sta
         dispatcher = getattr(runtime, "dispatcher", None)
         if protecting is not None and dispatcher is not None:
             dispatcher.waf = protecting
+
+
+def _shared_rates(config: Config, state: WafState) -> None:
+    """Rate-based rules count fleet-wide in shared_state.redis when it is set (lbd/gateway/redis_rates.py),
+    in process otherwise."""
+    shared = config.shared_state
+    if shared.redis is None:
+        state.shared = None
+        state.shared_key = None
+        return
+    from lbd.gateway.redis_rates import install
+
+    install(state, shared)

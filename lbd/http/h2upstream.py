@@ -42,6 +42,7 @@ import httptools
 from lbd.http import h2bridge
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.http.grpc import is_grpc, mismatch
+from lbd.http.h2conn import H2Connection
 from lbd.http.upstream import HttpTargetSide
 
 if TYPE_CHECKING:
@@ -247,7 +248,7 @@ class H2TargetConnection(asyncio.Protocol):
         self.entry = entry
         self.generation = entry.generation
         self.transport: asyncio.Transport | None = None
-        self.conn = h2.connection.H2Connection(config=_config())
+        self.conn = H2Connection(config=_config())
         self.streams: dict[int, H2TargetStream] = {}
         self.active = 0  # streams bound to it, opened or about to be
         self.going_away = False

@@ -198,7 +198,11 @@ class HttpTargetSide:
 class UpstreamPool:
     """Idle keep-alive connections of one worker, per target."""
 
-    def __init__(self, *, max_idle_per_target: int = 64, idle_timeout: float = 30.0) -> None:
+    # Idle connections kept per target. An HTTP/2 client multiplexes up to 128 streams per connection,
+    # and each stream to an HTTP1 group holds a target connection of its own: a cap below the streams in
+    # flight closed connections after every wave of responses and opened them again for the next (a
+    # connect and a TIME_WAIT socket per request or two). Idle ones still go after idle_timeout.
+    def __init__(self, *, max_idle_per_target: int = 1024, idle_timeout: float = 30.0) -> None:
         self.max_idle_per_target = max_idle_per_target
         self.idle_timeout = idle_timeout
         self._idle: dict[bytes, list[HttpTargetSide]] = {}  # by "id:port"

@@ -56,7 +56,10 @@ class _Chooser:
             app.peer = self.peer  # type: ignore[attr-defined]
 
     def _http1(self) -> asyncio.Protocol:
-        return cast(asyncio.Protocol, HttpClientSide(self.listener, self.tracker, self.pool, self.slot))
+        factory = getattr(
+            self.listener, "client_side", HttpClientSide
+        )  # a distribution's: lbd/edge/server.py
+        return cast(asyncio.Protocol, factory(self.listener, self.tracker, self.pool, self.slot))
 
     def _h2(self) -> H2ClientSide:
         return load_h2()(self.listener, self.tracker, self.pool, self.slot)

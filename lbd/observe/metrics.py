@@ -38,11 +38,17 @@ class NodeStats:
     generation: int = 0
     apis: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (api, stage, route)
     discovery: list[dict[str, Any]] = field(default_factory=list)  # one per provider (lbd/discovery/)
+    distributions: dict[str, dict[str, Any]] = field(default_factory=dict)  # lbd/edge/store.py reports
     # web ACL -> "allowed" | "blocked" | "counted" -> rule -> requests (lbd/waf/acl.py WafStats)
     web_acls: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def add_worker(self, reply: dict[str, Any]) -> None:
         self.workers_answering += 1
+        for entry in reply.get("distributions", []):
+            total = self.distributions.setdefault(entry["distribution"], {})
+            for name, value in entry.items():
+                if name != "distribution":
+                    total[name] = _add(total.get(name), value)
         for entry in reply.get("listeners", []):
             key = (entry["load_balancer"], entry["listener"])
             self.listener_types[key] = entry.get("type", "application")
@@ -112,7 +118,9 @@ class NodeCollector(Collector):
         yield from self._target_metrics()
         yield from self._process_metrics()
         yield from self._discovery_metrics()
+        yield from self._edge_metrics()
         yield from self._api_metrics()
+        yield from self._websocket_metrics()
 
     def _api_metrics(self) -> Iterator[Metric]:
         """API Gateway's CloudWatch metrics (docs/metrics.md), by api, stage and route."""
@@ -156,6 +164,50 @@ class NodeCollector(Collector):
             _histogram(integration, names, values.get("integration_latency"))
         yield from (requests, responses, hits, misses, throttled, latency, integration)
         yield from self._waf_metrics()
+
+    def _websocket_metrics(self) -> Iterator[Metric]:
+        """API Gateway's WebSocket metrics (docs/metrics.md), by api, stage and route; IntegrationLatency
+        is lbd_api_integration_latency_seconds above."""
+        labels = ["api", "stage", "route"]
+        connects = CounterMetricFamily(
+            "lbd_api_websocket_connects", "$connect requests accepted (ConnectCount).", labels=labels
+        )
+        messages = CounterMetricFamily(
+            "lbd_api_websocket_messages",
+            "Messages from and to clients, pushes included (MessageCount).",
+            labels=[*labels, "direction"],
+        )
+        integration = CounterMetricFamily(
+            "lbd_api_websocket_integration_errors",
+            "Integration answers of 4xx or 5xx (IntegrationError).",
+            labels=labels,
+        )
+        client = CounterMetricFamily(
+            "lbd_api_websocket_client_errors",
+            "Refused before the integration: no route, authorizer, API key, throttle (ClientError).",
+            labels=labels,
+        )
+        execution = CounterMetricFamily(
+            "lbd_api_websocket_execution_errors",
+            "The integration could not be called: unreachable, timed out (ExecutionError).",
+            labels=labels,
+        )
+        open_now = GaugeMetricFamily(
+            "lbd_api_websocket_connections", "Open WebSocket connections.", labels=["api", "stage"]
+        )
+        for (api, stage, route), values in sorted(self.stats.apis.items()):
+            if "connects" not in values:
+                continue  # a REST or HTTP route
+            names = [api, stage, route]
+            connects.add_metric(names, values.get("connects", 0))
+            messages.add_metric([*names, "in"], values.get("messages_in", 0))
+            messages.add_metric([*names, "out"], values.get("messages_out", 0))
+            integration.add_metric(names, values.get("integration_errors", 0))
+            client.add_metric(names, values.get("client_errors", 0))
+            execution.add_metric(names, values.get("execution_errors", 0))
+            if route == "$connect":
+                open_now.add_metric([api, stage], values.get("connections", 0))
+        yield from (connects, messages, integration, client, execution, open_now)
 
     def _listener_metrics(self) -> Iterator[Metric]:
         stats = self.stats
@@ -399,6 +451,9 @@ class NodeCollector(Collector):
         generation.add_metric([], self.stats.generation)
         yield from (workers, generation)
 
+    def _edge_metrics(self) -> Iterator[Metric]:
+        return _edge_metric_families(self.stats)
+
     def _discovery_metrics(self) -> Iterator[Metric]:
         labels = ["target_group", "provider"]
         up = GaugeMetricFamily(
@@ -440,6 +495,67 @@ class NodeCollector(Collector):
                 for rule, count in sorted(outcomes.get(outcome, {}).items()):
                     family.add_metric([acl, rule], count)
         yield from families.values()
+
+
+def _edge_metric_families(stats: NodeStats) -> Iterator[Metric]:
+    """Distributions (CloudFront's metrics in docs/metrics.md), summed over workers."""
+    label = ["distribution"]
+    requests = CounterMetricFamily(
+        "lbd_edge_requests", "Viewer requests by cache result (Requests).", labels=[*label, "result"]
+    )
+    responses = CounterMetricFamily(
+        "lbd_edge_responses",
+        "Viewer responses by status class (4xxErrorRate, 5xxErrorRate).",
+        labels=[*label, "code"],
+    )
+    hits = CounterMetricFamily("lbd_edge_cache_hits", "Requests answered from the cache.", labels=label)
+    misses = CounterMetricFamily("lbd_edge_cache_misses", "Requests that went to an origin.", labels=label)
+    bytes_ = CounterMetricFamily(
+        "lbd_edge_bytes",
+        "Body bytes served from the cache, sent to viewers, and received from origins.",
+        labels=[*label, "source"],
+    )
+    origin_requests = CounterMetricFamily(
+        "lbd_edge_origin_requests", "Requests sent to origins.", labels=label
+    )
+    failovers = CounterMetricFamily(
+        "lbd_edge_origin_failovers", "Origin-group failovers to the next member.", labels=label
+    )
+    collapsed = CounterMetricFamily(
+        "lbd_edge_collapsed_requests", "Misses answered from another request's origin fetch.", labels=label
+    )
+    latency = HistogramMetricFamily(
+        "lbd_edge_origin_latency_seconds",
+        "Origin latency to the response head (OriginLatency).",
+        labels=label,
+    )
+    entries = GaugeMetricFamily("lbd_edge_cache_entries", "Objects in the cache, all workers.", labels=label)
+    size = GaugeMetricFamily("lbd_edge_cache_bytes", "Bytes the cache holds, all workers.", labels=label)
+    waiting = GaugeMetricFamily(
+        "lbd_edge_collapsed_waiting", "Requests waiting now on another request's origin fetch.", labels=label
+    )
+    for name, totals in sorted(stats.distributions.items()):
+        results = totals.get("results", {})
+        for result in ("hit", "refresh_hit", "miss", "stale", "error"):
+            requests.add_metric([name, result], results.get(result, 0))
+        for code in ("2xx", "3xx", "4xx", "5xx"):
+            responses.add_metric([name, code], totals.get("responses", {}).get(code, 0))
+        hits.add_metric(
+            [name], results.get("hit", 0) + results.get("refresh_hit", 0) + results.get("stale", 0)
+        )
+        misses.add_metric([name], results.get("miss", 0))
+        bytes_.add_metric([name, "cache"], totals.get("bytes_from_cache", 0))
+        bytes_.add_metric([name, "sent"], totals.get("bytes_sent", 0))
+        bytes_.add_metric([name, "origin"], totals.get("bytes_from_origin", 0))
+        origin_requests.add_metric([name], totals.get("origin_requests", 0))
+        failovers.add_metric([name], totals.get("origin_failovers", 0))
+        collapsed.add_metric([name], totals.get("collapsed", 0))
+        _histogram(latency, [name], totals.get("origin_latency"))
+        entries.add_metric([name], totals.get("cache_entries", 0))
+        size.add_metric([name], totals.get("cache_bytes", 0))
+        waiting.add_metric([name], totals.get("waiting", 0))
+    yield from (requests, responses, hits, misses, bytes_, origin_requests, failovers, collapsed, latency)
+    yield from (entries, size, waiting)
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], data: dict[str, Any] | None) -> None:

@@ -75,7 +75,11 @@ class WafState:
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
         self.stats: dict[str, WafStats] = {}
-        self._stores: dict[tuple[str, str, int], WindowCounter] = {}
+        self._stores: dict[tuple[str, str, int, object], RateStore] = {}
+        # A fleet-wide store maker (shared_state.redis: lbd/gateway/redis_rates.py), set by the front end,
+        # and what identifies it (its settings): stores are kept per rule and per shared state.
+        self.shared: Callable[[str, str, model.RateBased], RateStore] | None = None
+        self.shared_key: object = None
 
     def acl_stats(self, acl: str) -> WafStats:
         stats = self.stats.get(acl)
@@ -86,10 +90,12 @@ class WafState:
     def rate_store(self, acl: str, rule: str) -> Callable[[model.RateBased], RateStore]:
         def make(spec: model.RateBased) -> RateStore:
             # Kept across reloads while the rule keeps its name and window, so a reload is no way out.
-            key = (acl, rule, spec.window_seconds)
+            key = (acl, rule, spec.window_seconds, self.shared_key)
             store = self._stores.get(key)
             if store is None:
-                store = self._stores[key] = WindowCounter(spec.window_seconds)
+                shared = self.shared
+                made = WindowCounter(spec.window_seconds) if shared is None else shared(acl, rule, spec)
+                store = self._stores[key] = made
             return store
 
         return make

@@ -7,9 +7,10 @@ the counts of ``SLOTS`` slices of the window in a ring: a request adds one to th
 older than the window fall off, so the count ends within one slice (window / 10) of the window's end.
 
 Where counts live is the ``RateStore`` interface: ``WindowCounter`` here is in-process (each worker
-counts its own requests; docs/waf.md says how lbd splits a limit across workers). A store backed by
-``shared_state.redis`` implements the same two methods, adding its local hits to the shared counts in the
-background, so the data path never waits on the network (WAF's own counts lag by seconds too).
+counts its own requests; docs/waf.md says how lbd splits a limit across workers). The store backed by
+``shared_state.redis`` (lbd/gateway/redis_rates.py) implements the same two methods, adding its local hits
+to the shared counts in the background, so the data path never waits on the network (WAF's own counts lag
+by seconds too); it says ``fleet_wide = True``, and rules then compare its counts with the whole limit.
 """
 
 from __future__ import annotations

@@ -217,8 +217,10 @@ class RateMatcher(Matcher):
         super().__init__()
         self.scope_down = scope_down
         self.store = store
-        # Per worker: each counts the requests it serves (docs/waf.md, "Rate-based rules").
-        self.limit = math.ceil(spec.limit / max(1, workers))
+        # Per worker: each counts the requests it serves (docs/waf.md, "Rate-based rules"); a fleet-wide
+        # store (shared_state.redis) counts every worker's and node's, against the whole limit.
+        shared = getattr(store, "fleet_wide", False)
+        self.limit = spec.limit if shared else math.ceil(spec.limit / max(1, workers))
         self.key_kind = spec.aggregate_key
         forwarded = spec.forwarded_ip
         self.forwarded_header = (forwarded.header_name if forwarded else "X-Forwarded-For").lower().encode()

@@ -21,6 +21,10 @@ const EXTENSIONS = [
   { key: "distributions", title: "Distributions", columns: ["name", "domain", "origins", "cache_hit_ratio", "requests", "http_5xx"] },
 ];
 
+// Sections drawn by their own script (gateway.js: apis, usage_plans) instead of the plain table above:
+// key -> function(items, summary) returning the section's element (kept between refreshes by its owner).
+const SECTION_RENDERERS = {};
+
 const state = {
   generation: null, // of the layout drawn from /v1/load-balancers
   previous: null, // the last summary, for rates
@@ -541,6 +545,10 @@ function drawExtensions(summary) {
   for (const ext of EXTENSIONS) {
     const items = summary[ext.key];
     if (!Array.isArray(items)) continue; // not served by this lbd yet
+    if (SECTION_RENDERERS[ext.key]) {
+      sections.push(SECTION_RENDERERS[ext.key](items, summary)); // a section of its own (gateway.js)
+      continue;
+    }
     const head = el("tr", {}, ext.columns.map((c) => el("th", { text: c.replace(/_/g, " ") })));
     const rows = items.map((item) => el("tr", {}, ext.columns.map((c) => {
       const value = item[c];

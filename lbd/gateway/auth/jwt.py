@@ -236,16 +236,23 @@ class JwksSource:
             except (OSError, ValueError) as exc:
                 raise ValueError(f"authorizer {config.name}: jwks_file {path}: {exc}") from exc
 
-    async def current(self) -> JwksKeys:
+    def due(self) -> bool:
+        """A fetch is due before the keys can be used (none held yet, or held too long)."""
+        if self.config.jwks_uri is None:
+            return False
         now = self._clock()
-        stale = now - self.fetched_at >= self.config.jwks_cache_seconds
+        if now - self.fetched_at < self.config.jwks_cache_seconds:
+            return False
         # With no keys at all, a down issuer is asked again at most once per jwks_min_refresh_seconds.
         backing_off = (
             self.keys is None
             and self._inflight is None
             and now - self.tried_at < self.config.jwks_min_refresh_seconds
         )
-        if self.config.jwks_uri is not None and stale and not backing_off:
+        return not backing_off
+
+    async def current(self) -> JwksKeys:
+        if self.due():
             await self.refresh()
         if self.keys is None:
             raise JwksUnavailable(f"no JWKS from {self.config.jwks_uri}")
@@ -317,6 +324,22 @@ class HttpJwksFetch:
             self._session = None
 
 
+class _Verified:
+    """A token whose signature and static claims (issuer, audience) checked out, and the window of time
+    in which its time claims pass (``check_claims``'s rules, leeway included)."""
+
+    __slots__ = ("claims", "expires", "granted", "not_before", "results")
+
+    def __init__(self, claims: Mapping[str, Any], leeway: float) -> None:
+        self.claims = claims
+        exp = claims["exp"]  # present and a number: check_claims passed
+        self.expires = float(exp) + leeway
+        starts = [float(claims[name]) for name in ("nbf", "iat") if claims.get(name) is not None]
+        self.not_before = max(starts) - leeway if starts else float("-inf")
+        self.granted = token_scopes(claims)
+        self.results: dict[tuple[str, ...], AuthResult] = {}  # by the route's scopes
+
+
 class JwtAuthorizerEngine:
     def __init__(self, config: JwtAuthorizer, clock: Clock, fetch: JwksFetch | None = None) -> None:
         self.name = config.name
@@ -328,47 +351,96 @@ class JwtAuthorizerEngine:
         self.jwks = JwksSource(config, clock, fetch)
         # Tokens whose signature checked out, so that a client's next requests cost a dict lookup and the
         # time checks rather than a public-key operation (Envoy's jwt_authn keeps such a cache too).
-        self._verified: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._verified_with: JwksKeys | None = None
+
+    def authorize_now(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult | None:
+        """``authorize`` without waiting (the pipeline's fast path): None when the answer needs the JWKS
+        fetched (none held yet, or due again) or names a kid the keys held lack (a refresh may find it)."""
+        keys = self.jwks.keys
+        if keys is None or self.jwks.due():
+            return None
+        token = bearer_token(identity_value(request, self.config.identity_source))
+        if token is None:
+            return unauthorized(None)
+        try:
+            verified = self._verified_now(token, keys)
+        except TokenRejected as exc:
+            return unauthorized(str(exc))
+        if verified is None:
+            return None
+        return self._decide(verified, scopes)
 
     async def authorize(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult:
         token = bearer_token(identity_value(request, self.config.identity_source))
         if token is None:
             return unauthorized(None)
         try:
-            claims = await self._claims(token)
+            verified = await self._claims(token)
         except TokenRejected as exc:
             return unauthorized(str(exc))
         except JwksUnavailable:
             return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
-        granted = token_scopes(claims)
-        if scopes and not granted.intersection(scopes):
-            challenge = _www_authenticate("insufficient_scope", "the token has none of the scopes", scopes)
-            return AuthResult("ACCESS_DENIED", claims=claims, message="Forbidden", headers=(challenge,))
-        principal = claims.get("sub")
-        return AuthResult(
-            ALLOW,
-            principal_id=principal if isinstance(principal, str) else None,
-            claims=claims,
-            scopes=sorted(granted),
-        )
+        return self._decide(verified, scopes)
 
-    async def _claims(self, token: str) -> Mapping[str, Any]:
-        keys = await self.jwks.current()
+    def _decide(self, verified: _Verified, scopes: Sequence[str]) -> AuthResult:
+        """The answer for a route's scopes: the same object for every request with this token there."""
+        wanted = scopes if isinstance(scopes, tuple) else tuple(scopes)
+        result = verified.results.get(wanted)
+        if result is not None:
+            return result
+        claims, granted = verified.claims, verified.granted
+        if wanted and not granted.intersection(wanted):
+            challenge = _www_authenticate("insufficient_scope", "the token has none of the scopes", wanted)
+            result = AuthResult("ACCESS_DENIED", claims=claims, message="Forbidden", headers=(challenge,))
+        else:
+            principal = claims.get("sub")
+            result = AuthResult(
+                ALLOW,
+                principal_id=principal if isinstance(principal, str) else None,
+                claims=claims,
+                scopes=tuple(sorted(granted)),
+            )
+        verified.results[wanted] = result
+        return result
+
+    def _known(self, token: str, keys: JwksKeys) -> _Verified | None:
+        """The token if these keys verified it before, its time claims checked against now."""
         if keys is not self._verified_with:  # new keys: what the old ones verified is verified no more
             self._verified.clear()
             self._verified_with = keys
-        claims = self._verified.get(token)
-        if claims is not None:
+        verified = self._verified.get(token)
+        if verified is not None:
             self._verified.move_to_end(token)
-            check_claims(claims, self.config, self._clock())  # expiry moves on; the signature does not
-            return claims
-        claims = MappingProxyType(await self._verify(token))
+            now = self._clock()
+            if not verified.not_before <= now < verified.expires:
+                check_claims(verified.claims, self.config, now)  # says which (expiry moves on)
+        return verified
+
+    def _remember(self, token: str, claims: dict[str, Any]) -> _Verified:
+        verified = _Verified(MappingProxyType(claims), self.config.leeway_seconds)
         if self._verified_with is self.jwks.keys:
-            self._verified[token] = claims
+            self._verified[token] = verified
             if len(self._verified) > VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
-        return claims
+        return verified
+
+    def _verified_now(self, token: str, keys: JwksKeys) -> _Verified | None:
+        verified = self._known(token, keys)
+        if verified is not None:
+            return verified
+        header = unverified_header(token, self.config)
+        key = keys.key(str(header["kid"]), str(header["alg"]))
+        if key is None:
+            return None
+        return self._remember(token, decode(token, key, self.config, self._clock()))
+
+    async def _claims(self, token: str) -> _Verified:
+        keys = await self.jwks.current()
+        verified = self._known(token, keys)
+        if verified is not None:
+            return verified
+        return self._remember(token, await self._verify(token))
 
     async def _verify(self, token: str) -> dict[str, Any]:
         header = unverified_header(token, self.config)

@@ -1,0 +1,250 @@
+"""One client's WebSocket (RFC 6455) with API Gateway's limits, over wsproto. Sans-IO.
+
+wsproto does the protocol: the opening handshake's checks (section 4.2.1), unmasking and the rule that a
+client masks every frame (5.1: an unmasked frame fails the connection with 1002), fragmentation and
+control-frame rules (5.4, 5.5: 1002), UTF-8 of text messages (8.1: 1007) and the close handshake (5.5.1,
+7). This class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
+WebSocket API"): frames of at most 32 KB and messages of at most 128 KB, larger ones closing the
+connection with 1009 (Message Too Big, 7.4.1), and answers what needs no application: pings (5.5.2) and
+the client's close (5.5.1).
+
+Feed bytes with ``receive``; it returns what happened (``Upgrade``, ``Message``, ``Closed``); bytes to
+write collect in ``data_to_send()``. Nothing here reads a clock or a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
+
+MAX_FRAME = 32 * 1024
+MAX_MESSAGE = 128 * 1024
+# RFC 6455 7.4.1
+NORMAL = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+MESSAGE_TOO_BIG = 1009
+INTERNAL_ERROR = 1011
+NO_STATUS = 1005  # what $disconnect reports when the close frame had no code (7.1.5)
+ABNORMAL = 1006  # ... and when the connection ended without a close frame
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A valid opening handshake; answer with ``accept`` or ``reject``."""
+
+    target: str  # path and query as requested
+    headers: Sequence[tuple[str, str]]  # lower-case names, the Host included
+    subprotocols: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    data: str | bytes  # str: a text message
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The WebSocket is closed (or failed): close the connection once ``data_to_send()`` is written."""
+
+    code: int
+    reason: str
+    by_client: bool
+
+
+Event = Upgrade | Message | Closed
+
+
+class Session:
+    def __init__(self, max_frame: int = MAX_FRAME, max_message: int = MAX_MESSAGE) -> None:
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.max_frame = max_frame
+        self.max_message = max_message
+        self.open = False  # accepted and not closing
+        self.closed: Closed | None = None  # set once, when the WebSocket starts to close or fails
+        self.done = False  # the TCP connection may end now (the close handshake is complete)
+        self._failed = False  # what the client sends now cannot be parsed: read and drop it
+        self.refused = False  # the handshake was answered with an HTTP error: end the output after it
+        self._out: list[bytes] = []
+        self._parts: list[str | bytes] = []
+        self._frame = 0  # bytes of the frame being received
+        self._message = 0  # bytes of the message being received
+
+    # -- bytes in ------------------------------------------------------------------------------------------
+
+    def receive(self, data: bytes | None) -> list[Event]:
+        """``data`` from the client (None: it closed its side)."""
+        if self.done:
+            return []
+        if data is None and self.closed is not None:
+            self.done = True
+            return []
+        if self._failed:
+            return []
+        try:
+            self.ws.receive_data(data)
+        except RemoteProtocolError as exc:
+            return [self._refuse_handshake(str(exc), exc.event_hint)]
+        if self.closed is not None:
+            self._await_close_answer()
+            return []
+        out: list[Event] = []
+        for event in self.ws.events():
+            happened = self._on(event)
+            if happened is not None:
+                out.append(happened)
+            if self.closed is not None:
+                break
+        if data is None and self.closed is None:
+            out.append(self._end(ABNORMAL, "", by_client=True))
+            self.done = True
+        return out
+
+    def _await_close_answer(self) -> None:
+        """After lbd's close frame, only the client's close matters (RFC 6455 5.5.1, 7.1.1)."""
+        for event in self.ws.events():
+            if isinstance(event, CloseConnection):
+                if self.ws.state is not ConnectionState.CLOSED:
+                    self._failed = True  # a frame it could not parse
+                self.done = self.ws.state is ConnectionState.CLOSED
+                return
+
+    def _on(self, event: object) -> Event | None:
+        if isinstance(event, Request):
+            headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.extra_headers]
+            headers.append(("host", event.host))
+            return Upgrade(event.target, headers, tuple(event.subprotocols))
+        if isinstance(event, TextMessage | BytesMessage):
+            return self._data(event)
+        if isinstance(event, Ping):
+            self._out.append(self.ws.send(event.response()))
+            return None
+        if isinstance(event, CloseConnection):
+            return self._close_received(event)
+        return None  # Pong: nothing to do (lbd sends no pings of its own)
+
+    def _data(self, event: TextMessage | BytesMessage) -> Event | None:
+        chunk: str | bytes = event.data if isinstance(event.data, str) else bytes(event.data)
+        size = len(chunk.encode()) if isinstance(chunk, str) else len(chunk)
+        self._frame += size
+        self._message += size
+        if self._frame > self.max_frame:
+            return self.close(MESSAGE_TOO_BIG, f"frame larger than {self.max_frame} bytes")
+        if self._message > self.max_message:
+            return self.close(MESSAGE_TOO_BIG, f"message larger than {self.max_message} bytes")
+        self._parts.append(chunk)
+        if event.frame_finished:
+            self._frame = 0
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._message = self._parts, [], 0
+        if isinstance(chunk, str):
+            return Message("".join(str(p) for p in parts))
+        return Message(b"".join(p for p in parts if isinstance(p, bytes)))
+
+    def _close_received(self, event: CloseConnection) -> Closed:
+        if self.ws.state is ConnectionState.REMOTE_CLOSING:
+            # The client's close: echo its code (RFC 6455 5.5.1); then the TCP connection ends.
+            self._out.append(self.ws.send(event.response()))
+            self.done = True
+            return self._end(event.code, event.reason or "", by_client=True)
+        if self.ws.state is ConnectionState.CLOSED:
+            # The client's side ended without a close frame: wsproto says 1006 (RFC 6455 7.1.5).
+            self.done = True
+            return self._end(event.code, "", by_client=True)
+        # wsproto reports a frame it cannot accept (unmasked, bad fragmentation, bad UTF-8 ...) as a close
+        # in the OPEN state: fail the connection with that code (RFC 6455 7.1.7); nothing after that
+        # frame can be parsed.
+        self._failed = True
+        return self.close(event.code, event.reason or "")
+
+    # -- the handshake ------------------------------------------------------------------------------------
+
+    def accept(self, subprotocol: str | None = None, headers: Sequence[tuple[str, str]] = ()) -> None:
+        extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        self._out.append(self.ws.send(AcceptConnection(subprotocol=subprotocol, extra_headers=extra)))
+        self.open = True
+
+    def reject(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Closed:
+        encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        encoded.append((b"content-length", str(len(body)).encode()))
+        encoded.append((b"connection", b"close"))
+        self._out.append(self.ws.send(RejectConnection(status_code=status, headers=encoded, has_body=True)))
+        self._out.append(self.ws.send(RejectData(data=body)))
+        self._failed = self.refused = True
+        return self._end(status, "refused", by_client=False)
+
+    def _refuse_handshake(self, problem: str, hint: object) -> Closed:
+        """A request that is not a WebSocket opening handshake (RFC 6455 4.2.2): 426 when the client did
+        not ask to upgrade (RFC 9110 15.5.22, naming the protocol) or asked for a version other than 13
+        (with Sec-WebSocket-Version: 13, as wsproto says); 400 for the rest."""
+        headers = [("content-type", "text/plain")]
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        if "Connection: Upgrade" in problem or "Upgrade: " in problem:
+            status = 426
+            headers.append(("upgrade", "websocket"))
+        elif status == 426:
+            headers.append(("sec-websocket-version", "13"))
+        body = f"{problem}\n".encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"]
+        head += [f"{name}: {value}\r\n" for name, value in headers]
+        head.append(f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+        self._out.append("".join(head).encode("latin-1") + body)
+        self._failed = self.refused = True
+        return self._end(status, problem, by_client=False)
+
+    # -- bytes out -----------------------------------------------------------------------------------------
+
+    def send(self, data: str | bytes) -> bool:
+        """Queue a message; False if the WebSocket is no longer open."""
+        if not self.open:
+            return False
+        # Frames of at most max_frame bytes out too, as API Gateway sends them (a character is at most
+        # 4 bytes of UTF-8, so a quarter of the limit in characters always fits).
+        step = self.max_frame // 4 if isinstance(data, str) else self.max_frame
+        last = max(len(data) - 1, 0) // step
+        for i in range(last + 1):
+            piece = data[i * step : (i + 1) * step]
+            fin = i == last
+            event = (
+                TextMessage(data=piece, message_finished=fin)
+                if isinstance(piece, str)
+                else BytesMessage(data=piece, message_finished=fin)
+            )
+            self._out.append(self.ws.send(event))
+        return True
+
+    def close(self, code: int, reason: str = "") -> Closed:
+        """Start the close handshake (RFC 6455 7.1.2): the client's answering close ends it (``done``)."""
+        if self.closed is not None:
+            return self.closed
+        if self.ws.state is ConnectionState.OPEN:
+            self._out.append(self.ws.send(CloseConnection(code=code, reason=reason[:120])))
+        else:
+            self.done = True  # not open yet (or no longer): nothing to hand shake
+        return self._end(code, reason, by_client=False)
+
+    def _end(self, code: int, reason: str, by_client: bool) -> Closed:
+        self.open = False
+        self.closed = Closed(int(code), reason, by_client)
+        self._parts = []
+        return self.closed
+
+    def data_to_send(self) -> bytes:
+        out, self._out = self._out, []
+        return b"".join(out)
