@@ -138,7 +138,7 @@ SCENARIOS = {
             close=True,
         ),
         Scenario(
-            "edge",
+            "cache",
             "l7",
             "/small",
             50,
@@ -578,7 +578,7 @@ def _web_acl(scenario: Scenario) -> str:
 
 
 def edge_conf(port: int, admin: int, targets: list[int], workers: int) -> str:
-    """The edge scenario's lbd: one distribution caching the targets (the origin gives no Cache-Control,
+    """The cache scenario's lbd: one distribution caching the targets (the origin gives no Cache-Control,
     so CachingOptimized's default TTL, a day, applies: the same as the peers' configured validity)."""
     target_lines = "\n".join(f"      - {{id: 127.0.0.1, port: {t}}}" for t in targets)
     return f"""node: {{workers: {workers}}}

@@ -77,8 +77,8 @@ def test_peer_configs_match_the_scenario() -> None:
     assert "keepalive 64" in nginx_lb_conf(Path("/tmp"), l7, 1, [2, 3], 1)
 
 
-def test_the_edge_scenario_caches_on_every_load_balancer() -> None:
-    edge = SCENARIOS["edge"]
+def test_the_cache_scenario_caches_on_every_load_balancer() -> None:
+    edge = SCENARIOS["cache"]
     assert "proxy_cache edge; proxy_cache_valid 200 1d" in nginx_lb_conf(Path("/tmp"), edge, 1, [2, 3], 1)
     haproxy = haproxy_conf(edge, 1, [2, 3], 1)
     assert "http-request cache-use edge" in haproxy and "\ncache edge\n" in haproxy
