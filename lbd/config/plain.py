@@ -9,8 +9,10 @@ worker's memory is the node's footprint times the worker count; DESIGN.md sectio
 A record is not a model: it has the fields and nothing else (no validators, no ``model_*`` methods or
 properties), and the kind of an action or an authorizer is its ``type`` field, not its class (web ACL
 statements: lbd/config/web_acl_reading.py). Mapping fields (headers, gateway responses) become read-only
-``PlainMap`` dicts. Every section crosses this way: load balancers, target groups, APIs, usage plans,
-shared state and web ACLs (the admin API's replacements applied by the supervisor).
+``PlainMap`` dicts. Every section crosses this way: load balancers, target groups, APIs (WEBSOCKET ones
+too), usage plans, shared state, distributions and web ACLs (the admin API's replacements applied by the
+supervisor). What a worker would otherwise construct as a model (the edge's stand-in load balancers) it
+copies from ``templates`` with ``replaced``.
 """
 
 from __future__ import annotations
