@@ -45,7 +45,8 @@ class Scenario:
     connections: int
     description: str
     kind: str = (
-        "wrk"  # "wrk"; "h2load": HTTP/2 load; "idle": memory per idle connection; "udp"; "unsupported"
+        "wrk"  # "wrk"; "h2load": HTTP/2 load; "idle": memory per idle connection; "udp"; "footprint";
+        # "unsupported"
     )
     rules: int = 0  # listener rules the request goes through without matching (L7)
     close: bool = False  # a new connection per request
@@ -116,6 +117,15 @@ SCENARIOS = {
             10000,
             "10,000 idle keep-alive connections: RSS per connection",
             kind="idle",
+        ),
+        Scenario(
+            "footprint",
+            "l7",
+            "/small",
+            1,
+            "memory held after one request, with 1 worker/thread and with 2: the node, and what each "
+            "extra worker adds (RSS summed over the processes; PSS counts shared pages once)",
+            kind="footprint",
         ),
         Scenario("https", "l7", "/small", 50, "HTTPS keep-alive: TLS termination, small responses", tls=True),
         Scenario(
@@ -204,6 +214,11 @@ class Sample:
     cpu_us_per_request: float
     peak_rss_mib: float
     kib_per_connection: float = 0.0  # the idle scenario
+    # The footprint scenario: RSS and PSS (MiB) with one worker, and what a second worker adds.
+    rss_mib: float = 0.0
+    pss_mib: float = 0.0
+    extra_worker_rss_mib: float = 0.0
+    extra_worker_pss_mib: float = 0.0
 
 
 @dataclass
@@ -302,6 +317,17 @@ class Process:
 
     def rss_kib(self) -> int:
         return self._status_kib("VmRSS:")
+
+    def pss_kib(self) -> int:
+        """Proportional set size: each shared page divided among the processes that map it, so a tree's
+        sum counts shared libraries (and pages a fork shares) once."""
+        total = 0
+        for pid in self.tree():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        return total
 
     def _status_kib(self, field_name: str) -> int:
         total = 0
@@ -731,6 +757,8 @@ def parse_wrk(output: str) -> dict[str, float]:
 def measure(
     name: str, scenario: Scenario, tmp: Path, targets: list[int], workers: int, seconds: float
 ) -> Sample:
+    if scenario.kind == "footprint":
+        return measure_footprint(name, scenario, tmp, targets)
     with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
         if scenario.kind == "idle":
             return measure_idle(proc, port, scenario)
@@ -881,6 +909,38 @@ def wait_udp(port: int, timeout: float = 20) -> None:
         raise RuntimeError(f"nothing answers UDP on {port}")
 
 
+def measure_footprint(name: str, scenario: Scenario, tmp: Path, targets: list[int]) -> Sample:
+    """RSS and PSS after one request, with one worker (thread) and then two: the difference is what each
+    extra worker costs. Idle memory, not the peak under load (the other scenarios' RSS column)."""
+    held: list[tuple[float, float]] = []
+    for workers in (1, 2):
+        with load_balancer(name, scenario, tmp, targets, workers) as (proc, port):
+            assert proc is not None
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    f"GET {scenario.path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+                )
+                while sock.recv(65536):
+                    pass
+            time.sleep(0.5)
+            held.append((proc.rss_kib() / 1024, proc.pss_kib() / 1024))
+    (rss, pss), (rss2, pss2) = held
+    return Sample(
+        rps=0.0,
+        bytes_per_s=0.0,
+        p50_ms=0.0,
+        p99_ms=0.0,
+        requests=1,
+        errors=0,
+        cpu_us_per_request=0.0,
+        peak_rss_mib=rss,
+        rss_mib=rss,
+        pss_mib=pss,
+        extra_worker_rss_mib=rss2 - rss,
+        extra_worker_pss_mib=pss2 - pss,
+    )
+
+
 def measure_idle(proc: Process | None, port: int, scenario: Scenario) -> Sample:
     """Open many keep-alive connections, one request each, leave them idle: RSS growth per connection."""
     assert proc is not None
@@ -942,6 +1002,8 @@ def run(
                     # The ceiling needs no repeating; idle memory, TLS and PROXY headers are the load
                     # balancer's (the floors send none, and the PROXY scenario's targets require one).
                     continue
+                if scenario.kind == "footprint" and workers != worker_counts[0]:
+                    continue  # measures one worker and two itself
                 result = results[(scenario.name, name, workers)] = Result(scenario.name, name, workers)
                 if scenario.kind == "unsupported":
                     result.unsupported = scenario.unsupported
@@ -1067,7 +1129,27 @@ def table(results: list[Result]) -> str:
             f"{int(r.median('errors')):>6}  {extra}"
         )
     rows += scaling(results)
+    rows += footprints(results)
     return "\n".join(rows)
+
+
+def footprints(results: list[Result]) -> list[str]:
+    """The footprint scenario in words: the node with one worker, and each extra worker."""
+    shown = [r for r in results if r.scenario == "footprint" and r.samples]
+    if not shown:
+        return []
+    lines = [
+        "",
+        "footprint after one request (MiB; RSS summed over processes, PSS counts shared pages once):",
+    ]
+    for r in shown:
+        lines.append(
+            f"  {r.load_balancer:<8} 1 worker: {r.median('rss_mib'):5.1f} RSS "
+            f"({r.median('pss_mib'):5.1f} PSS); "
+            f"each extra worker: +{r.median('extra_worker_rss_mib'):4.1f} RSS "
+            f"(+{r.median('extra_worker_pss_mib'):4.1f} PSS)"
+        )
+    return lines
 
 
 def scaling(results: list[Result]) -> list[str]:

@@ -20,20 +20,14 @@ text the same way.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from lbd.config.schema import (
-    ClassicStickiness,
-    Config,
-    ForwardAction,
-    HealthCheck,
-    Listener,
-    LoadBalancer,
-    Target,
-    TargetGroup,
-    WeightedTargetGroup,
-)
 from lbd.health.classic import CLB_MATCHER, parse_target
+
+if TYPE_CHECKING:
+    # Workers read classic_stickiness from plain records (lbd/config/plain.py) without the schema; the
+    # functions that build models import it themselves.
+    from lbd.config.schema import ClassicStickiness, Config, HealthCheck, Listener, LoadBalancer, TargetGroup
 
 # Instance protocol -> the target-group protocol that talks to it.
 GROUP_PROTOCOL = {"HTTP": "HTTP", "HTTPS": "HTTPS", "TCP": "TCP", "SSL": "TLS"}
@@ -47,6 +41,8 @@ def expand(config: Config) -> Config:
     """``config`` with each classic listener forwarding to a target group of its instances."""
     if not any(lb.type == "classic" for lb in config.load_balancers):
         return config
+    from lbd.config.schema import ForwardAction, WeightedTargetGroup
+
     groups = list(config.target_groups)
     balancers = []
     for lb in config.load_balancers:
@@ -71,6 +67,8 @@ def expand(config: Config) -> Config:
 
 def _group(lb: LoadBalancer, listener: Listener) -> TargetGroup:
     assert listener.instance_protocol is not None and listener.instance_port is not None  # validate.py
+    from lbd.config.schema import Target, TargetGroup
+
     layer7 = listener.instance_protocol in ("HTTP", "HTTPS")
     port = listener.instance_port
     targets = tuple(
@@ -100,6 +98,8 @@ def _group(lb: LoadBalancer, listener: Listener) -> TargetGroup:
 
 
 def _health_check(lb: LoadBalancer, instance_port: int) -> HealthCheck:
+    from lbd.config.schema import HealthCheck
+
     check = lb.health_check
     if check is None:
         # CLB's API makes TCP:80 the default; lbd checks the listener's own instance port, which is what a

@@ -11,27 +11,29 @@ import ipaddress
 import logging
 import math
 import random
+import ssl
 import time
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, TargetGroup
 from lbd.observe.stats import ListenerStats, StatsRegistry
-from lbd.tls.server import ALPN, ListenerTls, TlsConfigError, target_context
-from lbd.tls.store import CertificateStore
 from lbd.upstream.balancers import Balancer, make_balancer
 from lbd.upstream.target import Target
 from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
+    # A worker builds its Snapshot from the supervisor's plain records (lbd/config/plain.py), which have
+    # these models' attributes: the schema, pydantic and the TLS tooling are not imported to serve.
+    from lbd.config.schema import Config, Listener, LoadBalancer, TargetGroup
     from lbd.http.access import HttpAccessLog
     from lbd.http.exchange import Exchange
     from lbd.observe.access_log import AccessLog
     from lbd.routing.hashkey import HashKey
     from lbd.routing.stickiness import TargetStickiness
     from lbd.surge import SurgeQueue
+    from lbd.tls.server import ListenerTls
 
 log = logging.getLogger("lbd.targets")
 
@@ -99,9 +101,7 @@ class TargetGroupRuntime:
         self.balancer: Balancer = self.everywhere if cross_zone else self.zonal
         self.connect_timeout = config.connect_timeout_seconds
         # HTTPS and TLS target groups re-encrypt to their targets; like ELB, without verifying them.
-        self.tls = (
-            target_context(config.verify, config.ca_bundle) if config.protocol in ("HTTPS", "TLS") else None
-        )
+        self.tls = _target_context(config) if config.protocol in ("HTTPS", "TLS") else None
         self.verify = config.verify
         # HTTP2 and GRPC groups: HTTP/2 to the targets (lbd/http/h2upstream.py), h2 chosen by ALPN over TLS,
         # and the requests such a group refuses with 464 (lbd/http/grpc.py).
@@ -306,9 +306,7 @@ class ListenerRuntime:
         self.idle_timeout = float(load_balancer.idle_timeout_seconds)
         self.name = f"{listener.protocol}:{listener.port}"
         action = listener.default_actions[-1]
-        self.target_group = (
-            target_groups[action.target_groups[0].name] if isinstance(action, ForwardAction) else None
-        )
+        self.target_group = target_groups[action.target_groups[0].name] if action.type == "forward" else None
         self.flow_log: AccessLog | None = None  # network listeners' access log; set by the worker
         self.tls: ListenerTls | None = None  # HTTPS and TLS listeners
         self.udp_idle_timeout = float(listener.udp_idle_timeout_seconds)
@@ -472,14 +470,22 @@ def _inherited_cross_zone(config: Config) -> dict[str, bool]:
         for listener in lb.listeners:
             actions = [*listener.default_actions, *(a for rule in listener.rules for a in rule.actions)]
             for action in actions:
-                if isinstance(action, ForwardAction):
+                if action.type == "forward":
                     for weighted in action.target_groups:
                         inherited.setdefault(weighted.name, lb.cross_zone)
     return inherited
 
 
+def _target_context(config: TargetGroup) -> ssl.SSLContext:
+    from lbd.tls.server import target_context  # only for groups that re-encrypt
+
+    return target_context(config.verify, config.ca_bundle)
+
+
 def application_alpn(lb: LoadBalancer, listener: Listener) -> list[str]:
     """What an HTTPS listener offers: h2 then http/1.1 (ALB), narrowed by an alpn_policy if one is set."""
+    from lbd.tls.server import ALPN
+
     offered = ["h2", "http/1.1"] if lb.http2_enabled else ["http/1.1"]
     if listener.alpn_policy == "None":
         return offered
@@ -489,6 +495,10 @@ def application_alpn(lb: LoadBalancer, listener: Listener) -> list[str]:
 def _listener_tls(config: Config, lb: LoadBalancer, listener: Listener, where: str) -> ListenerTls | None:
     if listener.protocol not in ("HTTPS", "TLS", "SSL"):
         return None
+    # The certificate tooling (cryptography) is loaded by listeners that terminate TLS, and only by them.
+    from lbd.tls.server import ALPN, ListenerTls, TlsConfigError
+    from lbd.tls.store import CertificateStore
+
     # Network TLS takes ELB's ALPN policy; application HTTPS offers h2 unless http2_enabled is false; classic
     # HTTPS offers http/1.1 and classic SSL none (CLB negotiates no ALPN beyond HTTP/1.1).
     if lb.type == "application":

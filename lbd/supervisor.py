@@ -42,9 +42,11 @@ from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, s
 from lbd.admin.web_acls import WebAclControl
 from lbd.admin.websocket import ConnectionsAdmin
 from lbd.config.loader import ConfigError
+from lbd.config.plain import compact
 from lbd.config.preflight import LoadedConfig, load_for_run, read_token
 from lbd.config.schema import Config, TargetGroup
 from lbd.config.schema import Target as ConfigTarget
+from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
 from lbd.console import web as console
 from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
@@ -52,10 +54,9 @@ from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
-from lbd.observe.stats import StatsRegistry
 from lbd.observe.summary import load_balancers, summary
 from lbd.routing.stickiness import cookie_key
-from lbd.runtime import Snapshot, UnsupportedConfig
+from lbd.runtime import ListenerKey, UnsupportedConfig, listener_keys
 from lbd.upstream.registry import (
     Registry,
     apply_overlay,
@@ -282,15 +283,7 @@ class Supervisor:
             if self.access_keys is not None:  # ahead of the first generation on the ordered channel
                 worker.send(self.access_keys.message())
             worker.send(self.gateway.keys_message())  # API keys: also before the first request
-            message = {
-                "op": "prepare",
-                "generation": self.generation,
-                "config_text": self.current.text,
-                "config_path": self.current.path,
-                "overlay": self.registry.overlay(self.current.config),
-                "web_acls": self.web_acl_overrides,
-                "workers": self.worker_count,
-            }
+            message = self._prepare_message(self.generation, self.current.config, self.registry)
             reply = await worker.request(message, "prepared")
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise StartupError(f"worker {worker.index} failed to start: {exc}", EXIT_WORKERS) from exc
@@ -385,15 +378,13 @@ class Supervisor:
     async def _deploy(self, loaded: LoadedConfig, registry: Registry) -> ReloadResult:
         """Move every worker to a new generation of (config, registrations), or none of them."""
         generation = self.generation + 1
-        message = {
-            "op": "prepare",
-            "generation": generation,
-            "config_text": loaded.text,
-            "config_path": loaded.path,
-            "overlay": registry.overlay(loaded.config),
-            "web_acls": self.web_acl_overrides,
-            "workers": self.worker_count,
-        }
+        try:
+            message = self._prepare_message(generation, loaded.config, registry)
+        except ConfigError as exc:  # the admin API's web ACLs do not fit the new file (cross_check)
+            errors = config_errors(exc)
+            for error in errors:
+                log.error("change rejected: %s", error)
+            return ReloadResult(False, self.generation, errors)
         replies = await asyncio.gather(
             *(w.request(message, "prepared") for w in self.workers), return_exceptions=True
         )
@@ -495,7 +486,11 @@ class Supervisor:
 
     @staticmethod
     def _snapshot_keys(config: Config) -> list[Any]:
-        return list(Snapshot.build(config, 0, StatsRegistry()).listeners)
+        # The sockets the workers' Snapshots will bind, without building one here: the supervisor holds
+        # neither the data path nor listeners' TLS contexts (the workers build and check those).
+        keys = [key for lb in config.load_balancers for lst in lb.listeners for key in listener_keys(lst)]
+        keys += [ListenerKey(lst.address, lst.port, "tcp") for api in config.apis for lst in api.listeners]
+        return list(dict.fromkeys(keys))
 
     def _probe_listeners(self, held: set[Any], config: Config | None = None) -> None:
         for key in self._snapshot_keys(config or self.current.config):
@@ -823,6 +818,20 @@ class Supervisor:
         """Every worker to a new generation of the current config (web ACL changes); the errors, or []."""
         result = await self._deploy(self.current, self.registry)
         return [] if result.ok else result.errors
+
+    def _prepare_message(self, generation: int, config: Config, registry: Registry) -> Message:
+        """What a worker builds a generation from: the validated config (classic listeners expanded) with
+        the admin API's web ACLs and the registrations applied, as plain data (lbd/config/plain.py), and
+        the overlay for the draining targets. Raises ConfigError when a replaced web ACL no longer fits."""
+        config = apply_web_acl_overrides(config, self.web_acl_overrides)
+        overlay = registry.overlay(config)
+        return {
+            "op": "prepare",
+            "generation": generation,
+            "config": compact(apply_overlay(config, overlay)),
+            "overlay": overlay,
+            "workers": self.worker_count,
+        }
 
     def _save_registry(self) -> str | None:
         try:

@@ -3,7 +3,8 @@
 The supervisor starts each worker as ``python -m lbd.worker --control-fd N`` and drives it over the
 control channel (lbd/control.py):
 
-- ``start`` / ``prepare``: parse the config text, build a Snapshot and bind the sockets of listeners that
+- ``start`` / ``prepare``: build a Snapshot from the config the supervisor validated (plain data,
+  lbd/config/plain.py: a worker imports neither pydantic nor yaml) and bind the sockets of listeners that
   are new; nothing is served yet. Answered with ``prepared`` (ok or the error).
 - ``commit``: swap the prepared Snapshot in. Unchanged listeners keep their sockets (no accept backlog is
   lost), new ones start accepting, removed ones stop accepting while their open flows run on (drain).
@@ -15,9 +16,9 @@ flows up to ``node.shutdown_timeout_seconds``, force-close the rest, exit 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
+import getopt
 import logging
 import os
 import signal
@@ -29,9 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import uvloop
 
-from lbd.classic import expand
-from lbd.config.loader import ConfigError, parse_config
-from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
+from lbd.config.plain import thaw
 from lbd.control import ControlProtocol, Message
 from lbd.edge import store as edge_store
 from lbd.edge.runtime import EdgeListenerRuntime
@@ -44,7 +43,7 @@ from lbd.http.upstream import UpstreamPool
 from lbd.l4.tcp import TcpClientSide
 from lbd.l4.udp import UdpListenerSide
 from lbd.listener.accept import Acceptor
-from lbd.listener.alpn import AlpnSwitch, PriorKnowledge
+from lbd.listener.alpn import AlpnSwitch, PriorKnowledge, load_h2
 from lbd.listener.proxy import ClientAddressShim, ProxiedClient, ProxyHeaderReceiver, assign_client
 from lbd.listener.sockets import BindError, bind_listener
 from lbd.listener.tls import tls_protocol
@@ -54,12 +53,12 @@ from lbd.observe.logs import setup_logging
 from lbd.observe.ratelimit import ACCEPT_WARNINGS
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snapshot, UnsupportedConfig
-from lbd.upstream.registry import Overlay, apply_overlay
 from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
     from lbd.gateway.listener import ApiListenerRuntime
     from lbd.gateway.websocket.listener import WebSocketListenerRuntime
+    from lbd.upstream.registry import Overlay
 
 log = logging.getLogger("lbd.worker")
 
@@ -129,10 +128,8 @@ class Worker:
             self._send(
                 self._prepare(
                     generation,
-                    str(message["config_text"]),
-                    message.get("config_path"),
+                    message["config"],
                     message.get("overlay") or {},
-                    message.get("web_acls") or {},
                     int(message.get("workers") or 1),
                 )
             )
@@ -269,22 +266,14 @@ class Worker:
             self.control.send(message)
 
     def _prepare(
-        self,
-        generation: int,
-        config_text: str,
-        config_path: object,
-        overlay: Overlay,
-        web_acls: dict[str, Any] | None = None,
-        workers: int = 1,
+        self, generation: int, config: dict[str, Any], overlay: Overlay, workers: int = 1
     ) -> Message:
+        """``config``: validated, classic listeners expanded, the admin API's web ACLs and the registrations
+        applied by the supervisor; ``overlay`` still says which targets drain."""
         try:
-            config = parse_config(config_text, source=str(config_path or "<supervisor>"))
-            # Web ACLs the admin API replaced (lbd/admin/web_acls.py), over the file's.
-            config = apply_web_acl_overrides(config, web_acls or {})
             self.waf.workers = workers
-            effective = apply_overlay(expand(config), overlay)
-            snapshot = Snapshot.build(effective, generation, self.stats, self.waf)
-        except (ConfigError, UnsupportedConfig) as exc:
+            snapshot = Snapshot.build(thaw(config), generation, self.stats, self.waf)
+        except UnsupportedConfig as exc:
             return {"op": "prepared", "generation": generation, "ok": False, "error": str(exc)}
         self._attach_access_logs(snapshot)
         for name, change in overlay.items():
@@ -327,6 +316,8 @@ class Worker:
 
             retire(self.snapshot, snapshot)
         self.snapshot = snapshot
+        if any(_offers_h2(runtime) for runtime in snapshot.listeners.values()):
+            load_h2()  # now rather than in the first h2 connection's handshake
         edge_store.STATE.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
@@ -346,6 +337,7 @@ class Worker:
         tracker = self.tracker
         pool = self.pool
         assert pool is not None
+        loop = asyncio.get_running_loop()
         if bound.key.transport == "udp":
             bound.server = UdpListenerSide(bound.sock, bound)
             bound.server.start()
@@ -384,7 +376,7 @@ class Worker:
                 assign_client(app, client)  # before connection_made: TCP hashes the flow there
             if runtime.tls is not None:
                 inner = app if client is None else cast(asyncio.Protocol, ClientAddressShim(app, client))
-                return tls_protocol(inner, runtime.tls.context, runtime.stats)
+                return tls_protocol(inner, runtime.tls.context, runtime.stats, loop)
             return app
 
         def accept() -> asyncio.BaseProtocol:
@@ -464,6 +456,12 @@ class Worker:
         await asyncio.sleep(0)
 
 
+def _offers_h2(runtime: ListenerRuntime) -> bool:
+    if not isinstance(runtime, HttpListenerRuntime):
+        return False
+    return runtime.listener.h2c or (runtime.tls is not None and "h2" in runtime.tls.alpn)
+
+
 def _api_report() -> list[Message]:
     # Loaded with the first API listener; never imported here, where a worker out of descriptors (EMFILE)
     # could not open the module's file and would fail the whole stats reply.
@@ -472,15 +470,22 @@ def _api_report() -> list[Message]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lbd.worker")
-    parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--worker-id", type=int, default=0)
-    parser.add_argument("--log-level", default=os.environ.get("LBD_LOG_LEVEL", "info"))
-    parser.add_argument("--log-format", default=os.environ.get("LBD_LOG_FORMAT", "text"))
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format, process=f"worker-{args.worker_id}")
+    # getopt, not argparse: the supervisor is the only caller, and argparse would cost every worker
+    # half a megabyte of memory for these four options.
+    options, _ = getopt.gnu_getopt(
+        sys.argv[1:] if argv is None else argv, "", ["control-fd=", "worker-id=", "log-level=", "log-format="]
+    )
+    given = {name.removeprefix("--"): value for name, value in options}
+    if "control-fd" not in given:
+        sys.exit("lbd.worker: --control-fd is required (workers are started by lbd run)")
+    setup_logging(
+        given.get("log-level", os.environ.get("LBD_LOG_LEVEL", "info")),
+        given.get("log-format", os.environ.get("LBD_LOG_FORMAT", "text")),
+        process=f"worker-{given.get('worker-id', '0')}",
+    )
     _tune_gc()
-    return uvloop.run(Worker(args.worker_id, args.control_fd).run())
+    worker = Worker(int(given.get("worker-id", "0")), int(given["control-fd"]))
+    return uvloop.run(worker.run())
 
 
 def _tune_gc() -> None:

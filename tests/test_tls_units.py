@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lbd.cli import main
-from lbd.config.schema import ELB_POLICIES
+from lbd.config.base import ELB_POLICIES
 from lbd.listener.tls import ServerContext, ServerSSLObject
 from lbd.tls.policies import POLICIES, Policy, missing_ciphers, set_groups
 from lbd.tls.server import ALPN

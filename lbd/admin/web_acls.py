@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from lbd.admin.server import AdminRequest, AdminResponse, Router
 from lbd.config.loader import ConfigError
 from lbd.config.schema import Config
-from lbd.config.web_acls import WebAcl, cross_check, ip_set_files, parse_acl, read_ip_set_files, replace_acl
+from lbd.config.web_acl_reading import ip_set_files, read_ip_set_files
+from lbd.config.web_acls import WebAcl, cross_check, parse_acl, replace_acl
 
 log = logging.getLogger("lbd.admin")
 

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lbd.config.base import NAME, Model
 from lbd.config.gateway import ApiListener
-from lbd.config.schema import NAME, Listener, Model
+from lbd.config.schema import Listener
 
 if TYPE_CHECKING:
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
     from lbd.config.schema import Config
 
 # CloudFront's origin failover codes (RequestAndResponseBehaviorOriginGroups).
@@ -250,7 +251,7 @@ class Distribution(Model):
 
 
 def edge_issues(config: Config) -> Iterator[ConfigIssue]:
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
 
     groups = {group.name: group for group in config.target_groups}
     names: dict[str, int] = {}
@@ -327,7 +328,7 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
 def _web_acl_associations(config: Config, names: dict[str, int]) -> Iterator[ConfigIssue]:
     """A web ACL's distribution association names a distribution of the file, and each distribution
     has at most one web ACL (AWS WAF: a resource is associated with one web ACL)."""
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
 
     owner: dict[str, str] = {}
     for i, acl in enumerate(config.web_acls):
@@ -347,7 +348,7 @@ def _web_acl_associations(config: Config, names: dict[str, int]) -> Iterator[Con
 def _bindings(config: Config) -> Iterator[ConfigIssue]:
     """A distribution's listener must not take a port a load balancer, an API, the admin API or another
     distribution listens on."""
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
     from lbd.config.validate import _overlap
 
     admin_host, _, admin_port = config.admin.listen.rpartition(":")
@@ -372,7 +373,7 @@ def _bindings(config: Config) -> Iterator[ConfigIssue]:
 def edge_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     """What ``lbd run`` would refuse on a valid file (lbd/config/preflight.py): certificates the store
     cannot load for HTTPS viewers, origin secrets that cannot be read."""
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
     from lbd.tls.server import ListenerTls, TlsConfigError
     from lbd.tls.store import CertificateStore
 

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lbd.config.base import ELB_POLICIES, NAME, PATTERN_WORDS, CertificateName, Model
 from lbd.config.gateway_auth import Authorizer
-from lbd.config.schema import ELB_POLICIES, NAME, PATTERN_WORDS, CertificateName, Model
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
 # "GET /pets/{id}", "ANY /{proxy+}", "$default" (API Gateway route keys; a greedy {name+} only last).
@@ -245,6 +245,14 @@ class Api(Model):
     max_connection_seconds: int = Field(7200, ge=1, le=7200)
     # One JSON line per request with API Gateway's $context variables (docs/gateway.md).
     access_log: ApiAccessLog | None = None
+
+    @model_validator(mode="after")
+    def _websocket_idle(self) -> Api:
+        # API Gateway's WebSocket idle timeout is 10 minutes; filled in here, not read from
+        # model_fields_set, so that workers (which get plain records, lbd/config/plain.py) see it too.
+        if self.protocol == "WEBSOCKET" and "idle_timeout_seconds" not in self.model_fields_set:
+            object.__setattr__(self, "idle_timeout_seconds", 600)  # a frozen model, still being built
+        return self
 
 
 class RouteThrottle(Model):

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lbd.config.schema import NAME, Model
+from lbd.config.base import NAME, Model
 
 # API Gateway's identity sources: $request.header.NAME, $request.querystring.NAME, $context.NAME,
 # $stageVariables.NAME (HTTP APIs) or method.request.header.NAME (REST APIs).

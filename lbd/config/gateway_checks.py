@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lbd.config.gateway_auth import JwtAuthorizer, RequestAuthorizer
-from lbd.config.loader import ConfigIssue
+from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config
 from lbd.config.websocket_checks import route_form_issues
 

@@ -11,24 +11,17 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config
 
 L4_PROTOCOLS = ("TCP", "TLS", "UDP", "TCP_UDP")
 ACTION_TAGS = frozenset({"forward", "redirect", "fixed-response"})
 DISCOVERY_TAGS = frozenset({"dns", "etcd"})  # target_groups[].discovery.type
-
-
-class ConfigIssue(NamedTuple):
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 class ConfigError(Exception):
@@ -293,7 +286,7 @@ def _message(error: Any, loc: tuple[Any, ...]) -> str:
     if kind == "union_tag_not_found":
         return "an action needs a type: forward, redirect or fixed-response"
     if kind == "string_pattern_mismatch":
-        from lbd.config.schema import PATTERN_WORDS
+        from lbd.config.base import PATTERN_WORDS
 
         pattern = str(error.get("ctx", {}).get("pattern", ""))
         return f"must be {PATTERN_WORDS.get(pattern, f'a string matching {pattern}')}, got {value!r}"

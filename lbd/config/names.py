@@ -67,3 +67,8 @@ def target_id_error(target_id: str) -> str | None:
     if target_id.startswith("[") and target_id.endswith("]"):
         return f"{target_id!r}: write an IPv6 address without brackets"
     return host_name_error(target_id)
+
+
+# ``lbd cert request``: at least a day; at most ten years, for internal certificates (lbd/tls/store.py). Here,
+# with the other rules the store applies, so the command line can show them without loading cryptography.
+MIN_DAYS, MAX_DAYS = 1, 3650

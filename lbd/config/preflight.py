@@ -26,7 +26,8 @@ from pathlib import Path
 from lbd.classic import expand
 from lbd.config.edge import edge_startup_issues
 from lbd.config.gateway_checks import gateway_startup_issues
-from lbd.config.loader import ConfigError, ConfigIssue, parse_config, with_line
+from lbd.config.issues import ConfigIssue
+from lbd.config.loader import ConfigError, parse_config, with_line
 from lbd.config.schema import Config
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
@@ -109,6 +110,12 @@ def _unsupported(config: Config) -> Iterator[ConfigIssue]:
 
 
 def _certificates(config: Config) -> Iterator[ConfigIssue]:
+    if not any(
+        listener.protocol in ("HTTPS", "TLS", "SSL") and listener.certificates
+        for lb in config.load_balancers
+        for listener in lb.listeners
+    ):
+        return  # no certificate to load: the certificate tooling (cryptography) stays unloaded
     # The listener's own loader, so a certificate that passes here is one the worker can load.
     from lbd.tls.server import ALPN, ListenerTls, TlsConfigError
     from lbd.tls.store import CertificateStore
@@ -166,6 +173,6 @@ def read_token(config: Config) -> str | None:
 
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:
     # IP set files must read and parse, as the workers will read them.
-    from lbd.config.web_acls import read_ip_set_files
+    from lbd.config.web_acl_reading import read_ip_set_files
 
     yield from read_ip_set_files(config.web_acls)[1]

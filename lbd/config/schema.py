@@ -13,53 +13,22 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from lbd.config.names import certificate_name_error, target_id_error
+# Model and the names the gateway's models share are in base.py: gateway.py and gateway_auth.py build on
+# them, and this module includes their models (imported below).
+from lbd.config.base import ELB_POLICIES, NAME, PATTERN_WORDS, CertificateName, Model
+from lbd.config.names import target_id_error
 from lbd.config.web_acls import WebAcl
 
-NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$"  # ELB: 32 chars, alphanumerics and hyphens
-# What each pattern allows, in words: error messages say this, never the regular expression.
-PATTERN_WORDS = {
-    NAME: "1-32 letters (A-Z, a-z), digits and hyphens, not starting or ending with a hyphen",
-}
 ETCD_ENDPOINT = r"^https?://[^/\s]+/?$"
 PATTERN_WORDS[ETCD_ENDPOINT] = "an http:// or https:// URL of an etcd member, such as http://127.0.0.1:2379"
-ELB_POLICIES = (
-    "ELBSecurityPolicy-TLS13-1-2-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
-    "ELBSecurityPolicy-TLS13-1-3-2021-06",
-    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
-    "ELBSecurityPolicy-FS-1-2-Res-2020-10",
-    "ELBSecurityPolicy-TLS-1-2-2017-01",
-    "ELBSecurityPolicy-TLS-1-0-2015-04",
-    "ELBSecurityPolicy-2016-08",
-    "ELBSecurityPolicy-2015-05",
-)
 CONTENT_TYPES = ("text/plain", "text/css", "text/html", "application/javascript", "application/json")
 STICKY_RESERVED = ("AWSALB", "AWSALBAPP", "AWSALBTG")
-
-
-def _certificate_name(name: str) -> str:
-    # The store's own rule: a name becomes <store>/<name>.pem and must not reach outside the store.
-    problem = certificate_name_error(name)
-    if problem is not None:
-        raise ValueError(problem)
-    return name
-
-
-CertificateName = Annotated[str, AfterValidator(_certificate_name)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 # -- node, admin, certificates -----------------------------------------------------------------------------
@@ -761,7 +730,7 @@ class TargetGroup(Model):
 
 from lbd.config.edge import Distribution  # noqa: E402  (edge.py builds on the models above)
 
-# The gateway's models build on Model and NAME above (lbd/config/__init__.py loads this module first).
+# The gateway's models (they build on base.py's Model, not on this module).
 from lbd.config.gateway import Api, UsagePlan  # noqa: E402
 from lbd.config.gateway_auth import SharedState  # noqa: E402
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from lbd.config.edge import edge_issues
 from lbd.config.gateway_checks import gateway_issues
-from lbd.config.loader import ConfigIssue
+from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, RedirectAction, TargetGroup
 
 LISTENER_PROTOCOLS = {

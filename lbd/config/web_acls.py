@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -25,8 +24,18 @@ from pydantic import (
     model_validator,
 )
 
+# What the engine reads, without pydantic (workers read records, lbd/config/plain.py).
+from lbd.config.web_acl_reading import (
+    STATEMENTS,
+    action_kind,
+    ip_set_refs,
+    statement_kind,
+    statement_part,
+    walk,
+)
+
 if TYPE_CHECKING:
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
 
 ACL_NAME = r"^[A-Za-z0-9_-]{1,128}$"  # WAF: 1-128 of A-Z a-z 0-9 - _
 LABEL = r"^[A-Za-z0-9_:-]{1,1024}$"  # WAF label names: alphanumerics, _ - and : between namespaces
@@ -52,7 +61,6 @@ Positional = Literal["EXACTLY", "STARTS_WITH", "ENDS_WITH", "CONTAINS", "CONTAIN
 Oversize = Literal["CONTINUE", "MATCH", "NO_MATCH"]
 # WAF's rate-based evaluation windows (RateBasedStatement.EvaluationWindowSec).
 WINDOWS = (60, 120, 300, 600)
-BODY_LIMIT = 8 * 1024  # what WAF inspects of an ALB request body (AWS WAF: "Body inspection size limits")
 
 
 class Model(BaseModel):
@@ -209,19 +217,6 @@ class RateBased(Model):
         return self
 
 
-STATEMENTS = (
-    "byte_match",
-    "regex_match",
-    "size_constraint",
-    "ip_set",
-    "label_match",
-    "rate_based",
-    "and",
-    "or",
-    "not",
-)
-
-
 class Statement(Model):
     """Exactly one key, naming the statement's type."""
 
@@ -244,11 +239,11 @@ class Statement(Model):
         return self
 
     def part(self, name: str) -> Any:
-        return getattr(self, name + "_" if name in ("and", "or", "not") else name)
+        return statement_part(self, name)
 
     @property
     def kind(self) -> str:
-        return next(name for name in STATEMENTS if self.part(name) is not None)
+        return statement_kind(self)
 
 
 class InsertHeader(Model):
@@ -285,7 +280,7 @@ class Actions(Model):
 
     @property
     def kind(self) -> str:
-        return "allow" if self.allow is not None else "block" if self.block is not None else "count"
+        return action_kind(self)
 
 
 def _expand(allowed: tuple[str, ...]) -> BeforeValidator:
@@ -389,7 +384,7 @@ class WebAcl(Model):
     def _references(self) -> WebAcl:
         sets = {s.name for s in self.ip_sets}
         for index, rule in enumerate(self.rules):
-            for path, ref in _ip_set_refs(rule.statement, "statement"):
+            for path, ref in ip_set_refs(rule.statement, "statement"):
                 if ref.name is not None and ref.name not in sets:
                     known = ", ".join(sorted(sets)) or "none"
                     raise ValueError(
@@ -403,29 +398,10 @@ class WebAcl(Model):
         return self
 
 
-def _ip_set_refs(statement: Statement, path: str) -> Iterator[tuple[str, IpSetReference]]:
-    for sub_path, sub in walk(statement, path):
-        if sub.ip_set is not None:
-            yield f"{sub_path}.ip_set", sub.ip_set
-
-
 def _rate_statements(statement: Statement, path: str) -> Iterator[tuple[str, RateBased]]:
     for sub_path, sub in walk(statement, path):
         if sub.rate_based is not None:
             yield f"{sub_path}.rate_based", sub.rate_based
-
-
-def walk(statement: Statement, path: str) -> Iterator[tuple[str, Statement]]:
-    """Every statement inside ``statement`` (itself first), with its key path."""
-    yield path, statement
-    for name in ("and", "or"):
-        parts = statement.part(name)
-        for index, part in enumerate(parts or ()):
-            yield from walk(part, f"{path}.{name}[{index}]")
-    if statement.not_ is not None:
-        yield from walk(statement.not_, f"{path}.not")
-    if statement.rate_based is not None and statement.rate_based.scope_down is not None:
-        yield from walk(statement.rate_based.scope_down, f"{path}.rate_based.scope_down")
 
 
 def cross_check(
@@ -436,7 +412,7 @@ def cross_check(
 
     ``load_balancers`` maps each load balancer's name to its type, ``apis`` each API's to its protocol.
     """
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
 
     seen: dict[str, int] = {}
     owner: dict[str, str] = {}
@@ -470,7 +446,7 @@ def cross_check(
 def _api_associations(
     acl: WebAcl, where: str, apis: Mapping[str, str], owner: dict[str, str]
 ) -> Iterator[ConfigIssue]:
-    from lbd.config.loader import ConfigIssue
+    from lbd.config.issues import ConfigIssue
 
     for j, association in enumerate(acl.associations):
         name = association.api
@@ -488,50 +464,6 @@ def _api_associations(
             yield ConfigIssue(path, f"{name!r} is already associated with web ACL {owner['api:' + name]!r}")
         else:
             owner["api:" + name] = acl.name
-
-
-def ip_set_files(acls: tuple[WebAcl, ...]) -> Iterator[tuple[str, str]]:
-    """(key path, file) of every IP set read from a file."""
-    for i, acl in enumerate(acls):
-        for k, ip_set in enumerate(acl.ip_sets):
-            if ip_set.file is not None:
-                yield f"web_acls[{i}].ip_sets[{k}].file", ip_set.file
-        for r, rule in enumerate(acl.rules):
-            for path, ref in _ip_set_refs(rule.statement, "statement"):
-                if ref.file is not None:
-                    yield f"web_acls[{i}].rules[{r}].{path}.file", ref.file
-
-
-def parse_ip_set_file(text: str) -> tuple[str, ...]:
-    """An IP set file: one CIDR (or address) per line; blank lines and ``#`` comments ignored."""
-    cidrs: list[str] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        entry = line.partition("#")[0].strip()
-        if not entry:
-            continue
-        try:
-            ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            raise ValueError(f"line {number}: not an IPv4 or IPv6 CIDR: {entry!r}") from None
-        cidrs.append(entry)
-    return tuple(cidrs)
-
-
-def read_ip_set_files(acls: tuple[WebAcl, ...]) -> tuple[dict[str, tuple[str, ...]], list[ConfigIssue]]:
-    """The CIDRs of every IP set file, by file name; and what could not be read, by key path."""
-    from lbd.config.loader import ConfigIssue
-
-    found: dict[str, tuple[str, ...]] = {}
-    issues: list[ConfigIssue] = []
-    for path, name in ip_set_files(acls):
-        if name in found:
-            continue
-        try:
-            found[name] = parse_ip_set_file(Path(name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            issues.append(ConfigIssue(path, f"{name}: {reason}"))
-    return found, issues
 
 
 RateBased.model_rebuild()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from lbd.config.gateway import ROUTE_KEY, Api
-from lbd.config.loader import ConfigIssue
+from lbd.config.issues import ConfigIssue
 
 # "$request.body.action", "$request.body.message.type", or a template of ${request.body.x} pieces with
 # literal text between them ("${request.body.service}/${request.body.action}").

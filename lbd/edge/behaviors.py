@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lbd.cache.edgekey import ALL, ALL_EXCEPT, NONE, WHITELIST, KeyPolicy, NameRule
 from lbd.cache.freshness import TtlPolicy
-from lbd.config.edge import CacheBehaviorBase, CachePolicy, NameSelection
+
+if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config.edge import CacheBehaviorBase, CachePolicy, NameSelection
 
 CACHED_METHODS = frozenset({"GET", "HEAD"})
 ALLOWED_METHODS = {

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.edge import CustomErrorResponse, Distribution, Origin, OriginAccess
-from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer
+from lbd.config.plain import replaced, template
 from lbd.edge import compression
 from lbd.edge.access_log import HEADER
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
@@ -31,6 +32,11 @@ from lbd.runtime import (
     listener_keys,
 )
 from lbd.waf.acl import CompiledAcl, WafState
+
+if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config.edge import CustomErrorResponse, Distribution, EdgeListener, Origin, OriginAccess
+    from lbd.config.schema import Config, Listener, LoadBalancer
 
 log = logging.getLogger("lbd.edge")
 MB = 1024 * 1024
@@ -135,24 +141,58 @@ class EdgeListenerRuntime(ListenerRuntime):
 _VIEWER_STATS: dict[tuple[str, str], ListenerStats] = {}  # connection counts, kept across reloads
 
 
-def _stand_in(dist: Distribution, origin: Origin, timeout: float, listener: Listener) -> LoadBalancer:
+def _forward(config: Config, target_group: str) -> Any:
+    """ForwardAction(type="forward", target_group=...): its validator's one weighted group too."""
+    forward = template(config, "forward")
+    weighted = replaced(forward.target_groups[0], name=target_group)
+    return replaced(forward, target_group=target_group, target_groups=(weighted,))
+
+
+def _stand_in(
+    config: Config, dist: Distribution, origin: Origin, timeout: float, listener: Listener
+) -> LoadBalancer:
     """The load balancer an origin's requests go through: one listener forwarding to its group."""
-    forward = ForwardAction(type="forward", target_group=origin.target_group)
-    return LoadBalancer(
+    forward = _forward(config, origin.target_group)
+    lb: LoadBalancer = replaced(
+        template(config, "load_balancer"),
         name=dist.name,
         type="application",
         cross_zone=True,
         idle_timeout_seconds=max(1, int(timeout)),  # ELB's 504 after this long without a response
         preserve_host_header=True,  # the viewer's Host goes to the origin
-        listeners=(listener.model_copy(update={"default_actions": (forward,), "certificates": ()}),),
+        listeners=(replaced(listener, default_actions=(forward,), certificates=()),),
     )
+    return lb
+
+
+def _as_listener(config: Config, listener: EdgeListener) -> Listener:
+    """The load balancer listener a viewer listener is served as (the same sockets, TLS and SNI code);
+    EdgeListener.as_listener's fields, without the schema."""
+    made: Listener = replaced(
+        template(config, "listener"),
+        protocol=listener.protocol,
+        port=listener.port,
+        address=listener.address,
+        certificates=listener.certificates,
+        ssl_policy=listener.ssl_policy,
+        max_connections=listener.max_connections,
+    )
+    return made
+
+
+def _secret_value(access: OriginAccess) -> str:
+    """OriginAccess.secret_value, for a model or its record."""
+    if access.secret is not None:
+        return access.secret
+    assert access.secret_file is not None
+    return Path(access.secret_file).read_text(encoding="utf-8").strip()
 
 
 def _header_lines(origin: Origin) -> tuple[bytes, str]:
     lines = [f"{name}: {value}\r\n" for name, value in origin.custom_headers.items()]
     secret = ""
     if origin.origin_access is not None:
-        secret = origin.origin_access.secret_value()
+        secret = _secret_value(origin.origin_access)
         if origin.origin_access.type == "header":
             lines.append(f"{origin.origin_access.header_name}: {secret}\r\n")
     return "".join(lines).encode("latin-1"), secret
@@ -163,7 +203,7 @@ def _web_acls(config: Config, waf: WafState | None) -> dict[str, CompiledAcl]:
     cache, so a blocked request is never answered from it)."""
     if not any(a.distribution for acl in config.web_acls for a in acl.associations):
         return {}
-    from lbd.config.web_acls import read_ip_set_files
+    from lbd.config.web_acl_reading import read_ip_set_files
 
     files, issues = read_ip_set_files(config.web_acls)
     if issues:
@@ -190,11 +230,13 @@ def distribution_listeners(
     for d_index, dist in enumerate(config.distributions):
         if not dist.enabled:
             continue
-        viewer = tuple(listener.as_listener() for listener in dist.listeners)
-        plain = Listener(protocol="HTTP", port=viewer[0].port, address=viewer[0].address)
+        viewer = tuple(_as_listener(config, listener) for listener in dist.listeners)
+        plain: Listener = replaced(
+            template(config, "listener"), protocol="HTTP", port=viewer[0].port, address=viewer[0].address
+        )
         origins: dict[str, OriginRuntime] = {}
         for origin in dist.origins:
-            lb = _stand_in(dist, origin, origin.response_timeout_seconds, plain)
+            lb = _stand_in(config, dist, origin, origin.response_timeout_seconds, plain)
             runtime = HttpListenerRuntime(
                 ListenerKey(plain.address, plain.port, "tcp"),
                 lb,
@@ -218,15 +260,15 @@ def distribution_listeners(
         distribution.waf = acls.get(dist.name)
         first = dist.origins[0]
         for l_index, listener in enumerate(viewer):
-            lb = _stand_in(dist, first, 60, listener)
+            lb = _stand_in(config, dist, first, 60, listener)
             http2 = dist.listeners[l_index].http2_enabled  # h2 by ALPN on HTTPS (CloudFront: http2)
-            lb = lb.model_copy(update={"http2_enabled": http2, "listeners": (listener,)})
+            lb = replaced(lb, http2_enabled=http2, listeners=(listener,))
             stats = _VIEWER_STATS.setdefault(
                 (dist.name, f"{listener.protocol}:{listener.port}"), ListenerStats()
             )
             keys = listener_keys(listener)
-            runtime_listener = lb.listeners[0].model_copy(
-                update={"default_actions": (ForwardAction(type="forward", target_group=first.target_group),)}
+            runtime_listener = replaced(
+                lb.listeners[0], default_actions=(_forward(config, first.target_group),)
             )
             edge = EdgeListenerRuntime(
                 keys[0], lb, runtime_listener, target_groups, stats, generation, distribution

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -21,7 +22,6 @@ import httptools
 from lbd.edge.access_log import log_line
 from lbd.edge.handler import ERROR, EdgeRequest, ViewerRequest
 from lbd.http.flow import HIGH_WATER, LOW_WATER
-from lbd.http.h2front import H2Stream
 from lbd.listener.alpn import tls_info
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class EdgeClientSide:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.over_h2 = isinstance(transport, H2Stream)  # one stream of an HTTP/2 connection
+        # One stream of an HTTP/2 connection; h2front (and h2) are loaded only once a listener offers h2.
+        h2front = sys.modules.get("lbd.http.h2front")
+        self.over_h2 = h2front is not None and isinstance(transport, h2front.H2Stream)
         peer = self.transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from lbd.config.gateway import Integration as IntegrationConfig
 from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest, UpstreamReply
 from lbd.gateway.fetch import HOP_BY_HOP, GatewayFetch, NoTarget
 from lbd.gateway.responses import Answer, GatewayResponses
 
 if TYPE_CHECKING:
+    from lbd.config.gateway import Integration as IntegrationConfig
     from lbd.gateway.pipeline import Outcome
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9._-]+)(\+?)\}")

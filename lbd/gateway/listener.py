@@ -13,9 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from lbd.config.gateway import Api, ApiListener
-from lbd.config.gateway_auth import SharedState
-from lbd.config.schema import Config, FixedResponseAction, Listener, LoadBalancer
+from lbd.config.plain import Record
 from lbd.gateway.contracts import Admission, Authorizer, Bucket, GatewayRequest, Limiter, Quota
 from lbd.gateway.fetch import GatewayFetch
 from lbd.gateway.pipeline import ApiPipeline, Outcome
@@ -23,33 +21,76 @@ from lbd.gateway.responses import Answer
 from lbd.gateway.services import SERVICES
 from lbd.gateway.stats import registry
 from lbd.runtime import ListenerKey, ListenerRuntime, UnsupportedConfig
-from lbd.tls.server import ListenerTls, TlsConfigError
-from lbd.tls.store import CertificateStore
 
 if TYPE_CHECKING:
+    from lbd.config.gateway import Api, ApiListener
+    from lbd.config.gateway_auth import SharedState
+    from lbd.config.schema import Config, Listener, LoadBalancer
     from lbd.observe.access_log import AccessLog
     from lbd.observe.stats import StatsRegistry
     from lbd.runtime import TargetGroupRuntime
+    from lbd.tls.server import ListenerTls
 
 log = logging.getLogger("lbd.gateway")
 
 
 def _as_listener(listener: ApiListener) -> Listener:
-    return Listener.model_construct(
-        protocol=listener.protocol,
-        port=listener.port,
-        address=listener.address,
-        certificates=listener.certificates,
-        ssl_policy=listener.ssl_policy,
-        alpn_policy="None",
-        default_actions=(FixedResponseAction.model_construct(type="fixed-response", status_code=404),),
-        rules=(),
-        proxy_protocol=False,
-        h2c=False,
-        accept_proxy_protocol=None,
-        udp_idle_timeout_seconds=120.0,
-        max_connections=listener.max_connections,
+    """The API's listener in the load-balancer listener's shape, every field of the schema's Listener set
+    (a Record, lbd/config/plain.py: workers never import the schema; tests/test_worker_footprint.py checks
+    the fields are the model's)."""
+    not_found = Record(
+        {
+            "type": "fixed-response",
+            "order": None,
+            "status_code": 404,
+            "content_type": None,
+            "message_body": "",
+        }
     )
+    fields = {
+        "protocol": listener.protocol,
+        "port": listener.port,
+        "address": listener.address,
+        "certificates": listener.certificates,
+        "ssl_policy": listener.ssl_policy,
+        "alpn_policy": "None",
+        "default_actions": (not_found,),
+        "rules": (),
+        "instance_protocol": None,
+        "instance_port": None,
+        "stickiness": None,
+        "proxy_protocol": False,
+        "h2c": False,
+        "accept_proxy_protocol": None,
+        "udp_idle_timeout_seconds": 120.0,
+        "max_connections": listener.max_connections,
+    }
+    return cast("Listener", Record(fields))
+
+
+def _as_load_balancer(api: Api) -> LoadBalancer:
+    """The API as the application load balancer its listeners belong to (every field of the schema's)."""
+    fields = {
+        "name": f"api:{api.name}",
+        "type": "application",
+        "scheme": "internal" if api.endpoint_type == "PRIVATE" else "internet-facing",
+        "cross_zone": True,
+        "idle_timeout_seconds": api.idle_timeout_seconds,
+        "desync_mitigation_mode": "defensive",
+        "xff_header_processing": "append",
+        "xff_client_port": False,
+        "preserve_host_header": False,
+        "drop_invalid_header_fields": False,
+        "http2_enabled": True,
+        "access_log": None,
+        "listeners": (),
+        "instances": (),
+        "health_check": None,
+        "connection_draining_seconds": 300,
+        "max_connections_per_instance": None,
+        "surge_queue_length": 1024,
+    }
+    return cast("LoadBalancer", Record(fields))
 
 
 class ApiListenerRuntime(ListenerRuntime):
@@ -65,15 +106,7 @@ class ApiListenerRuntime(ListenerRuntime):
         stats: StatsRegistry,
         generation: int,
     ) -> None:
-        lb = LoadBalancer.model_construct(
-            name=f"api:{api.name}",
-            type="application",
-            scheme="internal" if api.endpoint_type == "PRIVATE" else "internet-facing",
-            cross_zone=True,
-            idle_timeout_seconds=api.idle_timeout_seconds,
-            access_log=None,
-            listeners=(),
-        )
+        lb = _as_load_balancer(api)
         as_listener = _as_listener(listener)
         super().__init__(
             key,
@@ -188,6 +221,10 @@ def api_listeners(
 
 
 def _tls(config: Config, listener: ApiListener, where: str) -> ListenerTls:
+    # Only for HTTPS listeners: the certificate tooling (cryptography) stays out of HTTP-only workers.
+    from lbd.tls.server import ListenerTls, TlsConfigError
+    from lbd.tls.store import CertificateStore
+
     try:
         return ListenerTls(
             CertificateStore(config.certificates.store),

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lbd.config.gateway import Api, Cors, UsagePlan
 from lbd.gateway import integration
 from lbd.gateway.contracts import (
     ALLOW,
@@ -36,6 +35,7 @@ from lbd.gateway.stats import ApiStats, ApiStatsRegistry
 from lbd.observe.ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
+    from lbd.config.gateway import Api, Cors, UsagePlan
     from lbd.gateway.limiter import LocalLimiter
     from lbd.gateway.stage_cache import StageCache
     from lbd.gateway.waf import ApiFirewall

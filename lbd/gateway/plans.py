@@ -13,10 +13,13 @@ import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from lbd.config.gateway import Quota as QuotaConfig
-from lbd.config.gateway import Throttle, UsagePlan
 from lbd.gateway.contracts import Bucket, Quota
+
+if TYPE_CHECKING:
+    from lbd.config.gateway import Quota as QuotaConfig
+    from lbd.config.gateway import Throttle, UsagePlan
 
 MAX_REMEMBERED = 10_000  # keys' bucket lists and quotas kept per plan
 

@@ -35,12 +35,13 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from lbd.config.gateway_auth import SharedState
 from lbd.gateway.contracts import Admission, Bucket, Clock, Limiter, Quota
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
+
+    from lbd.config.gateway_auth import SharedState
 
 log = logging.getLogger("lbd.gateway")
 

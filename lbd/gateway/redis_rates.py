@@ -29,14 +29,15 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from lbd.config import web_acls as model
-from lbd.config.gateway_auth import SharedState
 from lbd.waf.rate import SLOTS, WindowCounter
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config import web_acls as model
+    from lbd.config.gateway_auth import SharedState
     from lbd.waf.acl import WafState
 
 log = logging.getLogger("lbd.waf")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lbd.config.gateway import GatewayResponse
+if TYPE_CHECKING:
+    from lbd.config.gateway import GatewayResponse
+
 
 # type -> (status, message of the JSON body {"message": ...})
 DEFAULTS: dict[str, tuple[int, str]] = {

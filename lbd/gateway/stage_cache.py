@@ -23,11 +23,11 @@ from lbd.cache.keys import (  # type: ignore[import-not-found,unused-ignore]
     cache_control_action,
     stage_key,
 )
-from lbd.config.gateway import Api
 from lbd.gateway.contracts import Clock, GatewayRequest
 from lbd.gateway.responses import Answer
 
 if TYPE_CHECKING:
+    from lbd.config.gateway import Api
     from lbd.gateway.pipeline import CompiledRoute, Outcome
 
 MAX_ENTRY = 1_048_576  # API Gateway: a cache entry holds at most 1 MB

@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING
 
-from lbd.config import web_acls as model
+from lbd.config.web_acl_reading import walk
 from lbd.gateway.contracts import GatewayRequest
 from lbd.gateway.responses import Answer
 from lbd.waf.acl import CompiledAcl, Verdict
 from lbd.waf.request import WafRequest
 
 if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config import web_acls as model
     from lbd.runtime import ListenerKey, ListenerRuntime
 
 WAF_FILTERED = "WAF_FILTERED"  # API Gateway's gateway response type for a request WAF blocked
@@ -36,7 +38,7 @@ class ApiFirewall:
         self.needs_key = any(
             sub.rate_based is not None and sub.rate_based.aggregate_key == "api_key"
             for rule in config.rules
-            for _, sub in model.walk(rule.statement, "statement")
+            for _, sub in walk(rule.statement, "statement")
         )
 
     def check(self, request: GatewayRequest, key_id: str | None) -> Verdict:

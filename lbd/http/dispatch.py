@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from random import getrandbits, randbytes
 from typing import TYPE_CHECKING
 
-from lbd.config.schema import Listener
 from lbd.http import desync, fastpath, requestline
 from lbd.http.errors import HttpError
 from lbd.http.messages import HOP_BY_HOP
@@ -25,6 +24,7 @@ from lbd.routing.table import RuleTable
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from lbd.config.schema import Listener
     from lbd.http.exchange import Exchange
     from lbd.http.firewall import Firewall
     from lbd.runtime import HttpListenerRuntime, TargetGroupRuntime

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from time import monotonic
 from typing import TYPE_CHECKING
 
-from lbd.config.web_acls import BODY_LIMIT
+from lbd.config.web_acl_reading import BODY_LIMIT
 from lbd.http import errors, fastpath, messages
 from lbd.http.errors import StopParsing
 from lbd.http.flow import PAUSE_BACKPRESSURE, PAUSE_CONNECTING

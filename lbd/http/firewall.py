@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from lbd.config.schema import Config
-from lbd.config.web_acls import read_ip_set_files
+from lbd.config.web_acl_reading import read_ip_set_files
 from lbd.http import errors
 from lbd.http.messages import has_body
 from lbd.routing.phrases import phrase
@@ -22,6 +21,7 @@ from lbd.waf.acl import BlockResponse, CompiledAcl, Verdict, WafState
 from lbd.waf.request import WafRequest
 
 if TYPE_CHECKING:
+    from lbd.config.schema import Config
     from lbd.http.exchange import Exchange
     from lbd.runtime import ListenerKey, ListenerRuntime
 

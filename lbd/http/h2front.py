@@ -607,7 +607,7 @@ class H2Stream:
         if client is not None:
             # Its request parser holds its bound methods, a cycle (see H2Stream.__init__); this client side
             # is done and is fed no more, so the parser goes with it.
-            client.parser = None  # type: ignore[assignment]
+            client.parser = None
 
     # -- the transport the HTTP/1.1 client side writes to ------------------------------------------------
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, cast
 
@@ -69,8 +68,11 @@ class HttpClientSide:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self._replayable = desync.lenient_te_cl(listener.load_balancer.desync_mitigation_mode)
-        self.parser = self._new_parser()
-        self.exchanges: deque[Exchange] = deque()
+        # An idle keep-alive connection holds as little as it can (its memory is the node's, times the
+        # connections): llhttp is made for the first request the fast path passes on, and the exchanges
+        # are a list (0 or 1 of them, but for pipelining) where a deque would take a 64-slot block.
+        self.parser: httptools.HttpRequestParser | None = None
+        self.exchanges: list[Exchange] = []
         self.peer: tuple[str, int] = ("", 0)
         self.closing = False
         self.draining = False
@@ -78,11 +80,11 @@ class HttpClientSide:
         self.tunnel_eofs = 0
         self.upgrading = False
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes]] | None = None  # on_message_begin makes one
         self._header_bytes = 0
         self._paused = 0
         self._out: list[bytes] | None = None
-        self._loop = asyncio.get_running_loop()
+        self._loop = pool._loop  # the worker's; asyncio.get_running_loop() makes a getpid() system call
         self._idle_handle: asyncio.TimerHandle | None = None
         self._moved = 0
         self._moved_at_check = 0
@@ -172,8 +174,11 @@ class HttpClientSide:
         head_raw = self._head_raw
         fresh = not self._in_message
         self._begun = 0
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = self._new_parser()
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             # The request that asked for the upgrade is complete; what follows belongs to the tunnel.
             if self.exchanges:
@@ -279,6 +284,7 @@ class HttpClientSide:
         self._header_bytes += size
         if size > MAX_HEADER or self._header_bytes > MAX_HEADERS_TOTAL:
             raise errors.HttpError(431, "HeaderTooLarge")
+        assert self._headers is not None  # on_message_begin came first
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -287,6 +293,7 @@ class HttpClientSide:
         if not self.exchanges:
             self._latest_listener()
         parser = self.parser
+        assert parser is not None  # it is what called back
         exchange = Exchange(
             self,
             parser.get_method().decode("ascii", "replace"),
@@ -340,7 +347,7 @@ class HttpClientSide:
     def exchange_done(self, exchange: Exchange) -> None:
         if not self.exchanges or self.exchanges[0] is not exchange:
             return
-        self.exchanges.popleft()
+        del self.exchanges[0]
         self.received_mark = self.received_bytes
         if not exchange.keep_client or self.closing or (self.draining and not self.exchanges):
             self.close()

@@ -14,6 +14,7 @@ silently, so nobody learns that clients are being turned away. lbd accepts itsel
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import logging
@@ -26,6 +27,19 @@ log = logging.getLogger("lbd.listener")
 BATCH = 64  # connections accepted per readiness callback, so one busy listener cannot starve the rest
 RETRY = 0.1  # seconds before accepting again when even the reserve descriptor could not be taken back
 _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class AcceptedSocket(socket.socket):
+    """An accepted connection, as uvloop's connect_accepted_socket takes it (it reads the family and type,
+    then detaches the socket when the transport closes).
+
+    ``socket.socket`` turns the family and type into enums at every read, a few microseconds per
+    connection that a client opening one per request pays each time; these read the plain numbers.
+    """
+
+    __slots__ = ()
+    family = _socket.socket.family  # type: ignore[assignment]
+    type = _socket.socket.type  # type: ignore[assignment]
 
 
 def _reserve() -> int | None:
@@ -46,6 +60,8 @@ class Acceptor:
         """``admit(pending)``: may one more connection be served, with ``pending`` accepted but not yet
         connected; ``rejected(count, error)``: connections closed at once (error None: over the limit)."""
         self.sock = sock
+        self._family, self._type = int(sock.family), int(sock.type)
+        self._nodelay = sock.family in (socket.AF_INET, socket.AF_INET6)
         self.factory = factory
         self.admit = admit
         self.rejected = rejected
@@ -82,7 +98,8 @@ class Acceptor:
     def _ready(self) -> None:
         for _ in range(BATCH):
             try:
-                conn, _ = self.sock.accept()
+                # socket.accept() without its wrapping: the descriptor, made an AcceptedSocket below.
+                fd, _ = self.sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -93,6 +110,7 @@ class Acceptor:
                 else:
                     log.warning("accept on %s failed: %s", self.sock.getsockname(), exc)
                 return
+            conn = AcceptedSocket(self._family, self._type, 0, fd)
             if not self.admit(self._unmade):
                 conn.close()
                 self.rejected(1, None)
@@ -100,8 +118,9 @@ class Acceptor:
             self._connect(conn)
 
     def _connect(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
+        # No setblocking(False): libuv makes the descriptor non-blocking when it opens the transport
+        # (uv_tcp_open), and the socket object is never used for I/O.
+        if self._nodelay:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as uvloop's server does
         self._unmade += 1
         made = False

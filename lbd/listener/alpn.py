@@ -16,13 +16,23 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, cast
 
-from lbd.http.h2front import PREFACE, H2ClientSide
 from lbd.http.proxy import HttpClientSide
 
 if TYPE_CHECKING:
+    from lbd.http.h2front import H2ClientSide
     from lbd.http.upstream import UpstreamPool
     from lbd.listener.tracker import ConnectionTracker
     from lbd.runtime import HttpListenerRuntime, ListenerSlot
+
+# The HTTP/2 connection preface (RFC 9113 3.4), as lbd.http.h2front has it: that module (and the h2
+# library) is imported when a connection negotiates h2, or a listener offers it (``load_h2``), not before.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def load_h2() -> type[H2ClientSide]:
+    from lbd.http.h2front import H2ClientSide
+
+    return H2ClientSide
 
 
 class _Chooser:
@@ -52,7 +62,7 @@ class _Chooser:
         return cast(asyncio.Protocol, factory(self.listener, self.tracker, self.pool, self.slot))
 
     def _h2(self) -> H2ClientSide:
-        return H2ClientSide(self.listener, self.tracker, self.pool, self.slot)
+        return load_h2()(self.listener, self.tracker, self.pool, self.slot)
 
 
 class AlpnSwitch(_Chooser):

@@ -45,12 +45,15 @@ _AGAIN = (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLSyscallError)
 class Handshake:
     """One connection's handshake, shared by its SSLProtocol and its SSLObject."""
 
-    __slots__ = ("established", "outgoing", "transport")
+    __slots__ = ("established", "outgoing", "sni", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.BaseTransport | None = None
         self.outgoing: ssl.MemoryBIO | None = None
         self.established = False
+        # (the client's server name or "-", the certificate chosen for it): set by the SNI callback for
+        # the access log, on the connection's own object rather than in a table keyed by SSLObject.
+        self.sni: tuple[str, str] | None = None
 
 
 # The handshake whose connection_made is running. uvloop's SSLProtocol.connection_made calls wrap_bio
@@ -163,9 +166,13 @@ def _describe(exc: BaseException | None) -> str:
 
 
 def tls_protocol(
-    app: asyncio.BaseProtocol, context: ssl.SSLContext, stats: ListenerStats
+    app: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    stats: ListenerStats,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> asyncio.BaseProtocol:
-    loop = asyncio.get_running_loop()
+    """``loop``: the worker's, when it has it at hand (asyncio.get_running_loop() costs a getpid())."""
+    loop = loop or asyncio.get_running_loop()
     if not isinstance(loop, uvloop.Loop):
         raise RuntimeError("TLS listeners run on uvloop's SSL transport; the worker's loop is not uvloop")
     return ServerTlsProtocol(loop, app, context, stats)

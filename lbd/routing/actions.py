@@ -4,14 +4,14 @@ fixed-response (AWS: Application Load Balancers, "Listener rules", "Rule action 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from lbd.config.schema import Action, FixedResponseAction, ForwardAction, RedirectAction
 from lbd.routing.phrases import phrase
-from lbd.routing.stickiness import CookieSealer, cookie_value
+from lbd.routing.stickiness import CookieSealer, cookie_value, http_date
 
 if TYPE_CHECKING:
+    # Workers compile actions from plain records with these models' fields (lbd/config/plain.py).
+    from lbd.config.schema import Action, FixedResponseAction, ForwardAction, RedirectAction
     from lbd.routing.request import RequestView
 
 
@@ -84,7 +84,7 @@ class Forward(Generic[G]):
     def _cookies(self, group: G) -> bytes:
         # ALB sets AWSALBTG and, for cross-origin requests, AWSALBTGCORS with SameSite=None; Secure.
         value, expiry = self.sealer.seal(group.name, self.sticky_seconds)
-        expires = formatdate(expiry, usegmt=True)
+        expires = http_date(expiry)
         return (
             f"Set-Cookie: AWSALBTG={value}; Expires={expires}; Path=/\r\n"
             f"Set-Cookie: AWSALBTGCORS={value}; Expires={expires}; Path=/; SameSite=None; Secure\r\n"
@@ -169,8 +169,9 @@ CompiledAction = Forward[G] | Redirect | Respond
 
 
 def compile_action(action: Action, target_groups: Mapping[str, G], sealer: CookieSealer) -> CompiledAction[G]:
-    if isinstance(action, ForwardAction):
+    # The kind of an action is its type field (a worker's records have no model classes to tell apart).
+    if action.type == "forward":
         return Forward(action, target_groups, sealer)
-    if isinstance(action, RedirectAction):
+    if action.type == "redirect":
         return Redirect(action)
     return Respond(render_fixed_response(action))

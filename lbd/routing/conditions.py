@@ -11,9 +11,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from lbd.config.schema import Condition, QueryStringValue
 from lbd.routing.request import RequestView
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Condition, QueryStringValue
 
 Predicate = Callable[[RequestView], bool]
 

@@ -24,17 +24,14 @@ import base64
 import binascii
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Callable, Container, Iterable, Sequence
-from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     from lbd.config.schema import ClassicStickiness, TargetGroupStickiness
     from lbd.upstream.target import Target
 
@@ -53,7 +50,7 @@ def cookie_key() -> bytes:
     hex_key = os.environ.get(KEY_ENV)
     if hex_key:
         return bytes.fromhex(hex_key)
-    key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
+    key = os.urandom(KEY_BYTES)  # what AESGCM.generate_key and secrets.token_bytes do
     os.environ[KEY_ENV] = key.hex()
     return key
 
@@ -75,11 +72,11 @@ def read_key_file(path: str | Path) -> tuple[bytes, ...]:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(secrets.token_hex(KEY_BYTES) + "\n")
+            out.write(os.urandom(KEY_BYTES).hex() + "\n")
             out.flush()
             os.fsync(out.fileno())
         with contextlib.suppress(FileExistsError):  # another worker or node made it first: use theirs
@@ -135,9 +132,22 @@ class CookieSealer:
     of one cookie kind is never accepted as another."""
 
     def __init__(self, keys: bytes | Sequence[bytes], purpose: bytes) -> None:
-        key_list = [keys] if isinstance(keys, bytes) else list(keys)
-        self._aeads = tuple(AESGCM(key) for key in key_list)
+        self._keys = (keys,) if isinstance(keys, bytes) else tuple(keys)
+        self._ciphers: tuple[AESGCM, ...] = ()
+        self._invalid: type[Exception] = Exception  # cryptography's InvalidTag, once it is loaded
         self._purpose = purpose
+
+    @property
+    def _aeads(self) -> tuple[AESGCM, ...]:
+        # Made on first use: every HTTP listener has a sealer (weighted forwards may seal), but only
+        # stickiness uses one, and cryptography costs a worker megabytes it need not hold without it.
+        if not self._ciphers:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._invalid = InvalidTag
+            self._ciphers = tuple(AESGCM(key) for key in self._keys)
+        return self._ciphers
 
     def seal_bytes(self, plain: bytes) -> str:
         nonce = os.urandom(12)
@@ -154,7 +164,7 @@ class CookieSealer:
         for aead in self._aeads:
             try:
                 return aead.decrypt(raw[:12], raw[12:], self._purpose)
-            except InvalidTag:
+            except self._invalid:
                 continue
         return None
 
@@ -376,7 +386,22 @@ class TargetStickiness:
 
 
 def _expires(now: int, seconds: int) -> str:
-    return formatdate(now + seconds, usegmt=True)
+    return http_date(now + seconds)
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """IMF-fixdate (RFC 9110 5.6.7), what ``email.utils.formatdate(usegmt=True)`` writes, without the
+    email package (a megabyte of a worker's memory for one function) and without the locale strftime
+    would consult."""
+    t = time.gmtime(seconds)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 class LbCookie(TargetStickiness):

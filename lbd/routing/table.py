@@ -7,12 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Generic
 
-from lbd.config.schema import Listener
 from lbd.routing.actions import CompiledAction, G, compile_action
 from lbd.routing.conditions import Predicate, compile_conditions, wildcard_regex
 from lbd.routing.stickiness import CookieSealer
 
 if TYPE_CHECKING:
+    from lbd.config.schema import Listener
     from lbd.routing.request import RequestView
 
 

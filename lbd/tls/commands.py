@@ -10,27 +10,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from typing import TYPE_CHECKING, Any
 
 from lbd.config.loader import ConfigError, load_config
-from lbd.tls.store import (
-    MAX_DAYS,
-    MIN_DAYS,
-    CertificateRefused,
-    CertificateStore,
-    check_request,
-    issue,
-    validate,
-)
+from lbd.config.names import MAX_DAYS, MIN_DAYS
+
+if TYPE_CHECKING:
+    from lbd.tls.store import CertificateStore
+
+# Every command builds the parser of every other (lbd/cli.py), ``lbd run`` too: the store and cryptography
+# are imported by the cert commands when they run, so the supervisor does not hold them.
 
 EXIT_OK, EXIT_MISSING, EXIT_REFUSED = 0, 1, 2
 
 
 def store_of(args: argparse.Namespace) -> CertificateStore:
+    from lbd.tls.store import CertificateStore
+
     if args.store:
         return CertificateStore(args.store)
     if args.config:
@@ -42,6 +38,8 @@ def store_of(args: argparse.Namespace) -> CertificateStore:
 
 
 def _read(path: str | None, what: str) -> bytes:
+    from lbd.tls.store import CertificateRefused
+
     if not path:
         return b""
     try:
@@ -51,6 +49,8 @@ def _read(path: str | None, what: str) -> bytes:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from lbd.tls.store import CertificateRefused, validate
+
     store = store_of(args)
     try:
         certificate = validate(
@@ -101,6 +101,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from lbd.tls.store import CertificateRefused
+
     store = store_of(args)
     try:
         deleted = store.delete(args.name)
@@ -116,6 +118,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_request(args: argparse.Namespace) -> int:
     """A new certificate for tests and internal use: self-signed, or signed by a local CA (--ca)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from lbd.tls.store import CertificateRefused, check_request, issue
+
     store = store_of(args)
     try:
         check_request(args.name, args.domain, args.days)

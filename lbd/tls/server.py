@@ -15,7 +15,8 @@ import os
 import ssl
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -48,6 +49,9 @@ class Loaded:
     table: SniTable
     contexts: dict[tuple[str, ...], ssl.SSLContext]
     stamps: dict[str, tuple[int, int]]  # name -> (mtime_ns, size) of its file when loaded
+    # The context and first certificate name of each of the table's choices, by the choice's identity
+    # (the table returns the same tuples every time): a handshake finds it without a key of names.
+    chosen: dict[int, tuple[ssl.SSLContext, str]] = field(default_factory=dict)
 
 
 class ListenerTls:
@@ -71,12 +75,21 @@ class ListenerTls:
     def _select(self, ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         loaded = self._loaded
         chosen = loaded.table.select(server_name)
-        ssl_object.context = loaded.contexts[tuple(c.name for c in chosen)]
-        if server_name:
+        found = loaded.chosen.get(id(chosen))
+        if found is None:
+            found = (loaded.contexts[tuple(c.name for c in chosen)], chosen[0].name)
+        ssl_object.context = found[0]
+        handshake = getattr(ssl_object, "handshake", None)  # lbd.listener.tls's, on the front context
+        if handshake is not None:
+            handshake.sni = (server_name or "-", found[1])
+        elif server_name:
             self._server_names[ssl_object] = server_name  # Python does not expose it server-side
 
     def handshake_info(self, ssl_object: ssl.SSLObject) -> tuple[str, str]:
         """(the client's SNI or "-", the name of the certificate chosen for it)."""
+        handshake = getattr(ssl_object, "handshake", None)
+        if handshake is not None and handshake.sni is not None:
+            return cast("tuple[str, str]", handshake.sni)
         server_name = self._server_names.pop(ssl_object, None)
         return server_name or "-", self._loaded.table.select(server_name)[0].name
 
@@ -100,11 +113,13 @@ class ListenerTls:
             stamps[name] = (stat.st_mtime_ns, stat.st_size)
         table = SniTable(certificates)
         contexts: dict[tuple[str, ...], ssl.SSLContext] = {}
+        by_choice: dict[int, tuple[ssl.SSLContext, str]] = {}
         for chosen in [table.default, *table.exact.values(), *table.wildcard.values()]:
             key = tuple(c.name for c in chosen)
             if key not in contexts:
                 contexts[key] = self._new_context(chosen)
-        return Loaded(table, contexts, stamps)
+            by_choice[id(chosen)] = (contexts[key], chosen[0].name)
+        return Loaded(table, contexts, stamps, by_choice)
 
     def _new_context(
         self, certificates: tuple[StoredCertificate, ...], kind: type[ssl.SSLContext] = ssl.SSLContext
@@ -137,7 +152,8 @@ class ListenerTls:
                 "%s: certificate change refused, the previous certificates keep serving: %s", self.where, exc
             )
             # Remember the broken files so the error is logged once, not every second.
-            self._loaded = Loaded(self._loaded.table, self._loaded.contexts, self._stamps_now())
+            old = self._loaded
+            self._loaded = Loaded(old.table, old.contexts, self._stamps_now(), old.chosen)
             return False
         self._loaded = loaded
         log.info("%s: certificates reloaded from the store (%s)", self.where, ", ".join(self.names))

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from lbd.config.names import certificate_name_error, domain_name_error
+from lbd.config.names import MAX_DAYS, MIN_DAYS, certificate_name_error, domain_name_error
 
 MAX_KEY_BYTES = 5 * 1024
 RSA_SIZES = (2048, 3072, 4096)
@@ -276,7 +276,6 @@ def _link_new(tmp: str, target: Path) -> None:
 
 # -- certificates lbd makes itself ------------------------------------------------------------------------
 
-MIN_DAYS, MAX_DAYS = 1, 3650  # at least a day; at most ten years, for internal certificates
 MAX_COMMON_NAME = 64  # X.509's upper bound for a common name; the first domain becomes it
 
 

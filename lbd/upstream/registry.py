@@ -15,12 +15,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.schema import Config, Target
+if TYPE_CHECKING:
+    # The schema (pydantic) only where targets are validated, in the supervisor: workers import this module
+    # (write_atomically, by way of lbd/gateway/access_keys.py) and must not load pydantic.
+    from lbd.config.schema import Config
 
 # On the control channel: target group -> {"add": [target dicts], "remove": [keys], "draining": [keys]}.
 Overlay = dict[str, dict[str, list[Any]]]
@@ -201,6 +203,8 @@ class Registry:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Registry:
+        from lbd.config.schema import Target
+
         registry = cls()
         for group, targets in data.get("added", {}).items():
             for t in targets:
@@ -238,6 +242,8 @@ def write_atomically(path: Path, data: bytes) -> None:
     directory, so that a symlink planted at a predictable name cannot redirect the write, and rename
     stays on one file system. fsync before the rename, or a crash could leave the new name empty.
     """
+    import tempfile  # here: a megabyte (shutil, bz2, lzma) that workers, which never write, need not hold
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -252,9 +258,11 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def apply_overlay(config: Config, overlay: Overlay) -> Config:
-    """The config with each target group's target list as the supervisor says (workers call this)."""
+    """The config with each target group's target list as the supervisor says."""
     if not overlay:
         return config
+    from lbd.config.schema import Target
+
     groups = []
     for tg in config.target_groups:
         change = overlay.get(tg.name)

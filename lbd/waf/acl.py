@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lbd.config import web_acls as model
+from lbd.config.web_acl_reading import action_kind, statement_part, walk
 from lbd.waf.ipsets import IpMatcher
 from lbd.waf.rate import RateStore, WindowCounter
 from lbd.waf.request import WafRequest
 from lbd.waf.statements import Compiler, Matcher
+
+if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config import web_acls as model
 
 DEFAULT_ACTION = "Default_Action"
 HEADER_PREFIX = b"x-amzn-waf-"  # WAF names inserted request headers x-amzn-waf-<name>
@@ -128,7 +133,7 @@ def _action(action: model.Actions) -> tuple[str, BlockResponse | None, bytes]:
         )
     handling = action.allow or action.count
     assert handling is not None
-    return action.kind, None, _insert_headers(handling.insert_headers)
+    return action_kind(action), None, _insert_headers(handling.insert_headers)
 
 
 def _insert_headers(headers: tuple[model.InsertHeader, ...]) -> bytes:
@@ -158,12 +163,12 @@ class CompiledAcl:
         default = acl.default_action
         self.default_action, self.default_response, self.default_headers = _action(default)
         self.needs_body = any(rule.matcher.needs_body for rule in self.rules)
-        statements = [sub for rule in acl.rules for _, sub in model.walk(rule.statement, "statement")]
+        statements = [sub for rule in acl.rules for _, sub in walk(rule.statement, "statement")]
         fields = [
-            sub.part(kind).field
+            statement_part(sub, kind).field
             for sub in statements
             for kind in ("byte_match", "regex_match", "size_constraint")
-            if sub.part(kind) is not None
+            if statement_part(sub, kind) is not None
         ]
         # Whether any statement looks at the body at all (its bytes, or only its size), or at headers: a
         # front end that has not parsed them (ALB's fast path) need not, when none does.

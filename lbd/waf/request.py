@@ -12,7 +12,7 @@ import ipaddress
 import sys
 from collections.abc import Sequence
 
-from lbd.config.web_acls import BODY_LIMIT
+from lbd.config.web_acl_reading import BODY_LIMIT
 from lbd.waf import transforms
 
 # An address as IP sets compare it: (IP version, the address as an integer).

@@ -11,12 +11,17 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
-from lbd.config import web_acls as model
+from lbd.config.web_acl_reading import statement_kind, statement_part
 from lbd.waf.ipsets import IpMatcher
 from lbd.waf.rate import RateStore
 from lbd.waf.request import UNSET, FieldKey, WafRequest, memo_slot
 from lbd.waf.transforms import chain
+
+if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config import web_acls as model
 
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -264,8 +269,8 @@ class Compiler:
         self.workers = workers
 
     def compile(self, statement: model.Statement) -> Matcher:
-        kind = statement.kind
-        part = statement.part(kind)
+        kind = statement_kind(statement)
+        part = statement_part(statement, kind)
         if kind == "byte_match":
             return byte_matcher(part)
         if kind == "regex_match":

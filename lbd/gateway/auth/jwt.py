@@ -32,14 +32,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt as pyjwt
 
-from lbd.config.gateway_auth import JwtAuthorizer
 from lbd.gateway.auth.identity import identity_value
 from lbd.gateway.contracts import ALLOW, AuthResult, Clock, GatewayRequest
 from lbd.observe.ratelimit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from lbd.config.gateway_auth import JwtAuthorizer
 
 log = logging.getLogger("lbd.gateway.auth")
 WARNINGS = RateLimitedLog()

@@ -37,13 +37,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.gateway_auth import RequestAuthorizer
 from lbd.gateway.arn import ACCOUNT_ID, DEFAULT_REGION, action_matches, any_resource_matches, method_arn
 from lbd.gateway.auth.identity import identity_value, query_parameters
 from lbd.gateway.contracts import ALLOW, AuthResult, Clock, Fetch, GatewayRequest
 from lbd.observe.ratelimit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from lbd.config.gateway_auth import RequestAuthorizer
 
 log = logging.getLogger("lbd.gateway.auth")
 WARNINGS = RateLimitedLog()  # an authorizer that is down fails every request: one line per 10 s

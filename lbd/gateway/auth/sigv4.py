@@ -38,12 +38,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from lbd.config.gateway_auth import IamAuthorizer
 from lbd.gateway.access_keys import PROCESS_KEYS, AccessKeys
 from lbd.gateway.arn import method_arn
 from lbd.gateway.contracts import ALLOW, AuthResult, Clock, GatewayRequest
+
+if TYPE_CHECKING:
+    from lbd.config.gateway_auth import IamAuthorizer
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"

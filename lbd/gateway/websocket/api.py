@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.gateway import Api, UsagePlan
+from lbd.config.plain import replaced
 from lbd.gateway import integration
 from lbd.gateway.contracts import (
     ALLOW,
@@ -51,6 +51,10 @@ from lbd.gateway.websocket.selection import (
     select_route,
 )
 from lbd.gateway.websocket.stats import WebSocketStats, route_stats
+
+if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config.gateway import Api, UsagePlan
 
 log = logging.getLogger("lbd.gateway")
 
@@ -149,9 +153,7 @@ class WebSocketApi:
         self.plans = stage_plans(plans, api.name, api.stage)
         self.selector = compile_expression(api.route_selection_expression)
         self.from_authorizer = api.api_key_source == "AUTHORIZER"
-        self.idle_timeout = float(
-            api.idle_timeout_seconds if "idle_timeout_seconds" in api.model_fields_set else 600
-        )
+        self.idle_timeout = float(api.idle_timeout_seconds)  # 600 unless set (lbd/config/gateway.py)
         self.max_connection = float(api.max_connection_seconds)
         self._keys = keys
         self._fetch = fetch
@@ -162,7 +164,7 @@ class WebSocketApi:
         for route in api.routes:
             config = route.integration
             if config.type == "HTTP":
-                config = config.model_copy(update={"type": "HTTP_PROXY"})  # the message passes through
+                config = replaced(config, type="HTTP_PROXY")  # the message passes through
             self.routes[route.route_key] = WsRoute(
                 route.route_key,
                 integration.compile_integration(config, route.route_key),

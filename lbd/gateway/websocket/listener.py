@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
-from lbd.config.gateway import Api, ApiListener
-from lbd.config.schema import Config
 from lbd.gateway.fetch import GatewayFetch
 from lbd.gateway.listener import ApiListenerRuntime, LazyAuthorizers, _tls
 from lbd.gateway.services import SERVICES
@@ -15,7 +13,10 @@ from lbd.gateway.websocket.api import WebSocketApi
 from lbd.runtime import ListenerKey, ListenerRuntime
 
 if TYPE_CHECKING:
+    # Models or their plain records (lbd/config/plain.py): workers never import pydantic.
+    from lbd.config.gateway import Api, ApiListener
     from lbd.config.gateway_auth import SharedState
+    from lbd.config.schema import Config
     from lbd.gateway.contracts import Limiter
     from lbd.gateway.pipeline import ApiPipeline
     from lbd.observe.stats import StatsRegistry
