@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -30,10 +31,40 @@ FAST_HTTP_CHECK: dict[str, Any] = {
 }  # generous: a loaded 2-core machine can be slow to start Python processes
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for both TCP and UDP, outside the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is one it may hand out again to any outgoing connection
+    (a client's source port) or any backend bound to port 0 before lbd binds it: CI once lost a run to
+    exactly that. Ports below the ephemeral range are never chosen by the kernel, and a TCP_UDP listener
+    needs the port free for both protocols. ``kind`` is kept for callers that name the one they use.
+    """
+    del kind
+    low, _high = _ephemeral_range()
+    floor = 20000 if low > 21000 else 1024
+    for _ in range(1000):
+        port = random.randrange(floor, low)
+        if _bindable(port):
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 async def wait_for(predicate: Any, timeout: float = DEADLINE, interval: float = 0.02, what: str = "") -> Any:
