@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ import pytest_asyncio
 import yaml
 
 from lbd.gateway.edge_viewer import edge_viewer
+from lbd.tls.store import CertificateStore, issue
 from tests.http_backend import HttpBackend
 from tests.lbdproc import Lbd, free_port, wait_for
 
@@ -37,9 +39,21 @@ async def call(
     source: str = "127.0.0.2",
     headers: dict[str, str] | None = None,
     body: bytes = b"",
+    tls: bool = False,
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request from ``source`` (a loopback address of the viewer's own)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    context = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        port,
+        local_addr=(source, 0),
+        ssl=context,
+        server_hostname="api.example.test" if tls else None,
+    )
     fields = {"Host": "api.example.test", "Connection": "close", **(headers or {})}
     if body or method in ("POST", "PUT"):
         fields["Content-Length"] = str(len(body))
@@ -60,6 +74,7 @@ async def call(
 class EdgeApi:
     lbd: Lbd
     port: int  # the distribution's viewer listener
+    tls_port: int  # its HTTPS viewer listener
     api_port: int  # the API's own (loopback) listener
     target: HttpBackend
     api_log: Path
@@ -75,8 +90,19 @@ class EdgeApi:
         return str(key["value"])
 
 
-def config(port: int, api_port: int, target: int, api_log: Path, edge_log: Path) -> dict[str, Any]:
+def config(
+    port: int, api_port: int, target: int, api_log: Path, edge_log: Path, tls_port: int = 0
+) -> dict[str, Any]:
+    """The EDGE API ``pets`` behind distribution ``pets-edge``; with ``tls_port`` the distribution has an
+    HTTPS viewer listener too and the API's own listener is HTTPS (the distribution's hop is TLS)."""
     proxy = {"type": "HTTP_PROXY", "target_group": "app"}
+    api_listener: dict[str, Any] = {"protocol": "HTTP", "port": api_port, "address": "127.0.0.1"}
+    viewers: list[dict[str, Any]] = [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}]
+    if tls_port:
+        api_listener.update(protocol="HTTPS", certificates=["api"])
+        viewers.append(
+            {"protocol": "HTTPS", "port": tls_port, "address": "127.0.0.1", "certificates": ["api"]}
+        )
     return {
         "node": {"workers": 1},
         "target_groups": [
@@ -92,7 +118,7 @@ def config(port: int, api_port: int, target: int, api_log: Path, edge_log: Path)
                 "name": "pets",
                 "protocol": "REST",
                 "endpoint_type": "EDGE",
-                "listeners": [{"protocol": "HTTP", "port": api_port, "address": "127.0.0.1"}],
+                "listeners": [api_listener],
                 "cache": {"enabled": True, "ttl_seconds": 300},
                 "routes": [
                     {
@@ -112,7 +138,7 @@ def config(port: int, api_port: int, target: int, api_log: Path, edge_log: Path)
         "distributions": [
             {
                 "name": "pets-edge",
-                "listeners": [{"protocol": "HTTP", "port": port, "address": "127.0.0.1"}],
+                "listeners": viewers,
                 "origins": [{"id": "pets-api", "api": "pets"}],
                 "default_cache_behavior": {
                     "origin": "pets-api",
@@ -131,9 +157,12 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EdgeAp
     clock = tmp / "clock"
     clock.write_text(repr(datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()))
     target = await HttpBackend("app").start()
-    port, api_port = free_port(), free_port()
+    port, api_port, tls_port = free_port(), free_port(), free_port()
     api_log, edge_log = tmp / "api.log", tmp / "edge.log"
-    lbd = Lbd(tmp, config(port, api_port, target.port, api_log, edge_log))
+    CertificateStore(tmp / "store").put(issue("api", ["api.example.test"]))
+    data = config(port, api_port, target.port, api_log, edge_log, tls_port)
+    data["certificates"] = {"store": str(tmp / "store")}
+    lbd = Lbd(tmp, data)
     previous = os.environ.get("LBD_TEST_CLOCK_FILE")
     os.environ["LBD_TEST_CLOCK_FILE"] = str(clock)  # the child lbd's gateway clock
     try:
@@ -145,7 +174,7 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EdgeAp
             os.environ["LBD_TEST_CLOCK_FILE"] = previous
     try:
         await lbd.wait_ready()
-        yield EdgeApi(lbd, port, api_port, target, api_log, edge_log)
+        yield EdgeApi(lbd, port, tls_port, api_port, target, api_log, edge_log)
     finally:
         lbd.stop()
         await target.close()
@@ -182,7 +211,7 @@ async def test_a_request_through_the_distribution_reaches_the_route_and_integrat
     # What the integration sees: the viewer first in X-Forwarded-For (the distribution's hop after it),
     # the distribution's Via and request id, the viewer's Host and scheme.
     assert seen.header("x-forwarded-for") == "127.0.0.2, 127.0.0.1"
-    assert seen.header("x-forwarded-proto") == "http"
+    assert seen.header("x-forwarded-proto") == "http"  # the viewer's (the API's own listener is HTTPS)
     assert seen.header("x-forwarded-port") == str(edge.port)
     assert seen.header("via") == "1.1 lbd (lbd)"
     assert seen.header("x-amz-cf-id") == headers["x-amz-cf-id"]
@@ -201,6 +230,17 @@ async def test_a_request_through_the_distribution_reaches_the_route_and_integrat
     )
     assert [r["c-ip"] for r in rows] == ["127.0.0.2", "127.0.0.3"]
     assert {r["x-edge-result-type"] for r in rows} == {"Miss"}
+
+
+@module_loop
+async def test_an_https_viewer_is_https_to_the_api(edge: EdgeApi) -> None:
+    status, headers, _ = await call(edge.tls_port, "GET", "/pets/tls", source="127.0.0.3", tls=True)
+    assert status == 200 and headers["x-cache"] == "Miss from lbd"
+    seen = edge.target.requests[-1]
+    assert seen.target == "/pets/tls"
+    assert seen.header("x-forwarded-proto") == "https"
+    assert seen.header("cloudfront-forwarded-proto") == "https"
+    assert seen.header("x-forwarded-for") == "127.0.0.3, 127.0.0.1"
 
 
 @module_loop
