@@ -12,8 +12,6 @@ import asyncio
 import json
 import os
 import ssl
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +22,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from lbd.cli import main
 from lbd.gateway.edge_viewer import edge_viewer
 from lbd.tls.store import CertificateStore, issue
 from tests.http_backend import HttpBackend
@@ -134,6 +133,21 @@ def config(
         ],
         "usage_plans": [
             {"name": "basic", "apis": [{"api": "pets"}], "throttle": {"rate_limit": 1, "burst_limit": 2}}
+        ],
+        # The API's web ACL judges the viewer's address: 127.0.0.4 is refused, through the distribution.
+        "web_acls": [
+            {
+                "name": "viewers",
+                "associations": [{"api": "pets"}],
+                "rules": [
+                    {
+                        "name": "deny-4",
+                        "priority": 1,
+                        "action": "block",
+                        "statement": {"ip_set": {"addresses": ["127.0.0.4/32"]}},
+                    }
+                ],
+            }
         ],
         "distributions": [
             {
@@ -282,6 +296,21 @@ async def test_api_keys_and_throttles_apply_per_client_through_the_distribution(
 
 
 @module_loop
+async def test_the_apis_web_acl_judges_the_viewers_address(edge: EdgeApi) -> None:
+    status, headers, body = await call(edge.port, "GET", "/pets/waf", source="127.0.0.4")
+    assert (status, json.loads(body)) == (403, {"message": "Forbidden"})
+    assert headers["x-cache"] == "Error from lbd"
+    assert (await call(edge.port, "GET", "/pets/waf", source="127.0.0.2"))[0] == 200
+    entries = await wait_for(
+        lambda: (
+            [e for e in json_lines(edge.api_log) if e["path"] == "/pets/waf"][1:] and json_lines(edge.api_log)
+        )
+    )
+    logged = [(e["ip"], e["errorType"], e["wafRule"]) for e in entries if e["path"] == "/pets/waf"]
+    assert logged == [("127.0.0.4", "WAF_FILTERED", "deny-4"), ("127.0.0.2", "-", "Default_Action")]
+
+
+@module_loop
 async def test_a_forged_x_forwarded_for_does_not_change_the_source(edge: EdgeApi) -> None:
     await call(
         edge.port, "GET", "/pets/forged", source="127.0.0.3", headers={"X-Forwarded-For": "203.0.113.9"}
@@ -298,16 +327,18 @@ async def test_a_forged_x_forwarded_for_does_not_change_the_source(edge: EdgeApi
 # -- lbd check ---------------------------------------------------------------------------------------------
 
 
-def check(tmp_path: Path, data: dict[str, Any]) -> tuple[int, str]:
+def check(tmp_path: Path, data: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``lbd check`` on ``data`` (in process: the CLI's own entry point); its exit code and output."""
     path = tmp_path / "lbd.yaml"
     path.write_text(yaml.safe_dump(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "lbd", "check", "-c", str(path)], capture_output=True, text=True, timeout=120
-    )
-    return done.returncode, done.stdout + done.stderr
+    code = main(["check", "-c", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
-def test_lbd_check_refuses_invalid_edge_apis_with_the_key_path(tmp_path: Path) -> None:
+def test_lbd_check_refuses_invalid_edge_apis_with_the_key_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = config(18090, 18091, 18092, tmp_path / "a.log", tmp_path / "e.log")
     data["apis"][0]["listeners"].append({"protocol": "HTTP", "port": 18093, "address": "0.0.0.0"})
     lonely = {**data["apis"][0], "name": "lonely", "listeners": [{"protocol": "HTTP", "port": 18094}]}
@@ -317,9 +348,21 @@ def test_lbd_check_refuses_invalid_edge_apis_with_the_key_path(tmp_path: Path) -
         "endpoint_type": "PRIVATE",
         "listeners": [{"protocol": "HTTP", "port": 18095, "address": "127.0.0.1"}],
     }
-    data["apis"] += [lonely, private]
-    data["distributions"][0]["origins"] += [{"id": "ghost", "api": "ghost"}, {"id": "in", "api": "inside"}]
-    code, out = check(tmp_path, data)
+    chat = {
+        "name": "chat",
+        "protocol": "WEBSOCKET",
+        "endpoint_type": "EDGE",
+        "listeners": [{"protocol": "HTTP", "port": 18096, "address": "127.0.0.1"}],
+        "route_selection_expression": "$request.body.action",
+        "routes": [{"route_key": "$default", "integration": {"type": "MOCK"}}],
+    }
+    data["apis"] += [lonely, private, chat]
+    data["distributions"][0]["origins"] += [
+        {"id": "ghost", "api": "ghost"},
+        {"id": "in", "api": "inside"},
+        {"id": "ws", "api": "chat"},
+    ]
+    code, out = check(tmp_path, data, capsys)
     assert code != 0
     for expected in (
         "apis[0].listeners[1].address: 0.0.0.0 is not a loopback address",
@@ -327,18 +370,20 @@ def test_lbd_check_refuses_invalid_edge_apis_with_the_key_path(tmp_path: Path) -
         "apis[1].listeners[0].address: 0.0.0.0 is not a loopback address",
         "distributions[0].origins[1].api: no API named 'ghost'",
         "distributions[0].origins[2].api: API 'inside' is PRIVATE",
+        "distributions[0].origins[3].api: API 'chat' is a WEBSOCKET API",
+        "apis[3].endpoint_type: WEBSOCKET APIs are REGIONAL or PRIVATE",
     ):
         assert expected in out, out
     # An origin is a target group or an API, never both; a disabled distribution fronts nothing.
     data = config(18090, 18091, 18092, tmp_path / "a.log", tmp_path / "e.log")
     data["distributions"][0]["origins"][0]["target_group"] = "app"
-    code, out = check(tmp_path, data)
+    code, out = check(tmp_path, data, capsys)
     assert code != 0 and "distributions[0].origins[0]: give exactly one of target_group and api" in out, out
     data = config(18090, 18091, 18092, tmp_path / "a.log", tmp_path / "e.log")
     data["distributions"][0]["enabled"] = False
-    code, out = check(tmp_path, data)
+    code, out = check(tmp_path, data, capsys)
     assert code != 0 and "apis[0].endpoint_type: an EDGE API is served through a distribution" in out, out
-    code, out = check(tmp_path, config(18090, 18091, 18092, tmp_path / "a.log", tmp_path / "e.log"))
+    code, out = check(tmp_path, config(18090, 18091, 18092, tmp_path / "a.log", tmp_path / "e.log"), capsys)
     assert code == 0, out
 
 
