@@ -126,7 +126,12 @@ def config(
                         "cache": {"key_parameters": ["method.request.path.id"]},
                     },
                     {"route_key": "POST /orders", "integration": {**proxy, "path": "/echo"}},
-                    {"route_key": "GET /paid/{n}", "integration": proxy, "api_key_required": True},
+                    {
+                        "route_key": "GET /paid/{n}",
+                        "integration": proxy,
+                        "api_key_required": True,
+                        "cache": {"enabled": False},  # every answer from the target
+                    },
                 ],
                 "access_log": {"path": str(api_log)},
             }
@@ -285,8 +290,10 @@ async def test_api_keys_and_throttles_apply_per_client_through_the_distribution(
         ]
 
     # The plan's bucket (burst 2, frozen clock) is each key's own: one client's 429s leave the other's.
+    reached = len(edge.target.requests)
     assert await statuses(first, "127.0.0.2") == [200, 200, 429]
     assert await statuses(second, "127.0.0.3") == [200, 200, 429]
+    assert [r.target for r in edge.target.requests[reached:]] == ["/paid/0", "/paid/1"] * 2
     status, _, body = await call(edge.port, "GET", "/paid/9", headers={"x-api-key": first})
     assert (status, json.loads(body)) == (429, {"message": "Too Many Requests"})
     entries = await wait_for(
