@@ -249,6 +249,7 @@ async def test_a_request_through_the_distribution_reaches_the_route_and_integrat
     )
     assert [r["c-ip"] for r in rows] == ["127.0.0.2", "127.0.0.3"]
     assert {r["x-edge-result-type"] for r in rows} == {"Miss"}
+    assert [r["x-edge-request-id"] for r in rows] == [headers["x-amz-cf-id"], again["x-amz-cf-id"]]
     status, listed = await edge.lbd.admin("GET", "/v1/distributions")
     assert listed["distributions"][0]["origins"] == [{"id": "pets-api", "target_group": None, "api": "pets"}]
 
