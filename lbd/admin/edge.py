@@ -74,7 +74,7 @@ class EdgeAdmin:
                 "name": d.name,
                 "enabled": d.enabled,
                 "listeners": [f"{x.protocol}:{x.address}:{x.port}" for x in d.listeners],
-                "origins": [{"id": o.id, "target_group": o.target_group} for o in d.origins],
+                "origins": [{"id": o.id, "target_group": o.target_group, "api": o.api} for o in d.origins],
                 "cache_behaviors": [b.path_pattern for b in d.cache_behaviors] + ["*"],
             }
             for d in self._config().distributions

@@ -102,8 +102,8 @@ TEMPLATES = "templates"
 
 
 def templates() -> dict[str, Any]:
-    """A default load balancer, listener and forward action, as plain JSON data."""
-    from lbd.config.schema import ForwardAction, Listener, LoadBalancer
+    """A default load balancer, listener, forward action and target group, as plain JSON data."""
+    from lbd.config.schema import ForwardAction, HealthCheck, Listener, LoadBalancer, Target, TargetGroup
 
     forward = ForwardAction(type="forward", target_group="template")
     listener = Listener(protocol="HTTP", port=80)
@@ -117,6 +117,16 @@ def templates() -> dict[str, Any]:
         ),
         "listener": listener,
         "forward": forward,
+        # An API as a distribution's origin (lbd/edge/api_origin.py): a group of its own listener.
+        "target_group": TargetGroup(
+            name="template",
+            protocol="HTTP",
+            algorithm="round_robin",
+            health_check=HealthCheck(
+                enabled=False, protocol="HTTP", path="/", timeout_seconds=5, matcher="200"
+            ),
+            targets=(Target(id="127.0.0.1", port=80, zone="zone-a"),),
+        ),
     }
     return {name: _mark_maps(model, model.model_dump(mode="json")) for name, model in made.items()}
 
