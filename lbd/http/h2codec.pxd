@@ -46,7 +46,7 @@ cdef bytes _encode_field(bytes name, bytes value)
 cdef class HpackEncoder:
     cdef dict _cache
 
-    @cython.locals(cache=dict, parts=list, encoded=object, field=tuple)
+    @cython.locals(cache=dict, parts=list, encoded=object)
     cpdef bytes encode(self, object headers)
 
 
