@@ -28,7 +28,12 @@ def unhex(text: str) -> bytes:
 
 # -- RFC 7541 Appendix C ------------------------------------------------------------------------------------
 
-REQUEST_1 = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"www.example.com")]
+REQUEST_1 = [
+    (b":method", b"GET"),
+    (b":scheme", b"http"),
+    (b":path", b"/"),
+    (b":authority", b"www.example.com"),
+]
 REQUEST_2 = [*REQUEST_1, (b"cache-control", b"no-cache")]
 REQUEST_3 = [
     (b":method", b"GET"),
@@ -246,7 +251,10 @@ def test_request_data_trailers_and_response_round_trip() -> None:
     conn.end_stream(1)
     headers, data, end = peer.out()
     assert isinstance(headers, HeadersFrame) and "END_HEADERS" in headers.flags
-    assert Decoder().decode(headers.data, raw=True) == [(b":status", b"200"), (b"content-type", b"text/plain")]
+    assert Decoder().decode(headers.data, raw=True) == [
+        (b":status", b"200"),
+        (b"content-type", b"text/plain"),
+    ]
     assert isinstance(data, DataFrame) and data.data == b"hello"
     assert isinstance(end, DataFrame) and "END_STREAM" in end.flags
     assert 1 not in conn.streams
@@ -326,7 +334,8 @@ def test_frames_after_a_local_reset_are_ignored() -> None:
     peer.conn.reset_stream(1, h2codec.NO_ERROR)
     peer.out()
     events = peer.send(
-        DataFrame(1, b"body"), HeadersFrame(1, peer.block([("x-t", "1")]), flags=["END_HEADERS", "END_STREAM"])
+        DataFrame(1, b"body"),
+        HeadersFrame(1, peer.block([("x-t", "1")]), flags=["END_HEADERS", "END_STREAM"]),
     )
     assert not events and not peer.out()
     # The HPACK context stayed in step: the next request decodes.

@@ -96,7 +96,9 @@ _SETTING = struct.Struct(">HL")
 _U32 = struct.Struct(">L")
 
 # RFC 9113 8.2.2: connection-specific fields are malformed in HTTP/2 requests.
-_CONNECTION_FIELDS = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"})
+_CONNECTION_FIELDS = frozenset(
+    {b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"}
+)
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 # -- HPACK tables ---------------------------------------------------------------------------------------
@@ -588,7 +590,9 @@ class H2ServerConnection:
             raise StreamClosed(stream_id)
         return stream
 
-    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False) -> None:
+    def send_headers(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
+    ) -> None:
         stream = self._sendable(stream_id)
         block = self._encoder.encode(headers)
         limit = self.max_outbound_frame_size
@@ -711,7 +715,10 @@ class H2ServerConnection:
             kind = buffer[at + 3]
             flags = buffer[at + 4]
             stream_id = (
-                ((buffer[at + 5] & 0x7F) << 24) | (buffer[at + 6] << 16) | (buffer[at + 7] << 8) | buffer[at + 8]
+                ((buffer[at + 5] & 0x7F) << 24)
+                | (buffer[at + 6] << 16)
+                | (buffer[at + 7] << 8)
+                | buffer[at + 8]
             )
             payload = buffer[at + 9 : at + 9 + length]
             at += 9 + length

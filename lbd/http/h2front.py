@@ -248,7 +248,9 @@ class H2ClientSide:
         if isinstance(event, h2.events.RequestReceived):
             self._request(event.stream_id, event.headers or [], event.stream_ended is not None)
         elif isinstance(event, h2.events.DataReceived):
-            self._data(event.stream_id, event.data, event.flow_controlled_length, event.stream_ended is not None)
+            self._data(
+                event.stream_id, event.data, event.flow_controlled_length, event.stream_ended is not None
+            )
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
