@@ -327,6 +327,23 @@ def test_ping_priority_reset_and_goaway() -> None:
     assert events[0].kind == h2codec.TERMINATED and peer.conn.closed
 
 
+def test_smaller_peer_table_is_announced_and_unknown_frames_are_ignored() -> None:
+    peer = Peer()
+    peer.start({SettingsFrame.HEADER_TABLE_SIZE: 0})
+    unknown = b"\x00\x00\x03\xfa\x00\x00\x00\x00\x00abc"  # an extension frame type (RFC 9113 4.1)
+    events = peer.conn.receive_data(
+        unknown + HeadersFrame(1, peer.block(GET), flags=["END_HEADERS", "END_STREAM"]).serialize()
+    )
+    assert [e.kind for e in events] == [h2codec.REQUEST]
+    peer.out()
+    peer.conn.send_headers(1, [(b":status", b"200")], end_stream=True)
+    (headers,) = peer.out()
+    assert headers.data[:1] == b"\x20"  # dynamic table size update to 0 first (RFC 7541 6.3)
+    decoder = Decoder()
+    decoder.max_allowed_table_size = 0
+    assert decoder.decode(headers.data, raw=True) == [(b":status", b"200")]
+
+
 def test_frames_after_a_local_reset_are_ignored() -> None:
     peer = Peer()
     peer.start()

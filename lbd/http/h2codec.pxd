@@ -45,8 +45,9 @@ cdef bytes _encode_field(bytes name, bytes value)
 @cython.final
 cdef class HpackEncoder:
     cdef dict _cache
+    cdef public Py_ssize_t table_size_update
 
-    @cython.locals(cache=dict, parts=list, encoded=object)
+    @cython.locals(cache=dict, parts=list, encoded=object, update=bytearray)
     cpdef bytes encode(self, object headers)
 
 

@@ -357,10 +357,16 @@ class HpackEncoder:
 
     def __init__(self) -> None:
         self._cache: dict[tuple[bytes, bytes], bytes] = {}
+        self.table_size_update = -1  # the peer lowered SETTINGS_HEADER_TABLE_SIZE: say so (RFC 7541 4.2)
 
     def encode(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         cache = self._cache
         parts: list[bytes] = []
+        if self.table_size_update >= 0:
+            update = bytearray()
+            _encode_integer(update, self.table_size_update, 5, 0x20)
+            parts.append(bytes(update))
+            self.table_size_update = -1
         for field in headers:
             encoded = cache.get(field)
             if encoded is None:
@@ -948,7 +954,12 @@ class H2ServerConnection:
                 if value < DEFAULT_FRAME_SIZE or value > 16777215:
                     self._connection_error(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.max_outbound_frame_size = value
-            # HEADER_TABLE_SIZE: the encoder keeps no dynamic table; the others are advisory here.
+            elif code == SETTINGS_HEADER_TABLE_SIZE:
+                # The encoder keeps no dynamic table, but a decoder whose limit shrank below the size it
+                # assumes may expect the update that says so (RFC 7541 4.2).
+                if value < HEADER_TABLE_SIZE:
+                    self._encoder.table_size_update = value
+            # MAX_CONCURRENT_STREAMS and MAX_HEADER_LIST_SIZE are advisory for a server that never pushes.
         self._frame(SETTINGS, FLAG_ACK, 0, b"")
         self._events.append(event)
 
