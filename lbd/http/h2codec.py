@@ -954,11 +954,10 @@ class H2ServerConnection:
                 if value < DEFAULT_FRAME_SIZE or value > 16777215:
                     self._connection_error(PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self.max_outbound_frame_size = value
-            elif code == SETTINGS_HEADER_TABLE_SIZE:
+            elif code == SETTINGS_HEADER_TABLE_SIZE and value < HEADER_TABLE_SIZE:
                 # The encoder keeps no dynamic table, but a decoder whose limit shrank below the size it
                 # assumes may expect the update that says so (RFC 7541 4.2).
-                if value < HEADER_TABLE_SIZE:
-                    self._encoder.table_size_update = value
+                self._encoder.table_size_update = value
             # MAX_CONCURRENT_STREAMS and MAX_HEADER_LIST_SIZE are advisory for a server that never pushes.
         self._frame(SETTINGS, FLAG_ACK, 0, b"")
         self._events.append(event)
