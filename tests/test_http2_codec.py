@@ -4,8 +4,8 @@ and frames written by hyperframe/hpack (a real client's encoder) read back, and 
 from __future__ import annotations
 
 import random
-from typing import Any
 from contextlib import suppress
+from typing import Any
 
 import pytest
 from hpack import Decoder, Encoder
