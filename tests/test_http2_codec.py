@@ -17,6 +17,7 @@ from hyperframe.frame import (
     HeadersFrame,
     PingFrame,
     PriorityFrame,
+    PushPromiseFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
@@ -370,6 +371,8 @@ def test_frames_after_a_local_reset_are_ignored() -> None:
         (HeadersFrame(2, b"\x82", flags=["END_HEADERS"]), h2codec.PROTOCOL_ERROR),  # even stream id
         (ContinuationFrame(1, b"\x82"), h2codec.PROTOCOL_ERROR),  # no HEADERS before it
         (RstStreamFrame(5, 0), h2codec.PROTOCOL_ERROR),  # on an idle stream
+        (HeadersFrame(1, b"\x82", depends_on=1, flags=["END_HEADERS", "PRIORITY"]), h2codec.PROTOCOL_ERROR),
+        (PushPromiseFrame(1, promised_stream_id=2, data=b"\x82"), h2codec.PROTOCOL_ERROR),
         (WindowUpdateFrame(0, window_increment=2**31 - 1), h2codec.FLOW_CONTROL_ERROR),
         (WindowUpdateFrame(0, window_increment=0), h2codec.PROTOCOL_ERROR),
         (SettingsFrame(0, settings={SettingsFrame.MAX_FRAME_SIZE: 100}), h2codec.PROTOCOL_ERROR),

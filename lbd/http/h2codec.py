@@ -834,6 +834,8 @@ class H2ServerConnection:
         if flags & FLAG_PRIORITY:
             if len(fragment) < 5:
                 self._connection_error(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
+            if _U32.unpack_from(fragment)[0] & 0x7FFFFFFF == stream_id:
+                self._connection_error(PROTOCOL_ERROR, "a stream depending on itself")  # 5.3.1
             fragment = fragment[5:]
         end_stream = bool(flags & FLAG_END_STREAM)
         if flags & FLAG_END_HEADERS:
