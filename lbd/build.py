@@ -46,6 +46,8 @@ COMPILED = (
     "lbd.gateway.limiter",
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
+    # Downstream HTTP/2 (lbd/http/h2front.py): frames, HPACK and stream state.
+    "lbd.http.h2codec",
 )
 
 
