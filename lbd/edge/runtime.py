@@ -71,6 +71,10 @@ class DistributionRuntime:
         self.config = config
         self.name = config.name
         self.edge_name = config.edge_name
+        # A hit's edge fields after Age, up to the request id's value (lbd/edge/hit.py).
+        self.hit_fields = (
+            f"X-Cache: Hit from {self.edge_name}\r\nX-Amz-Cf-Pop: {self.edge_name}\r\nX-Amz-Cf-Id: "
+        ).encode("latin-1", "replace")
         self.origins = dict(origins)
         self.groups = {
             g.id: OriginGroupRuntime(g.id, g.members, frozenset(g.failover_status_codes))

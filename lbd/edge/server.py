@@ -21,6 +21,7 @@ import httptools
 
 from lbd.edge.access_log import log_line
 from lbd.edge.handler import ERROR, EdgeRequest, ViewerRequest
+from lbd.edge.hit import serve_hit
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.listener.alpn import tls_info
 
@@ -72,6 +73,7 @@ class EdgeClientSide:
         self._active_at = self._loop.time()
         self._serving = False  # inside _next: a request answered there needs no call_soon
         self._reading_paused = False
+        self._in_message = False  # the parser holds part of a request: the next read continues it
         self.received = 0
 
     # -- transport callbacks ---------------------------------------------------------------------------
@@ -97,6 +99,8 @@ class EdgeClientSide:
         if self.closing:
             return
         self.received += len(data)
+        if not self._in_message and self.current is None and not self.queue and serve_hit(self, data):
+            return  # one simple request for a fresh entry, answered from one read (hit.py)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -140,6 +144,7 @@ class EdgeClientSide:
     # -- httptools request callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -175,6 +180,7 @@ class EdgeClientSide:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         parser = self.parser
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
