@@ -46,7 +46,12 @@ COMPILED = (
     "lbd.gateway.limiter",
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
-    # Distributions' cache hits answered from one read (lbd/edge/hit.py); the rest of the edge is not.
+    # Distributions' cache hits answered from one read (lbd/edge/hit.py) and what they call: behaviors,
+    # cache keys (shared with the stage cache) and the engine's lookup. The rest of the edge is not.
+    "lbd.cache.keys",
+    "lbd.cache.edgekey",
+    "lbd.cache.engine",
+    "lbd.edge.behaviors",
     "lbd.edge.hit",
 )
 

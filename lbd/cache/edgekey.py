@@ -67,7 +67,7 @@ def query_key(query: str, rule: NameRule) -> str:
         if rule.chooses(name):
             chosen.append((name, part))
     chosen.sort()
-    return "&".join(part for _, part in chosen)
+    return "&".join([part for _, part in chosen])
 
 
 def header_parts(headers: Mapping[str, str], names: Iterable[str]) -> list[tuple[str, str]]:
@@ -90,7 +90,7 @@ def cookie_pairs(cookie_header: str | None) -> list[tuple[str, str]]:
 def cookie_parts(cookie_header: str | None, rule: NameRule) -> list[tuple[str, str]]:
     if not rule.any:
         return []
-    return sorted(("c:" + name, value) for name, value in cookie_pairs(cookie_header) if rule.chooses(name))
+    return sorted([("c:" + name, value) for name, value in cookie_pairs(cookie_header) if rule.chooses(name)])
 
 
 def selected_cookie_header(cookie_header: str | None, rule: NameRule) -> str | None:
