@@ -25,8 +25,15 @@ cpdef tuple scan_request(bytes data)
 @cython.locals(at=Py_ssize_t)
 cpdef bytes request_id()
 
+@cython.final
+cdef class HitRoute:
+    cdef public object dist, cache, engine, stats
+    cdef public str name
+    cdef public tuple behaviors, methods, key_policies
+    cdef public bytes hit_fields
+
 @cython.locals(
-    scanned=tuple, method=str, path=str, query=str, fields=dict, keep_alive=bint, key=bytes, names=tuple,
+    route=HitRoute, index=Py_ssize_t, scanned=tuple, method=str, path=str, query=str, fields=dict, keep_alive=bint, key=bytes, names=tuple,
     now=double, head=bytes, body=bytes, age="long long", close=bint, tail=bytes, sent=Py_ssize_t,
     response=bytes, status_class=int, results=dict, responses=dict, klass=str,
 )

@@ -25,10 +25,13 @@ import time
 from typing import TYPE_CHECKING
 
 from lbd.cache.edgekey import primary_key, vary_key
-from lbd.edge.behaviors import behavior_for
+from lbd.edge.behaviors import behavior_index
 
 if TYPE_CHECKING:
+    from lbd.cache.engine import ResponseCache
+    from lbd.edge.runtime import DistributionRuntime
     from lbd.edge.server import EdgeClientSide
+    from lbd.edge.store import DistributionCache, EdgeStats
 
 
 def _table(allowed: bytes) -> bytes:
@@ -226,26 +229,52 @@ def request_id() -> bytes:
 # -- the hit -----------------------------------------------------------------------------------------------
 
 
+class HitRoute:
+    """What a hit reads of its distribution, gathered when the distribution's runtime is made (all of
+    it is fixed for the config it was made from; the web ACL and the access log are looked at per
+    request, being attached after)."""
+
+    def __init__(self, dist: DistributionRuntime) -> None:
+        self.dist = dist
+        self.name = dist.name
+        self.behaviors = dist.behaviors
+        # Per behavior, then the default one: the methods a hit may answer (none when not caching), and
+        # the cache key policy.
+        every = (*dist.behaviors, dist.default)
+        self.methods = tuple(b.methods if b.caches else frozenset() for b in every)
+        self.key_policies = tuple(b.policy.key for b in every)
+        self.cache: DistributionCache = dist.cache
+        self.engine: ResponseCache = dist.cache.cache
+        self.stats: EdgeStats = dist.cache.stats
+        # The edge's fields after Age, up to the request id's value.
+        self.hit_fields = (
+            f"X-Cache: Hit from {dist.edge_name}\r\nX-Amz-Cf-Pop: {dist.edge_name}\r\nX-Amz-Cf-Id: "
+        ).encode("latin-1", "replace")
+
+
 def serve_hit(conn: EdgeClientSide, data: bytes) -> bool:
     """Answer ``data`` from the cache when it is one simple request for a fresh entry; False (nothing
     done) for the full path."""
-    dist = conn.runtime.distribution
+    route: HitRoute = conn.runtime.distribution.hits
+    dist = route.dist
     if dist.waf is not None or dist.access_log is not None:
         return False
     scanned = scan_request(data)
     if scanned is None:
         return False
     method, path, query, fields, keep_alive = scanned
-    behavior = behavior_for(dist.behaviors, dist.default, path)
-    if method not in behavior.methods or not behavior.caches:
-        return False
-    cache = dist.cache
-    key = primary_key(dist.name, behavior.policy.key, path, query, fields)[0]
+    index = behavior_index(route.behaviors, path)
+    if index < 0:
+        index = len(route.methods) - 1
+    if method not in route.methods[index]:
+        return False  # not allowed (a 403), or not cached: the full path
+    cache = route.cache
+    key = primary_key(route.name, route.key_policies[index], path, query, fields)[0]
     names = cache.vary.get(key)
     if names:
         key = key + vary_key(names, fields)
     now = time.time()
-    entry = cache.cache.fresh(key, now)
+    entry = route.engine.fresh(key, now)
     if entry is None:
         return False
     head = entry.hit_head
@@ -258,18 +287,18 @@ def serve_hit(conn: EdgeClientSide, data: bytes) -> bool:
     tail = b"\r\n\r\n" if not close else b"\r\nConnection: close\r\n\r\n"
     sent = len(body) if method == "GET" else 0
     if sent == 0:
-        response = b"%b%d\r\n%b%b%b" % (head, age, dist.hit_fields, request_id(), tail)
+        response = b"%b%d\r\n%b%b%b" % (head, age, route.hit_fields, request_id(), tail)
     elif sent < 65536:
-        response = b"%b%d\r\n%b%b%b%b" % (head, age, dist.hit_fields, request_id(), tail, body)
+        response = b"%b%d\r\n%b%b%b%b" % (head, age, route.hit_fields, request_id(), tail, body)
     else:
-        response = b"%b%d\r\n%b%b%b" % (head, age, dist.hit_fields, request_id(), tail)
+        response = b"%b%d\r\n%b%b%b" % (head, age, route.hit_fields, request_id(), tail)
     transport = conn.transport
     if transport is not None and not transport.is_closing():
         transport.write(response)
         if sent >= 65536:
             transport.write(body)
     # The counters the full path keeps (server.EdgeClientSide._account, X-Cache: Hit).
-    stats = cache.stats
+    stats = route.stats
     stats.requests += 1
     results = stats.results
     results["hit"] = results.get("hit", 0) + 1

@@ -19,6 +19,7 @@ from lbd.config.plain import replaced, template
 from lbd.edge import compression
 from lbd.edge.access_log import HEADER
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
+from lbd.edge.hit import HitRoute
 from lbd.edge.store import STATE, DistributionCache
 from lbd.observe.access_log import AccessLogFile, AccessLogs
 from lbd.observe.stats import ListenerStats
@@ -71,10 +72,6 @@ class DistributionRuntime:
         self.config = config
         self.name = config.name
         self.edge_name = config.edge_name
-        # A hit's edge fields after Age, up to the request id's value (lbd/edge/hit.py).
-        self.hit_fields = (
-            f"X-Cache: Hit from {self.edge_name}\r\nX-Amz-Cf-Pop: {self.edge_name}\r\nX-Amz-Cf-Id: "
-        ).encode("latin-1", "replace")
         self.origins = dict(origins)
         self.groups = {
             g.id: OriginGroupRuntime(g.id, g.members, frozenset(g.failover_status_codes))
@@ -96,6 +93,7 @@ class DistributionRuntime:
         self.max_object = int(config.cache.max_object_mb * MB)
         self.waf: CompiledAcl | None = None  # the web ACL protecting it, if any
         self.access_log: AccessLogFile | None = None  # set by the worker (attach_log), which owns files
+        self.hits = HitRoute(self)  # what a hit answered from one read needs (lbd/edge/hit.py)
 
     def members(self, origin: str) -> tuple[tuple[OriginRuntime, ...], frozenset[int]]:
         """The origins to try in order for a behavior's target, and the statuses that fail over."""
