@@ -17,6 +17,7 @@ import pytest
 
 from lbd.cache.freshness import response_freshness
 from lbd.config.loader import parse_config
+from lbd.edge.access_log import FIELDS
 from lbd.edge.handler import EdgeRequest, ViewerRequest
 from lbd.edge.hit import request_id, scan_request
 from lbd.edge.runtime import EdgeListenerRuntime
@@ -41,8 +42,10 @@ def test_simple_gets_and_heads_are_scanned_into_the_full_paths_fields() -> None:
         "v=1&x",
         {"host": "example.com", "accept-encoding": "gzip, br", "cookie": "a=1; b=2", "x-many": "1, 2"},
         True,
+        "1.1",
     )
-    assert scan_request(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n") == ("HEAD", "/", "", {"host": "h"}, True)
+    head = scan_request(b"HEAD / HTTP/1.0\r\nHost: h\r\n\r\n")
+    assert head == ("HEAD", "/", "", {"host": "h"}, False, "1.0")
 
 
 @pytest.mark.parametrize(
@@ -319,3 +322,27 @@ async def test_what_the_one_read_path_declines_still_gets_its_full_answer(
     response, closed, _ = answer(runtime, b"DELETE /static/app.css HTTP/1.1\r\nHost: h\r\n\r\n", split=False)
     assert response.startswith(b"HTTP/1.1 403 Forbidden\r\n") and not closed
     assert report["results"] == {"hit": 1}
+
+
+class LogSink:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+
+async def test_an_access_logged_hit_gets_the_full_paths_line(runtime: EdgeListenerRuntime) -> None:
+    sink = LogSink()
+    runtime.distribution.access_log = cast(Any, sink)
+    request = b"GET /static/app.css?a=1 HTTP/1.0\r\nHost: h\r\nUser-Agent: a b\r\nReferer: /r\r\n\r\n"
+    store(runtime, request, ORIGIN, b"body{}")
+    same_answers(runtime, request)
+    one_read, full = (line.split("\t") for line in sink.lines)
+    for field in ("date", "time", "x-edge-request-id", "time-taken", "time-to-first-byte"):
+        at = FIELDS.index(field)
+        one_read[at] = full[at] = "-"
+    assert one_read == full
+    assert full[FIELDS.index("x-edge-result-type")] == "Hit"
+    assert full[FIELDS.index("cs(User-Agent)")] == "a%20b"
+    assert full[FIELDS.index("cs-protocol-version")] == "HTTP/1.0"

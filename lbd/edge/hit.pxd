@@ -33,8 +33,9 @@ cdef class HitRoute:
     cdef public bytes hit_fields
 
 @cython.locals(
-    route=HitRoute, index=Py_ssize_t, scanned=tuple, method=str, path=str, query=str, fields=dict, keep_alive=bint, key=bytes, names=tuple,
-    now=double, head=bytes, body=bytes, age="long long", close=bint, tail=bytes, sent=Py_ssize_t,
-    response=bytes, status_class=int, results=dict, responses=dict, klass=str,
+    route=HitRoute, index=Py_ssize_t, scanned=tuple, method=str, version=str, path=str, query=str,
+    fields=dict, keep_alive=bint, key=bytes, names=tuple, now=double, head=bytes, body=bytes,
+    age="long long", close=bint, tail=bytes, sent=Py_ssize_t, rid=bytes, response=bytes, status_class=int,
+    results=dict, responses=dict, klass=str,
 )
 cpdef bint serve_hit(object conn, bytes data) except -1

@@ -10,8 +10,9 @@ serialised when it was stored) with ``Age``, ``X-Cache``, ``X-Amz-Cf-Pop``, ``X-
 
 Everything else declines before anything has changed and takes the full path (handler.py), which then
 sees exactly the same bytes: heads split across reads or pipelined, bodies and their framing fields,
-Expect, upgrades, conditional and range requests, non-ASCII values, a distribution with a web ACL or an
-access log, a method the behavior does not allow, caching disabled, stale entries and misses. For the
+Expect, upgrades, conditional and range requests, non-ASCII values, a distribution with a web ACL, a method
+the behavior does not allow, caching disabled, stale entries and misses. With an access log, the line is
+the full path's (server.EdgeClientSide.log_hit). For the
 requests it takes, the viewer gets the same response as from the full path (tests/test_edge_hit.py).
 
 Pure functions over the connection's state, no I/O of their own but the transport write.
@@ -107,9 +108,9 @@ def _connection_options(data: bytes, at: int, end: int) -> int:
         at += 1
 
 
-def scan_request(data: bytes) -> tuple[str, str, str, dict[str, str], bool] | None:
-    """``data`` as (method, path, query, fields, keep-alive) when it is exactly one complete GET or HEAD
-    head, without a body and within the grammar, that a hit can answer; else None.
+def scan_request(data: bytes) -> tuple[str, str, str, dict[str, str], bool, str] | None:
+    """``data`` as (method, path, query, fields, keep-alive, HTTP version) when it is exactly one
+    complete GET or HEAD head, without a body and within the grammar, that a hit can answer; else None.
 
     ``fields`` is what the full path makes of the head (handler.ViewerRequest.fields): lower-case names,
     values without surrounding whitespace, repeated fields joined with ", " (RFC 9110 5.3) and Cookie
@@ -201,7 +202,7 @@ def scan_request(data: bytes) -> tuple[str, str, str, dict[str, str], bool] | No
             fields[name] = value
     # RFC 9112 9.3: HTTP/1.1 is persistent unless "close"; HTTP/1.0 only with "keep-alive".
     keep_alive = not close and (minor == 49 or keep_alive_option)
-    return method, path, query, fields, keep_alive
+    return method, path, query, fields, keep_alive, "1.1" if minor == 49 else "1.0"
 
 
 # -- request ids -------------------------------------------------------------------------------------------
@@ -257,12 +258,12 @@ def serve_hit(conn: EdgeClientSide, data: bytes) -> bool:
     done) for the full path."""
     route: HitRoute = conn.runtime.distribution.hits
     dist = route.dist
-    if dist.waf is not None or dist.access_log is not None:
+    if dist.waf is not None:
         return False
     scanned = scan_request(data)
     if scanned is None:
         return False
-    method, path, query, fields, keep_alive = scanned
+    method, path, query, fields, keep_alive, version = scanned
     index = behavior_index(route.behaviors, path)
     if index < 0:
         index = len(route.methods) - 1
@@ -286,12 +287,11 @@ def serve_hit(conn: EdgeClientSide, data: bytes) -> bool:
     close = not keep_alive or conn.closing
     tail = b"\r\n\r\n" if not close else b"\r\nConnection: close\r\n\r\n"
     sent = len(body) if method == "GET" else 0
-    if sent == 0:
-        response = b"%b%d\r\n%b%b%b" % (head, age, route.hit_fields, request_id(), tail)
-    elif sent < 65536:
-        response = b"%b%d\r\n%b%b%b%b" % (head, age, route.hit_fields, request_id(), tail, body)
+    rid = request_id()
+    if sent == 0 or sent >= 65536:
+        response = b"%b%d\r\n%b%b%b" % (head, age, route.hit_fields, rid, tail)
     else:
-        response = b"%b%d\r\n%b%b%b" % (head, age, route.hit_fields, request_id(), tail)
+        response = b"%b%d\r\n%b%b%b%b" % (head, age, route.hit_fields, rid, tail, body)
     transport = conn.transport
     if transport is not None and not transport.is_closing():
         transport.write(response)
@@ -308,6 +308,8 @@ def serve_hit(conn: EdgeClientSide, data: bytes) -> bool:
     responses[klass] = responses.get(klass, 0) + 1
     stats.bytes_from_cache += sent
     stats.bytes_sent += sent
+    if dist.access_log is not None:
+        conn.log_hit(method, path, query, version, fields, keep_alive, entry, sent, rid)
     if close:
         conn.close()
     else:
