@@ -48,6 +48,13 @@ COMPILED = (
     "lbd.gateway.fetch",
     # Downstream HTTP/2 (lbd/http/h2front.py): frames, HPACK and stream state.
     "lbd.http.h2codec",
+    # Distributions' cache hits answered from one read (lbd/edge/hit.py) and what they call: behaviors,
+    # cache keys (shared with the stage cache) and the engine's lookup. The rest of the edge is not.
+    "lbd.cache.keys",
+    "lbd.cache.edgekey",
+    "lbd.cache.engine",
+    "lbd.edge.behaviors",
+    "lbd.edge.hit",
 )
 
 

@@ -20,6 +20,7 @@ from lbd.edge import compression
 from lbd.edge.access_log import HEADER
 from lbd.edge.api_origin import api_origin_groups, origin_group_name
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
+from lbd.edge.hit import HitRoute
 from lbd.edge.store import STATE, DistributionCache
 from lbd.observe.access_log import AccessLogFile, AccessLogs
 from lbd.observe.stats import ListenerStats
@@ -93,6 +94,7 @@ class DistributionRuntime:
         self.max_object = int(config.cache.max_object_mb * MB)
         self.waf: CompiledAcl | None = None  # the web ACL protecting it, if any
         self.access_log: AccessLogFile | None = None  # set by the worker (attach_log), which owns files
+        self.hits = HitRoute(self)  # what a hit answered from one read needs (lbd/edge/hit.py)
 
     def members(self, origin: str) -> tuple[tuple[OriginRuntime, ...], frozenset[int]]:
         """The origins to try in order for a behavior's target, and the statuses that fail over."""
