@@ -17,7 +17,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from lbd.config.plain import Record, fields, replaced, thaw_value
 
 if TYPE_CHECKING:
     # The schema (pydantic) only where targets are validated, in the supervisor: workers import this module
@@ -82,7 +84,7 @@ class Registry:
             for t in tg.targets:
                 key = target_key(t.id, t.port)
                 if key not in removed:
-                    out[key] = t.model_dump()
+                    out[key] = fields(t)
             out.update(self.discovered.get(group, {}))
             out.update(self.added.get(group, {}))
         return out
@@ -189,7 +191,7 @@ class Registry:
             if tg.name == group:
                 for t in tg.targets:
                     if target_key(t.id, t.port) == key:
-                        return t.model_dump()
+                        return fields(t)
         return None
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -261,8 +263,14 @@ def apply_overlay(config: Config, overlay: Overlay) -> Config:
     """The config with each target group's target list as the supervisor says."""
     if not overlay:
         return config
-    from lbd.config.schema import Target
+    # The added targets were validated when they were registered, discovered or read back from the
+    # state file: a thawed config (the supervisor's, lbd/validator.py) takes them as records.
+    if isinstance(config, Record):
+        make_target: Any = thaw_value
+    else:
+        from lbd.config.schema import Target
 
+        make_target = Target.model_validate
     groups = []
     for tg in config.target_groups:
         change = overlay.get(tg.name)
@@ -273,8 +281,8 @@ def apply_overlay(config: Config, overlay: Overlay) -> Config:
         targets = [t for t in tg.targets if target_key(t.id, t.port) not in remove]
         present = {target_key(t.id, t.port) for t in targets}
         for t in change.get("add", ()):
-            target = Target.model_validate(t)
+            target = make_target(t)
             if target_key(target.id, target.port) not in present:
                 targets.append(target)
-        groups.append(tg.model_copy(update={"targets": tuple(targets)}))
-    return config.model_copy(update={"target_groups": tuple(groups)})
+        groups.append(replaced(tg, targets=tuple(targets)))
+    return cast("Config", replaced(config, target_groups=tuple(groups)))
