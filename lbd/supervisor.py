@@ -4,6 +4,9 @@ Process model:
 
 - Every worker is ``python -m lbd.worker``, started fresh (no fork of a running event loop) and driven over
   a control socketpair. Each binds its own SO_REUSEPORT sockets.
+- The config is validated (``load_for_run``, what ``lbd check`` runs) in a short-lived child process, at
+  start and on every reload (lbd/validator.py): the supervisor holds the answer as plain records, never
+  yaml, pydantic or the schema (issue 11, footprint; tests/test_supervisor_footprint.py).
 - Reload (SIGHUP or ``POST /v1/reload``) is two-phase so that either every worker moves to the new config
   or none does: the supervisor validates the file, then asks every worker to *prepare* (parse, build the
   Snapshot, bind new sockets); only if all succeed does it send *commit*, else *abort*. An invalid file
@@ -50,7 +53,7 @@ from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
 from lbd.observe.summary import summary
-from lbd.routing.stickiness import cookie_key
+from lbd.routing.cookie_keys import cookie_key
 from lbd.runtime import ListenerKey, UnsupportedConfig, listener_keys
 from lbd.upstream.registry import (
     Registry,

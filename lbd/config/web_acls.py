@@ -502,7 +502,9 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}, _api_names(config)))
     if issues:
         raise ConfigError(issues)
-    return config.model_copy(update={"web_acls": acls})
+    from lbd.config.plain import replaced  # the supervisor's config is records (lbd/validator.py)
+
+    return replaced(config, web_acls=acls)
 
 
 def _api_names(config: Any) -> dict[str, str]:
