@@ -417,7 +417,7 @@ class Supervisor:
 
     def _load_registry(self) -> Registry:
         try:
-            registry = load_registry(self.state_file)
+            registry = load_registry(self.state_file, validator.targets)
         except (OSError, ValueError) as exc:
             raise StartupError(
                 f"cannot read the registration state {self.state_file}: {exc} (fix or remove the file)",
@@ -664,14 +664,9 @@ class Supervisor:
         items = body.get("targets") if isinstance(body, dict) else None
         if not isinstance(items, list) or not items:
             return AdminResponse(400, {"error": 'body must be {"targets": [{"id": ..., "port": ...}, ...]}'})
-        # Checked with the schema's own model, loaded here on first use (the supervisor holds no schema
-        # until an operator registers a target: lbd/validator.py).
-        from pydantic import ValidationError
-
-        from lbd.config.schema import Target as ConfigTarget
-
         targets: list[dict[str, Any]] = []
         problems: list[str] = []
+        filled: dict[int, dict[str, Any]] = {}
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 problems.append(f"targets[{index}]: must be an object with id and port")
@@ -679,13 +674,17 @@ class Supervisor:
             item = {"zone": self.current.config.node.zone, **item}
             if "port" not in item and group.port is not None:
                 item["port"] = group.port
-            try:
-                targets.append(ConfigTarget.model_validate(item).model_dump())
-            except ValidationError as exc:
-                problems += [
-                    f"targets[{index}].{'.'.join(str(p) for p in e['loc'])}: {_pydantic_message(e)}"
-                    for e in exc.errors()
-                ]
+            filled[index] = item
+        # Checked with the schema's own model, in the validating child (lbd/validator.py).
+        try:
+            answers = await validator.targets_async(list(filled.values()))
+        except OSError as exc:
+            return AdminResponse(500, {"error": str(exc)})
+        for index, answer in zip(filled, answers, strict=True):
+            if "target" in answer:
+                targets.append(answer["target"])
+            else:
+                problems += [f"targets[{index}].{where}: {message}" for where, message in answer["errors"]]
         if problems:
             return AdminResponse(400, {"error": "invalid targets", "errors": problems})
         async with self._reload_lock:
@@ -859,11 +858,6 @@ class Supervisor:
             log.error("%s", message)
             return message
         return None
-
-
-def _pydantic_message(error: Any) -> str:
-    """pydantic's message without the "Value error, " it puts before our own validators' words."""
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _count(in_flight: dict[str, dict[str, int]], ident: tuple[str, str]) -> int:

@@ -12,6 +12,9 @@ exits, and keeps only the answer:
   actions without their defaults) and each web ACL as the admin API writes it;
 - or every error, as ``str(issue)`` of each ConfigIssue (what ``lbd check`` prints after the file's name).
 
+``python -m lbd.validator --targets`` checks targets the same way (a JSON list on stdin): the admin API's
+registrations and the state file's, so that these do not load the schema into the supervisor either.
+
 A child that dies without an answer (killed, out of memory) is an error too: a reload is then refused and
 the old config keeps serving.
 """
@@ -24,7 +27,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lbd.config.issues import ConfigError, ConfigIssue
 from lbd.config.plain import thaw
@@ -77,6 +80,36 @@ def _parsed(code: int | None, out: bytes, err: bytes) -> LoadedConfig:
     return loaded_from(json.loads(out))
 
 
+def _checked(code: int | None, out: bytes, err: bytes) -> list[dict[str, Any]]:
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
+        raise OSError(f"the targets could not be validated (validator: {detail[0]})")
+    return cast("list[dict[str, Any]]", json.loads(out))
+
+
+def targets(items: list[Any]) -> list[dict[str, Any]]:
+    """Targets checked in a child process (lbd/config/target_check.py), waiting for it (the state
+    file's, at start)."""
+    done = subprocess.run(
+        [*COMMAND, "--targets"], input=json.dumps(items).encode(), capture_output=True, check=False
+    )
+    return _checked(done.returncode, done.stdout, done.stderr)
+
+
+async def targets_async(items: list[Any]) -> list[dict[str, Any]]:
+    """Targets checked in a child process (lbd/config/target_check.py) without blocking the event loop
+    (the admin API's)."""
+    child = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--targets",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate(json.dumps(items).encode())
+    return _checked(child.returncode, out, err)
+
+
 def load(path: str) -> LoadedConfig:
     """Validate ``path`` in a child process, waiting for it (at start, before the event loop runs)."""
     done = subprocess.run([*COMMAND, path], capture_output=True, check=False)
@@ -100,8 +133,13 @@ def read_token(config: Config) -> str | None:
 
 def main() -> int:
     if len(sys.argv) != 2:
-        print("usage: python -m lbd.validator FILE", file=sys.stderr)
+        print("usage: python -m lbd.validator FILE | --targets < JSON", file=sys.stderr)
         return 64
+    if sys.argv[1] == "--targets":  # a JSON list of targets on stdin (the admin API's, the state file's)
+        from lbd.config.target_check import checked_targets
+
+        sys.stdout.write(json.dumps(checked_targets(json.load(sys.stdin))))
+        return 0
     sys.stdout.write(json.dumps(answer(sys.argv[1])))
     return 0
 

@@ -3,12 +3,14 @@
 ``lbd run`` validates its config in a short-lived child (lbd/validator.py) at start and on every reload,
 and keeps the answer as plain records. These tests read the modules the real supervisor had loaded when it
 exited (the ``sitecustomize`` hook of tests/test_worker_footprint.py), after it started, served, reloaded a
-good file (SIGHUP), refused a bad one (admin API) and answered the console's endpoints; and check that the
-reloads did what they say (the new generation serves, the refused file's errors name their key paths).
+good file (SIGHUP), refused a bad one (admin API), checked a target registration and answered the console's
+endpoints; and check that each did what it says (the new generation serves, the refused file's errors and
+the refused target's name their key paths).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ async def test_the_supervisor_validates_at_start_and_reload_without_pydantic_or_
     tmp_path: Path, lbd: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = await HttpBackend("b1").start()
-    port = free_port()
+    port, spare = free_port(), free_port()
     config = _fixed(application_config(port, [backend.port]), "one")
     proc: Any = None
 
@@ -69,9 +71,19 @@ async def test_the_supervisor_validates_at_start_and_reload_without_pydantic_or_
         assert "load_balancers[0].listeners[0].port" in errors and "target_groups[0].colour" in errors
         status, _, body = await http_request(port, "GET", "/fixed")
         assert (status, body) == (200, b"two")
+        # Registrations through the admin API are checked with the schema's model, in the child too.
+        bad = json.dumps({"targets": [{"id": "127.0.0.1", "port": 70000}]}).encode()
+        status, answer = await proc.admin("POST", "/v1/target-groups/web/targets", bad)
+        assert (status, answer["errors"]) == (
+            400,
+            ["targets[0].port: Input should be less than or equal to 65535"],
+        )
+        good = json.dumps({"targets": [{"id": "127.0.0.1", "port": spare}]}).encode()
+        status, answer = await proc.admin("POST", "/v1/target-groups/web/targets", good)
+        assert status == 200 and answer["registered"][0]["weight"] == 1, answer  # the model's default
         # The views the console reads, from the records the supervisor holds.
         status, views = await proc.admin("GET", "/v1/load-balancers")
-        assert status == 200 and views["generation"] == 2
+        assert status == 200 and views["generation"] == 3  # (the registration made one)
         rule = views["load_balancers"][0]["listeners"][0]["rules"][0]
         assert rule["actions"][0] == {"type": "fixed-response", "status_code": 200, "message_body": "two"}
         for path in ("/v1/summary", "/v1/target-groups", "/v1/stats", "/v1/fleet", "/v1/web-acls"):

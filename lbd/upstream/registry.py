@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 # On the control channel: target group -> {"add": [target dicts], "remove": [keys], "draining": [keys]}.
 Overlay = dict[str, dict[str, list[Any]]]
+# Validates saved targets: each as {"target": ...} or {"errors": ..., "text": ...} (lbd/validator.py).
+Check = Callable[[list[Any]], list[dict[str, Any]]]
 STATE_FILE = "lbd-registrations.json"
 
 
@@ -204,14 +207,17 @@ class Registry:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Registry:
-        from lbd.config.schema import Target
-
+    def from_json(cls, data: dict[str, Any], check: Check | None = None) -> Registry:
+        """``check``: what validates the saved targets (the supervisor's validating child); by default the
+        schema's Target model, in this process."""
         registry = cls()
-        for group, targets in data.get("added", {}).items():
-            for t in targets:
-                checked = Target.model_validate(t).model_dump()
-                registry.added.setdefault(group, {})[target_key(checked["id"], checked["port"])] = checked
+        saved = [(group, t) for group, targets in data.get("added", {}).items() for t in targets]
+        answers = (check or _check_here)([t for _, t in saved]) if saved else []
+        for (group, _), checked in zip(saved, answers, strict=True):
+            if "target" not in checked:
+                raise ValueError(f"added.{group}: {checked['text']}")
+            target = checked["target"]
+            registry.added.setdefault(group, {})[target_key(target["id"], target["port"])] = target
         for group, keys in data.get("removed", {}).items():
             registry.removed[group] = {str(k) for k in keys}
         return registry
@@ -225,12 +231,18 @@ def state_path(config: Config, config_path: str) -> Path:
     return Path(config_path).resolve().with_name(STATE_FILE)
 
 
-def load_registry(path: Path) -> Registry:
+def _check_here(targets: list[Any]) -> list[dict[str, Any]]:
+    from lbd.config.target_check import checked_targets
+
+    return checked_targets(targets)
+
+
+def load_registry(path: Path, check: Check | None = None) -> Registry:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Registry()
-    return Registry.from_json(json.loads(text))
+    return Registry.from_json(json.loads(text), check)
 
 
 def save_registry(registry: Registry, path: Path) -> None:
