@@ -21,7 +21,6 @@ the old config keeps serving.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -49,9 +48,9 @@ class LoadedConfig:
 
 def answer(path: str) -> dict[str, Any]:
     """The child's side: validate ``path`` as ``lbd run`` must, into JSON data."""
-    from lbd.admin.web_acls import dump
     from lbd.config.plain import compact
     from lbd.config.preflight import load_for_run
+    from lbd.config.web_acls import dump
     from lbd.observe.summary import load_balancers
 
     try:
@@ -99,6 +98,8 @@ def targets(items: list[Any]) -> list[dict[str, Any]]:
 async def targets_async(items: list[Any]) -> list[dict[str, Any]]:
     """Targets checked in a child process (lbd/config/target_check.py) without blocking the event loop
     (the admin API's)."""
+    import asyncio  # (the supervisor's; the child itself runs no event loop)
+
     child = await asyncio.create_subprocess_exec(
         *COMMAND,
         "--targets",
@@ -118,6 +119,8 @@ def load(path: str) -> LoadedConfig:
 
 async def load_async(path: str) -> LoadedConfig:
     """Validate ``path`` in a child process without blocking the event loop (reloads)."""
+    import asyncio  # (the supervisor's; the child itself runs no event loop)
+
     child = await asyncio.create_subprocess_exec(
         *COMMAND, path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

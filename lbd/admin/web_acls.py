@@ -49,7 +49,9 @@ class Host(Protocol):
 
 
 def dump(acl: WebAcl) -> dict[str, Any]:
-    return acl.model_dump(mode="json", by_alias=True, exclude_none=True)
+    from lbd.config.web_acls import dump  # (loaded already: acl is one of its models)
+
+    return dump(acl)
 
 
 class WebAclControl:

@@ -470,6 +470,11 @@ RateBased.model_rebuild()
 Statement.model_rebuild()
 
 
+def dump(acl: WebAcl) -> dict[str, Any]:
+    """A web ACL as the admin API writes it (and takes it back: ``parse_acl``)."""
+    return acl.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def replace_acl(config_acls: tuple[WebAcl, ...], new: WebAcl) -> tuple[WebAcl, ...]:
     return tuple(new if acl.name == new.name else acl for acl in config_acls)
 
