@@ -20,11 +20,13 @@ import secrets
 import string
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbd.admin.server import AdminRequest, AdminResponse, BadRequest, Router
-from lbd.config.schema import Config
 from lbd.control import Message
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config
 
 MAX_PATHS = 3000
 KEPT = 100  # invalidations remembered per distribution
