@@ -1,5 +1,6 @@
 # Compiled types for statements.py: matchers are extension types; match() is a C call between them.
 cimport cython
+from lbd.waf.plan cimport FieldPlan
 from lbd.waf.request cimport WafRequest
 
 
@@ -11,7 +12,9 @@ cdef class Matcher:
 
 cdef class FieldMatcher(Matcher):
     cdef public tuple key
-    cdef public str slot
+    cdef public FieldPlan plan
+    cdef public Py_ssize_t index
+    cdef public object unset
     cdef public object test
     cdef public str oversize
 
@@ -21,6 +24,13 @@ cdef class FieldMatcher(Matcher):
 
 cdef class ContainsMatcher(FieldMatcher):
     cdef public bytes needle
+
+    @cython.locals(value=object)
+    cpdef bint match(self, WafRequest request, double now) except -1
+
+
+cdef class RegexMatcher(FieldMatcher):
+    cdef public object search
 
     @cython.locals(value=object)
     cpdef bint match(self, WafRequest request, double now) except -1
