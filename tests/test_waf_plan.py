@@ -12,7 +12,7 @@ import pytest
 
 from lbd.http.fastpath import field_lines
 from lbd.waf import transforms
-from lbd.waf.request import WafRequest, fast_request
+from lbd.waf.request import QUERY_STRING, URI_PATH, WafRequest, fast_request
 from tests.test_waf_engine import acl, byte, request, rule, verdict
 
 BLOCK = (
@@ -54,12 +54,16 @@ def test_each_transformation_runs_once_per_request_and_prefix(monkeypatch: pytes
         rule("decoded", 1, byte("uri_path", "STARTS_WITH", "/X", "URL_DECODE")),  # the chain's prefix
         rule("query", 2, byte("query_string", "CONTAINS", "zz", "URL_DECODE")),
     )
+    del decode[:], lower[:]  # what compiling tried on an empty field
     assert verdict(compiled, request(b"/%58y/%42/?q=1")) == ("block", "decoded")
     assert verdict(compiled, request(b"/Y/%42/?q=1")) == ("block", "r1")
     # Per request: the path decoded once (shared by the prefix rule and the chains), the query once,
     # and the decoded path lower-cased once for the three rules.
     assert decode == [b"/%58y/%42/", b"/Y/%42/", b"q=1"]
     assert lower == [b"/Y/B/"]
+    del decode[:]
+    assert verdict(compiled, request(b"/Y/%42/")) == ("block", "r1")
+    assert decode == [b"/Y/%42/"]  # an empty query string: URL_DECODE of it skipped, as it stays empty
 
 
 def test_fields_no_rule_reaches_are_never_extracted() -> None:
@@ -173,3 +177,35 @@ def test_default_allow_is_shared_but_counted() -> None:
     assert first is second
     assert (first.action, first.headers) == ("allow", b"x-amzn-waf-rule: Default_Action\r\n")
     assert compiled.stats.allowed == {"Default_Action": 2}
+
+
+def test_empty_fields_keep_their_meaning() -> None:
+    # MD5 of an empty query string is 16 bytes, not empty; a regex that matches the empty string matches.
+    digest = acl(
+        rule(
+            "md5",
+            1,
+            {
+                "size_constraint": {
+                    "field": "query_string",
+                    "comparison": "EQ",
+                    "size": 16,
+                    "transformations": ["MD5"],
+                }
+            },
+        ),
+    )
+    assert verdict(digest, request(b"/")) == ("block", "md5")
+    empty = acl(rule("none", 1, {"regex_match": {"field": "query_string", "pattern": "^$"}}))
+    assert verdict(empty, request(b"/")) == ("block", "none")
+    assert verdict(empty, request(b"/?a")) == ("allow", "Default_Action")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [b"/", b"/a?b", b"/a?b?c", b"/a#f?x", b"/a?b#f", b"/a?#", b"?", b"#", b"", b"/a??b#c#d", b"/%3F?%23"],
+)
+def test_target_split_as_rfc_3986(url: bytes) -> None:
+    path, _, query = url.partition(b"#")[0].partition(b"?")
+    split = WafRequest.from_target("GET", url, [], "192.0.2.1")
+    assert (split.raw(URI_PATH, b""), split.raw(QUERY_STRING, b"")) == (path, query)

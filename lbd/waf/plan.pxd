@@ -9,6 +9,7 @@ cdef class FieldSource:
     cdef public bytes header
     cdef public Py_ssize_t parent
     cdef public object transform
+    cdef public bint keeps_empty
 
 
 @cython.final

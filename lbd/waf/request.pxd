@@ -12,6 +12,8 @@ cdef class WafRequest:
     cdef public list labels, values
 
     cpdef object raw(self, int kind, bytes header)
+    @cython.locals(url=bytes, size=Py_ssize_t, question=Py_ssize_t, hash_at=Py_ssize_t, at=Py_ssize_t,
+                   char=cython.uchar)
     cpdef void _split(self) except *
     @cython.locals(found=object, previous=object)
     cpdef object header(self, bytes lower_name)

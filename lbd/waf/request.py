@@ -97,9 +97,25 @@ class WafRequest:
         return self.path if kind == URI_PATH else self.query
 
     def _split(self) -> None:
-        path, _, query = (self.url or b"").partition(b"#")[0].partition(b"?")
-        self.path = path
-        self.query = query
+        """Path and query from the target (RFC 3986 3: path, then "?" query, then "#" fragment)."""
+        url = self.url or b""
+        size = len(url)
+        question = hash_at = size
+        at = 0
+        while at < size:  # one pass in C when compiled: no method calls, no tuples
+            char = url[at]
+            if char == 63 and question == size:  # "?"
+                question = at
+            elif char == 35:  # "#"
+                hash_at = at
+                break
+            at += 1
+        if question < hash_at:
+            self.path = url[:question]
+            self.query = url[question + 1 : hash_at]
+        else:
+            self.path = url[:hash_at]
+            self.query = b""
 
     def header(self, lower_name: bytes) -> bytes | None:
         """A header's value; repeated fields joined with ", " (RFC 9110 5.3)."""

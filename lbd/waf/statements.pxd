@@ -31,6 +31,7 @@ cdef class ContainsMatcher(FieldMatcher):
 
 cdef class RegexMatcher(FieldMatcher):
     cdef public object search
+    cdef public bint matches_empty
 
     @cython.locals(value=object)
     cpdef bint match(self, WafRequest request, double now) except -1

@@ -111,12 +111,17 @@ class RegexMatcher(FieldMatcher):
     def __init__(self, spec: model.RegexMatch, plan: FieldPlan) -> None:
         self.search = search = re.compile(spec.pattern.encode("utf-8")).search
         super().__init__(spec, lambda value: search(value) is not None, plan)
+        self.matches_empty = search(b"") is not None  # an empty field (no query string): decided here
 
     def match(self, request: WafRequest, now: float) -> bool:
         value = request.values[self.index]
         if value is self.unset:
             value = self.plan.value(request, self.index)
-        return value is not None and self.search(value) is not None  # type: ignore[call-overload]
+        if value is None:
+            return False
+        if not value:
+            return self.matches_empty
+        return self.search(value) is not None  # type: ignore[call-overload]
 
 
 def regex_matcher(spec: model.RegexMatch, plan: FieldPlan) -> FieldMatcher:
