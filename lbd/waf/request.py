@@ -114,7 +114,7 @@ class WafRequest:
             self.path = url[:question]
             self.query = url[question + 1 : hash_at]
         else:
-            self.path = url[:hash_at]
+            self.path = url if hash_at == size else url[:hash_at]  # the common case: no copy
             self.query = b""
 
     def header(self, lower_name: bytes) -> bytes | None:
@@ -210,7 +210,7 @@ def fast_request(method: str, url: bytes, block: bytes, client: str) -> WafReque
     request.body_size = 0
     request.api_key = None
     request.labels = []
-    request.values = []
+    request.values = _NO_VALUES  # the ACL's plan gives it its own (FieldPlan.begin)
     request.memo = None
     request._header_map = None
     request._address = None
@@ -243,4 +243,5 @@ def parse_address(text: str) -> Address | None:
 
 
 _MISSING = object()
+_NO_VALUES: list[object] = []  # never written: every slot is written after FieldPlan.begin
 UNSET = object()  # not in the plan's values yet
