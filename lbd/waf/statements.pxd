@@ -1,5 +1,6 @@
 # Compiled types for statements.py: matchers are extension types; match() is a C call between them.
 cimport cython
+from lbd.waf.ipsets cimport IpMatcher
 from lbd.waf.plan cimport FieldPlan
 from lbd.waf.request cimport WafRequest
 
@@ -46,7 +47,8 @@ cdef class SizeMatcher(FieldMatcher):
 
 
 cdef class IpSetMatcher(Matcher):
-    cdef public object addresses, forwarded
+    cdef public IpMatcher addresses
+    cdef public object forwarded
     cdef public bytes header
 
     @cython.locals(listed=list)

@@ -172,18 +172,18 @@ class IpSetMatcher(Matcher):
     def match(self, request: WafRequest, now: float) -> bool:
         forwarded = self.forwarded
         if forwarded is None:
-            return request.address() in self.addresses
+            return self.addresses.contains(request.address())
         listed = request.forwarded(self.header)
         if not listed or (
             forwarded.position != "ANY" and listed[0 if forwarded.position == "FIRST" else -1] is None
         ):
             return forwarded.fallback == "MATCH"  # WAF: no (valid) address in the header
         if forwarded.position == "FIRST":
-            return listed[0] in self.addresses
+            return self.addresses.contains(listed[0])
         if forwarded.position == "LAST":
-            return listed[-1] in self.addresses
+            return self.addresses.contains(listed[-1])
         for address in listed:  # noqa: SIM110 (a loop, not any(): no closures in compiled methods)
-            if address in self.addresses:
+            if self.addresses.contains(address):
                 return True
         return False
 
