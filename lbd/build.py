@@ -32,6 +32,7 @@ COMPILED = (
     # Web ACLs, evaluated once per request on listeners that have one (lbd/waf/).
     "lbd.waf.transforms",
     "lbd.waf.request",
+    "lbd.waf.plan",
     "lbd.waf.ipsets",
     "lbd.waf.rate",
     "lbd.waf.statements",
