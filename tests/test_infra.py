@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -92,13 +93,8 @@ def test_dockerfile_runs_from_site_packages_with_state_on_a_volume() -> None:
         if "==" in line
     }
     pyproject = (ROOT / "pyproject.toml").read_text()
-    declared = re.search(r"^dependencies = \[(.*?)\]", pyproject, re.M | re.S)
-    assert declared
-    names = {
-        re.split(r"[<>=]", d.strip().strip('",'))[0].lower()
-        for d in declared.group(1).split(",")
-        if d.strip()
-    }
+    declared = tomllib.loads(pyproject)["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ;]", d.strip())[0].lower() for d in declared}
     assert names <= lock, names - lock
     # The documented docker run: the same command in the README and the Dockerfile header, and a stop
     # timeout longer than the drain it allows.

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -365,9 +366,8 @@ IMPORT_NAMES = {
 def test_every_declared_dependency_is_imported_by_lbd() -> None:
     """Nothing is declared that nothing imports (each one is a download for every install)."""
     pyproject = (ROOT / "pyproject.toml").read_text()
-    declared = re.search(r"^dependencies = \[(.*?)\]", pyproject, re.M | re.S)
-    assert declared
-    names = [re.split(r"[<>=\[]", d.strip().strip('",'))[0].lower() for d in declared.group(1).split(",")]
+    declared = tomllib.loads(pyproject)["project"]["dependencies"]
+    names = [re.split(r"[<>=\[ ;]", d.strip())[0].lower() for d in declared]
     source = "\n".join(path.read_text() for path in (ROOT / "lbd").rglob("*.py"))
     for name in filter(None, names):
         module = IMPORT_NAMES.get(name, name)
