@@ -152,6 +152,15 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
+async def raw_exchange(server: AdminServer, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends ``raw`` and parses the one answer, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(raw)
+    answer = await asyncio.wait_for(read_all(reader), 30)  # the server closing is what ends this
+    writer.close()
+    return parse_response(answer)
+
+
 def post_head(length: int | None, path: str = "/v1/echo") -> bytes:
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     return f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n".encode()
@@ -367,23 +376,15 @@ async def test_a_kept_alive_connection_serves_requests_one_after_another(admin: 
 async def test_malformed_requests_are_refused_in_json_and_closed(
     admin: Any, raw: bytes, expected: int
 ) -> None:
-    server = await admin()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(raw)
-    answer = await asyncio.wait_for(read_all(reader), 30)  # the server closing is what ends this
-    writer.close()
-    status, headers, payload = parse_response(answer)
+    status, headers, payload = await raw_exchange(await admin(), raw)
     assert (status, headers["connection"], headers["content-type"]) == (expected, "close", "application/json")
     assert json.loads(payload)["error"].startswith("malformed request: ")
 
 
 async def test_head_is_not_answered_on_a_get_route(admin: Any) -> None:
     """As with aiohttp's add_route: a route answers its one method; the 405 to HEAD has no body."""
-    server = await admin()
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"HEAD /v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    status, headers, payload = parse_response(await asyncio.wait_for(read_all(reader), 30))
-    writer.close()
+    head = b"HEAD /v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, headers, payload = await raw_exchange(await admin(), head)
     assert (status, headers["allow"], payload) == (405, "GET", b"")
     assert int(headers["content-length"]) > 0  # what a GET-like answer would carry (RFC 9110 9.3.2)
 
@@ -401,3 +402,9 @@ async def test_a_client_expecting_100_continue_gets_it_before_sending_the_body(a
     status, _, payload = parse_response(await asyncio.wait_for(read_all(reader), 30))
     writer.close()
     assert status == 200 and json.loads(payload) == {"length": 2, "json": []}
+
+
+async def test_a_refusal_to_a_client_expecting_100_continue_closes_instead_of_waiting(admin: Any) -> None:
+    head = b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    status, headers, _ = await raw_exchange(await admin(), head)
+    assert (status, headers["connection"]) == (404, "close")

@@ -403,6 +403,11 @@ class _AdminProtocol(asyncio.Protocol):
         headers = _decode_headers(list(event.headers))
         routed = self._admin.route(method, raw_path, path, headers)
         if isinstance(routed, AdminResponse):
+            if self._h11.client_is_waiting_for_100_continue:
+                # The client may never send the body it announced (RFC 9110 section 10.1.1): close
+                # rather than wait for it.
+                await self._refuse(routed, method)
+                return False
             await self._send(routed, method)
             if not await self._skip_body():
                 await self._linger()
