@@ -408,3 +408,28 @@ async def test_a_refusal_to_a_client_expecting_100_continue_closes_instead_of_wa
     head = b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
     status, headers, _ = await raw_exchange(await admin(), head)
     assert (status, headers["connection"]) == (404, "close")
+
+
+async def test_closing_the_server_closes_idle_connections_and_lets_an_answer_finish() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def gated(request: AdminRequest) -> AdminResponse:
+        entered.set()
+        await release.wait()
+        return AdminResponse(200, {"done": True})
+
+    router = Router()
+    router.add("GET", "/v1/gated", gated)
+    server = await start_admin_server("127.0.0.1:0", router, None)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /v1/gated HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: closed after its answer
+    await asyncio.wait_for(entered.wait(), 30)
+    closing = asyncio.create_task(server.close())
+    assert await asyncio.wait_for(read_all(idle_reader), 30) == b""  # closed while the other is answered
+    release.set()
+    status, _, payload = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    assert status == 200 and json.loads(payload) == {"done": True}
+    await asyncio.wait_for(closing, 30)
+    idle_writer.close()
+    writer.close()

@@ -91,6 +91,11 @@ async def test_the_supervisor_validates_at_start_and_reload_without_pydantic_or_
             assert status == 200, path
         status, _, metrics = await http_request(proc.admin_port, "GET", "/metrics")
         assert status == 200 and b"lbd_requests" in metrics
+        # The console's page and script (static files), served by the same server.
+        status, _, page = await http_request(proc.admin_port, "GET", "/")
+        assert status == 200 and b"console.js" in page
+        status, headers, _ = await http_request(proc.admin_port, "GET", "/console/console.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")
 
     try:
         supervisor, worker = await _loaded_modules(

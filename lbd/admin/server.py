@@ -330,6 +330,7 @@ class _AdminProtocol(asyncio.Protocol):
         self._writable.set()
         self._busy = False  # between a request head and its answer
         self._stalled = False  # the client did not read an answer in time
+        self._shutting_down = False  # the server is closing: no request after the current one
         self._task: asyncio.Task[None] | None = None
 
     # asyncio's side
@@ -426,7 +427,7 @@ class _AdminProtocol(asyncio.Protocol):
     def _reusable(self) -> bool:
         self._busy = False
         done = self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
-        return done and not self._stalled
+        return done and not self._stalled and not self._shutting_down
 
     async def _next_event(self, deadline: float) -> Any:
         while True:
@@ -541,6 +542,7 @@ class _AdminProtocol(asyncio.Protocol):
 
     def shut_down(self) -> None:
         """The server is closing: an idle connection closes now; one being answered finishes first."""
+        self._shutting_down = True
         if not self._busy and self._task is not None:
             self._task.cancel()
 
