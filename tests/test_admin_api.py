@@ -433,3 +433,21 @@ async def test_closing_the_server_closes_idle_connections_and_lets_an_answer_fin
     await asyncio.wait_for(closing, 30)
     idle_writer.close()
     writer.close()
+
+
+async def test_a_head_over_16_kib_is_431_whether_it_arrives_whole_or_in_pieces(admin: Any) -> None:
+    server = await admin()
+    big = b"GET /v1/things HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\nConnection: close\r\n\r\n"
+    status, _, payload = await raw_exchange(server, big)  # one write: usually one read at the server
+    assert status == 431 and "too large" in json.loads(payload)["error"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for offset in range(0, len(big), 4096):
+        writer.write(big[offset : offset + 4096])
+        await writer.drain()
+    status, _, _ = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    writer.close()
+    assert status == 431
+    # A head under the bound with a large body behind it is not mistaken for a large head.
+    body = json.dumps({"pad": "b" * 30000}).encode()
+    status, _, payload = await raw_exchange(server, post_head(len(body)) + body)
+    assert status == 200 and json.loads(payload)["length"] == len(body)

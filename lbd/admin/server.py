@@ -7,8 +7,8 @@ real library, not in a parser of our own. (aiohttp.web served it before; it cost
 
 - every answer is JSON, errors included (404 unknown path, 405 wrong method with ``Allow``, 413 body too
   large, 408 a body that does not arrive in time, 400 a body that is not the JSON asked for, 400 a
-  request h11 refuses as malformed (501 an unknown transfer coding, 431 a head larger than h11
-  buffers); these close the connection);
+  request h11 refuses as malformed (501 an unknown transfer coding, 431 a head larger than 16 KiB);
+  these close the connection);
 - limits, so that one client cannot pin the admin port: a request head must be complete within
   ``header_timeout`` of the connection opening (or of the previous answer on a kept-alive connection),
   else the connection is closed without an answer; its body within ``body_timeout`` of the head; a body
@@ -54,6 +54,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 MAX_BODY = 1024 * 1024  # bytes; registrations are small, and this bounds what one request can hold
 HEADER_TIMEOUT = 10.0  # seconds for a request head (also the idle keep-alive time)
 BODY_TIMEOUT = 10.0  # seconds for a body once its head is in
+MAX_HEAD = 16 * 1024  # bytes of request line and fields (h11's own bound applies only to a head in pieces)
 LINGER = 2.0  # seconds to drain an unread body after an error answer, so the client sees the answer
 SHUTDOWN_TIMEOUT = 2.0  # seconds that answers in progress get to finish when the server closes
 
@@ -320,7 +321,7 @@ class _AdminProtocol(asyncio.Protocol):
 
     def __init__(self, admin: _Admin) -> None:
         self._admin = admin
-        self._h11 = h11.Connection(h11.SERVER)
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._transport: asyncio.Transport | None = None
         self._arrived = asyncio.Event()  # data or the end of it, for a task waiting on either
         self._waiting = False
@@ -431,10 +432,22 @@ class _AdminProtocol(asyncio.Protocol):
 
     async def _next_event(self, deadline: float) -> Any:
         while True:
+            if self._h11.their_state is h11.IDLE:
+                self._check_head_size()
             event = self._h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
             await self._wait(deadline)
+
+    def _check_head_size(self) -> None:
+        """A head larger than MAX_HEAD is refused however it arrives: h11 bounds only a head that is still
+        incomplete, so one that came whole in a single read (up to the transport's read size) would pass."""
+        buffered, _closed = self._h11.trailing_data
+        if len(buffered) <= MAX_HEAD:
+            return
+        window = buffered[: MAX_HEAD + 4]
+        if b"\r\n\r\n" not in window and b"\n\n" not in window:
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
 
     async def _wait(self, deadline: float) -> None:
         self._arrived.clear()
