@@ -152,6 +152,15 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
+async def raw_exchange(server: AdminServer, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Sends ``raw`` and parses the one answer, read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(raw)
+    answer = await asyncio.wait_for(read_all(reader), 30)  # the server closing is what ends this
+    writer.close()
+    return parse_response(answer)
+
+
 def post_head(length: int | None, path: str = "/v1/echo") -> bytes:
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
     return f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{framing}\r\n\r\n".encode()
@@ -314,3 +323,131 @@ async def test_a_token_header_that_is_not_utf_8_is_401(admin: Any) -> None:
     status, _, _ = parse_response(await asyncio.wait_for(read_all(reader), 30))
     writer.close()
     assert status == 401
+
+
+# -- the HTTP layer (h11 under an asyncio Protocol): framing, keep-alive, refusals ------------------------
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(admin: Any) -> None:
+    server = await admin()
+    body = b'{"n": 1}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    # An unknown path with a body (answered without reading it: the body is skipped, the connection
+    # kept), a POST, and a GET that closes: all in one write.
+    writer.write(
+        b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        + f"POST /v1/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+        + b"GET /v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    raw = await asyncio.wait_for(read_all(reader), 30)
+    writer.close()
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    statuses = [int(answer[:3]) for answer in answers]
+    assert statuses == [404, 200, 200]
+    assert b'"json": {\n    "n": 1\n  }' in answers[1] and b'"status": "ok"' in answers[2]
+    assert server.requests_started == 3
+
+
+async def test_a_kept_alive_connection_serves_requests_one_after_another(admin: Any) -> None:
+    server = await admin()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for _ in range(3):
+        writer.write(b"GET /v1/things HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        status, headers, _ = parse_response(head)
+        payload = await reader.readexactly(int(headers["content-length"]))
+        assert status == 200 and json.loads(payload) == {"status": "ok"}
+        assert "connection" not in headers and headers["server"] == "lbd" and "date" in headers
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /v1/things HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+        # RFC 9112 section 6.1: a transfer coding the server does not understand is 501.
+        (b"GET /v1/things HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        (b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+    ],
+    ids=["request line", "two lengths", "unknown coding", "bad chunk"],
+)
+async def test_malformed_requests_are_refused_in_json_and_closed(
+    admin: Any, raw: bytes, expected: int
+) -> None:
+    status, headers, payload = await raw_exchange(await admin(), raw)
+    assert (status, headers["connection"], headers["content-type"]) == (expected, "close", "application/json")
+    assert json.loads(payload)["error"].startswith("malformed request: ")
+
+
+async def test_head_is_not_answered_on_a_get_route(admin: Any) -> None:
+    """As with aiohttp's add_route: a route answers its one method; the 405 to HEAD has no body."""
+    head = b"HEAD /v1/things HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    status, headers, payload = await raw_exchange(await admin(), head)
+    assert (status, headers["allow"], payload) == (405, "GET", b"")
+    assert int(headers["content-length"]) > 0  # what a GET-like answer would carry (RFC 9110 9.3.2)
+
+
+async def test_a_client_expecting_100_continue_gets_it_before_sending_the_body(admin: Any) -> None:
+    server = await admin()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"POST /v1/echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    writer.write(b"[]")
+    status, _, payload = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    writer.close()
+    assert status == 200 and json.loads(payload) == {"length": 2, "json": []}
+
+
+async def test_a_refusal_to_a_client_expecting_100_continue_closes_instead_of_waiting(admin: Any) -> None:
+    head = b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    status, headers, _ = await raw_exchange(await admin(), head)
+    assert (status, headers["connection"]) == (404, "close")
+
+
+async def test_closing_the_server_closes_idle_connections_and_lets_an_answer_finish() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def gated(request: AdminRequest) -> AdminResponse:
+        entered.set()
+        await release.wait()
+        return AdminResponse(200, {"done": True})
+
+    router = Router()
+    router.add("GET", "/v1/gated", gated)
+    server = await start_admin_server("127.0.0.1:0", router, None)
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /v1/gated HTTP/1.1\r\nHost: x\r\n\r\n")  # keep-alive: closed after its answer
+    await asyncio.wait_for(entered.wait(), 30)
+    closing = asyncio.create_task(server.close())
+    assert await asyncio.wait_for(read_all(idle_reader), 30) == b""  # closed while the other is answered
+    release.set()
+    status, _, payload = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    assert status == 200 and json.loads(payload) == {"done": True}
+    await asyncio.wait_for(closing, 30)
+    idle_writer.close()
+    writer.close()
+
+
+async def test_a_head_over_16_kib_is_431_whether_it_arrives_whole_or_in_pieces(admin: Any) -> None:
+    server = await admin()
+    big = b"GET /v1/things HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\nConnection: close\r\n\r\n"
+    status, _, payload = await raw_exchange(server, big)  # one write: usually one read at the server
+    assert status == 431 and "too large" in json.loads(payload)["error"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for offset in range(0, len(big), 4096):
+        writer.write(big[offset : offset + 4096])
+        await writer.drain()
+    status, _, _ = parse_response(await asyncio.wait_for(read_all(reader), 30))
+    writer.close()
+    assert status == 431
+    # A head under the bound with a large body behind it is not mistaken for a large head.
+    body = json.dumps({"pad": "b" * 30000}).encode()
+    status, _, payload = await raw_exchange(server, post_head(len(body)) + body)
+    assert status == 200 and json.loads(payload)["length"] == len(body)

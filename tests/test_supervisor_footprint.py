@@ -1,4 +1,4 @@
-"""The resident supervisor holds neither yaml nor pydantic nor the schema (issue 11, footprint).
+"""The resident supervisor holds neither yaml nor pydantic nor the schema, nor aiohttp (issue 11, footprint).
 
 ``lbd run`` validates its config in a short-lived child (lbd/validator.py) at start and on every reload,
 and keeps the answer as plain records. These tests read the modules the real supervisor had loaded when it
@@ -91,6 +91,11 @@ async def test_the_supervisor_validates_at_start_and_reload_without_pydantic_or_
             assert status == 200, path
         status, _, metrics = await http_request(proc.admin_port, "GET", "/metrics")
         assert status == 200 and b"lbd_requests" in metrics
+        # The console's page and script (static files), served by the same server.
+        status, _, page = await http_request(proc.admin_port, "GET", "/")
+        assert status == 200 and b"console.js" in page
+        status, headers, _ = await http_request(proc.admin_port, "GET", "/console/console.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")
 
     try:
         supervisor, worker = await _loaded_modules(
@@ -98,6 +103,9 @@ async def test_the_supervisor_validates_at_start_and_reload_without_pydantic_or_
         )
     finally:
         await backend.close()
-    assert "lbd" in supervisor and "aiohttp" in supervisor  # the hook saw the supervisor's modules
+    assert "lbd" in supervisor and "h11" in supervisor  # the hook saw the supervisor's modules
+    # The admin API's server is h11 under a Protocol: aiohttp (~12 MiB) loads only with a JWT
+    # authorizer's jwks_uri or etcd discovery, neither of which this config has.
+    assert sorted({"aiohttp", "multidict", "yarl"} & supervisor) == []
     assert sorted(set(VALIDATION_ONLY) & supervisor) == []
     assert sorted(set(VALIDATION_ONLY) & worker) == []
