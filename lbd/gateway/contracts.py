@@ -72,8 +72,11 @@ class Authorizer(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamReply:
+    """A target's response (never changed once made; not frozen, since one is made per request and a
+    frozen dataclass's __init__ costs several times a plain one's)."""
+
     status: int
     headers: Sequence[tuple[str, str]]
     body: bytes

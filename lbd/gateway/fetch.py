@@ -9,10 +9,12 @@ between requests and dropped when the Snapshot generation changes, like the prox
 (lbd/http/upstream.py; its connections are typed to the proxy's Exchange, hence this small client).
 
 Like the proxy, a request is callbacks, not a coroutine (``GatewayFetch.start``): the request is written
-on a pooled connection, the response's ``data_received`` hands the reply to the caller's callback, and
-the deadline is one timer handle cancelled when the reply is in. Only a connect (no idle connection to
-the target) runs as a task. ``GatewayFetch.__call__`` wraps the same path in a future for the callers
-that await (REQUEST authorizers, the pipeline's fallback when an engine must await).
+on a pooled connection, the response's ``data_received`` hands the reply to the caller's callback. The
+deadlines of the requests in flight share one timer per worker's fetch, armed for the earliest of them
+and moved on when it fires (a timer made and cancelled per request costs as much as the rest of the
+request's bookkeeping). Only a connect (no idle connection to the target) runs as a task.
+``GatewayFetch.__call__`` wraps the same path in a future for the callers that await (REQUEST
+authorizers, the pipeline's fallback when an engine must await).
 
 Responses are parsed by httptools and held in memory: the gateway buffers bodies anyway (API Gateway's
 10 MB payload limit applies both ways), so a larger response is an integration failure.
@@ -203,7 +205,6 @@ class _Call:
         self.head = head
         self.done = done
         self.conn: _TargetConnection | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
         self.attempt = 0
         self.finished = False
@@ -241,7 +242,6 @@ class _Call:
 
     def expire(self) -> None:
         """The integration's timeout: the response would come to no one, so the connection goes."""
-        self.timer = None
         conn = self.conn
         if conn is not None and conn.call is self:
             conn.call = None
@@ -261,9 +261,7 @@ class _Call:
     def _end(self) -> None:
         self.finished = True
         self.target.outstanding -= 1
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.fetch._inflight.pop(self, None)
 
 
 class GatewayFetch:
@@ -277,6 +275,11 @@ class GatewayFetch:
         self._idle: dict[bytes, list[_TargetConnection]] = {}
         self._closed = False  # the Snapshot is out of service: connections close once their request ends
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The requests in flight (insertion order: by deadline when every route has one timeout), and the
+        # one timer that expires them, due at ``_due`` (no earlier than the earliest deadline).
+        self._inflight: dict[_Call, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
 
     async def __call__(
         self,
@@ -338,11 +341,29 @@ class GatewayFetch:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()  # once: each call of it is a getpid() system call
-        call.deadline = loop.time() + timeout
-        # One timer for the deadline, cancelled when the reply is in (no timeout context, no task).
-        call.timer = loop.call_at(call.deadline, call.expire)
+        deadline = call.deadline = loop.time() + timeout
+        self._inflight[call] = None
+        timer = self._timer
+        if timer is None or deadline < self._due:
+            if timer is not None:
+                timer.cancel()
+            self._due = deadline
+            self._timer = loop.call_at(deadline, self._expire)
         self._send(call)
         return call
+
+    def _expire(self) -> None:
+        """The deadline timer: time out every request past its deadline, then sleep until the next one
+        (a request that was answered left ``_inflight`` when it ended)."""
+        self._timer = None
+        assert self._loop is not None
+        now = self._loop.time()
+        due = [call for call in self._inflight if call.deadline <= now]
+        for call in due:
+            call.expire()  # ends it: out of _inflight
+        if self._inflight:
+            self._due = min(call.deadline for call in self._inflight)
+            self._timer = self._loop.call_at(self._due, self._expire)
 
     def _send(self, call: _Call) -> None:
         conn = self._acquire(call.target)
@@ -369,8 +390,8 @@ class GatewayFetch:
         conn = _TargetConnection(target, self._generation())
         tls: ssl.SSLContext | None = group.tls
         loop = asyncio.get_running_loop()
-        # The integration's timeout (INTEGRATION_TIMEOUT) is the call's timer; the group's connect timeout
-        # (the target is unreachable: INTEGRATION_FAILURE) is this one.
+        # The integration's timeout (INTEGRATION_TIMEOUT) is the deadline timer's; the group's connect
+        # timeout (the target is unreachable: INTEGRATION_FAILURE) is this one.
         try:
             async with asyncio.timeout(group.connect_timeout):
                 # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.

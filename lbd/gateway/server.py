@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from collections import deque
-from http import HTTPStatus
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
@@ -25,7 +24,7 @@ import httptools
 
 from lbd.gateway.contracts import GatewayRequest
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
-from lbd.gateway.responses import Answer
+from lbd.gateway.responses import Answer, render_head
 from lbd.http import fastpath
 
 if TYPE_CHECKING:
@@ -37,13 +36,15 @@ log = logging.getLogger("lbd.gateway")
 MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes, URL up to 8,192
 MAX_QUEUED = 8  # pipelined requests held before reading pauses
 LINGER = 2.0  # seconds a refused connection keeps reading before it closes
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _REASONS.items()}
 
 
-class GatewayClientSide(asyncio.Protocol):
+class GatewayClientSide:
+    """An asyncio protocol (an extension type when compiled, server.pxd: not an asyncio.Protocol
+    subclass, so it has Protocol's methods itself)."""
+
     def __init__(self, runtime: ApiListenerRuntime, tracker: ConnectionTracker) -> None:
         self.runtime = runtime
+        self.pipeline = runtime.pipeline  # the Snapshot's, for the connection's life (as the runtime is)
         self.tracker = tracker
         self.stats = runtime.stats
         self.transport: asyncio.Transport | None = None
@@ -81,6 +82,12 @@ class GatewayClientSide(asyncio.Protocol):
         self.stats.new_connections += 1
         self.stats.active_connections += 1
         self._arm()
+
+    def pause_writing(self) -> None:
+        return None  # answers are written whole; the transport buffers them
+
+    def resume_writing(self) -> None:
+        return None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -181,7 +188,7 @@ class GatewayClientSide(asyncio.Protocol):
         headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
         headers["x-forwarded-proto"] = self.scheme
         headers["x-forwarded-port"] = self.port
-        pipeline = self.runtime.pipeline
+        pipeline = self.pipeline
         request = GatewayRequest(
             method,
             path,
@@ -212,17 +219,17 @@ class GatewayClientSide(asyncio.Protocol):
             self.current = (request, keep_alive, started, outcome)
             self._inline = True
             try:
-                self.task = self.runtime.pipeline.serve(request, outcome, self._answered)
+                self.task = self.pipeline.serve(request, outcome, self._answered)
             except Exception:
                 log.exception(
                     "api %s: internal error on %s %s",
-                    self.runtime.pipeline.name,
+                    self.pipeline.name,
                     request.method,
                     request.path,
                 )
                 if self.current is not None and self.current[0] is request:
                     outcome.response_type = "API_CONFIGURATION_ERROR"
-                    self._answered(self.runtime.pipeline.refuse("API_CONFIGURATION_ERROR"))
+                    self._answered(self.pipeline.refuse("API_CONFIGURATION_ERROR"))
             finally:
                 self._inline = False
         if self.current is None:
@@ -258,14 +265,10 @@ class GatewayClientSide(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        status = _STATUS_LINES.get(answer.status)
-        if status is None:
-            status = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"
         body = answer.body
-        fields = "".join([f"{name}: {value}\r\n" for name, value in answer.headers])
+        start = answer.head or render_head(answer.status, answer.headers, len(body))
         close = "connection: close\r\n" if self.closing else ""
-        data = f"{status}{fields}content-length: {len(body)}\r\nx-amzn-requestid: {request_id}\r\n{close}\r\n"
-        out = data.encode("latin-1", "replace")
+        out = start + f"x-amzn-requestid: {request_id}\r\n{close}\r\n".encode("latin-1", "replace")
         transport.write(out if head else out + body)
         self.stats.processed_bytes += len(out) + (0 if head else len(body))
 
@@ -273,7 +276,7 @@ class GatewayClientSide(asyncio.Protocol):
         """A request the connection cannot carry on from: answer with the gateway response, then close."""
         self._refused = True
         self.closing = True
-        answer = self.runtime.pipeline.refuse(kind, status)
+        answer = self.pipeline.refuse(kind, status)
         if self.current is not None:
             self._stop_reading()
             return  # an answer is being written; the connection closes after it
@@ -365,7 +368,10 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing a request that was refused."""
 
 
-_ID_PREFIX = os.urandom(8).hex()
+_ID_RANDOM = os.urandom(8).hex()
+_ID_PREFIX = f"{_ID_RANDOM[:8]}-{_ID_RANDOM[8:12]}-{_ID_RANDOM[12:16]}-"
+_ID_PREFIX_LOW = _ID_PREFIX + "0000-"
+_ID_WRAP = 1 << 48
 _ids = itertools.count(1)
 
 
@@ -373,5 +379,6 @@ def _request_id() -> str:
     """A UUID-shaped request id ($context.requestId): a random prefix per worker process and a counter,
     unique without a system call per request."""
     n = next(_ids)
-    p = _ID_PREFIX
-    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{n >> 48 & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"
+    if n < _ID_WRAP:  # always, in practice: the last group's twelve digits, zero-padded by the set bit
+        return _ID_PREFIX_LOW + hex(_ID_WRAP | n)[3:]
+    return f"{_ID_PREFIX}{n >> 48 & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"
