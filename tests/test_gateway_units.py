@@ -82,6 +82,31 @@ def test_parameter_names_come_from_the_matched_route_and_values_are_decoded() ->
 # -- the in-process limiter -----------------------------------------------------------------------------
 
 
+def test_matches_are_remembered_per_method_and_path_and_stay_right_past_the_bound() -> None:
+    from lbd.gateway.routes import MEMO_PATHS
+
+    t = table("GET /pets/{id}", "GET /pets/{id}/toys", "ANY /{proxy+}")
+    first = t.match("GET", "/pets/7")
+    assert first is not None and t.match("GET", "/pets/7") is first  # the same match, not another walk
+    assert matched(t, "POST", "/pets/7") == ("ANY /{proxy+}", {"proxy": "pets/7"})
+    assert t.match("GET", "/") is None and t.match("GET", "/") is None
+    for n in range(MEMO_PATHS + 10):  # past the memo's bound: dropped, and matching goes on correctly
+        assert matched(t, "GET", f"/pets/{n}/toys") == ("GET /pets/{id}/toys", {"id": str(n)})
+    assert matched(t, "GET", "/pets/7") == ("GET /pets/{id}", {"id": "7"})
+
+
+def test_a_key_table_remembers_digests_of_known_and_unknown_values() -> None:
+    from lbd.gateway.keys import MAX_SEEN, KeyTable, digest
+
+    table_ = KeyTable([{"id": "k1", "enabled": True, "plans": ["basic"], "digest": digest("a" * 30)}])
+    known = table_.lookup("a" * 30)
+    assert known is not None and known.id == "k1" and table_.lookup("a" * 30) is known
+    assert table_.lookup("b" * 30) is None and table_.lookup("b" * 30) is None
+    for n in range(MAX_SEEN + 5):
+        assert table_.lookup(f"unknown-{n:030d}") is None
+    assert table_.lookup("a" * 30) is known
+
+
 def admit(limiter: LocalLimiter, buckets: list[Bucket], quota: Quota | None, now: float) -> Admission:
     return asyncio.run(limiter.admit(buckets, quota, now))
 

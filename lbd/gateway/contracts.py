@@ -80,6 +80,10 @@ class UpstreamReply:
     status: int
     headers: Sequence[tuple[str, str]]
     body: bytes
+    # The head as the target sent it (status line, fields, Content-Length; lbd/http/fastpath.py's
+    # simple_response), when it holds nothing ``headers`` leaves out but the framing: an HTTP_PROXY
+    # answer passes it on as it is. Empty otherwise.
+    head: bytes = b""
 
 
 class Fetch(Protocol):

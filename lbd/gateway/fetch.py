@@ -117,7 +117,11 @@ class _TargetConnection:
             if parsed is not None and len(data) - parsed[4] == parsed[2]:
                 status, head, _, keep_alive, body_at = parsed
                 self.keep_alive = keep_alive
-                self._reply(UpstreamReply(status, _reply_fields(head), data[body_at:]))
+                fields = _reply_fields(head)
+                # The status line and a line per field: when only Content-Length was left out, the head
+                # can go to the client as it came (Connection is already out of it).
+                whole = head if head.count(b"\n") - 2 == len(fields) else b""
+                self._reply(UpstreamReply(status, fields, data[body_at:], whole))
                 return
         try:
             self.parser.feed_data(data)
@@ -444,14 +448,14 @@ def _reply_fields(head: bytes) -> list[tuple[str, str]]:
     CRLF-ended field lines), lower-case names, without the hop-by-hop and framing ones: decoded once and
     split, a few times quicker than a match per line."""
     fields = []
-    lines = head.decode("latin-1").split("\r\n")
-    for i in range(1, len(lines)):
+    lines = head.decode("latin-1").split("\n")  # at LF, CR stripped with the value's whitespace (as
+    for i in range(1, len(lines)):  # lbd/gateway/server.py's block_fields)
         line = lines[i]
         if line:
             name, _, value = line.partition(":")
             name = name.lower()
             if name not in HOP_BY_HOP:
-                fields.append((name, value.lstrip(" \t")))
+                fields.append((name, value.strip(" \t\r")))
     return fields
 
 

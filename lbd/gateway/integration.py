@@ -180,7 +180,7 @@ def _answer(
         return responses.answer("INTEGRATION_FAILURE")  # ConnectionError, OSError
     outcome.integration_status = reply.status
     if call.type == "HTTP_PROXY":
-        return Answer(reply.status, tuple(reply.headers), reply.body)
+        return Answer(reply.status, tuple(reply.headers), reply.body, "", reply.head)
     status = _select_status(call, reply.status)
     if status is None:
         outcome.response_type = "API_CONFIGURATION_ERROR"

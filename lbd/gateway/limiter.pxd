@@ -5,5 +5,5 @@ cimport cython
 cdef class LocalLimiter:
     cdef public dict _buckets, _quotas
 
-    @cython.locals(states=list, state=list, used="long long")
+    @cython.locals(states=list, state=list, used="long long", held=tuple, key=str)
     cpdef object admit_now(self, object buckets, object quota, double now)

@@ -45,6 +45,7 @@ LIMITER_WARNINGS = RateLimitedLog()
 Done = Callable[[Answer], None]
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's payload limit (REQUEST_TOO_LARGE)
 _UNKNOWN: Any = object()
+_ADMIT = Admission.ADMIT
 _ADMISSION_TYPES = {
     Admission.THROTTLED: "THROTTLED",
     Admission.QUOTA_EXCEEDED: "QUOTA_EXCEEDED",
@@ -395,7 +396,7 @@ class ApiPipeline:
         return None
 
     def _admission(self, route: CompiledRoute, outcome: Outcome, admission: Admission) -> Answer | None:
-        if admission is Admission.ADMIT:
+        if admission is _ADMIT:
             return None
         route.stats.throttled += 1
         return self._refuse(outcome, _ADMISSION_TYPES[admission])
@@ -420,7 +421,10 @@ class ApiPipeline:
             reply = with_cors
         cache = self.cache
         if cache is not None and route.cache_ttl > 0 and request.method == "GET":
-            found = cache.lookup(route, request, outcome, lambda: self._refuse(outcome, "ACCESS_DENIED"))
+            found = cache.lookup(route, request, outcome)
+            if found is None:  # an invalidation this caller may not ask for (FAIL_WITH_403)
+                reply(self._refuse(outcome, "ACCESS_DENIED"))
+                return
             if isinstance(found, Answer):
                 reply(found)
                 return

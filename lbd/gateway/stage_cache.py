@@ -12,7 +12,6 @@ kept across reloads (resized when the capacity changes) and flushed through the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,10 +52,11 @@ class StageCache:
         # cache key parameters
 
     def lookup(
-        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome, forbidden: Callable[[], Answer]
-    ) -> Answer | bytes:
-        """The answer from the cache (or the refusal of an invalidation), or, on a miss, the key that
-        ``store`` keeps the integration's answer under. No I/O: the pipeline calls it in line."""
+        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome
+    ) -> Answer | bytes | None:
+        """The answer from the cache, or, on a miss, the key that ``store`` keeps the integration's
+        answer under; None: the request asks for an invalidation it may not (403, ACCESS_DENIED). No
+        I/O: the pipeline calls it in line."""
         control = request.headers.get("cache-control")
         action = CacheControlAction.USE_CACHE
         if control is not None:
@@ -67,7 +67,7 @@ class StageCache:
                 strategy=self.strategy,
             )
             if action is CacheControlAction.FORBIDDEN:
-                return forbidden()
+                return None
         key = self._key(route, request)
         if action is CacheControlAction.USE_CACHE or action.uses_cache:
             cached = self.engine.get(key)

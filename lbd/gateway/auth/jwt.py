@@ -234,6 +234,7 @@ class JwksSource:
 
     def __init__(self, config: JwtAuthorizer, clock: Clock, fetch: JwksFetch | None = None) -> None:
         self.config = config
+        self.uri = config.jwks_uri  # None: keys from a file, read once (never due)
         self._clock = clock
         self._fetch = fetch
         self.keys: JwksKeys | None = None
@@ -372,12 +373,24 @@ class JwtAuthorizerEngine:
     def authorize_now(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult | None:
         """``authorize`` without waiting (the pipeline's fast path): None when the answer needs the JWKS
         fetched (none held yet, or due again) or names a kid the keys held lack (a refresh may find it)."""
-        keys = self.jwks.keys
-        if keys is None or self.jwks.due():
+        jwks = self.jwks
+        keys = jwks.keys
+        if keys is None or (jwks.uri is not None and jwks.due()):
             return None
         raw = self._identity(request)
         if raw is None:
             return unauthorized(None)
+        if keys is self._verified_with:
+            # A token verified before, within its time claims: the answer for the route's scopes as
+            # given before (what _known and _decide would find, without their bookkeeping).
+            verified = self._verified.get(raw)
+            if verified is not None:
+                now = self._clock()
+                if verified.not_before <= now < verified.expires:
+                    result = verified.results.get(scopes if isinstance(scopes, tuple) else tuple(scopes))
+                    if result is not None:
+                        self._verified.move_to_end(raw)
+                        return result
         try:
             verified = self._verified_now(raw, keys)
         except TokenRejected as exc:
