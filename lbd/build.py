@@ -46,6 +46,7 @@ COMPILED = (
     "lbd.gateway.limiter",
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
+    "lbd.gateway.stage_cache",
 )
 
 
