@@ -46,7 +46,7 @@ cdef class GatewayFetch:
     cdef public bint _closed
     cdef public double _due
 
-    @cython.locals(call=_Call, target=Target, head=list, request=bytes)
+    @cython.locals(call=_Call, target=Target, line=str, fields=bytes, request=bytes)
     cpdef _Call start(self, str target_group, str method, str path, object headers, bytes body,
                       double timeout, object done)
     @cython.locals(conn=_TargetConnection)

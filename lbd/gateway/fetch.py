@@ -318,13 +318,14 @@ class GatewayFetch:
         target_group: str,
         method: str,
         path: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[str, str]] | bytes,
         body: bytes,
         timeout: float,
         done: Done,
     ) -> _Call | None:
         """Send the request; ``done`` gets the reply or the error (NoTarget, ConnectionError, TimeoutError),
-        maybe before this returns. None when it was answered at once (no target)."""
+        maybe before this returns. None when it was answered at once (no target). ``headers``: name and
+        value pairs, or field lines as they are to be sent (CRLF-ended)."""
         group = self._groups().get(target_group)
         if group is None:
             done(None, NoTarget(f"no target group {target_group!r}"))
@@ -333,11 +334,14 @@ class GatewayFetch:
         if target is None:
             done(None, NoTarget(f"target group {target_group} has no target that takes traffic"))
             return None
-        head = [f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in headers]
+        line = f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"
+        if isinstance(headers, bytes):
+            fields = headers  # field lines as received (lbd/gateway/integration.py's _passed_on)
+        else:
+            fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1", "replace")
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            head.append(f"content-length: {len(body)}\r\n")
-        request = "".join(head).encode("latin-1", "replace") + b"\r\n" + body
+            fields += f"content-length: {len(body)}\r\n".encode()
+        request = line.encode("latin-1", "replace") + fields + b"\r\n" + body
         target.outstanding += 1
         if target.stats is not None:
             target.stats.requests += 1

@@ -393,6 +393,7 @@ class ApiPipeline:
             return self._refuse(outcome, WAF_FILTERED)
         if verdict.headers and isinstance(request.headers, dict):
             insert_headers(request.headers, verdict.headers)
+            request.raw_fields = b""  # the fields as received are not all the fields now
         return None
 
     def _admission(self, route: CompiledRoute, outcome: Outcome, admission: Admission) -> Answer | None:

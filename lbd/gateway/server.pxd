@@ -19,10 +19,11 @@ cdef class GatewayClientSide:
     cdef public long long _size, _head_size
     cdef public str scheme, port
 
-    @cython.locals(parsed=tuple)
+    @cython.locals(parsed=tuple, headers=dict, block=bytes, host_at=Py_ssize_t)
     cpdef data_received(self, bytes data)
     @cython.locals(path=str, query=str, forwarded=str, request=object)
-    cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive) except *
+    cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive, bytes raw,
+                        Py_ssize_t host_at) except *
     @cython.locals(outcome=Outcome, keep_alive=bint, started=double)
     cpdef void _serve(self) except *
     @cython.locals(keep_alive=bint, started=double, outcome=Outcome)

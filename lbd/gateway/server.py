@@ -100,9 +100,10 @@ class GatewayClientSide:
             # (lbd/http/fastpath.py) instead of a parser callback per field.
             parsed = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
             if parsed is not None:
-                method, url, _, block, _, _, keep_alive = parsed
+                method, url, _, block, _, host_at, keep_alive = parsed
                 self._started = monotonic()
-                self._enqueue(method, url.decode("latin-1"), block_fields(block), b"", keep_alive)
+                headers = block_fields(block)
+                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive, block, host_at)
                 return
         try:
             self.parser.feed_data(data)
@@ -179,9 +180,20 @@ class GatewayClientSide:
             self._headers,
             b"".join(self._body),
             self.parser.should_keep_alive(),
+            b"",
+            0,
         )
 
-    def _enqueue(self, method: str, url: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
+    def _enqueue(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+        raw: bytes,
+        host_at: int,
+    ) -> None:
         path, _, query = url.partition("?")
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
         forwarded = headers.get("x-forwarded-for")
@@ -201,6 +213,8 @@ class GatewayClientSide:
             "",
             request_id=_request_id(),
             received_at=time.time(),
+            raw_fields=raw,
+            raw_host_at=host_at,
         )
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
