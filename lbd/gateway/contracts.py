@@ -30,12 +30,12 @@ class GatewayRequest:
     path_parameters: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
     received_at: float = 0.0  # time.time() when the request head arrived
-    # The field lines as received (lbd/http/fastpath.py's block: CRLF-ended, without Connection, framing,
-    # hop-by-hop or X-Forwarded-* fields) and where the Host value starts in them, for an HTTP_PROXY
-    # integration to pass on as they came; empty when the head took the full parser, or once ``headers``
-    # changed (a web ACL's inserted fields).
+    # The field lines as received but Host (lbd/http/fastpath.py's block: CRLF-ended, without Connection,
+    # framing, hop-by-hop or X-Forwarded-* fields), and the connection's X-Forwarded-* lines, for an
+    # HTTP_PROXY integration to pass on as they came; empty when the head took the full parser, or once
+    # ``headers`` changed (a web ACL's inserted fields).
     raw_fields: bytes = b""
-    raw_host_at: int = 0
+    raw_forwarded: bytes = b""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

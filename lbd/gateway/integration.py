@@ -180,17 +180,7 @@ def _outgoing(
 
 
 def _passed_on(request: GatewayRequest) -> bytes:
-    fields = request.raw_fields
-    at = request.raw_host_at
-    start = fields.rfind(b"\n", 0, at) + 1
-    end = fields.find(b"\n", at) + 1
-    headers = request.headers
-    forwarded = (
-        f"x-forwarded-for: {headers.get('x-forwarded-for')}\r\n"
-        f"x-forwarded-proto: {headers.get('x-forwarded-proto')}\r\n"
-        f"x-forwarded-port: {headers.get('x-forwarded-port')}\r\n"
-    )
-    return fields[:start] + fields[end:] + forwarded.encode("latin-1", "replace")
+    return request.raw_fields + request.raw_forwarded
 
 
 def _answer(

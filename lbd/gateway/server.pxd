@@ -18,17 +18,20 @@ cdef class GatewayClientSide:
     cdef public list _body
     cdef public long long _size, _head_size
     cdef public str scheme, port
+    cdef public bytes _forwarded
+    cdef public object _forwarded_peer
 
-    @cython.locals(parsed=tuple, headers=dict, block=bytes, host_at=Py_ssize_t)
+    @cython.locals(parsed=tuple, headers=dict, block=bytes, host_at=Py_ssize_t, raw=bytes)
     cpdef data_received(self, bytes data)
     @cython.locals(path=str, query=str, forwarded=str, request=object)
-    cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive, bytes raw,
-                        Py_ssize_t host_at) except *
+    cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive,
+                        bytes raw) except *
     @cython.locals(outcome=Outcome, keep_alive=bint, started=double)
     cpdef void _serve(self) except *
     @cython.locals(keep_alive=bint, started=double, outcome=Outcome)
     cpdef void _answered(self, object answer) except *
     cpdef void _served(self) except *
+    cpdef bytes _forwarded_lines(self)
     @cython.locals(body=bytes, start=bytes, out=bytes)
     cpdef void _write(self, object answer, bint head, str request_id) except *
     cpdef void _arm(self) except *
@@ -36,5 +39,7 @@ cdef class GatewayClientSide:
 
 @cython.locals(headers=dict, line=str, name=str, value=str)
 cpdef dict block_fields(bytes block)
+@cython.locals(start=Py_ssize_t, end=Py_ssize_t)
+cpdef bytes without_field(bytes block, Py_ssize_t at)
 cpdef void _add_field(dict headers, str name, str value) except *
 cpdef str _request_id()

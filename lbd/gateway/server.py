@@ -69,6 +69,8 @@ class GatewayClientSide:
         self._partial = False  # the parser is inside a request
         self.scheme = "https" if runtime.tls is not None else "http"
         self.port = str(runtime.key.port)
+        self._forwarded = b""  # _forwarded_lines, made for _forwarded_peer
+        self._forwarded_peer: tuple[str, int] | None = None
 
     # -- transport callbacks -----------------------------------------------------------------------------
 
@@ -103,7 +105,8 @@ class GatewayClientSide:
                 method, url, _, block, _, host_at, keep_alive = parsed
                 self._started = monotonic()
                 headers = block_fields(block)
-                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive, block, host_at)
+                raw = without_field(block, host_at)
+                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive, raw)
                 return
         try:
             self.parser.feed_data(data)
@@ -181,7 +184,6 @@ class GatewayClientSide:
             b"".join(self._body),
             self.parser.should_keep_alive(),
             b"",
-            0,
         )
 
     def _enqueue(
@@ -192,7 +194,6 @@ class GatewayClientSide:
         body: bytes,
         keep_alive: bool,
         raw: bytes,
-        host_at: int,
     ) -> None:
         path, _, query = url.partition("?")
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
@@ -214,13 +215,22 @@ class GatewayClientSide:
             request_id=_request_id(),
             received_at=time.time(),
             raw_fields=raw,
-            raw_host_at=host_at,
+            raw_forwarded=self._forwarded_lines() if raw else b"",
         )
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
             self._stop_reading()
         if self.current is None:
             self._serve()
+
+    def _forwarded_lines(self) -> bytes:
+        """What _enqueue adds to a request that came without X-Forwarded-* fields, as field lines: the
+        same for every request of the connection's client."""
+        if self._forwarded_peer is not self.peer:
+            self._forwarded_peer = self.peer
+            forwarded = f"x-forwarded-for: {self.peer[0]}\r\nx-forwarded-proto: {self.scheme}\r\n"
+            self._forwarded = f"{forwarded}x-forwarded-port: {self.port}\r\n".encode("latin-1", "replace")
+        return self._forwarded
 
     # -- serving ----------------------------------------------------------------------------------------
 
@@ -369,6 +379,15 @@ def block_fields(block: bytes) -> dict[str, str]:
             else:
                 headers[name] = value
     return headers
+
+
+def without_field(block: bytes, at: int) -> bytes:
+    """``block`` without the field line holding offset ``at`` (the Host line, by its value's offset)."""
+    start = block.rfind(b"\n", 0, at) + 1
+    end = block.find(b"\n", at) + 1
+    if start == 0:
+        return block[end:]  # the first line, as clients send Host
+    return block[:start] + block[end:]
 
 
 def _add_field(headers: dict[str, str], name: str, value: str) -> None:
