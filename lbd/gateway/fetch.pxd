@@ -15,8 +15,7 @@ cdef class _TargetConnection:
     cdef public bint received, reused, keep_alive, head, partial
 
     cpdef void begin(self, _Call call) except *
-    @cython.locals(parsed=tuple, status=int, head=bytes, keep_alive=bint, body_at=Py_ssize_t, fields=list,
-                   whole=bytes)
+    @cython.locals(parsed=tuple, status=int, head=bytes, keep_alive=bint, body_at=Py_ssize_t)
     cpdef data_received(self, bytes data)
     cpdef void _reply(self, object reply) except *
     cpdef void _fail(self, object exc) except *

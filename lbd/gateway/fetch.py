@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, overload
 
 import httptools
 
@@ -117,11 +117,10 @@ class _TargetConnection:
             if parsed is not None and len(data) - parsed[4] == parsed[2]:
                 status, head, _, keep_alive, body_at = parsed
                 self.keep_alive = keep_alive
-                fields = _reply_fields(head)
-                # The status line and a line per field: when only Content-Length was left out, the head
-                # can go to the client as it came (Connection is already out of it).
-                whole = head if head.count(b"\n") - 2 == len(fields) else b""
-                self._reply(UpstreamReply(status, fields, data[body_at:], whole))
+                # The head goes to the client as the target sent it but for Connection, Keep-Alive and
+                # Proxy-Connection (which the scan cut, as the load balancer forwards it): its fields are
+                # parsed only if something reads them (CORS, the stage cache, an HTTP integration).
+                self._reply(UpstreamReply(status, HeadFields(head), data[body_at:], head))
                 return
         try:
             self.parser.feed_data(data)
@@ -445,6 +444,46 @@ class GatewayFetch:
             for conn in idle:
                 conn.close()
         self._idle.clear()
+
+
+class HeadFields(Sequence[tuple[str, str]]):
+    """A response head's fields as ``_reply_fields`` gives them, parsed on first use."""
+
+    __slots__ = ("_fields", "_head")
+
+    def __init__(self, head: bytes) -> None:
+        self._head = head
+        self._fields: list[tuple[str, str]] | None = None
+
+    def _parsed(self) -> list[tuple[str, str]]:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = _reply_fields(self._head)
+        return fields
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        return self._parsed()[index]
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._parsed())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._parsed()))
+
+    def __repr__(self) -> str:
+        return repr(self._parsed())
 
 
 def _reply_fields(head: bytes) -> list[tuple[str, str]]:

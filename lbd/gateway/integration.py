@@ -200,7 +200,9 @@ def _answer(
         return responses.answer("INTEGRATION_FAILURE")  # ConnectionError, OSError
     outcome.integration_status = reply.status
     if call.type == "HTTP_PROXY":
-        return Answer(reply.status, tuple(reply.headers), reply.body, "", reply.head)
+        # Passed on whole (UpstreamReply.head): its fields stay as they are, parsed only if read.
+        headers = reply.headers if reply.head else tuple(reply.headers)
+        return Answer(reply.status, headers, reply.body, "", reply.head)
     status = _select_status(call, reply.status)
     if status is None:
         outcome.response_type = "API_CONFIGURATION_ERROR"

@@ -8,7 +8,7 @@ entry takes the API's DEFAULT_4XX or DEFAULT_5XX entry when one is set. Pure: bu
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -55,7 +55,7 @@ JSON = "application/json"
 @dataclass(slots=True, unsafe_hash=True)
 class Answer:
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: Sequence[tuple[str, str]]  # a tuple, or a target's head's fields (lbd/gateway/fetch.py)
     body: bytes
     response_type: str = ""  # the gateway response type; "" for an integration's own answer
     # For an answer served many times (a stage-cache entry, a gateway response): its status line, fields
@@ -67,7 +67,7 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _REASONS.items()}
 
 
-def render_head(status: int, headers: tuple[tuple[str, str], ...], length: int) -> bytes:
+def render_head(status: int, headers: Sequence[tuple[str, str]], length: int) -> bytes:
     """An HTTP/1.1 response head (RFC 9112 4, 5) up to the fields the connection adds per response
     (the request id, ``connection: close``) and the blank line."""
     line = _STATUS_LINES.get(status)

@@ -86,8 +86,9 @@ class StageCache:
         """Keep a 2XX answer of the integration (not a gateway response) for the route's TTL, with the
         answer its hits are served as, head rendered (responses.with_head)."""
         if 200 <= answer.status < 300 and not answer.response_type:
-            served = with_head(Answer(answer.status, tuple(answer.headers), answer.body))
-            entry = _Stored(served.status, served.headers, served.body, self.clock(), answer=served)
+            headers = tuple(answer.headers)
+            served = with_head(Answer(answer.status, headers, answer.body))
+            entry = _Stored(answer.status, headers, answer.body, self.clock(), answer=served)
             self.engine.put(key, entry, route.cache_ttl)
 
     def _key(self, route: CompiledRoute, request: GatewayRequest) -> bytes:
