@@ -382,3 +382,22 @@ def test_a_port_clash_with_a_load_balancer_listener() -> None:
         e.startswith("apis[0].listeners[0].port: 127.0.0.1:8081/tcp is already used by load_balancers[0]")
         for e in found
     ), found
+
+
+def test_the_host_line_is_cut_from_a_raw_block_wherever_it_is() -> None:
+    from lbd.gateway.server import without_field
+
+    first = b"Host: a\r\nX-One: 1\r\nX-Two: 2\r\n"
+    assert without_field(first, first.index(b"a\r\n")) == b"X-One: 1\r\nX-Two: 2\r\n"
+    middle = b"X-One: 1\r\nhost:b\r\nX-Two: 2\r\n"
+    assert without_field(middle, middle.index(b"b\r\n")) == b"X-One: 1\r\nX-Two: 2\r\n"
+    last = b"X-One: 1\r\nHOST:  c\r\n"
+    assert without_field(last, last.index(b"c\r\n")) == b"X-One: 1\r\n"
+
+
+def test_a_target_heads_fields_parsed_when_read_without_framing_fields() -> None:
+    from lbd.gateway.fetch import HeadFields
+
+    fields = HeadFields(b"HTTP/1.1 200 OK\r\nServer: x \r\nContent-Length: 2\r\nX-A:b\r\nHost: h\r\n")
+    assert list(fields) == [("server", "x"), ("x-a", "b")] and len(fields) == 2 and fields[1] == ("x-a", "b")
+    assert (*fields, ("z", "1")) == (("server", "x"), ("x-a", "b"), ("z", "1"))

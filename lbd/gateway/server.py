@@ -383,7 +383,9 @@ def block_fields(block: bytes) -> dict[str, str]:
 
 def without_field(block: bytes, at: int) -> bytes:
     """``block`` without the field line holding offset ``at`` (the Host line, by its value's offset)."""
-    start = block.rfind(b"\n", 0, at) + 1
+    start = at
+    while start > 0 and block[start - 1] != 10:  # back to the line's start: a few bytes ("Host: ")
+        start -= 1
     end = block.find(b"\n", at) + 1
     if start == 0:
         return block[end:]  # the first line, as clients send Host
