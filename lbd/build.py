@@ -47,6 +47,7 @@ COMPILED = (
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
     "lbd.gateway.stage_cache",
+    "lbd.gateway.request",
 )
 
 

@@ -13,33 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-@dataclass(slots=True)
-class GatewayRequest:
-    """One request as the gateway's engines see it, after route matching."""
-
-    method: str  # upper case
-    path: str  # as received, percent-encoded, without the query
-    query: str  # raw query string without "?"
-    headers: Mapping[str, str]  # lower-case names; repeated fields joined with "," (cookie with "; ")
-    body: bytes
-    source_ip: str
-    api: str
-    stage: str
-    route_key: str  # "GET /pets/{id}", "$default"
-    path_parameters: Mapping[str, str] = field(default_factory=dict)
-    request_id: str = ""
-    received_at: float = 0.0  # time.time() when the request head arrived
-    # The field lines as received but Host (lbd/http/fastpath.py's block: CRLF-ended, without Connection,
-    # framing, hop-by-hop or X-Forwarded-* fields), and the connection's X-Forwarded-* lines, for an
-    # HTTP_PROXY integration to pass on as they came; empty when the head took the full parser, or once
-    # ``headers`` changed (a web ACL's inserted fields).
-    raw_fields: bytes = b""
-    raw_forwarded: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
+from lbd.gateway.request import GatewayRequest as GatewayRequest  # the engines' view of a request
 
 # API Gateway's gateway response types an authorizer can end a request with ("Gateway response types for
 # API Gateway"): UNAUTHORIZED 401, ACCESS_DENIED 403, AUTHORIZER_FAILURE 500,

@@ -2,6 +2,7 @@
 # types, so the steps of a request read and set C struct fields rather than instance dictionaries.
 cimport cython
 from lbd.gateway.limiter cimport LocalLimiter
+from lbd.gateway.request cimport GatewayRequest
 
 
 @cython.final
@@ -31,12 +32,12 @@ cdef class ApiPipeline:
     cdef public dict plans, _authorize_nows
 
     @cython.locals(route=CompiledRoute, limits=object, local=LocalLimiter)
-    cpdef object serve(self, object request, Outcome outcome, object done)
-    cpdef object _route(self, object request, Outcome outcome)
-    cpdef object _authorize_now(self, CompiledRoute route, object request, Outcome outcome)
+    cpdef object serve(self, GatewayRequest request, Outcome outcome, object done)
+    cpdef object _route(self, GatewayRequest request, Outcome outcome)
+    cpdef object _authorize_now(self, CompiledRoute route, GatewayRequest request, Outcome outcome)
     cpdef object _auth_refused(self, object auth, Outcome outcome)
     @cython.locals(buckets=list)
-    cpdef object _limits(self, CompiledRoute route, object request, Outcome outcome, object auth)
+    cpdef object _limits(self, CompiledRoute route, GatewayRequest request, Outcome outcome, object auth)
     cpdef object _admission(self, CompiledRoute route, Outcome outcome, object admission)
     cpdef object _plan_of(self, object key)
     cpdef object _refuse(self, Outcome outcome, str kind, object message=*)

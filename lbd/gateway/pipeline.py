@@ -21,13 +21,13 @@ from lbd.gateway.contracts import (
     Authorizer,
     AuthResult,
     Clock,
-    GatewayRequest,
     Limiter,
     Quota,
 )
 from lbd.gateway.fetch import GatewayFetch
 from lbd.gateway.keys import KeyTable, KnownKey
 from lbd.gateway.plans import CompiledPlan, stage_buckets, stage_plans
+from lbd.gateway.request import GatewayRequest
 from lbd.gateway.responses import Answer, GatewayResponses
 from lbd.gateway.routes import RouteTable
 from lbd.gateway.stats import ApiStats, ApiStatsRegistry

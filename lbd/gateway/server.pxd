@@ -3,6 +3,7 @@
 cimport cython
 from lbd.observe.stats cimport ListenerStats
 from lbd.gateway.pipeline cimport ApiPipeline, Outcome
+from lbd.gateway.request cimport GatewayRequest
 
 
 @cython.final
@@ -23,12 +24,12 @@ cdef class GatewayClientSide:
 
     @cython.locals(parsed=tuple, headers=dict, block=bytes, host_at=Py_ssize_t, raw=bytes)
     cpdef data_received(self, bytes data)
-    @cython.locals(path=str, query=str, forwarded=str, request=object)
+    @cython.locals(path=str, query=str, forwarded=str, request=GatewayRequest)
     cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive,
                         bytes raw) except *
-    @cython.locals(outcome=Outcome, keep_alive=bint, started=double)
+    @cython.locals(outcome=Outcome, keep_alive=bint, started=double, request=GatewayRequest)
     cpdef void _serve(self) except *
-    @cython.locals(keep_alive=bint, started=double, outcome=Outcome)
+    @cython.locals(keep_alive=bint, started=double, outcome=Outcome, request=GatewayRequest)
     cpdef void _answered(self, object answer) except *
     cpdef void _served(self) except *
     cpdef bytes _forwarded_lines(self)

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from lbd.gateway.contracts import GatewayRequest
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
+from lbd.gateway.request import GatewayRequest
 from lbd.gateway.responses import Answer, render_head
 from lbd.http import fastpath
 
