@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
+from lbd.gateway.edge_viewer import edge_viewer
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
 from lbd.gateway.request import GatewayRequest
 from lbd.gateway.responses import Answer, render_head
@@ -69,6 +70,7 @@ class GatewayClientSide:
         self._partial = False  # the parser is inside a request
         self.scheme = "https" if runtime.tls is not None else "http"
         self.port = str(runtime.key.port)
+        self.edge = runtime.api.endpoint_type == "EDGE"  # called through a distribution (edge_viewer.py)
         self._forwarded = b""  # _forwarded_lines, made for _forwarded_peer
         self._forwarded_peer: tuple[str, int] | None = None
 
@@ -197,10 +199,15 @@ class GatewayClientSide:
     ) -> None:
         path, _, query = url.partition("?")
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
+        source, scheme, port = self.peer[0], self.scheme, self.port
+        if self.edge:
+            source, scheme, port = edge_viewer(headers, source, scheme, port)
         forwarded = headers.get("x-forwarded-for")
         headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
-        headers["x-forwarded-proto"] = self.scheme
-        headers["x-forwarded-port"] = self.port
+        headers["x-forwarded-proto"] = scheme
+        headers["x-forwarded-port"] = port
+        if self.edge:
+            raw = b""  # the viewer's X-Forwarded-* are not the connection's: the fields from the dict
         pipeline = self.pipeline
         request = GatewayRequest(
             method,
@@ -208,7 +215,7 @@ class GatewayClientSide:
             query,
             headers,
             body,
-            self.peer[0],
+            source,
             pipeline.name,
             pipeline.stage,
             "",
