@@ -12,7 +12,7 @@ cdef class GatewayClientSide:
     cdef public ListenerStats stats
     cdef public ApiPipeline pipeline
     cdef public tuple peer
-    cdef public bint _inline, closing, paused, _refused, _partial
+    cdef public bint _inline, closing, paused, _refused, _partial, edge
     cdef public double idle_since, _started
     cdef public bytes _url
     cdef public dict _headers
@@ -24,7 +24,8 @@ cdef class GatewayClientSide:
 
     @cython.locals(parsed=tuple, headers=dict, block=bytes, host_at=Py_ssize_t, raw=bytes)
     cpdef data_received(self, bytes data)
-    @cython.locals(path=str, query=str, forwarded=str, request=GatewayRequest)
+    @cython.locals(path=str, query=str, forwarded=str, request=GatewayRequest, source=str, scheme=str,
+                   port=str)
     cpdef void _enqueue(self, str method, str url, dict headers, bytes body, bint keep_alive,
                         bytes raw) except *
     @cython.locals(outcome=Outcome, keep_alive=bint, started=double, request=GatewayRequest)
