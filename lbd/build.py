@@ -47,6 +47,8 @@ COMPILED = (
     "lbd.gateway.limiter",
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
+    "lbd.gateway.stage_cache",
+    "lbd.gateway.request",
     # Downstream HTTP/2 (lbd/http/h2front.py): frames, HPACK and stream state.
     "lbd.http.h2codec",
     # Distributions' cache hits answered from one read (lbd/edge/hit.py) and what they call: behaviors,

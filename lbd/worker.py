@@ -365,7 +365,7 @@ class Worker:
             elif runtime.kind == "api":
                 from lbd.gateway.server import GatewayClientSide
 
-                app = GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker)
+                app = cast(asyncio.Protocol, GatewayClientSide(cast("ApiListenerRuntime", runtime), tracker))
             elif runtime.kind == "websocket":
                 from lbd.gateway.websocket.server import WebSocketClientSide
 

@@ -174,6 +174,19 @@ async def test_http_proxy_substitutes_parameters_and_passes_query_headers_and_bo
     await http_request(port, "GET", "/any/where?q=1", headers={"X-Forwarded-For": "192.0.2.1"})
     assert backend.requests[-1].target == "/any/where?q=1"
     assert backend.requests[-1].header("x-forwarded-for") == "192.0.2.1, 127.0.0.1"
+    # Keep-alive: the target's head goes on as it came, with the framing lbd's own (one length, no
+    # Connection field of the target's), so answer after answer is framed right.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for code in (200, 201):
+            writer.write(f"GET /v1/{code} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode("latin-1").lower()
+            assert head.startswith(f"http/1.1 {code} ") and "x-amzn-requestid: " in head
+            assert head.count("content-length:") == 1 and "connection:" not in head
+            length = int(head.split("content-length:")[1].split("\r\n")[0])
+            assert await reader.readexactly(length) == f"status {code}".encode()
+    finally:
+        writer.close()
     assert proc.process is not None and proc.process.poll() is None
 
 
@@ -241,6 +254,7 @@ async def test_mock_timeouts_failures_and_gateway_response_overrides(
             "integration": {"type": "MOCK", "status_code": 201, "headers": {"X-Mock": "1"}, "body": "{}"},
         },
         {"route_key": "GET /slow", "integration": proxy("/sleep/3000", timeout_ms=200)},
+        {"route_key": "GET /patient", "integration": proxy("/sleep/1000", timeout_ms=29_000)},
         {"route_key": "GET /dead", "integration": {"type": "HTTP_PROXY", "target_group": "dead"}},
         {"route_key": "GET /empty", "integration": {"type": "HTTP_PROXY", "target_group": "empty"}},
         {"route_key": "GET /garbage", "integration": proxy("/garbage")},
@@ -263,12 +277,16 @@ async def test_mock_timeouts_failures_and_gateway_response_overrides(
     await start(lbd, config)
     status, headers, body = await http_request(port, "GET", "/mock")
     assert (status, headers["x-mock"], body) == (201, "1", b"{}")
+    # A request with a later deadline in flight first: the earlier one still times out at its own (the
+    # worker's one deadline timer moves earlier), and the later one is answered by its target.
+    patient = asyncio.create_task(http_request(port, "GET", "/patient"))
     status, headers, body = await http_request(port, "GET", "/slow")
     assert (status, json.loads(body), headers["retry-after"]) == (
         504,
         {"message": "Endpoint request timed out"},
         "5",
     )
+    assert (await patient)[0] == 200
     assert (await http_request(port, "GET", "/dead"))[0] == 502
     status, _, body = await http_request(port, "GET", "/empty")
     assert (status, json.loads(body)) == (503, {"message": "Service Unavailable"})

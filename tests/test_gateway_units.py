@@ -82,6 +82,31 @@ def test_parameter_names_come_from_the_matched_route_and_values_are_decoded() ->
 # -- the in-process limiter -----------------------------------------------------------------------------
 
 
+def test_matches_are_remembered_per_method_and_path_and_stay_right_past_the_bound() -> None:
+    from lbd.gateway.routes import MEMO_PATHS
+
+    t = table("GET /pets/{id}", "GET /pets/{id}/toys", "ANY /{proxy+}")
+    first = t.match("GET", "/pets/7")
+    assert first is not None and t.match("GET", "/pets/7") is first  # the same match, not another walk
+    assert matched(t, "POST", "/pets/7") == ("ANY /{proxy+}", {"proxy": "pets/7"})
+    assert t.match("GET", "/") is None and t.match("GET", "/") is None
+    for n in range(MEMO_PATHS + 10):  # past the memo's bound: dropped, and matching goes on correctly
+        assert matched(t, "GET", f"/pets/{n}/toys") == ("GET /pets/{id}/toys", {"id": str(n)})
+    assert matched(t, "GET", "/pets/7") == ("GET /pets/{id}", {"id": "7"})
+
+
+def test_a_key_table_remembers_digests_of_known_and_unknown_values() -> None:
+    from lbd.gateway.keys import MAX_SEEN, KeyTable, digest
+
+    table_ = KeyTable([{"id": "k1", "enabled": True, "plans": ["basic"], "digest": digest("a" * 30)}])
+    known = table_.lookup("a" * 30)
+    assert known is not None and known.id == "k1" and table_.lookup("a" * 30) is known
+    assert table_.lookup("b" * 30) is None and table_.lookup("b" * 30) is None
+    for n in range(MAX_SEEN + 5):
+        assert table_.lookup(f"unknown-{n:030d}") is None
+    assert table_.lookup("a" * 30) is known
+
+
 def admit(limiter: LocalLimiter, buckets: list[Bucket], quota: Quota | None, now: float) -> Admission:
     return asyncio.run(limiter.admit(buckets, quota, now))
 
@@ -361,3 +386,22 @@ def test_a_port_clash_with_a_load_balancer_listener() -> None:
         e.startswith("apis[0].listeners[0].port: 127.0.0.1:8081/tcp is already used by load_balancers[0]")
         for e in found
     ), found
+
+
+def test_the_host_line_is_cut_from_a_raw_block_wherever_it_is() -> None:
+    from lbd.gateway.server import without_field
+
+    first = b"Host: a\r\nX-One: 1\r\nX-Two: 2\r\n"
+    assert without_field(first, first.index(b"a\r\n")) == b"X-One: 1\r\nX-Two: 2\r\n"
+    middle = b"X-One: 1\r\nhost:b\r\nX-Two: 2\r\n"
+    assert without_field(middle, middle.index(b"b\r\n")) == b"X-One: 1\r\nX-Two: 2\r\n"
+    last = b"X-One: 1\r\nHOST:  c\r\n"
+    assert without_field(last, last.index(b"c\r\n")) == b"X-One: 1\r\n"
+
+
+def test_a_target_heads_fields_parsed_when_read_without_framing_fields() -> None:
+    from lbd.gateway.fetch import HeadFields
+
+    fields = HeadFields(b"HTTP/1.1 200 OK\r\nServer: x \r\nContent-Length: 2\r\nX-A:b\r\nHost: h\r\n")
+    assert list(fields) == [("server", "x"), ("x-a", "b")] and len(fields) == 2 and fields[1] == ("x-a", "b")
+    assert (*fields, ("z", "1")) == (("server", "x"), ("x-a", "b"), ("z", "1"))

@@ -13,27 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-
-@dataclass(slots=True)
-class GatewayRequest:
-    """One request as the gateway's engines see it, after route matching."""
-
-    method: str  # upper case
-    path: str  # as received, percent-encoded, without the query
-    query: str  # raw query string without "?"
-    headers: Mapping[str, str]  # lower-case names; repeated fields joined with "," (cookie with "; ")
-    body: bytes
-    source_ip: str
-    api: str
-    stage: str
-    route_key: str  # "GET /pets/{id}", "$default"
-    path_parameters: Mapping[str, str] = field(default_factory=dict)
-    request_id: str = ""
-    received_at: float = 0.0  # time.time() when the request head arrived
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
+from lbd.gateway.request import GatewayRequest as GatewayRequest  # the engines' view of a request
 
 # API Gateway's gateway response types an authorizer can end a request with ("Gateway response types for
 # API Gateway"): UNAUTHORIZED 401, ACCESS_DENIED 403, AUTHORIZER_FAILURE 500,
@@ -72,11 +52,18 @@ class Authorizer(Protocol):
     async def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamReply:
+    """A target's response (never changed once made; not frozen, since one is made per request and a
+    frozen dataclass's __init__ costs several times a plain one's)."""
+
     status: int
     headers: Sequence[tuple[str, str]]
     body: bytes
+    # The head as the target sent it (status line, fields, Content-Length; lbd/http/fastpath.py's
+    # simple_response), when it holds nothing ``headers`` leaves out but the framing: an HTTP_PROXY
+    # answer passes it on as it is. Empty otherwise.
+    head: bytes = b""
 
 
 class Fetch(Protocol):

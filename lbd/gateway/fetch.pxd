@@ -25,7 +25,7 @@ cdef class _TargetConnection:
 @cython.final
 cdef class _Call:
     cdef public GatewayFetch fetch
-    cdef public object group, done, timer
+    cdef public object group, done
     cdef public Target target
     cdef public bytes request
     cdef public bint head, finished
@@ -40,11 +40,12 @@ cdef class _Call:
 
 @cython.final
 cdef class GatewayFetch:
-    cdef public object _groups, _generation, _loop
-    cdef public dict _idle
+    cdef public object _groups, _generation, _loop, _timer
+    cdef public dict _idle, _inflight
     cdef public bint _closed
+    cdef public double _due
 
-    @cython.locals(call=_Call, target=Target, head=list, request=bytes)
+    @cython.locals(call=_Call, target=Target, line=str, fields=bytes, request=bytes)
     cpdef _Call start(self, str target_group, str method, str path, object headers, bytes body,
                       double timeout, object done)
     @cython.locals(conn=_TargetConnection)

@@ -9,10 +9,12 @@ between requests and dropped when the Snapshot generation changes, like the prox
 (lbd/http/upstream.py; its connections are typed to the proxy's Exchange, hence this small client).
 
 Like the proxy, a request is callbacks, not a coroutine (``GatewayFetch.start``): the request is written
-on a pooled connection, the response's ``data_received`` hands the reply to the caller's callback, and
-the deadline is one timer handle cancelled when the reply is in. Only a connect (no idle connection to
-the target) runs as a task. ``GatewayFetch.__call__`` wraps the same path in a future for the callers
-that await (REQUEST authorizers, the pipeline's fallback when an engine must await).
+on a pooled connection, the response's ``data_received`` hands the reply to the caller's callback. The
+deadlines of the requests in flight share one timer per worker's fetch, armed for the earliest of them
+and moved on when it fires (a timer made and cancelled per request costs as much as the rest of the
+request's bookkeeping). Only a connect (no idle connection to the target) runs as a task.
+``GatewayFetch.__call__`` wraps the same path in a future for the callers that await (REQUEST
+authorizers, the pipeline's fallback when an engine must await).
 
 Responses are parsed by httptools and held in memory: the gateway buffers bodies anyway (API Gateway's
 10 MB payload limit applies both ways), so a larger response is an integration failure.
@@ -23,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, overload
 
 import httptools
 
@@ -115,7 +117,10 @@ class _TargetConnection:
             if parsed is not None and len(data) - parsed[4] == parsed[2]:
                 status, head, _, keep_alive, body_at = parsed
                 self.keep_alive = keep_alive
-                self._reply(UpstreamReply(status, _reply_fields(head), data[body_at:]))
+                # The head goes to the client as the target sent it but for Connection, Keep-Alive and
+                # Proxy-Connection (which the scan cut, as the load balancer forwards it): its fields are
+                # parsed only if something reads them (CORS, the stage cache, an HTTP integration).
+                self._reply(UpstreamReply(status, HeadFields(head), data[body_at:], head))
                 return
         try:
             self.parser.feed_data(data)
@@ -203,7 +208,6 @@ class _Call:
         self.head = head
         self.done = done
         self.conn: _TargetConnection | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
         self.attempt = 0
         self.finished = False
@@ -241,7 +245,6 @@ class _Call:
 
     def expire(self) -> None:
         """The integration's timeout: the response would come to no one, so the connection goes."""
-        self.timer = None
         conn = self.conn
         if conn is not None and conn.call is self:
             conn.call = None
@@ -261,9 +264,7 @@ class _Call:
     def _end(self) -> None:
         self.finished = True
         self.target.outstanding -= 1
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.fetch._inflight.pop(self, None)
 
 
 class GatewayFetch:
@@ -277,6 +278,11 @@ class GatewayFetch:
         self._idle: dict[bytes, list[_TargetConnection]] = {}
         self._closed = False  # the Snapshot is out of service: connections close once their request ends
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The requests in flight (insertion order: by deadline when every route has one timeout), and the
+        # one timer that expires them, due at ``_due`` (no earlier than the earliest deadline).
+        self._inflight: dict[_Call, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
 
     async def __call__(
         self,
@@ -311,13 +317,14 @@ class GatewayFetch:
         target_group: str,
         method: str,
         path: str,
-        headers: Sequence[tuple[str, str]],
+        headers: Sequence[tuple[str, str]] | bytes,
         body: bytes,
         timeout: float,
         done: Done,
     ) -> _Call | None:
         """Send the request; ``done`` gets the reply or the error (NoTarget, ConnectionError, TimeoutError),
-        maybe before this returns. None when it was answered at once (no target)."""
+        maybe before this returns. None when it was answered at once (no target). ``headers``: name and
+        value pairs, or field lines as they are to be sent (CRLF-ended)."""
         group = self._groups().get(target_group)
         if group is None:
             done(None, NoTarget(f"no target group {target_group!r}"))
@@ -326,11 +333,14 @@ class GatewayFetch:
         if target is None:
             done(None, NoTarget(f"target group {target_group} has no target that takes traffic"))
             return None
-        head = [f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in headers]
+        line = f"{method} {path} HTTP/1.1\r\nhost: {target.id}:{target.port}\r\n"
+        if isinstance(headers, bytes):
+            fields = headers  # field lines as received (lbd/gateway/integration.py's _passed_on)
+        else:
+            fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1", "replace")
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            head.append(f"content-length: {len(body)}\r\n")
-        request = "".join(head).encode("latin-1", "replace") + b"\r\n" + body
+            fields += f"content-length: {len(body)}\r\n".encode()
+        request = line.encode("latin-1", "replace") + fields + b"\r\n" + body
         target.outstanding += 1
         if target.stats is not None:
             target.stats.requests += 1
@@ -338,11 +348,29 @@ class GatewayFetch:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()  # once: each call of it is a getpid() system call
-        call.deadline = loop.time() + timeout
-        # One timer for the deadline, cancelled when the reply is in (no timeout context, no task).
-        call.timer = loop.call_at(call.deadline, call.expire)
+        deadline = call.deadline = loop.time() + timeout
+        self._inflight[call] = None
+        timer = self._timer
+        if timer is None or deadline < self._due:
+            if timer is not None:
+                timer.cancel()
+            self._due = deadline
+            self._timer = loop.call_at(deadline, self._expire)
         self._send(call)
         return call
+
+    def _expire(self) -> None:
+        """The deadline timer: time out every request past its deadline, then sleep until the next one
+        (a request that was answered left ``_inflight`` when it ended)."""
+        self._timer = None
+        assert self._loop is not None
+        now = self._loop.time()
+        due = [call for call in self._inflight if call.deadline <= now]
+        for call in due:
+            call.expire()  # ends it: out of _inflight
+        if self._inflight:
+            self._due = min(call.deadline for call in self._inflight)
+            self._timer = self._loop.call_at(self._due, self._expire)
 
     def _send(self, call: _Call) -> None:
         conn = self._acquire(call.target)
@@ -369,8 +397,8 @@ class GatewayFetch:
         conn = _TargetConnection(target, self._generation())
         tls: ssl.SSLContext | None = group.tls
         loop = asyncio.get_running_loop()
-        # The integration's timeout (INTEGRATION_TIMEOUT) is the call's timer; the group's connect timeout
-        # (the target is unreachable: INTEGRATION_FAILURE) is this one.
+        # The integration's timeout (INTEGRATION_TIMEOUT) is the deadline timer's; the group's connect
+        # timeout (the target is unreachable: INTEGRATION_FAILURE) is this one.
         try:
             async with asyncio.timeout(group.connect_timeout):
                 # An extension type when compiled, so not an asyncio.Protocol subclass: it has its methods.
@@ -418,19 +446,59 @@ class GatewayFetch:
         self._idle.clear()
 
 
+class HeadFields(Sequence[tuple[str, str]]):
+    """A response head's fields as ``_reply_fields`` gives them, parsed on first use."""
+
+    __slots__ = ("_fields", "_head")
+
+    def __init__(self, head: bytes) -> None:
+        self._head = head
+        self._fields: list[tuple[str, str]] | None = None
+
+    def _parsed(self) -> list[tuple[str, str]]:
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = _reply_fields(self._head)
+        return fields
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        return self._parsed()[index]
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._parsed())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._parsed()))
+
+    def __repr__(self) -> str:
+        return repr(self._parsed())
+
+
 def _reply_fields(head: bytes) -> list[tuple[str, str]]:
     """The fields of a response head ``fastpath.simple_response`` accepted (status line, then valid
     CRLF-ended field lines), lower-case names, without the hop-by-hop and framing ones: decoded once and
     split, a few times quicker than a match per line."""
     fields = []
-    lines = head.decode("latin-1").split("\r\n")
-    for i in range(1, len(lines)):
+    lines = head.decode("latin-1").split("\n")  # at LF, CR stripped with the value's whitespace (as
+    for i in range(1, len(lines)):  # lbd/gateway/server.py's block_fields)
         line = lines[i]
         if line:
             name, _, value = line.partition(":")
             name = name.lower()
             if name not in HOP_BY_HOP:
-                fields.append((name, value.lstrip(" \t")))
+                fields.append((name, value.strip(" \t\r")))
     return fields
 
 

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import parse_qs, quote, urlencode
 
 from lbd.gateway.contracts import AuthResult, Fetch, GatewayRequest, UpstreamReply
@@ -117,7 +117,7 @@ def start(
         done(call.mock)
         return
     assert call.target_group is not None
-    path, headers = _outgoing(call, request, auth)
+    path, headers = _outgoing(call, request, auth, True)
     started = time.monotonic()
 
     def replied(reply: UpstreamReply | None, error: Exception | None) -> None:
@@ -151,16 +151,36 @@ async def run(
     return _answer(call, reply, error, outcome, responses)
 
 
+@overload
 def _outgoing(
-    call: Integration, request: GatewayRequest, auth: AuthResult | None
-) -> tuple[str, list[tuple[str, str]]]:
-    """The path and fields the target gets: as received (HTTP_PROXY) or as mapped (HTTP)."""
+    call: Integration, request: GatewayRequest, auth: AuthResult | None, raw: Literal[False] = False
+) -> tuple[str, list[tuple[str, str]]]: ...
+
+
+@overload
+def _outgoing(
+    call: Integration, request: GatewayRequest, auth: AuthResult | None, raw: bool
+) -> tuple[str, list[tuple[str, str]] | bytes]: ...
+
+
+def _outgoing(
+    call: Integration, request: GatewayRequest, auth: AuthResult | None, raw: bool = False
+) -> tuple[str, list[tuple[str, str]] | bytes]:
+    """The path and fields the target gets: as received (HTTP_PROXY) or as mapped (HTTP). With ``raw``
+    (GatewayFetch.start takes them so), an HTTP_PROXY request whose field lines came whole gets them as
+    they came, Host taken out and X-Forwarded-* added (the fields ``headers`` holds, already rendered)."""
     if call.type != "HTTP_PROXY":
         return _mapped(call, request, auth)
     path = _render(call.path, request.path_parameters) if call.path is not None else request.path
     if request.query:
         path = f"{path}?{request.query}"
+    if raw and request.raw_fields:
+        return path, _passed_on(request)
     return path, [(n, v) for n, v in request.headers.items() if n not in HOP_BY_HOP]
+
+
+def _passed_on(request: GatewayRequest) -> bytes:
+    return request.raw_fields + request.raw_forwarded
 
 
 def _answer(
@@ -180,7 +200,9 @@ def _answer(
         return responses.answer("INTEGRATION_FAILURE")  # ConnectionError, OSError
     outcome.integration_status = reply.status
     if call.type == "HTTP_PROXY":
-        return Answer(reply.status, tuple(reply.headers), reply.body)
+        # Passed on whole (UpstreamReply.head): its fields stay as they are, parsed only if read.
+        headers = reply.headers if reply.head else tuple(reply.headers)
+        return Answer(reply.status, headers, reply.body, "", reply.head)
     status = _select_status(call, reply.status)
     if status is None:
         outcome.response_type = "API_CONFIGURATION_ERROR"

@@ -183,6 +183,12 @@ class KnownKey:
     counter: str = ""
 
 
+MAX_SEEN = 10_000  # key values whose digest a worker's table remembers
+
+
+_UNSEEN = KnownKey("", False, ())  # no key's: the marker of a value not seen yet
+
+
 class KeyTable:
     """A worker's view: key digest -> KnownKey. Replaced whole on every change the supervisor sends."""
 
@@ -193,11 +199,20 @@ class KeyTable:
             )
             for e in entries
         }
+        self._seen: dict[str, KnownKey | None] = {}
 
     def lookup(self, value: str) -> KnownKey | None:
         if not self._by_digest:
             return None
-        return self._by_digest.get(digest(value))
+        # The digests of values seen, so a client's next requests cost a dict lookup, not a SHA-256. Both
+        # known and unknown values are kept (bounded: dropped whole when full), and the table is replaced
+        # whole on every change, so nothing here outlives the keys it was made from.
+        seen = self._seen.get(value, _UNSEEN)
+        if seen is _UNSEEN:
+            if len(self._seen) >= MAX_SEEN:
+                self._seen.clear()
+            seen = self._seen[value] = self._by_digest.get(digest(value))
+        return seen
 
     def in_plan(self, plan: str) -> list[KnownKey]:
         return [k for k in self._by_digest.values() if plan in k.plans]

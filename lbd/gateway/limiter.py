@@ -16,6 +16,10 @@ from collections.abc import Sequence
 from lbd.gateway.contracts import Admission, Bucket, Quota
 
 MAX_QUOTAS = 100_000  # quota counters kept; beyond, counters of ended periods are dropped first
+# The answers as module constants: a compiled lookup of a module global, not of the enum's attribute.
+_ADMIT = Admission.ADMIT
+_THROTTLED = Admission.THROTTLED
+_QUOTA_EXCEEDED = Admission.QUOTA_EXCEEDED
 
 
 class LocalLimiter:
@@ -37,18 +41,20 @@ class LocalLimiter:
                 state[0] = min(float(bucket.burst), state[0] + (now - state[1]) * bucket.rate)
                 state[1] = now
             if state[0] < 1.0:
-                return Admission.THROTTLED
+                return _THROTTLED
             states.append(state)
         if quota is not None:
-            used = self._quotas.get(quota.key, (0, quota.period_end))[0]
+            key = quota.key
+            held = self._quotas.get(key)
+            used = 0 if held is None else held[0]
             if used >= quota.limit:
-                return Admission.QUOTA_EXCEEDED
-            if quota.key not in self._quotas and len(self._quotas) >= MAX_QUOTAS:
+                return _QUOTA_EXCEEDED
+            if held is None and len(self._quotas) >= MAX_QUOTAS:
                 self._forget_ended(now)
-            self._quotas[quota.key] = (used + 1, quota.period_end)
+            self._quotas[key] = (used + 1, quota.period_end)
         for state in states:
             state[0] -= 1.0
-        return Admission.ADMIT
+        return _ADMIT
 
     async def used(self, quota: Quota) -> int:
         return self._quotas.get(quota.key, (0, 0.0))[0]

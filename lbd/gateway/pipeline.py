@@ -12,7 +12,6 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lbd.gateway import integration
@@ -22,13 +21,13 @@ from lbd.gateway.contracts import (
     Authorizer,
     AuthResult,
     Clock,
-    GatewayRequest,
     Limiter,
     Quota,
 )
 from lbd.gateway.fetch import GatewayFetch
 from lbd.gateway.keys import KeyTable, KnownKey
 from lbd.gateway.plans import CompiledPlan, stage_buckets, stage_plans
+from lbd.gateway.request import GatewayRequest
 from lbd.gateway.responses import Answer, GatewayResponses
 from lbd.gateway.routes import RouteTable
 from lbd.gateway.stats import ApiStats, ApiStatsRegistry
@@ -45,6 +44,8 @@ LIMITER_WARNINGS = RateLimitedLog()
 
 Done = Callable[[Answer], None]
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's payload limit (REQUEST_TOO_LARGE)
+_UNKNOWN: Any = object()
+_ADMIT = Admission.ADMIT
 _ADMISSION_TYPES = {
     Admission.THROTTLED: "THROTTLED",
     Admission.QUOTA_EXCEEDED: "QUOTA_EXCEEDED",
@@ -52,33 +53,59 @@ _ADMISSION_TYPES = {
 }
 
 
-@dataclass(slots=True)
 class Outcome:
-    """What happened to one request, for the access log and metrics."""
+    """What happened to one request, for the access log and metrics (an extension type when compiled:
+    pipeline.pxd)."""
 
-    route_key: str = "-"
-    response_type: str = ""  # the gateway response type when the gateway answered
-    authorizer: str = "-"  # the authorizer's outcome (ALLOW, UNAUTHORIZED ...), "-" without one
-    key_id: str = "-"
-    integration_status: int = 0
-    integration_latency: float = -1.0
-    cache: str = "-"  # hit | miss | -
-    stats: ApiStats | None = None
-    waf_rule: str = "-"  # the web ACL's deciding rule (or Default_Action), "-" without one
-    waf_action: str = "-"  # allow | block
+    def __init__(
+        self,
+        route_key: str = "-",
+        response_type: str = "",
+        authorizer: str = "-",
+        key_id: str = "-",
+        integration_status: int = 0,
+        integration_latency: float = -1.0,
+        cache: str = "-",
+        stats: ApiStats | None = None,
+        waf_rule: str = "-",
+        waf_action: str = "-",
+    ) -> None:
+        self.route_key = route_key
+        self.response_type = response_type  # the gateway response type when the gateway answered
+        self.authorizer = authorizer  # the authorizer's outcome (ALLOW, UNAUTHORIZED ...), "-" without one
+        self.key_id = key_id
+        self.integration_status = integration_status
+        self.integration_latency = integration_latency
+        self.cache = cache  # hit | miss | -
+        self.stats = stats
+        self.waf_rule = waf_rule  # the web ACL's deciding rule (or Default_Action), "-" without one
+        self.waf_action = waf_action  # allow | block
 
 
-@dataclass(slots=True)
 class CompiledRoute:
-    route_key: str
-    call: integration.Integration
-    authorizer: str | None
-    scopes: tuple[str, ...]
-    key_required: bool
-    stage_buckets: list[Any]
-    stats: ApiStats
-    cache_ttl: int = 0
-    cache_keys: tuple[str, ...] = ()
+    """One route as the pipeline runs it (an extension type when compiled: pipeline.pxd)."""
+
+    def __init__(
+        self,
+        route_key: str,
+        call: integration.Integration,
+        authorizer: str | None,
+        scopes: tuple[str, ...],
+        key_required: bool,
+        stage_buckets: list[Any],
+        stats: ApiStats,
+        cache_ttl: int = 0,
+        cache_keys: tuple[str, ...] = (),
+    ) -> None:
+        self.route_key = route_key
+        self.call = call
+        self.authorizer = authorizer
+        self.scopes = scopes
+        self.key_required = key_required
+        self.stage_buckets = stage_buckets
+        self.stats = stats
+        self.cache_ttl = cache_ttl
+        self.cache_keys = cache_keys
 
 
 class ApiPipeline:
@@ -109,6 +136,9 @@ class ApiPipeline:
         self._local: LocalLimiter | None = _local(limiter)
         self._clock = clock
         self._authorizers = authorizers
+        # Each authorizer's authorize_now (None: it always awaits), found once: the authorizers are built
+        # on first use and kept for the Snapshot, as this pipeline is.
+        self._authorize_nows: dict[str, Any] = {}
         self._unmatched = stats.route(api.name, api.stage, "-")
         self.waf: ApiFirewall | None = None  # the stage's web ACL (lbd/gateway/waf.py), set by attach
         self.cache: StageCache | None = None
@@ -153,10 +183,11 @@ class ApiPipeline:
             if blocked is not None:
                 done(blocked)
                 return None
-        route = self._route(request, outcome)
-        if isinstance(route, Answer):
-            done(route)
+        found = self._route(request, outcome)
+        if isinstance(found, Answer):
+            done(found)
             return None
+        route: CompiledRoute = found
         auth: AuthResult | None = None
         if route.authorizer is not None:
             auth = self._authorize_now(route, request, outcome)
@@ -275,11 +306,14 @@ class ApiPipeline:
         self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome
     ) -> AuthResult | None:
         """The authorizer's answer if it has one without waiting (``authorize_now``), else None."""
-        authorizer = self._authorizers.get(route.authorizer or "")
-        if authorizer is None:
-            outcome.authorizer = "AUTHORIZER_CONFIGURATION_ERROR"
-            return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
-        now = getattr(authorizer, "authorize_now", None)
+        name = route.authorizer or ""
+        now = self._authorize_nows.get(name, _UNKNOWN)
+        if now is _UNKNOWN:
+            authorizer = self._authorizers.get(name)
+            if authorizer is None:
+                outcome.authorizer = "AUTHORIZER_CONFIGURATION_ERROR"
+                return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
+            now = self._authorize_nows[name] = getattr(authorizer, "authorize_now", None)
         if now is None:
             return None
         try:
@@ -309,7 +343,7 @@ class ApiPipeline:
             return None
         answer = self._refuse(outcome, auth.outcome, message=auth.message)
         if auth.headers:  # e.g. JWT's WWW-Authenticate (RFC 6750 3)
-            extra = tuple((name.lower(), value) for name, value in auth.headers)
+            extra = tuple([(name.lower(), value) for name, value in auth.headers])
             answer = Answer(answer.status, (*answer.headers, *extra), answer.body, answer.response_type)
         return answer
 
@@ -359,10 +393,11 @@ class ApiPipeline:
             return self._refuse(outcome, WAF_FILTERED)
         if verdict.headers and isinstance(request.headers, dict):
             insert_headers(request.headers, verdict.headers)
+            request.raw_fields = b""  # the fields as received are not all the fields now
         return None
 
     def _admission(self, route: CompiledRoute, outcome: Outcome, admission: Admission) -> Answer | None:
-        if admission is Admission.ADMIT:
+        if admission is _ADMIT:
             return None
         route.stats.throttled += 1
         return self._refuse(outcome, _ADMISSION_TYPES[admission])
@@ -387,7 +422,10 @@ class ApiPipeline:
             reply = with_cors
         cache = self.cache
         if cache is not None and route.cache_ttl > 0 and request.method == "GET":
-            found = cache.lookup(route, request, outcome, lambda: self._refuse(outcome, "ACCESS_DENIED"))
+            found = cache.lookup(route, request, outcome)
+            if found is None:  # an invalidation this caller may not ask for (FAIL_WITH_403)
+                reply(self._refuse(outcome, "ACCESS_DENIED"))
+                return
             if isinstance(found, Answer):
                 reply(found)
                 return

@@ -8,8 +8,9 @@ entry takes the API's DEFAULT_4XX or DEFAULT_5XX entry when one is set. Pure: bu
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,12 +49,38 @@ DEFAULTS: dict[str, tuple[int, str]] = {
 JSON = "application/json"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed once made (an answer may be written to many clients, a cache entry's
+# to every hit): one is made per request, and a frozen dataclass's __init__ costs several times a plain
+# one's. Hashable all the same.
+@dataclass(slots=True, unsafe_hash=True)
 class Answer:
     status: int
-    headers: tuple[tuple[str, str], ...]
+    headers: Sequence[tuple[str, str]]  # a tuple, or a target's head's fields (lbd/gateway/fetch.py)
     body: bytes
     response_type: str = ""  # the gateway response type; "" for an integration's own answer
+    # For an answer served many times (a stage-cache entry, a gateway response): its status line, fields
+    # and content-length as the connection writes them (``with_head``); empty: written field by field.
+    head: bytes = field(default=b"", compare=False, repr=False)
+
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _REASONS.items()}
+
+
+def render_head(status: int, headers: Sequence[tuple[str, str]], length: int) -> bytes:
+    """An HTTP/1.1 response head (RFC 9112 4, 5) up to the fields the connection adds per response
+    (the request id, ``connection: close``) and the blank line."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{line}{fields}content-length: {length}\r\n".encode("latin-1", "replace")
+
+
+def with_head(answer: Answer) -> Answer:
+    """``answer`` with its head rendered once, for answers that are written again and again."""
+    head = render_head(answer.status, answer.headers, len(answer.body))
+    return Answer(answer.status, answer.headers, answer.body, answer.response_type, head)
 
 
 class GatewayResponses:
@@ -73,7 +100,7 @@ class GatewayResponses:
                 if override.body is not None:
                     body = override.body.encode()
                 headers += tuple((k.lower(), v) for k, v in override.headers.items())
-            self._answers[kind] = Answer(status, headers, body, kind)
+            self._answers[kind] = with_head(Answer(status, headers, body, kind))
 
     def answer(self, kind: str, status: int | None = None, message: str | None = None) -> Answer:
         """The response of type ``kind``; ``status`` and ``message`` replace the defaults (not an

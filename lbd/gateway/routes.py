@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
 
 V = TypeVar("V")
+MEMO_PATHS = 4096  # matches remembered per method
+MEMO_METHODS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,16 +61,21 @@ class RouteMatch(Generic[V]):
     path_parameters: Mapping[str, str]
 
 
+_UNSEEN: RouteMatch[Any] = RouteMatch(None, "", {})  # the memo's marker of a path not seen yet
+
+
 class RouteTable(Generic[V]):
     """Route keys compiled for matching; ``value`` is whatever the caller keeps per route."""
 
     def __init__(self, routes: Iterable[tuple[str, V]]) -> None:
         self._root: _Node[V] = _Node()
         self._default: tuple[V, str] | None = None
+        self._memo: dict[str, dict[str, RouteMatch[V] | None]] = {}  # method -> path -> match
         for text, value in routes:
             self.add(parse_route_key(text), value)
 
     def add(self, key: RouteKey, value: V) -> None:
+        self._memo.clear()
         if key.default:
             self._default = (value, "$default")
             return
@@ -89,7 +96,21 @@ class RouteTable(Generic[V]):
         node.methods[key.method] = (value, str(key))
 
     def match(self, method: str, path: str) -> RouteMatch[V] | None:
-        """The route for ``method`` and ``path`` (percent-encoded, without the query), or None."""
+        """The route for ``method`` and ``path`` (percent-encoded, without the query), or None; the same
+        match (not to be changed) for every request of a path seen lately."""
+        memo = self._memo.get(method)
+        if memo is None:
+            if len(self._memo) >= MEMO_METHODS:
+                self._memo.clear()
+            memo = self._memo[method] = {}
+        found = memo.get(path, _UNSEEN)
+        if found is _UNSEEN:
+            if len(memo) >= MEMO_PATHS:
+                memo.clear()  # paths seen are bounded; many distinct ones only cost the walk again
+            found = memo[path] = self._match(method, path)
+        return found
+
+    def _match(self, method: str, path: str) -> RouteMatch[V] | None:
         segments = path.split("/")[1:] if path != "/" else []
         found = self._walk(self._root, segments, 0, method, [])
         if found is not None:

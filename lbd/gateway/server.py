@@ -17,16 +17,15 @@ import logging
 import os
 import time
 from collections import deque
-from http import HTTPStatus
 from time import monotonic
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from lbd.gateway.contracts import GatewayRequest
 from lbd.gateway.edge_viewer import edge_viewer
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
-from lbd.gateway.responses import Answer
+from lbd.gateway.request import GatewayRequest
+from lbd.gateway.responses import Answer, render_head
 from lbd.http import fastpath
 
 if TYPE_CHECKING:
@@ -38,13 +37,15 @@ log = logging.getLogger("lbd.gateway")
 MAX_HEAD = 10_240 + 8_192  # API Gateway: request line and headers 10,240 bytes, URL up to 8,192
 MAX_QUEUED = 8  # pipelined requests held before reading pauses
 LINGER = 2.0  # seconds a refused connection keeps reading before it closes
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n" for code, phrase in _REASONS.items()}
 
 
-class GatewayClientSide(asyncio.Protocol):
+class GatewayClientSide:
+    """An asyncio protocol (an extension type when compiled, server.pxd: not an asyncio.Protocol
+    subclass, so it has Protocol's methods itself)."""
+
     def __init__(self, runtime: ApiListenerRuntime, tracker: ConnectionTracker) -> None:
         self.runtime = runtime
+        self.pipeline = runtime.pipeline  # the Snapshot's, for the connection's life (as the runtime is)
         self.tracker = tracker
         self.stats = runtime.stats
         self.transport: asyncio.Transport | None = None
@@ -70,6 +71,8 @@ class GatewayClientSide(asyncio.Protocol):
         self.scheme = "https" if runtime.tls is not None else "http"
         self.port = str(runtime.key.port)
         self.edge = runtime.api.endpoint_type == "EDGE"  # called through a distribution (edge_viewer.py)
+        self._forwarded = b""  # _forwarded_lines, made for _forwarded_peer
+        self._forwarded_peer: tuple[str, int] | None = None
 
     # -- transport callbacks -----------------------------------------------------------------------------
 
@@ -84,6 +87,12 @@ class GatewayClientSide(asyncio.Protocol):
         self.stats.active_connections += 1
         self._arm()
 
+    def pause_writing(self) -> None:
+        return None  # answers are written whole; the transport buffers them
+
+    def resume_writing(self) -> None:
+        return None
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering after a refusal: what the client still sends is read and dropped
@@ -95,9 +104,11 @@ class GatewayClientSide(asyncio.Protocol):
             # (lbd/http/fastpath.py) instead of a parser callback per field.
             parsed = fastpath.simple_request(data, fastpath.REQUEST_HEAD)
             if parsed is not None:
-                method, url, _, block, _, _, keep_alive = parsed
+                method, url, _, block, _, host_at, keep_alive = parsed
                 self._started = monotonic()
-                self._enqueue(method, url.decode("latin-1"), block_fields(block), b"", keep_alive)
+                headers = block_fields(block)
+                raw = without_field(block, host_at)
+                self._enqueue(method, url.decode("latin-1"), headers, b"", keep_alive, raw)
                 return
         try:
             self.parser.feed_data(data)
@@ -174,9 +185,18 @@ class GatewayClientSide(asyncio.Protocol):
             self._headers,
             b"".join(self._body),
             self.parser.should_keep_alive(),
+            b"",
         )
 
-    def _enqueue(self, method: str, url: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
+    def _enqueue(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+        raw: bytes,
+    ) -> None:
         path, _, query = url.partition("?")
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
         source, scheme, port = self.peer[0], self.scheme, self.port
@@ -186,7 +206,9 @@ class GatewayClientSide(asyncio.Protocol):
         headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
         headers["x-forwarded-proto"] = scheme
         headers["x-forwarded-port"] = port
-        pipeline = self.runtime.pipeline
+        if self.edge:
+            raw = b""  # the viewer's X-Forwarded-* are not the connection's: the fields from the dict
+        pipeline = self.pipeline
         request = GatewayRequest(
             method,
             path,
@@ -199,12 +221,23 @@ class GatewayClientSide(asyncio.Protocol):
             "",
             request_id=_request_id(),
             received_at=time.time(),
+            raw_fields=raw,
+            raw_forwarded=self._forwarded_lines() if raw else b"",
         )
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
             self._stop_reading()
         if self.current is None:
             self._serve()
+
+    def _forwarded_lines(self) -> bytes:
+        """What _enqueue adds to a request that came without X-Forwarded-* fields, as field lines: the
+        same for every request of the connection's client."""
+        if self._forwarded_peer is not self.peer:
+            self._forwarded_peer = self.peer
+            forwarded = f"x-forwarded-for: {self.peer[0]}\r\nx-forwarded-proto: {self.scheme}\r\n"
+            self._forwarded = f"{forwarded}x-forwarded-port: {self.port}\r\n".encode("latin-1", "replace")
+        return self._forwarded
 
     # -- serving ----------------------------------------------------------------------------------------
 
@@ -217,17 +250,17 @@ class GatewayClientSide(asyncio.Protocol):
             self.current = (request, keep_alive, started, outcome)
             self._inline = True
             try:
-                self.task = self.runtime.pipeline.serve(request, outcome, self._answered)
+                self.task = self.pipeline.serve(request, outcome, self._answered)
             except Exception:
                 log.exception(
                     "api %s: internal error on %s %s",
-                    self.runtime.pipeline.name,
+                    self.pipeline.name,
                     request.method,
                     request.path,
                 )
                 if self.current is not None and self.current[0] is request:
                     outcome.response_type = "API_CONFIGURATION_ERROR"
-                    self._answered(self.runtime.pipeline.refuse("API_CONFIGURATION_ERROR"))
+                    self._answered(self.pipeline.refuse("API_CONFIGURATION_ERROR"))
             finally:
                 self._inline = False
         if self.current is None:
@@ -263,14 +296,10 @@ class GatewayClientSide(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        status = _STATUS_LINES.get(answer.status)
-        if status is None:
-            status = f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Unknown')}\r\n"
         body = answer.body
-        fields = "".join([f"{name}: {value}\r\n" for name, value in answer.headers])
+        start = answer.head or render_head(answer.status, answer.headers, len(body))
         close = "connection: close\r\n" if self.closing else ""
-        data = f"{status}{fields}content-length: {len(body)}\r\nx-amzn-requestid: {request_id}\r\n{close}\r\n"
-        out = data.encode("latin-1", "replace")
+        out = start + f"x-amzn-requestid: {request_id}\r\n{close}\r\n".encode("latin-1", "replace")
         transport.write(out if head else out + body)
         self.stats.processed_bytes += len(out) + (0 if head else len(body))
 
@@ -278,7 +307,7 @@ class GatewayClientSide(asyncio.Protocol):
         """A request the connection cannot carry on from: answer with the gateway response, then close."""
         self._refused = True
         self.closing = True
-        answer = self.runtime.pipeline.refuse(kind, status)
+        answer = self.pipeline.refuse(kind, status)
         if self.current is not None:
             self._stop_reading()
             return  # an answer is being written; the connection closes after it
@@ -345,16 +374,29 @@ def block_fields(block: bytes) -> dict[str, str]:
     """The fields of a head block ``fastpath.simple_request`` accepted (valid, CRLF-ended field lines), by
     lower-case name: decoded once and split, which is a few times quicker than a match per line."""
     headers: dict[str, str] = {}
-    for line in block.decode("latin-1").split("\r\n"):
+    # Split at LF, the CR taken with the whitespace around the value (RFC 9110 5.5): a one-byte
+    # separator is found with memchr, and a long token makes a CRLF search the dearest part.
+    for line in block.decode("latin-1").split("\n"):
         if line:
             name, _, value = line.partition(":")
             name = name.lower()
-            value = value.lstrip(" \t")
+            value = value.strip(" \t\r")
             if name in headers:
                 _add_field(headers, name, value)
             else:
                 headers[name] = value
     return headers
+
+
+def without_field(block: bytes, at: int) -> bytes:
+    """``block`` without the field line holding offset ``at`` (the Host line, by its value's offset)."""
+    start = at
+    while start > 0 and block[start - 1] != 10:  # back to the line's start: a few bytes ("Host: ")
+        start -= 1
+    end = block.find(b"\n", at) + 1
+    if start == 0:
+        return block[end:]  # the first line, as clients send Host
+    return block[:start] + block[end:]
 
 
 def _add_field(headers: dict[str, str], name: str, value: str) -> None:
@@ -370,7 +412,10 @@ class _Stop(Exception):
     """Raised in a parser callback to stop parsing a request that was refused."""
 
 
-_ID_PREFIX = os.urandom(8).hex()
+_ID_RANDOM = os.urandom(8).hex()
+_ID_PREFIX = f"{_ID_RANDOM[:8]}-{_ID_RANDOM[8:12]}-{_ID_RANDOM[12:16]}-"
+_ID_PREFIX_LOW = _ID_PREFIX + "0000-"
+_ID_WRAP = 1 << 48
 _ids = itertools.count(1)
 
 
@@ -378,5 +423,6 @@ def _request_id() -> str:
     """A UUID-shaped request id ($context.requestId): a random prefix per worker process and a counter,
     unique without a system call per request."""
     n = next(_ids)
-    p = _ID_PREFIX
-    return f"{p[:8]}-{p[8:12]}-{p[12:16]}-{n >> 48 & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"
+    if n < _ID_WRAP:  # always, in practice: the last group's twelve digits, zero-padded by the set bit
+        return _ID_PREFIX_LOW + hex(_ID_WRAP | n)[3:]
+    return f"{_ID_PREFIX}{n >> 48 & 0xFFFF:04x}-{n & 0xFFFFFFFFFFFF:012x}"

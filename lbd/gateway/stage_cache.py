@@ -12,7 +12,7 @@ kept across reloads (resized when the capacity changes) and flushed through the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lbd.cache import CachedResponse, ResponseCache  # type: ignore[import-not-found,unused-ignore]
@@ -24,13 +24,14 @@ from lbd.cache.keys import (  # type: ignore[import-not-found,unused-ignore]
     stage_key,
 )
 from lbd.gateway.contracts import Clock, GatewayRequest
-from lbd.gateway.responses import Answer
+from lbd.gateway.responses import Answer, with_head
 
 if TYPE_CHECKING:
     from lbd.config.gateway import Api
     from lbd.gateway.pipeline import CompiledRoute, Outcome
 
 MAX_ENTRY = 1_048_576  # API Gateway: a cache entry holds at most 1 MB
+MAX_PLAIN_KEYS = 1024
 _CACHES: dict[tuple[str, str], Any] = {}
 
 
@@ -47,40 +48,71 @@ class StageCache:
         self.stage = api.stage
         self.clock = clock
         self.strategy = UnauthorizedCacheControlHeaderStrategy(api.cache.unauthorized_invalidation)
+        self._plain: dict[tuple[str, str], bytes] = {}  # (route key, method) -> key: routes without
+        # cache key parameters
 
     def lookup(
-        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome, forbidden: Callable[[], Answer]
-    ) -> Answer | bytes:
-        """The answer from the cache (or the refusal of an invalidation), or, on a miss, the key that
-        ``store`` keeps the integration's answer under. No I/O: the pipeline calls it in line."""
-        action = cache_control_action(
-            request.headers.get("cache-control"),
-            require_authorization=route.authorizer is not None,
-            authorized=False,
-            strategy=self.strategy,
-        )
-        if action is CacheControlAction.FORBIDDEN:
-            return forbidden()
-        key: bytes = stage_key(
-            self.api, self.stage, route.route_key, request.method, _parameters(route, request)
-        )
-        if action.uses_cache:
+        self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome
+    ) -> Answer | bytes | None:
+        """The answer from the cache, or, on a miss, the key that ``store`` keeps the integration's
+        answer under; None: the request asks for an invalidation it may not (403, ACCESS_DENIED). No
+        I/O: the pipeline calls it in line."""
+        control = request.headers.get("cache-control")
+        action = CacheControlAction.USE_CACHE
+        if control is not None:
+            action = cache_control_action(
+                control,
+                require_authorization=route.authorizer is not None,
+                authorized=False,
+                strategy=self.strategy,
+            )
+            if action is CacheControlAction.FORBIDDEN:
+                return None
+        key = self._key(route, request)
+        if action is CacheControlAction.USE_CACHE or action.uses_cache:
             cached = self.engine.get(key)
             if cached is not None:
                 outcome.cache = "hit"
-                headers = tuple(cached.headers)
                 if action is CacheControlAction.IGNORE_WITH_WARNING:
-                    headers += (INVALIDATION_WARNING,)
-                return Answer(cached.status, headers, cached.body)
+                    headers = (*cached.headers, INVALIDATION_WARNING)
+                    return Answer(cached.status, headers, cached.body)
+                if isinstance(cached, _Stored):
+                    return cached.answer
+                return Answer(cached.status, tuple(cached.headers), cached.body)
         outcome.cache = "miss"
         return key
 
     def store(self, route: CompiledRoute, key: bytes, answer: Answer) -> None:
-        """Keep a 2XX answer of the integration (not a gateway response) for the route's TTL."""
+        """Keep a 2XX answer of the integration (not a gateway response) for the route's TTL, with the
+        answer its hits are served as, head rendered (responses.with_head)."""
         if 200 <= answer.status < 300 and not answer.response_type:
-            self.engine.put(
-                key, CachedResponse(answer.status, answer.headers, answer.body, self.clock()), route.cache_ttl
-            )
+            headers = tuple(answer.headers)
+            served = with_head(Answer(answer.status, headers, answer.body))
+            entry = _Stored(answer.status, headers, answer.body, self.clock(), answer=served)
+            self.engine.put(key, entry, route.cache_ttl)
+
+    def _key(self, route: CompiledRoute, request: GatewayRequest) -> bytes:
+        """The entry's key; a route without cache key parameters has one per method, made once."""
+        if route.cache_keys:
+            parameters = _parameters(route, request)
+            return stage_key(self.api, self.stage, route.route_key, request.method, parameters)  # type: ignore[no-any-return,unused-ignore]
+        plain = self._plain.get((route.route_key, request.method))
+        if plain is None:
+            if len(self._plain) >= MAX_PLAIN_KEYS:
+                self._plain.clear()
+            plain = stage_key(self.api, self.stage, route.route_key, request.method, ())
+            self._plain[(route.route_key, request.method)] = plain
+        return plain  # type: ignore[no-any-return,unused-ignore]
+
+
+_NO_ANSWER = Answer(200, (), b"")
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored(CachedResponse):  # type: ignore[misc,unused-ignore]
+    """A stage-cache entry: the response, and the Answer every hit on it is served as."""
+
+    answer: Answer = _NO_ANSWER
 
 
 def _parameters(route: CompiledRoute, request: GatewayRequest) -> list[tuple[str, str]]:

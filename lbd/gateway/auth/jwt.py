@@ -58,6 +58,10 @@ class TokenRejected(Exception):
     """401 Unauthorized, ``error_description`` this message."""
 
 
+class _NoToken(TokenRejected):
+    """The identity source holds no token ("Bearer" and nothing after it): 401 without a description."""
+
+
 class JwksUnavailable(Exception):
     """No keys can be had from the issuer (500 AUTHORIZER_CONFIGURATION_ERROR)."""
 
@@ -70,6 +74,14 @@ def _www_authenticate(error: str, description: str, scopes: Sequence[str] = ()) 
 def unauthorized(description: str | None) -> AuthResult:
     headers = () if description is None else (_www_authenticate("invalid_token", description),)
     return AuthResult("UNAUTHORIZED", message="Unauthorized", headers=headers)
+
+
+def _header_source(source: str) -> str | None:
+    """The request header an identity source names (lower case), None when it names something else."""
+    for prefix in ("$request.header.", "method.request.header."):
+        if source.startswith(prefix):
+            return source[len(prefix) :].lower()
+    return None
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -222,6 +234,7 @@ class JwksSource:
 
     def __init__(self, config: JwtAuthorizer, clock: Clock, fetch: JwksFetch | None = None) -> None:
         self.config = config
+        self.uri = config.jwks_uri  # None: keys from a file, read once (never due)
         self._clock = clock
         self._fetch = fetch
         self.keys: JwksKeys | None = None
@@ -350,38 +363,60 @@ class JwtAuthorizerEngine:
             fetch = self._http = HttpJwksFetch()
         self.jwks = JwksSource(config, clock, fetch)
         # Tokens whose signature checked out, so that a client's next requests cost a dict lookup and the
-        # time checks rather than a public-key operation (Envoy's jwt_authn keeps such a cache too).
+        # time checks rather than a public-key operation (Envoy's jwt_authn keeps such a cache too). Held
+        # by the identity source's value as received (``Bearer`` and all: the token is a function of it),
+        # so a known token is not even taken out of its header again.
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._verified_with: JwksKeys | None = None
+        self._header = _header_source(config.identity_source)
 
     def authorize_now(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult | None:
         """``authorize`` without waiting (the pipeline's fast path): None when the answer needs the JWKS
         fetched (none held yet, or due again) or names a kid the keys held lack (a refresh may find it)."""
-        keys = self.jwks.keys
-        if keys is None or self.jwks.due():
+        jwks = self.jwks
+        keys = jwks.keys
+        if keys is None or (jwks.uri is not None and jwks.due()):
             return None
-        token = bearer_token(identity_value(request, self.config.identity_source))
-        if token is None:
+        raw = self._identity(request)
+        if raw is None:
             return unauthorized(None)
+        if keys is self._verified_with:
+            # A token verified before, within its time claims: the answer for the route's scopes as
+            # given before (what _known and _decide would find, without their bookkeeping).
+            verified = self._verified.get(raw)
+            if verified is not None:
+                now = self._clock()
+                if verified.not_before <= now < verified.expires:
+                    result = verified.results.get(scopes if isinstance(scopes, tuple) else tuple(scopes))
+                    if result is not None:
+                        self._verified.move_to_end(raw)
+                        return result
         try:
-            verified = self._verified_now(token, keys)
+            verified = self._verified_now(raw, keys)
         except TokenRejected as exc:
-            return unauthorized(str(exc))
+            return unauthorized(None if isinstance(exc, _NoToken) else str(exc))
         if verified is None:
             return None
         return self._decide(verified, scopes)
 
     async def authorize(self, request: GatewayRequest, scopes: Sequence[str]) -> AuthResult:
-        token = bearer_token(identity_value(request, self.config.identity_source))
-        if token is None:
+        raw = self._identity(request)
+        if raw is None:
             return unauthorized(None)
         try:
-            verified = await self._claims(token)
+            verified = await self._claims(raw)
         except TokenRejected as exc:
-            return unauthorized(str(exc))
+            return unauthorized(None if isinstance(exc, _NoToken) else str(exc))
         except JwksUnavailable:
             return AuthResult("AUTHORIZER_CONFIGURATION_ERROR")
         return self._decide(verified, scopes)
+
+    def _identity(self, request: GatewayRequest) -> str | None:
+        """The identity source's value, None when absent or empty."""
+        header = self._header
+        if header is not None:
+            return request.headers.get(header) or None
+        return identity_value(request, self.config.identity_source)
 
     def _decide(self, verified: _Verified, scopes: Sequence[str]) -> AuthResult:
         """The answer for a route's scopes: the same object for every request with this token there."""
@@ -404,43 +439,50 @@ class JwtAuthorizerEngine:
         verified.results[wanted] = result
         return result
 
-    def _known(self, token: str, keys: JwksKeys) -> _Verified | None:
-        """The token if these keys verified it before, its time claims checked against now."""
+    def _known(self, raw: str, keys: JwksKeys) -> _Verified | None:
+        """The token in ``raw`` (the identity source's value) if these keys verified it before, its time
+        claims checked against now: they are the part of a token's checks that changes."""
         if keys is not self._verified_with:  # new keys: what the old ones verified is verified no more
             self._verified.clear()
             self._verified_with = keys
-        verified = self._verified.get(token)
+        verified = self._verified.get(raw)
         if verified is not None:
-            self._verified.move_to_end(token)
+            self._verified.move_to_end(raw)
             now = self._clock()
             if not verified.not_before <= now < verified.expires:
                 check_claims(verified.claims, self.config, now)  # says which (expiry moves on)
         return verified
 
-    def _remember(self, token: str, claims: dict[str, Any]) -> _Verified:
+    def _remember(self, raw: str, claims: dict[str, Any]) -> _Verified:
         verified = _Verified(MappingProxyType(claims), self.config.leeway_seconds)
         if self._verified_with is self.jwks.keys:
-            self._verified[token] = verified
+            self._verified[raw] = verified
             if len(self._verified) > VERIFIED_TOKENS:
                 self._verified.popitem(last=False)
         return verified
 
-    def _verified_now(self, token: str, keys: JwksKeys) -> _Verified | None:
-        verified = self._known(token, keys)
+    def _verified_now(self, raw: str, keys: JwksKeys) -> _Verified | None:
+        verified = self._known(raw, keys)
         if verified is not None:
             return verified
+        token = bearer_token(raw)
+        if token is None:
+            raise _NoToken
         header = unverified_header(token, self.config)
         key = keys.key(str(header["kid"]), str(header["alg"]))
         if key is None:
             return None
-        return self._remember(token, decode(token, key, self.config, self._clock()))
+        return self._remember(raw, decode(token, key, self.config, self._clock()))
 
-    async def _claims(self, token: str) -> _Verified:
+    async def _claims(self, raw: str) -> _Verified:
         keys = await self.jwks.current()
-        verified = self._known(token, keys)
+        verified = self._known(raw, keys)
         if verified is not None:
             return verified
-        return self._remember(token, await self._verify(token))
+        token = bearer_token(raw)
+        if token is None:
+            raise _NoToken
+        return self._remember(raw, await self._verify(token))
 
     async def _verify(self, token: str) -> dict[str, Any]:
         header = unverified_header(token, self.config)
