@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbd.config.schema import Listener
-from lbd.routing.conditions import BytesMatcher, ValueMatcher
+from lbd.config.schema import Condition, Listener
+from lbd.routing.conditions import BytesMatcher, ValueMatcher, compile_conditions
 from lbd.routing.request import RequestView, request_path
 from lbd.routing.stickiness import CookieSealer
 from lbd.routing.table import RuleTable
@@ -40,6 +40,15 @@ def test_kelvin_sign_folds_to_k_as_str_lower_does() -> None:
     matcher = BytesMatcher(ValueMatcher(["\u212aexample.com"], ignore_case=True))
     assert matcher(b"kexample.com")
     assert not BytesMatcher(ValueMatcher(["\u0100*"], ignore_case=False))(b"\xc0x")
+
+
+@given(value=TEXT, pattern=st.text(alphabet="aAbK*?./:", min_size=1, max_size=8))
+def test_header_condition_folds_as_str_lower(value: bytes, pattern: str) -> None:
+    # Config values are visible ASCII (the schema checks); request values may carry any latin-1 byte.
+    tag = Condition(field="http-header", http_header_name="X-Tag", values=[pattern])
+    predicate = compile_conditions([tag])
+    request = RequestView("GET", b"/", [(b"x-other", b"*"), (b"X-TAG", value)], "127.0.0.1")
+    assert predicate(request) == ValueMatcher([pattern], ignore_case=True)(value.decode("latin-1"))
 
 
 HOSTS = st.binary(max_size=12).map(lambda b: bytes(c for c in b if c in b"aB.:[]1 \t\x1c\xc0\xe0\x85\xa0"))

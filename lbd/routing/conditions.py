@@ -145,19 +145,20 @@ def compile_condition(condition: Condition) -> Predicate:
     values = condition.values
     if field == "host-header":
         host = BytesMatcher(ValueMatcher(values, ignore_case=True))
-        return lambda request: host(request.host_key)
+        return lambda request: host.matches(request.host_key)
     if field == "path-pattern":
         path = BytesMatcher(ValueMatcher(values, ignore_case=False))
-        return lambda request: path(request.raw_path)
+        return lambda request: path.matches(request.raw_path)
     if field == "http-request-method":
         methods = frozenset(values)
         return lambda request: request.method in methods
     if field == "http-header":
         assert condition.http_header_name is not None
         name = condition.http_header_name.lower().encode()
-        header = ValueMatcher(values, ignore_case=True)
-        # A repeated header: any of its values may match (ALB checks them in order).
-        return lambda request: any(header(v) for v in request.header_values(name))
+        header = BytesMatcher(ValueMatcher(values, ignore_case=True))
+        # A repeated header: any of its values may match (ALB checks them in order). Values are compared as
+        # sent, ASCII-lowered (BytesMatcher folds the rest as str.lower() does).
+        return lambda request: any(header.matches(v.lower()) for n, v in request.headers if n.lower() == name)
     if field == "query-string":
         return _query_condition(values)
     assert field == "source-ip"

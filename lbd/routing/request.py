@@ -111,9 +111,6 @@ class RequestView:
             self._source = address
         return self._source
 
-    def header_values(self, lower_name: bytes) -> list[str]:
-        return [v.decode("latin-1") for n, v in self.headers if n.lower() == lower_name]
-
 
 def request_path(url: bytes) -> bytes:
     """A request target's path, without the query."""
