@@ -107,3 +107,38 @@ def test_gate_stays_open_when_a_rule_has_no_path_condition() -> None:
     assert not rules.no_rule_for(b"/small")  # the host rule may still match: look at the request
     assert rules.match(RequestView("GET", b"/small", [(b"Host", b"A.Example.COM:80")], "::1"))[0] == 2
     assert rules.match(RequestView("GET", b"/small", [(b"Host", b"example.com")], "::1"))[0] == 0
+
+
+CONDITIONS = st.sampled_from(
+    [
+        {"field": "path-pattern", "values": ["/api/*"]},
+        {"field": "path-pattern", "values": ["/a", "*.png"]},
+        {"field": "host-header", "values": ["*.example.com"]},
+        {"field": "host-header", "values": ["shop.example.com", "b?.test"]},
+        {"field": "http-request-method", "values": ["POST"]},
+        {"field": "http-header", "http_header_name": "X-Tag", "values": ["on"]},
+    ]
+)
+REQUESTS = st.tuples(
+    st.sampled_from([b"/", b"/a", b"/api/x", b"/i.png?x", b"/api/y.png"]),
+    st.sampled_from([b"example.com", b"Shop.Example.com:8080", b"bx.test", b"b.test"]),
+    st.sampled_from(["GET", "POST"]),
+    st.sampled_from([[], [(b"x-tag", b"ON")]]),
+)
+
+
+@given(
+    rules=st.lists(st.lists(CONDITIONS, min_size=1, max_size=3, unique_by=lambda c: c["field"]), max_size=6),
+    requests=st.lists(REQUESTS),
+)
+def test_gates_skip_exactly_the_rules_that_cannot_match(
+    rules: list[list[dict[str, Any]]], requests: list[tuple[bytes, bytes, str, list[tuple[bytes, bytes]]]]
+) -> None:
+    # The reference: every rule's predicate in priority order, no gates.
+    compiled = table([{"conditions": conditions} for conditions in rules])
+    for url, host, method, headers in requests:
+        request = RequestView(method, url, [(b"Host", host), *headers], "10.0.0.1")
+        expected = next((p for p, predicate, _ in compiled.rules if predicate(request)), 0)
+        assert compiled.match(request)[0] == expected
+        if compiled.no_rule_for(url):
+            assert expected == 0
