@@ -49,7 +49,7 @@ class RuleTable(Generic[G]):
         for rule in ordered:
             by_field = {c.field: c.values for c in rule.conditions}
             if "path-pattern" in by_field:
-                # Several conditions on one field are ANDed: passing any one is necessary, so it gates the rule.
+                # Conditions on one field are ANDed: passing any one is necessary, so it gates the rule.
                 paths += by_field["path-pattern"]
                 gates.append("path")
             elif "host-header" in by_field:
