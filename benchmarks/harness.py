@@ -124,7 +124,7 @@ SCENARIOS = {
             "/small",
             1,
             "memory held after one request, with 1 worker/thread and with 2: the node, and what each "
-            "extra worker adds (RSS summed over the processes; PSS counts shared pages once)",
+            "extra worker adds (PSS, compared: each page once; and RSS summed over the processes)",
             kind="footprint",
         ),
         Scenario("https", "l7", "/small", 50, "HTTPS keep-alive: TLS termination, small responses", tls=True),
@@ -1138,16 +1138,21 @@ def footprints(results: list[Result]) -> list[str]:
     shown = [r for r in results if r.scenario == "footprint" and r.samples]
     if not shown:
         return []
+    # PSS is the figure to compare: the memory the process tree costs the machine, each page once (a page
+    # shared by n processes counts 1/n in each), alike for one process (HAProxy), a master and forked
+    # workers (nginx) or separately started interpreters (lbd). RSS summed over the tree counts a shared
+    # page once per process that maps it: shown too, as ps and top show it.
     lines = [
         "",
-        "footprint after one request (MiB; RSS summed over processes, PSS counts shared pages once):",
+        "footprint after one request (MiB; PSS, the figure to compare, counts each page once; RSS summed "
+        "over the processes counts shared pages once per process):",
     ]
     for r in shown:
         lines.append(
-            f"  {r.load_balancer:<8} 1 worker: {r.median('rss_mib'):5.1f} RSS "
-            f"({r.median('pss_mib'):5.1f} PSS); "
-            f"each extra worker: +{r.median('extra_worker_rss_mib'):4.1f} RSS "
-            f"(+{r.median('extra_worker_pss_mib'):4.1f} PSS)"
+            f"  {r.load_balancer:<8} 1 worker: {r.median('pss_mib'):5.1f} PSS "
+            f"({r.median('rss_mib'):5.1f} RSS); "
+            f"each extra worker: +{r.median('extra_worker_pss_mib'):4.1f} PSS "
+            f"(+{r.median('extra_worker_rss_mib'):4.1f} RSS)"
         )
     return lines
 

@@ -7,8 +7,9 @@ X-Forwarded-* and trace id, target choice, the pool, the response, counters and 
 
     python -m benchmarks.replay [--requests N] [--scenario NAME]
 
-Prints nanoseconds per request for each scenario and whether the data path is compiled. Run it before and
-after a data-path change; the socket-level harness (``python -m benchmarks``) measures the rest.
+Prints microseconds per request for each scenario (the process's CPU time, which other processes on a
+shared machine do not inflate as they do wall-clock time) and whether the data path is compiled. Run it
+before and after a data-path change; the socket-level harness (``python -m benchmarks``) measures the rest.
 """
 
 from __future__ import annotations
@@ -84,12 +85,28 @@ WAF_20_RULES = WAF_5_RULES + "".join(
     for n in range(15)
 )
 
+
+def _harness_acl() -> str:
+    """The harness's http-waf web ACL (benchmarks/harness.py), on this load balancer."""
+    from benchmarks.harness import SCENARIOS as HARNESS
+    from benchmarks.harness import _web_acl
+
+    return _web_acl(HARNESS["http-waf"]).replace("load_balancer: bench", "load_balancer: replay")
+
+
+# The harness's ACL plus a rule on a header: the fast path's field lines searched for that one name.
+WAF_HEADER_RULE = """      - {name: agent, priority: 100, action: block, statement: {byte_match: {
+         field: single_header, header: User-Agent, positional: CONTAINS, value: sqlmap,
+         transformations: [LOWERCASE]}}}
+"""
+
 SMALL_GET = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 MANY_HEADERS = (
     b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n"
     + b"".join(b"X-Header-%d: value number %d\r\n" % (i, i) for i in range(30))
     + b"\r\n"
 )
+BLOCKED_GET = b"GET /a/%53ECRET7/b HTTP/1.1\r\nHost: example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 POST_BODY = b"POST /submit HTTP/1.1\r\nHost: example.com\r\nContent-Length: 11\r\n\r\nhello world"
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Tue, 01 Dec 2026 08:00:00 GMT\r\n"
@@ -142,6 +159,7 @@ class Scenario:
     request: bytes
     rules: str = ""
     web_acls: str = ""
+    blocked: bool = False  # the web ACL answers every request itself (403): no target response
 
 
 SCENARIOS = [
@@ -153,12 +171,17 @@ SCENARIOS = [
     Scenario("post-body", POST_BODY),
     Scenario("small-get-waf-5-rules", SMALL_GET, web_acls=WAF_5_RULES),
     Scenario("small-get-waf-20-rules", SMALL_GET, web_acls=WAF_20_RULES),
+    # The harness's http-waf ACL: allowed (the common case), blocked by its 17th rule, and with a header rule.
+    Scenario("small-get-waf-harness", SMALL_GET, web_acls="<harness>"),
+    Scenario("small-get-waf-harness-block", BLOCKED_GET, web_acls="<harness>", blocked=True),
+    Scenario("small-get-waf-harness-header", SMALL_GET, web_acls="<harness>" + WAF_HEADER_RULE),
 ]
 
 
 async def replay(scenario: Scenario, requests: int) -> float:
     """Nanoseconds per request for ``requests`` keep-alive exchanges on one client connection."""
-    snapshot = Snapshot.build(parse_config(CONFIG % scenario.rules + scenario.web_acls), 1, StatsRegistry())
+    web_acls = scenario.web_acls.replace("<harness>", _harness_acl())
+    snapshot = Snapshot.build(parse_config(CONFIG % scenario.rules + web_acls), 1, StatsRegistry())
     runtime = cast(HttpListenerRuntime, next(iter(snapshot.listeners.values())))
     target = snapshot.target_groups["app"].targets[0]
     pool = UpstreamPool()
@@ -173,9 +196,13 @@ async def replay(scenario: Scenario, requests: int) -> float:
     halves = (request[:20], request[20:]) if scenario.name == "split-head" else None
     for _ in range(2):  # warm up: the pool hands the same connection back every time
         feed(request)
-        answer(RESPONSE)
-    started = time.perf_counter_ns()
-    if halves is None:
+        if not scenario.blocked:
+            answer(RESPONSE)
+    started = time.process_time_ns()
+    if scenario.blocked:
+        for _ in range(requests):
+            feed(request)
+    elif halves is None:
         for _ in range(requests):
             feed(request)
             answer(RESPONSE)
@@ -185,9 +212,74 @@ async def replay(scenario: Scenario, requests: int) -> float:
             feed(first)
             feed(second)
             answer(RESPONSE)
-    elapsed = time.perf_counter_ns() - started
-    if runtime.stats.target_responses[2] != requests + 2:
+    elapsed = time.process_time_ns() - started
+    if scenario.blocked:
+        if runtime.stats.elb_statuses.get(403) != requests + 2:
+            raise RuntimeError(f"{scenario.name}: not every request was blocked")
+    elif runtime.stats.target_responses[2] != requests + 2:
         raise RuntimeError(f"{scenario.name}: not every request was answered")
+    return elapsed / requests
+
+
+EDGE_CONFIG = """
+target_groups:
+  - name: app
+    protocol: HTTP
+    health_check: {enabled: false}
+    targets: [{id: 127.0.0.1, port: 9001}]
+distributions:
+  - name: replay
+    listeners: [{protocol: HTTP, port: 8080, address: 127.0.0.1}]
+    origins: [{id: app, target_group: app}]
+    default_cache_behavior: {origin: app, cache_policy: CachingOptimized}
+"""
+# What wrk sends (the harness's cache scenario), and a browser-like request with a compressed variant.
+EDGE_GETS = {
+    "edge-hit": b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+    "edge-hit-browser": (
+        b"GET /small HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+        b"Accept: text/html,*/*;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\n"
+        b"Accept-Language: en-GB,en;q=0.5\r\nCookie: session=abc123\r\nConnection: keep-alive\r\n\r\n"
+    ),
+}
+
+
+async def replay_edge(name: str, requests: int) -> float:
+    """Nanoseconds per cache hit on one keep-alive viewer connection of a distribution (the entry is
+    stored first, as a miss would store it, so every measured request is a hit)."""
+    from lbd.cache.freshness import response_freshness
+    from lbd.edge.handler import EdgeRequest, ViewerRequest
+    from lbd.edge.runtime import EdgeListenerRuntime
+    from lbd.edge.server import EdgeClientSide
+
+    snapshot = Snapshot.build(parse_config(EDGE_CONFIG), 1, StatsRegistry())
+    runtime = cast(EdgeListenerRuntime, next(iter(snapshot.listeners.values())))
+    client = EdgeClientSide(runtime, ConnectionTracker(), UpstreamPool())
+    transport = FakeTransport()
+    client.connection_made(cast(asyncio.Transport, transport))
+    request = EDGE_GETS[name]
+    head, _, _ = request.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ")
+    fields = [(n.lower(), v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
+    work = EdgeRequest(client, ViewerRequest(method, target, "", "1.1", fields, b"", True))
+    work.behavior = work.dist.default
+    origin = [("Content-Type", "text/plain"), ("Date", "Tue, 01 Dec 2026 08:00:00 GMT")]
+    fresh = response_freshness(200, {}, work.behavior.policy.ttl, time.time())
+    work.dist.cache.put(
+        work.key(), work._entry(200, origin, b"hello, world\n", time.time(), fresh), fresh.ttl, 0
+    )
+    feed: Callable[[bytes], None] = client.data_received
+    for _ in range(2):
+        feed(request)
+    results = work.dist.cache.stats.results
+    before = results.get("hit", 0)
+    started = time.process_time_ns()  # CPU time: other processes on the machine do not count
+    for _ in range(requests):
+        feed(request)
+    elapsed = time.process_time_ns() - started
+    if results.get("hit", 0) - before != requests:
+        raise RuntimeError(f"{name}: not every request was a hit")
     return elapsed / requests
 
 
@@ -203,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.scenario and scenario.name not in args.scenario:
             continue
         ns = uvloop.run(replay(scenario, args.requests))
-        print(f"{scenario.name:23} {ns / 1000:8.2f} us/request")
+        print(f"{scenario.name:28} {ns / 1000:8.2f} us/request (CPU)")
+    for name in EDGE_GETS:
+        if args.scenario and name not in args.scenario:
+            continue
+        ns = uvloop.run(replay_edge(name, args.requests))
+        print(f"{name:28} {ns / 1000:8.2f} us/request (CPU)")
     return 0
 
 

@@ -34,6 +34,7 @@ COMPILED = (
     # Web ACLs, evaluated once per request on listeners that have one (lbd/waf/).
     "lbd.waf.transforms",
     "lbd.waf.request",
+    "lbd.waf.plan",
     "lbd.waf.ipsets",
     "lbd.waf.rate",
     "lbd.waf.statements",
@@ -48,6 +49,15 @@ COMPILED = (
     "lbd.gateway.limiter",
     "lbd.gateway.integration",
     "lbd.gateway.fetch",
+    # Downstream HTTP/2 (lbd/http/h2front.py): frames, HPACK and stream state.
+    "lbd.http.h2codec",
+    # Distributions' cache hits answered from one read (lbd/edge/hit.py) and what they call: behaviors,
+    # cache keys (shared with the stage cache) and the engine's lookup. The rest of the edge is not.
+    "lbd.cache.keys",
+    "lbd.cache.edgekey",
+    "lbd.cache.engine",
+    "lbd.edge.behaviors",
+    "lbd.edge.hit",
 )
 
 

@@ -14,10 +14,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from lbd.config.loader import ConfigError, load_config
-from lbd.config.schema import Config
+from lbd.config.issues import ConfigError
+
+if TYPE_CHECKING:  # the schema loads when the demo runs, not with the CLI's parser (lbd/validator.py)
+    from lbd.config.schema import Config
 
 
 class DemoTarget(asyncio.Protocol):
@@ -197,6 +199,8 @@ async def run_demo(config_path: Path, config: Config, workers: int | None) -> in
 def cmd_demo(args: argparse.Namespace) -> int:
     path = resolve_config(args.config)
     try:
+        from lbd.config.loader import load_config
+
         config = load_config(path)
     except ConfigError as exc:
         for issue in exc.issues:

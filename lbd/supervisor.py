@@ -4,6 +4,9 @@ Process model:
 
 - Every worker is ``python -m lbd.worker``, started fresh (no fork of a running event loop) and driven over
   a control socketpair. Each binds its own SO_REUSEPORT sockets.
+- The config is validated (``load_for_run``, what ``lbd check`` runs) in a short-lived child process, at
+  start and on every reload (lbd/validator.py): the supervisor holds the answer as plain records, never
+  yaml, pydantic or the schema (issue 11, footprint; tests/test_supervisor_footprint.py).
 - Reload (SIGHUP or ``POST /v1/reload``) is two-phase so that either every worker moves to the new config
   or none does: the supervisor validates the file, then asks every worker to *prepare* (parse, build the
   Snapshot, bind new sockets); only if all succeed does it send *commit*, else *abort*. An invalid file
@@ -28,12 +31,11 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
-from pydantic import ValidationError
 
-from lbd import systemd
+from lbd import systemd, validator
 from lbd.admin.access_keys import AccessKeyAdmin
 from lbd.admin.edge import EdgeAdmin
 from lbd.admin.fleet import fleet_view
@@ -41,12 +43,8 @@ from lbd.admin.gateway import GatewayAdmin
 from lbd.admin.server import AdminRequest, AdminResponse, AdminServer, Router, start_admin_server
 from lbd.admin.web_acls import WebAclControl
 from lbd.admin.websocket import ConnectionsAdmin
-from lbd.config.loader import ConfigError
-from lbd.config.plain import compact
-from lbd.config.preflight import LoadedConfig, load_for_run, read_token
-from lbd.config.schema import Config, TargetGroup
-from lbd.config.schema import Target as ConfigTarget
-from lbd.config.web_acls import apply_overrides as apply_web_acl_overrides
+from lbd.config.issues import ConfigError
+from lbd.config.plain import compact, fields
 from lbd.console import web as console
 from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
@@ -54,8 +52,8 @@ from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
-from lbd.observe.summary import load_balancers, summary
-from lbd.routing.stickiness import cookie_key
+from lbd.observe.summary import summary
+from lbd.routing.cookie_keys import cookie_key
 from lbd.runtime import ListenerKey, UnsupportedConfig, listener_keys
 from lbd.upstream.registry import (
     Registry,
@@ -66,6 +64,10 @@ from lbd.upstream.registry import (
     state_path,
     target_key,
 )
+from lbd.validator import LoadedConfig, read_token
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config, TargetGroup
 
 log = logging.getLogger("lbd.supervisor")
 config_log = logging.getLogger("lbd.config")  # config files read, accepted or rejected
@@ -89,8 +91,9 @@ class ReloadResult:
 
 
 def load_checked(path: str) -> LoadedConfig:
-    """Every check before binding; the same function ``lbd check`` runs (lbd/config/preflight.py)."""
-    return load_for_run(path)
+    """Every check before binding; the same function ``lbd check`` runs (lbd/config/preflight.py), in a
+    child process (lbd/validator.py) so that the supervisor never holds yaml, pydantic or the schema."""
+    return validator.load(path)
 
 
 def config_errors(exc: Exception) -> list[str]:
@@ -341,7 +344,7 @@ class Supervisor:
         path = self.current.path
         config_log.info("reloading %s", path)
         try:
-            loaded = load_checked(path)
+            loaded = await validator.load_async(path)
             self._probe_listeners(set(self._snapshot_keys(self.current.config)), loaded.config)
         except (ConfigError, UnsupportedConfig, StartupError) as exc:
             errors = config_errors(exc)
@@ -351,7 +354,7 @@ class Supervisor:
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
             return ReloadResult(False, self.generation, errors)
-        restore_web_acls = self.web_acls.reconcile(loaded.config)
+        restore_web_acls = self.web_acls.reconcile(loaded.views["web_acls"])
         registry = copy.deepcopy(self.registry)
         # Targets the new file drops start draining (ELB deregistration), unless the API registered them.
         registry.reconcile(self.current.config, loaded.config, time.monotonic())
@@ -414,7 +417,7 @@ class Supervisor:
 
     def _load_registry(self) -> Registry:
         try:
-            registry = load_registry(self.state_file)
+            registry = load_registry(self.state_file, validator.targets)
         except (OSError, ValueError) as exc:
             raise StartupError(
                 f"cannot read the registration state {self.state_file}: {exc} (fix or remove the file)",
@@ -619,7 +622,7 @@ class Supervisor:
                     "algorithm": group.algorithm,
                     "targets": len(targets),
                     "states": states,
-                    "health_check": check.model_dump(mode="json") if check.enabled else {"enabled": False},
+                    "health_check": fields(check) if check.enabled else {"enabled": False},
                 }
             )
         return AdminResponse(200, {"target_groups": groups})
@@ -663,6 +666,7 @@ class Supervisor:
             return AdminResponse(400, {"error": 'body must be {"targets": [{"id": ..., "port": ...}, ...]}'})
         targets: list[dict[str, Any]] = []
         problems: list[str] = []
+        filled: dict[int, dict[str, Any]] = {}
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 problems.append(f"targets[{index}]: must be an object with id and port")
@@ -670,13 +674,17 @@ class Supervisor:
             item = {"zone": self.current.config.node.zone, **item}
             if "port" not in item and group.port is not None:
                 item["port"] = group.port
-            try:
-                targets.append(ConfigTarget.model_validate(item).model_dump())
-            except ValidationError as exc:
-                problems += [
-                    f"targets[{index}].{'.'.join(str(p) for p in e['loc'])}: {_pydantic_message(e)}"
-                    for e in exc.errors()
-                ]
+            filled[index] = item
+        # Checked with the schema's own model, in the validating child (lbd/validator.py).
+        try:
+            answers = await validator.targets_async(list(filled.values()))
+        except OSError as exc:
+            return AdminResponse(500, {"error": str(exc)})
+        for index, answer in zip(filled, answers, strict=True):
+            if "target" in answer:
+                targets.append(answer["target"])
+            else:
+                problems += [f"targets[{index}].{where}: {message}" for where, message in answer["errors"]]
         if problems:
             return AdminResponse(400, {"error": "invalid targets", "errors": problems})
         async with self._reload_lock:
@@ -795,7 +803,9 @@ class Supervisor:
         return AdminResponse(200, body)
 
     async def _load_balancers_endpoint(self, request: AdminRequest) -> AdminResponse:
-        return AdminResponse(200, load_balancers(self.current.config, self.generation))
+        # The validating child's view (the actions without their defaults takes the schema's models).
+        views = self.current.views
+        return AdminResponse(200, {"generation": self.generation, "load_balancers": views["load_balancers"]})
 
     async def _summary_endpoint(self, request: AdminRequest) -> AdminResponse:
         """Listener counters and target health in one answer (lbd/observe/summary.py)."""
@@ -814,6 +824,10 @@ class Supervisor:
     def config(self) -> Config:
         return self.current.config
 
+    @property
+    def file_web_acls(self) -> dict[str, dict[str, Any]]:
+        return dict(self.current.views["web_acls"])
+
     async def redeploy(self) -> list[str]:
         """Every worker to a new generation of the current config (web ACL changes); the errors, or []."""
         result = await self._deploy(self.current, self.registry)
@@ -823,7 +837,10 @@ class Supervisor:
         """What a worker builds a generation from: the validated config (classic listeners expanded) with
         the admin API's web ACLs and the registrations applied, as plain data (lbd/config/plain.py), and
         the overlay for the draining targets. Raises ConfigError when a replaced web ACL no longer fits."""
-        config = apply_web_acl_overrides(config, self.web_acl_overrides)
+        if self.web_acl_overrides:  # replaced through the admin API: checked with the schema's models
+            from lbd.config.web_acls import apply_overrides
+
+            config = apply_overrides(config, self.web_acl_overrides)
         overlay = registry.overlay(config)
         return {
             "op": "prepare",
@@ -841,11 +858,6 @@ class Supervisor:
             log.error("%s", message)
             return message
         return None
-
-
-def _pydantic_message(error: Any) -> str:
-    """pydantic's message without the "Value error, " it puts before our own validators' words."""
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _count(in_flight: dict[str, dict[str, int]], ident: tuple[str, str]) -> int:

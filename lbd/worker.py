@@ -32,10 +32,6 @@ import uvloop
 
 from lbd.config.plain import thaw
 from lbd.control import ControlProtocol, Message
-from lbd.edge import store as edge_store
-from lbd.edge.runtime import EdgeListenerRuntime
-from lbd.edge.runtime import attach_log as attach_edge_log
-from lbd.edge.server import EdgeClientSide
 from lbd.gateway import access_keys
 from lbd.http.access import HttpAccessLog
 from lbd.http.proxy import HttpClientSide
@@ -56,6 +52,8 @@ from lbd.runtime import HttpListenerRuntime, ListenerKey, ListenerRuntime, Snaps
 from lbd.waf.acl import WafState
 
 if TYPE_CHECKING:
+    from lbd.edge.runtime import EdgeListenerRuntime
+    from lbd.edge.store import EdgeState
     from lbd.gateway.listener import ApiListenerRuntime
     from lbd.gateway.websocket.listener import WebSocketListenerRuntime
     from lbd.upstream.registry import Overlay
@@ -149,7 +147,7 @@ class Worker:
                         {"target_group": group, "target": target, **stats.as_dict()}
                         for (group, target), stats in self.stats.targets()
                     ],
-                    "distributions": edge_store.STATE.report(),
+                    "distributions": edge_state.report() if (edge_state := _edge_state()) else [],
                     "apis": _api_report(),
                     "web_acls": self.waf.report(),
                 }
@@ -161,7 +159,12 @@ class Worker:
         elif op == "close_target":
             self._close_target(str(message["target_group"]), str(message["target"]))
         elif op == "invalidate":  # a distribution's invalidation, from lbd/admin/edge.py
-            removed = edge_store.STATE.invalidate(str(message["distribution"]), list(message["paths"]))
+            edge_state = _edge_state()
+            removed = (
+                edge_state.invalidate(str(message["distribution"]), list(message["paths"]))
+                if edge_state
+                else 0
+            )
             self._send({"op": "invalidated", "generation": generation, "removed": removed})
         elif op in ("api_keys", "api_usage", "api_cache_flush"):
             from lbd.gateway.control import on_message
@@ -205,7 +208,9 @@ class Worker:
             attach_access_logs(snapshot, self.access_logs)
         for runtime in snapshot.listeners.values():
             if runtime.kind == "edge":  # a distribution's CloudFront-format log (lbd/edge/runtime.py)
-                attach_edge_log(cast(EdgeListenerRuntime, runtime).distribution, self.access_logs)
+                from lbd.edge.runtime import attach_log as attach_edge_log
+
+                attach_edge_log(cast("EdgeListenerRuntime", runtime).distribution, self.access_logs)
                 continue
             settings = runtime.load_balancer.access_log
             if settings is None:
@@ -318,7 +323,9 @@ class Worker:
         self.snapshot = snapshot
         if any(_offers_h2(runtime) for runtime in snapshot.listeners.values()):
             load_h2()  # now rather than in the first h2 connection's handshake
-        edge_store.STATE.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
+        edge_state = _edge_state()
+        if edge_state is not None:
+            edge_state.keep({d.name for d in snapshot.config.distributions})  # removed ones' caches go
         for runtime in snapshot.listeners.values():
             self.listener_types[(runtime.load_balancer.name, runtime.name)] = runtime.load_balancer.type
         for name, group in snapshot.target_groups.items():
@@ -346,12 +353,14 @@ class Worker:
         def serve(runtime: ListenerRuntime, client: ProxiedClient | None) -> asyncio.BaseProtocol:
             app: asyncio.Protocol
             if runtime.kind == "edge":  # a distribution's viewer listener (lbd/edge/server.py)
-                edge = cast(EdgeListenerRuntime, runtime)
+                edge = cast("EdgeListenerRuntime", runtime)
                 if edge.tls is not None and "h2" in edge.tls.alpn:
                     app = cast(
                         asyncio.Protocol, AlpnSwitch(cast(HttpListenerRuntime, edge), tracker, pool, bound)
                     )
                 else:
+                    from lbd.edge.server import EdgeClientSide
+
                     app = cast(asyncio.Protocol, EdgeClientSide(edge, tracker, pool, bound))
             elif runtime.kind == "api":
                 from lbd.gateway.server import GatewayClientSide
@@ -495,6 +504,14 @@ def _tune_gc() -> None:
     scanned and promoted over and over, a fifth of the worker's time. Cycles are still collected."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
+
+
+def _edge_state() -> EdgeState | None:
+    """The distributions' caches (lbd/edge/store.py), if this worker ever served one: the edge loads with
+    the first Snapshot that has a distribution (lbd/runtime.py), and a worker without one never holds it
+    (2 MiB; issue 11, footprint)."""
+    store = sys.modules.get("lbd.edge.store")
+    return cast("EdgeState", store.STATE) if store is not None else None
 
 
 if __name__ == "__main__":

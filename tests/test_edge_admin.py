@@ -8,11 +8,13 @@ invalidates, then checks that no connection, whichever worker takes it, gets the
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import json
 import ssl
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -159,10 +161,13 @@ async def test_https_viewers_get_sni_certificates_and_h2_and_origins_a_signature
             url="http://site.test/doc",
             headers={"Host": "site.test", "X-Amz-Content-Sha256": seen.headers["x-amz-content-sha256"]},
         )
-        request.context["timestamp"] = seen.headers["x-amz-date"]
-        SigV4Auth(
-            Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1"
-        ).add_auth(request)
+        # add_auth stamps the request with its own clock: give it the second lbd signed in, or a test
+        # that crosses a second boundary between the two compares signatures of different dates.
+        signed_at = datetime.datetime.strptime(seen.headers["x-amz-date"], "%Y%m%dT%H%M%SZ")
+        with mock.patch("botocore.auth.get_current_datetime", return_value=signed_at):
+            SigV4Auth(
+                Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1"
+            ).add_auth(request)
         assert seen.headers["authorization"] == request.headers["Authorization"]
 
         # HTTP/2 by ALPN: streams of one connection, answered from the same cache.

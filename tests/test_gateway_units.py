@@ -332,7 +332,11 @@ def test_the_base_config_is_valid() -> None:
             {},
             "apis[0].routes[0].route_key: 'GET /pets/{id}': WEBSOCKET APIs take $connect, $disconnect",
         ),
-        ({"endpoint_type": "EDGE"}, {}, "apis[0].endpoint_type: EDGE APIs are served through a distribution"),
+        (
+            {"endpoint_type": "EDGE"},
+            {},
+            "apis[0].endpoint_type: an EDGE API is served through a distribution",
+        ),
     ],
 )
 def test_config_errors_name_the_exact_key(change: dict[str, Any], top: dict[str, Any], expected: str) -> None:

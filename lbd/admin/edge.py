@@ -20,11 +20,13 @@ import secrets
 import string
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbd.admin.server import AdminRequest, AdminResponse, BadRequest, Router
-from lbd.config.schema import Config
 from lbd.control import Message
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config
 
 MAX_PATHS = 3000
 KEPT = 100  # invalidations remembered per distribution
@@ -74,7 +76,7 @@ class EdgeAdmin:
                 "name": d.name,
                 "enabled": d.enabled,
                 "listeners": [f"{x.protocol}:{x.address}:{x.port}" for x in d.listeners],
-                "origins": [{"id": o.id, "target_group": o.target_group} for o in d.origins],
+                "origins": [{"id": o.id, "target_group": o.target_group, "api": o.api} for o in d.origins],
                 "cache_behaviors": [b.path_pattern for b in d.cache_behaviors] + ["*"],
             }
             for d in self._config().distributions

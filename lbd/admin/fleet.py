@@ -11,12 +11,14 @@ eject a target for failed requests (passive outlier detection, per worker).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.schema import Config, TargetGroup
 from lbd.runtime import _inherited_cross_zone
 from lbd.upstream.maglev import DEFAULT_TABLE_SIZE, MaglevTable
 from lbd.upstream.registry import target_key
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config, TargetGroup
 
 _DIGESTS: dict[tuple[tuple[bytes, int], ...], str] = {}
 _KEPT = 64

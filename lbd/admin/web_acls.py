@@ -16,13 +16,15 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lbd.admin.server import AdminRequest, AdminResponse, Router
-from lbd.config.loader import ConfigError
-from lbd.config.schema import Config
+from lbd.config.issues import ConfigError
 from lbd.config.web_acl_reading import ip_set_files, read_ip_set_files
-from lbd.config.web_acls import WebAcl, cross_check, parse_acl, replace_acl
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config
+    from lbd.config.web_acls import WebAcl
 
 log = logging.getLogger("lbd.admin")
 
@@ -38,11 +40,18 @@ class Host(Protocol):
     @property
     def config(self) -> Config: ...
 
+    @property
+    def file_web_acls(self) -> dict[str, dict[str, Any]]:
+        """The file's web ACLs as ``dump`` writes them, by name (from the validating child)."""
+        ...
+
     async def redeploy(self) -> list[str]: ...
 
 
 def dump(acl: WebAcl) -> dict[str, Any]:
-    return acl.model_dump(mode="json", by_alias=True, exclude_none=True)
+    from lbd.config.web_acls import dump  # (loaded already: acl is one of its models)
+
+    return dump(acl)
 
 
 class WebAclControl:
@@ -60,16 +69,35 @@ class WebAclControl:
     # -- what is in force ------------------------------------------------------------------------------
 
     def effective(self) -> tuple[WebAcl, ...]:
+        """The ACLs in force: the file's (records, lbd/validator.py) with the admin API's replacements (the
+        schema's models: they load only once an ACL has been replaced)."""
         acls = self.host.config.web_acls
+        if not self.host.web_acl_overrides:
+            return acls
+        from lbd.config.web_acls import parse_acl, replace_acl
+
         for index, acl in enumerate(acls):
             override = self.host.web_acl_overrides.get(acl.name)
             if override is not None:
                 acls = replace_acl(acls, parse_acl(override, index))
         return acls
 
-    def reconcile(self, new_file: Config) -> Callable[[], None]:
-        """Before a reload: forget replacements of ACLs the new file changed or dropped. Returns what puts
-        them back, for a reload the workers refuse."""
+    def models(self) -> tuple[WebAcl, ...]:
+        """Every ACL in force as the schema's model, for the endpoints that show or replace them (the
+        schema loads on the first such request, if there is an ACL)."""
+        acls = self.host.config.web_acls
+        if not acls:
+            return ()
+        from lbd.config.web_acls import parse_acl
+
+        files, overrides = self.host.file_web_acls, self.host.web_acl_overrides
+        return tuple(
+            parse_acl(overrides.get(acl.name) or files[acl.name], index) for index, acl in enumerate(acls)
+        )
+
+    def reconcile(self, new_file: dict[str, dict[str, Any]]) -> Callable[[], None]:
+        """Before a reload: forget replacements of ACLs the new file (its ACLs as ``dump`` writes them)
+        changed or dropped. Returns what puts them back, for a reload the workers refuse."""
         kept = (dict(self.host.web_acl_overrides), dict(self.base))
 
         def restore() -> None:
@@ -77,7 +105,7 @@ class WebAclControl:
             self.host.web_acl_overrides.update(kept[0])
             self.base = kept[1]
 
-        current = {acl.name: dump(acl) for acl in new_file.web_acls}
+        current = new_file
         for name in list(self.host.web_acl_overrides):
             if current.get(name) != self.base.get(name):
                 del self.host.web_acl_overrides[name]
@@ -91,7 +119,7 @@ class WebAclControl:
 
     async def list_acls(self, request: AdminRequest) -> AdminResponse:
         acls = []
-        for acl in self.effective():
+        for acl in self.models():
             acls.append(
                 {
                     "name": acl.name,
@@ -116,7 +144,7 @@ class WebAclControl:
         return AdminResponse(200, {"web_acls": acls})
 
     def _find(self, name: str) -> tuple[int, WebAcl] | None:
-        for index, acl in enumerate(self.effective()):
+        for index, acl in enumerate(self.models()):
             if acl.name == name:
                 return index, acl
         return None
@@ -163,6 +191,8 @@ class WebAclControl:
         return await self._replace(index, data)
 
     async def _replace(self, index: int, body: dict[str, Any]) -> AdminResponse:
+        from lbd.config.web_acls import cross_check, parse_acl, replace_acl
+
         host = self.host
         try:
             acl = parse_acl(body, index)
@@ -175,7 +205,7 @@ class WebAclControl:
                 },
             )
         config = host.config
-        acls = replace_acl(self.effective(), acl)
+        acls = replace_acl(self.models(), acl)
         issues = [
             *cross_check(
                 acls,
@@ -202,9 +232,9 @@ class WebAclControl:
                 return AdminResponse(
                     500, {"error": "workers refused the change; the old ACL keeps serving", "errors": errors}
                 )
-        file_acl = next((a for a in config.web_acls if a.name == acl.name), None)
+        file_acl = host.file_web_acls.get(acl.name)
         if file_acl is not None:
-            self.base[acl.name] = dump(file_acl)
+            self.base[acl.name] = file_acl
         log.info("web ACL %s: replaced through the admin API (%d rules)", acl.name, len(acl.rules))
         return AdminResponse(200, dump(acl))
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from lbd.admin.server import AdminRequest, AdminResponse, Router
 from lbd.gateway.websocket.connections import GONE, OP
-from lbd.gateway.websocket.session import MAX_MESSAGE
 
 if TYPE_CHECKING:
     from lbd.supervisor import Supervisor
@@ -38,6 +37,8 @@ class ConnectionsAdmin:
         router.add("DELETE", "/v1/apis/{api}/connections/{id}", self._delete)
 
     async def _post(self, request: AdminRequest) -> AdminResponse:
+        from lbd.gateway.websocket.session import MAX_MESSAGE  # (with wsproto: only when a message is posted)
+
         if len(request.body) > MAX_MESSAGE:
             return AdminResponse(413, {"error": f"a message is at most {MAX_MESSAGE} bytes"})
         return await self._act("post", request)

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from lbd.cache.keys import edge_key
+
 NONE = "none"
 ALL = "all"
 WHITELIST = "whitelist"
@@ -65,7 +67,7 @@ def query_key(query: str, rule: NameRule) -> str:
         if rule.chooses(name):
             chosen.append((name, part))
     chosen.sort()
-    return "&".join(part for _, part in chosen)
+    return "&".join([part for _, part in chosen])
 
 
 def header_parts(headers: Mapping[str, str], names: Iterable[str]) -> list[tuple[str, str]]:
@@ -88,7 +90,7 @@ def cookie_pairs(cookie_header: str | None) -> list[tuple[str, str]]:
 def cookie_parts(cookie_header: str | None, rule: NameRule) -> list[tuple[str, str]]:
     if not rule.any:
         return []
-    return sorted(("c:" + name, value) for name, value in cookie_pairs(cookie_header) if rule.chooses(name))
+    return sorted([("c:" + name, value) for name, value in cookie_pairs(cookie_header) if rule.chooses(name)])
 
 
 def selected_cookie_header(cookie_header: str | None, rule: NameRule) -> str | None:
@@ -149,3 +151,21 @@ def vary_names(vary: str | None, in_key: Iterable[str]) -> tuple[str, ...] | Non
         return None
     skip = set(in_key)
     return tuple(name for name in names if name not in skip)
+
+
+def primary_key(
+    distribution: str, policy: KeyPolicy, path: str, query: str, fields: Mapping[str, str]
+) -> tuple[bytes, str]:
+    """The primary key of a request (its path, the chosen query strings, headers and cookies, the
+    normalised Accept-Encoding when the policy enables compression) and that Accept-Encoding."""
+    encoding = normalise_accept_encoding(fields.get("accept-encoding"), policy.gzip, policy.brotli)
+    parts = header_parts(fields, policy.headers)
+    parts += cookie_parts(fields.get("cookie"), policy.cookies)
+    if policy.gzip or policy.brotli:
+        parts.append(("accept-encoding", encoding))
+    return edge_key(distribution, path, query_key(query, policy.query_strings), parts), encoding
+
+
+def vary_key(names: Sequence[str], fields: Mapping[str, str]) -> bytes:
+    """The secondary key appended to the primary one: the request's values of ``names``."""
+    return edge_key("", "", "", vary_parts(names, fields))

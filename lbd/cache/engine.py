@@ -104,6 +104,17 @@ class ResponseCache:
         self._misses += 1
         return None
 
+    def fresh(self, key: bytes, now: float) -> CachedResponse | None:
+        """The response under ``key`` when it is fresh at ``now`` (a hit: counted, made the most recent);
+        None otherwise, with nothing counted or dropped, for the caller's ``lookup`` to do (the edge's
+        hits answered from one read, lbd/edge/hit.py)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.expires_at <= now:
+            return None
+        self._entries.move_to_end(key)
+        self._hits += 1
+        return entry.response
+
     def lookup(self, key: bytes, max_stale: float = 0.0) -> Lookup | None:
         """The entry under ``key`` even if it expired less than ``max_stale`` seconds ago (an edge cache
         serving stale content while the origin fails, CloudFront's stale-if-error), counted as a hit when

@@ -23,10 +23,18 @@ from collections.abc import Sequence
 STAGE = b"S"
 
 
+# The 4-byte lengths of short fields, made once: int.to_bytes per field was most of a key's cost.
+_LENGTHS = tuple(n.to_bytes(4, "big") for n in range(4096))
+
+
+def _length(n: int) -> bytes:
+    return _LENGTHS[n] if n < 4096 else n.to_bytes(4, "big")
+
+
 def _field(value: str) -> bytes:
     # surrogatepass: a path decoded with surrogateescape still encodes (and stays distinct).
     data = value.encode("utf-8", "surrogatepass")
-    return len(data).to_bytes(4, "big") + data
+    return _length(len(data)) + data
 
 
 def stage_prefix(api: str, stage: str | None = None) -> bytes:
@@ -144,9 +152,17 @@ def cache_control_action(
 EDGE = b"E"
 
 
+_EDGE_PREFIXES: dict[str, bytes] = {}  # by distribution name: a request's key starts with one
+
+
 def edge_prefix(distribution: str) -> bytes:
     """The prefix every key of ``distribution`` starts with."""
-    return EDGE + _field(distribution)
+    prefix = _EDGE_PREFIXES.get(distribution)
+    if prefix is None:
+        if len(_EDGE_PREFIXES) >= 1024:
+            _EDGE_PREFIXES.clear()  # names come from configs: a bound only against a long-lived churn
+        prefix = _EDGE_PREFIXES[distribution] = EDGE + _field(distribution)
+    return prefix
 
 
 def edge_key(distribution: str, path: str, query: str, parts: Sequence[tuple[str, str]]) -> bytes:
@@ -154,7 +170,7 @@ def edge_key(distribution: str, path: str, query: str, parts: Sequence[tuple[str
     then the policy's other parts (headers, cookies, the normalised Accept-Encoding, Vary's fields) as
     name and value pairs. The path and query come first so invalidations can read them back
     (``edge_key_target``)."""
-    out = [edge_prefix(distribution), _field(path), _field(query), len(parts).to_bytes(4, "big")]
+    out = [edge_prefix(distribution), _field(path), _field(query), _length(len(parts))]
     for name, value in parts:
         out.append(_field(name))
         out.append(_field(value))

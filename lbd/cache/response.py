@@ -20,6 +20,9 @@ class CachedResponse:
     # The edge's served field lines, built once when stored ("Name: value\r\n" each, Via included), so a
     # hit does not walk the fields again; empty: built per response.
     field_lines: str = ""
+    # A hit's response head up to the Age value, serialised once when stored: the status line, the field
+    # lines, Content-Length, Accept-Ranges and "Age: " (lbd/edge/hit.py adds the rest); empty: none.
+    hit_head: bytes = b""
 
     def age(self, now: float) -> int:
         """Seconds since the response was stored, for the ``Age`` header (RFC 9111 section 5.1: a
@@ -28,5 +31,7 @@ class CachedResponse:
 
     @property
     def size(self) -> int:
-        """The bytes the response holds: its body and its header names and values (UTF-8)."""
-        return len(self.body) + sum(len(name.encode()) + len(value.encode()) for name, value in self.headers)
+        """The bytes the response holds: its body, its header names and values (UTF-8) and its
+        serialised head."""
+        fields = sum(len(name.encode()) + len(value.encode()) for name, value in self.headers)
+        return len(self.body) + fields + len(self.hit_head)

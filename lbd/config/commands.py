@@ -7,14 +7,16 @@ import json
 import sys
 from typing import Any
 
-from lbd.config.loader import ConfigError
-from lbd.config.preflight import load_for_run
-from lbd.config.schema import json_schema
-from lbd.tls.policies import policy_warnings
+# The schema, yaml and pydantic load with the command that uses them: ``lbd run``'s supervisor builds the
+# same parser and must not hold them (it validates in a child, lbd/validator.py).
+from lbd.config.issues import ConfigError
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exactly what ``lbd run`` checks before it binds (load_for_run): errors on stderr, exit 2."""
+    from lbd.config.preflight import load_for_run
+    from lbd.tls.policies import policy_warnings
+
     try:
         config = load_for_run(args.config).config
     except ConfigError as exc:
@@ -47,6 +49,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from lbd.config.schema import json_schema
+
     print(json.dumps(json_schema(), indent=2))
     return 0
 

@@ -103,7 +103,10 @@ class OriginAccess(Model):
 
 class Origin(Model):
     id: str = Field(pattern=NAME)
-    target_group: str = Field(min_length=1)
+    # What the origin is: a target group, or an API of this file (the origin of an EDGE API; its own
+    # listener is then reached on loopback, docs/gateway.md "Edge-optimized APIs"). Exactly one.
+    target_group: str | None = Field(None, min_length=1)
+    api: str | None = Field(None, pattern=NAME)
     origin_path: str = Field("", pattern=r"^(/[^\s?#]*[^/\s?#])?$")  # prefixed to the request path
     custom_headers: dict[str, str] = {}
     response_timeout_seconds: float = Field(30.0, ge=1, le=180)  # CloudFront: 30 s default
@@ -118,6 +121,12 @@ class Origin(Model):
             if any(c in text for c in "\r\n\0"):
                 raise ValueError(f"{name}: the value must not hold CR, LF or NUL")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Origin:
+        if (self.target_group is None) == (self.api is None):
+            raise ValueError("give exactly one of target_group and api (what the origin is)")
+        return self
 
 
 class OriginGroup(Model):
@@ -267,6 +276,8 @@ def edge_issues(config: Config) -> Iterator[ConfigIssue]:
             if origin.id in origin_ids:
                 yield ConfigIssue(f"{where}.origins[{o_index}].id", f"{origin.id!r} is already an origin")
             origin_ids.setdefault(origin.id, o_index)
+            if origin.target_group is None:
+                continue  # an API as the origin: lbd/config/edge_api.py checks it
             group = groups.get(origin.target_group)
             if group is None:
                 yield ConfigIssue(

@@ -163,12 +163,6 @@ def gateway_startup_issues(config: Config) -> Iterator[ConfigIssue]:
     """What validates but this build does not serve (preflight.py; ``lbd check`` and ``lbd run``)."""
     for i, api in enumerate(config.apis):
         where = f"apis[{i}]"
-        if api.endpoint_type == "EDGE":
-            yield ConfigIssue(
-                f"{where}.endpoint_type",
-                "EDGE APIs are served through a distribution, which this version of lbd does not have yet "
-                "(served: REGIONAL, PRIVATE)",
-            )
         if api.authorizers and not _has("lbd.gateway.auth"):
             yield ConfigIssue(f"{where}.authorizers", "authorizers are not served by this build of lbd yet")
         elif api.authorizers:

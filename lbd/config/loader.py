@@ -16,22 +16,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lbd.config.issues import ConfigError as ConfigError  # defined there; imported from here too
 from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config
 
 L4_PROTOCOLS = ("TCP", "TLS", "UDP", "TCP_UDP")
 ACTION_TAGS = frozenset({"forward", "redirect", "fixed-response"})
 DISCOVERY_TAGS = frozenset({"dns", "etcd"})  # target_groups[].discovery.type
-
-
-class ConfigError(Exception):
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        super().__init__("\n".join(str(issue) for issue in issues))
-        self.issues = issues
-
-    @classmethod
-    def single(cls, path: str, message: str) -> ConfigError:
-        return cls([ConfigIssue(path, message)])
 
 
 def load_config(path: str | Path) -> Config:

@@ -89,8 +89,11 @@ def thaw(data: dict[str, Any]) -> Config:
 
 
 def compact(config: Config) -> dict[str, Any]:
-    """A validated config as plain JSON data (the supervisor's side; the caller has pydantic loaded), with
-    ``templates``: the records the edge builds its stand-in load balancers from."""
+    """A validated config as plain JSON data, with ``templates``: the records the edge builds its stand-in
+    load balancers from. A thawed config (the supervisor's, from its validating child: lbd/validator.py)
+    is melted back, templates included; a model Config needs pydantic loaded, as its caller has."""
+    if isinstance(config, Record):
+        return cast("dict[str, Any]", melt(config))
     data = cast("dict[str, Any]", _mark_maps(config, config.model_dump(mode="json")))
     data[TEMPLATES] = templates()
     return data
@@ -102,8 +105,8 @@ TEMPLATES = "templates"
 
 
 def templates() -> dict[str, Any]:
-    """A default load balancer, listener and forward action, as plain JSON data."""
-    from lbd.config.schema import ForwardAction, Listener, LoadBalancer
+    """A default load balancer, listener, forward action and target group, as plain JSON data."""
+    from lbd.config.schema import ForwardAction, HealthCheck, Listener, LoadBalancer, Target, TargetGroup
 
     forward = ForwardAction(type="forward", target_group="template")
     listener = Listener(protocol="HTTP", port=80)
@@ -117,6 +120,16 @@ def templates() -> dict[str, Any]:
         ),
         "listener": listener,
         "forward": forward,
+        # An API as a distribution's origin (lbd/edge/api_origin.py): a group of its own listener.
+        "target_group": TargetGroup(
+            name="template",
+            protocol="HTTP",
+            algorithm="round_robin",
+            health_check=HealthCheck(
+                enabled=False, protocol="HTTP", path="/", timeout_seconds=5, matcher="200"
+            ),
+            targets=(Target(id="127.0.0.1", port=80, zone="zone-a"),),
+        ),
     }
     return {name: _mark_maps(model, model.model_dump(mode="json")) for name, model in made.items()}
 
@@ -154,3 +167,24 @@ def _mark_maps(value: Any, dumped: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_mark_maps(item, out) for item, out in zip(value, dumped, strict=True)]
     return dumped
+
+
+def melt(value: Any) -> Any:
+    """``thaw_value``'s inverse: records as the JSON data they came from (mapping fields marked again). A
+    model inside a record (a web ACL the admin API replaced) is dumped as ``compact`` dumps one."""
+    if isinstance(value, PlainMap):
+        return {MAP: {key: melt(item) for key, item in value.items()}}
+    if isinstance(value, Record):
+        return {key: melt(item) for key, item in value.__dict__.items()}
+    if isinstance(value, list | tuple):
+        return [melt(item) for item in value]
+    if hasattr(value, "model_dump"):
+        return _mark_maps(value, value.model_dump(mode="json"))
+    return value
+
+
+def fields(value: Any) -> dict[str, Any]:
+    """A record's (or a model's) fields as a dict, like ``model_dump()``: its JSON data."""
+    if isinstance(value, Record):
+        return cast("dict[str, Any]", melt(value))
+    return cast("dict[str, Any]", value.model_dump())

@@ -23,12 +23,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# The schema first: it and lbd/config/edge.py import each other, and only the schema can go first (a
+# process whose first config import is this one: the validating child, lbd/validator.py; lbd check).
+from lbd.config.loader import ConfigError, parse_config, with_line
+from lbd.config.schema import Config
+
+# isort: split
 from lbd.classic import expand
 from lbd.config.edge import edge_startup_issues
 from lbd.config.gateway_checks import gateway_startup_issues
 from lbd.config.issues import ConfigIssue
-from lbd.config.loader import ConfigError, parse_config, with_line
-from lbd.config.schema import Config
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
 SERVED_LISTENERS = {
@@ -163,12 +167,6 @@ def _key_file(config: Config) -> Iterator[ConfigIssue]:
     except (OSError, UnicodeDecodeError, KeyFileError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         yield ConfigIssue("node.stickiness_key_file", reason)
-
-
-def read_token(config: Config) -> str | None:
-    """The admin token (after ``load_for_run`` checked that the file reads and is not empty)."""
-    name = config.admin.token_file
-    return Path(name).read_text(encoding="utf-8").strip() if name else None
 
 
 def _web_acls(config: Config) -> Iterator[ConfigIssue]:

@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from lbd.config.edge import edge_issues
+from lbd.config.edge_api import edge_api_issues
 from lbd.config.gateway_checks import gateway_issues
 from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config, ForwardAction, Listener, LoadBalancer, RedirectAction, TargetGroup
@@ -38,6 +39,7 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         *edge_issues(config),
         *gateway_issues(config),
         *_web_acls(config),
+        *edge_api_issues(config),
     ]
 
 

@@ -470,6 +470,11 @@ RateBased.model_rebuild()
 Statement.model_rebuild()
 
 
+def dump(acl: WebAcl) -> dict[str, Any]:
+    """A web ACL as the admin API writes it (and takes it back: ``parse_acl``)."""
+    return acl.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
 def replace_acl(config_acls: tuple[WebAcl, ...], new: WebAcl) -> tuple[WebAcl, ...]:
     return tuple(new if acl.name == new.name else acl for acl in config_acls)
 
@@ -502,7 +507,9 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     issues = list(cross_check(acls, {lb.name: lb.type for lb in config.load_balancers}, _api_names(config)))
     if issues:
         raise ConfigError(issues)
-    return config.model_copy(update={"web_acls": acls})
+    from lbd.config.plain import replaced  # the supervisor's config is records (lbd/validator.py)
+
+    return replaced(config, web_acls=acls)
 
 
 def _api_names(config: Any) -> dict[str, str]:

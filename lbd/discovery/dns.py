@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dns.asyncresolver
 import dns.exception
@@ -26,8 +26,10 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from lbd.config.schema import DnsDiscovery, TargetGroup, parse_resolver
 from lbd.discovery.targets import InvalidTarget, ProviderState, Targets, as_target, keyed
+
+if TYPE_CHECKING:
+    from lbd.config.schema import DnsDiscovery, TargetGroup
 
 log = logging.getLogger("lbd.discovery")
 
@@ -53,6 +55,8 @@ class DnsProvider:
         self._publish = publish
         resolver = dns.asyncresolver.Resolver(configure=False)
         if config.resolver is not None:
+            from lbd.config.schema import parse_resolver  # the supervisor holds the schema only where needed
+
             host, port = parse_resolver(config.resolver)
             resolver.nameservers = [host]
             resolver.port = port

@@ -19,13 +19,15 @@ import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from lbd.config.schema import EtcdDiscovery, TargetGroup
 from lbd.discovery.targets import InvalidTarget, ProviderState, Targets, as_target
 from lbd.upstream.registry import target_key
+
+if TYPE_CHECKING:
+    from lbd.config.schema import EtcdDiscovery, TargetGroup
 
 log = logging.getLogger("lbd.discovery")
 

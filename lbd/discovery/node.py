@@ -5,24 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.schema import Config, TargetGroup
-from lbd.discovery.dns import DnsProvider, Publish
-from lbd.discovery.etcd import EtcdProvider
 from lbd.discovery.targets import ProviderState, Targets
 
-log = logging.getLogger("lbd.discovery")
+if TYPE_CHECKING:
+    from lbd.config.schema import Config, TargetGroup
+    from lbd.discovery.dns import DnsProvider, Publish
+    from lbd.discovery.etcd import EtcdProvider
 
-Provider = DnsProvider | EtcdProvider
+    Provider = DnsProvider | EtcdProvider
+
+log = logging.getLogger("lbd.discovery")
 
 
 def make_provider(group: TargetGroup, node_zone: str, publish: Publish) -> Provider | None:
     config = group.discovery
     if config is None:
         return None
+    # Each provider's client (dnspython, aiohttp's) loads with the first group that uses it: a supervisor
+    # without discovery holds neither.
     if config.type == "dns":
+        from lbd.discovery.dns import DnsProvider
+
         return DnsProvider(group, config, node_zone, publish)
+    from lbd.discovery.etcd import EtcdProvider
+
     return EtcdProvider(group, config, node_zone, publish)
 
 

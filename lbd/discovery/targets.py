@@ -6,9 +6,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from lbd.config.schema import Target
 from lbd.upstream.registry import target_key
 
 # A provider's complete list: "id:port" -> the target as the config writes it (id, port, zone, weight).
@@ -26,6 +23,11 @@ def as_target(item: Any, *, zone: str, port: int | None = None) -> dict[str, Any
     full = {"zone": zone, **item}
     if "port" not in full and port is not None:
         full["port"] = port
+    # The schema's model checks it, loaded with the first target a provider finds (lbd/validator.py).
+    from pydantic import ValidationError
+
+    from lbd.config.schema import Target
+
     try:
         return Target.model_validate(full).model_dump()
     except ValidationError as exc:

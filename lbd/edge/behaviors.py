@@ -134,9 +134,15 @@ def make_behavior(
     )
 
 
+def behavior_index(behaviors: tuple[Behavior, ...], path: str) -> int:
+    """The index of the first behavior whose pattern matches ``path``; -1 for the default behavior."""
+    for index, behavior in enumerate(behaviors):
+        if behavior.matcher is None or behavior.matcher.fullmatch(path) is not None:
+            return index
+    return -1
+
+
 def behavior_for(behaviors: tuple[Behavior, ...], default: Behavior, path: str) -> Behavior:
     """The first behavior whose pattern matches ``path``; the default behavior otherwise."""
-    for behavior in behaviors:
-        if behavior.matches(path):
-            return behavior
-    return default
+    index = behavior_index(behaviors, path)
+    return default if index < 0 else behaviors[index]

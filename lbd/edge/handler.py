@@ -22,22 +22,18 @@ and ``X-Amz-Cf-Id``; those from the cache carry ``Age``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lbd.cache.edgekey import (
-    cookie_parts,
-    header_parts,
-    normalise_accept_encoding,
+    primary_key,
     query_key,
     selected_cookie_header,
+    vary_key,
     vary_names,
-    vary_parts,
 )
 from lbd.cache.engine import Lookup
 from lbd.cache.freshness import (
@@ -46,11 +42,11 @@ from lbd.cache.freshness import (
     refreshed_headers,
     response_freshness,
 )
-from lbd.cache.keys import edge_key
 from lbd.cache.ranges import UNSATISFIABLE, ByteRange, parse_range
 from lbd.cache.response import CachedResponse
 from lbd.edge import compression
 from lbd.edge.behaviors import CACHED_METHODS, Behavior, behavior_for
+from lbd.edge.hit import request_id
 from lbd.edge.origin import OriginFetch
 from lbd.edge.sigv4 import sign
 from lbd.waf.acl import CompiledAcl
@@ -71,11 +67,6 @@ _NOT_FORWARDED = _HOP | {"host", "content-length", "expect", "via", "x-amz-cf-id
 _NOT_SERVED = _HOP | {"content-length", "age"}
 # A 304 carries only these of the stored fields (RFC 9110 15.4.5).
 _NOT_MODIFIED_FIELDS = frozenset({"cache-control", "content-location", "date", "etag", "expires", "vary"})
-
-
-def request_id() -> str:
-    """A request id in the shape of X-Amz-Cf-Id: 56 URL-safe base64 characters."""
-    return base64.urlsafe_b64encode(os.urandom(42)).decode()
 
 
 @dataclass
@@ -133,7 +124,7 @@ class EdgeRequest:
         self.conn = conn
         self.request = request
         self.dist: DistributionRuntime = conn.runtime.distribution
-        self.id = request_id()
+        self.id = request_id().decode("ascii")
         self.outcome = Outcome()
         self.fetch: OriginFetch | None = None
         self.behavior: Behavior = self.dist.default
@@ -203,15 +194,11 @@ class EdgeRequest:
     # -- the cache key ----------------------------------------------------------------------------------
 
     def primary_key(self) -> bytes:
-        request, policy = self.request, self.behavior.policy.key
-        self.encoding = normalise_accept_encoding(
-            request.fields.get("accept-encoding"), policy.gzip, policy.brotli
+        request = self.request
+        key, self.encoding = primary_key(
+            self.dist.name, self.behavior.policy.key, request.path, request.query, request.fields
         )
-        parts = header_parts(request.fields, policy.headers)
-        parts += cookie_parts(request.fields.get("cookie"), policy.cookies)
-        if policy.gzip or policy.brotli:
-            parts.append(("accept-encoding", self.encoding))
-        return edge_key(self.dist.name, request.path, query_key(request.query, policy.query_strings), parts)
+        return key
 
     def key(self) -> bytes:
         primary = self.primary_key()
@@ -219,7 +206,7 @@ class EdgeRequest:
         return primary + self._vary_suffix(names) if names else primary
 
     def _vary_suffix(self, names: tuple[str, ...]) -> bytes:
-        return edge_key("", "", "", vary_parts(names, self.request.fields))
+        return vary_key(names, self.request.fields)
 
     def _stale_allowed(self, found: Lookup, why: str) -> bool:
         stale_for = time.time() - found.expires_at
@@ -399,6 +386,13 @@ class EdgeRequest:
         fields = _fields(headers)
         age = fields.get("age", "0").strip()
         served = tuple((n, v) for n, v in headers if n.lower() not in _NOT_SERVED)
+        lines = self._field_lines(served)
+        # What _stored_head writes for a hit, up to the Age value (lbd/edge/hit.py serves from it).
+        hit_head = (
+            f"HTTP/1.1 {status} {_reason(status)}\r\n{lines}Content-Length: {len(body)}\r\n"
+            + ("Accept-Ranges: bytes\r\n" if status == 200 else "")
+            + "Age: "
+        )
         return CachedResponse(
             status,
             served,
@@ -407,7 +401,8 @@ class EdgeRequest:
             freshness.stale_while_revalidate,
             freshness.stale_if_error,
             int(age) if age.isdigit() else 0,
-            self._field_lines(served),
+            lines,
+            hit_head.encode("latin-1", "replace"),
         )
 
     def _field_lines(self, headers: tuple[tuple[str, str], ...]) -> str:
@@ -654,10 +649,10 @@ class EdgeRequest:
                     outcome.range = span
         if status == 304:
             skip = frozenset(n.lower() for n, _ in entry.headers) - _NOT_MODIFIED_FIELDS - {"last-modified"}
-        if from_cache:
-            extra += f"Age: {entry.age(time.time())}\r\n"
         if entry.status == 200:
             extra += "Accept-Ranges: bytes\r\n"
+        if from_cache:
+            extra += f"Age: {entry.age(time.time())}\r\n"
         if status == entry.status and entry.field_lines:
             head = self._stored_head(entry, len(body), result, extra)  # a hit's common case
         else:

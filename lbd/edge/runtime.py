@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from lbd.config.plain import replaced, template
 from lbd.edge import compression
 from lbd.edge.access_log import HEADER
+from lbd.edge.api_origin import api_origin_groups, origin_group_name
 from lbd.edge.behaviors import MANAGED, Behavior, ResolvedPolicy, make_behavior, resolve_policy
+from lbd.edge.hit import HitRoute
 from lbd.edge.store import STATE, DistributionCache
 from lbd.observe.access_log import AccessLogFile, AccessLogs
 from lbd.observe.stats import ListenerStats
@@ -92,6 +94,7 @@ class DistributionRuntime:
         self.max_object = int(config.cache.max_object_mb * MB)
         self.waf: CompiledAcl | None = None  # the web ACL protecting it, if any
         self.access_log: AccessLogFile | None = None  # set by the worker (attach_log), which owns files
+        self.hits = HitRoute(self)  # what a hit answered from one read needs (lbd/edge/hit.py)
 
     def members(self, origin: str) -> tuple[tuple[OriginRuntime, ...], frozenset[int]]:
         """The origins to try in order for a behavior's target, and the statuses that fail over."""
@@ -152,7 +155,7 @@ def _stand_in(
     config: Config, dist: Distribution, origin: Origin, timeout: float, listener: Listener
 ) -> LoadBalancer:
     """The load balancer an origin's requests go through: one listener forwarding to its group."""
-    forward = _forward(config, origin.target_group)
+    forward = _forward(config, origin_group_name(origin))
     lb: LoadBalancer = replaced(
         template(config, "load_balancer"),
         name=dist.name,
@@ -235,20 +238,21 @@ def distribution_listeners(
             template(config, "listener"), protocol="HTTP", port=viewer[0].port, address=viewer[0].address
         )
         origins: dict[str, OriginRuntime] = {}
+        groups = {**target_groups, **dict(api_origin_groups(config, dist))}  # APIs as origins too
         for origin in dist.origins:
             lb = _stand_in(config, dist, origin, origin.response_timeout_seconds, plain)
             runtime = HttpListenerRuntime(
                 ListenerKey(plain.address, plain.port, "tcp"),
                 lb,
                 lb.listeners[0],
-                target_groups,
+                groups,
                 ListenerStats(),
                 generation,
             )
             lines, secret = _header_lines(origin)
             origins[origin.id] = OriginRuntime(
                 origin.id,
-                origin.target_group,
+                origin_group_name(origin),
                 runtime,
                 origin.origin_path,
                 lines,
@@ -268,11 +272,9 @@ def distribution_listeners(
             )
             keys = listener_keys(listener)
             runtime_listener = replaced(
-                lb.listeners[0], default_actions=(_forward(config, first.target_group),)
+                lb.listeners[0], default_actions=(_forward(config, origin_group_name(first)),)
             )
-            edge = EdgeListenerRuntime(
-                keys[0], lb, runtime_listener, target_groups, stats, generation, distribution
-            )
+            edge = EdgeListenerRuntime(keys[0], lb, runtime_listener, groups, stats, generation, distribution)
             edge.tls = _listener_tls(config, lb, listener, f"distributions[{d_index}].listeners[{l_index}]")
             listeners[keys[0]] = edge
     return listeners

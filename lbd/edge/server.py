@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from lbd.edge.access_log import log_line
-from lbd.edge.handler import ERROR, EdgeRequest, ViewerRequest
+from lbd.edge.handler import ERROR, HIT, EdgeRequest, ViewerRequest
+from lbd.edge.hit import serve_hit
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.listener.alpn import tls_info
 
 if TYPE_CHECKING:
+    from lbd.cache.response import CachedResponse
     from lbd.edge.runtime import EdgeListenerRuntime
     from lbd.http.upstream import UpstreamPool
     from lbd.listener.tracker import ConnectionTracker
@@ -72,6 +74,7 @@ class EdgeClientSide:
         self._active_at = self._loop.time()
         self._serving = False  # inside _next: a request answered there needs no call_soon
         self._reading_paused = False
+        self._in_message = False  # the parser holds part of a request: the next read continues it
         self.received = 0
 
     # -- transport callbacks ---------------------------------------------------------------------------
@@ -97,6 +100,8 @@ class EdgeClientSide:
         if self.closing:
             return
         self.received += len(data)
+        if not self._in_message and self.current is None and not self.queue and serve_hit(self, data):
+            return  # one simple request for a fresh entry, answered from one read (hit.py)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -140,6 +145,7 @@ class EdgeClientSide:
     # -- httptools request callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_message = True
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -175,6 +181,7 @@ class EdgeClientSide:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         parser = self.parser
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
@@ -275,6 +282,31 @@ class EdgeClientSide:
         stats.bytes_received += len(work.request.body)
         if dist.access_log is not None:
             dist.access_log.write(log_line(self, work, time.time()))
+
+    def log_hit(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        version: str,
+        fields: dict[str, str],
+        keep_alive: bool,
+        entry: CachedResponse,
+        sent: int,
+        request_id: bytes,
+    ) -> None:
+        """The access-log line of a hit answered from one read (hit.py), as the full path writes it."""
+        dist = self.runtime.distribution
+        if dist.access_log is None:
+            return
+        request = ViewerRequest(method, path, query, version, list(fields.items()), b"", keep_alive)
+        work = EdgeRequest(self, request)
+        work.id = request_id.decode("ascii")
+        outcome = work.outcome
+        outcome.result = outcome.detailed = HIT
+        outcome.status, outcome.body_bytes, outcome.from_cache = entry.status, sent, True
+        outcome.headers = entry.headers
+        dist.access_log.write(log_line(self, work, time.time()))
 
     def _reject(self, status: int, why: str) -> None:
         if self.closing or self.transport is None:

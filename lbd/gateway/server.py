@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httptools
 
 from lbd.gateway.contracts import GatewayRequest
+from lbd.gateway.edge_viewer import edge_viewer
 from lbd.gateway.pipeline import MAX_PAYLOAD, Outcome
 from lbd.gateway.responses import Answer
 from lbd.http import fastpath
@@ -68,6 +69,7 @@ class GatewayClientSide(asyncio.Protocol):
         self._partial = False  # the parser is inside a request
         self.scheme = "https" if runtime.tls is not None else "http"
         self.port = str(runtime.key.port)
+        self.edge = runtime.api.endpoint_type == "EDGE"  # called through a distribution (edge_viewer.py)
 
     # -- transport callbacks -----------------------------------------------------------------------------
 
@@ -177,10 +179,13 @@ class GatewayClientSide(asyncio.Protocol):
     def _enqueue(self, method: str, url: str, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
         path, _, query = url.partition("?")
         # API Gateway adds these for the integration (and a REQUEST authorizer sees them).
+        source, scheme, port = self.peer[0], self.scheme, self.port
+        if self.edge:
+            source, scheme, port = edge_viewer(headers, source, scheme, port)
         forwarded = headers.get("x-forwarded-for")
         headers["x-forwarded-for"] = f"{forwarded}, {self.peer[0]}" if forwarded else self.peer[0]
-        headers["x-forwarded-proto"] = self.scheme
-        headers["x-forwarded-port"] = self.port
+        headers["x-forwarded-proto"] = scheme
+        headers["x-forwarded-port"] = port
         pipeline = self.runtime.pipeline
         request = GatewayRequest(
             method,
@@ -188,7 +193,7 @@ class GatewayClientSide(asyncio.Protocol):
             query,
             headers,
             body,
-            self.peer[0],
+            source,
             pipeline.name,
             pipeline.stage,
             "",

@@ -17,10 +17,13 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from lbd.config.schema import Config, TargetGroup
 from lbd.health.probes import ProbeSpec, probe
 from lbd.health.state import DRAINING, Matcher, ProbeResult, TargetHealth
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config, TargetGroup
 
 log = logging.getLogger("lbd.health")
 

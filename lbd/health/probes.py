@@ -12,10 +12,8 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 
-import h2.exceptions
 import h11
 
-from lbd.health.grpc_probe import grpc_check
 from lbd.health.state import FAILED_HEALTH_CHECKS, RESPONSE_CODE_MISMATCH, TIMEOUT, Matcher, ProbeResult
 from lbd.l4.proxy_protocol import encode_v2
 
@@ -54,13 +52,25 @@ async def probe(spec: ProbeSpec) -> ProbeResult:
             if spec.protocol in ("TCP", "SSL"):
                 return await _tcp(spec)
             if spec.protocol == "GRPC":
-                assert spec.matcher is not None
-                return await grpc_check(spec.host, spec.port, spec.path, spec.matcher, spec.tls)
+                return await _grpc(spec)
             return await _http(spec)
     except TimeoutError:
         return ProbeResult(False, TIMEOUT)
-    except (OSError, h11.ProtocolError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
+    except (OSError, h11.ProtocolError, ssl.SSLError) as exc:
         return ProbeResult(False, FAILED_HEALTH_CHECKS, _describe(exc))
+
+
+async def _grpc(spec: ProbeSpec) -> ProbeResult:
+    # h2 loads with the first gRPC health check: a supervisor without one does not hold it.
+    import h2.exceptions
+
+    from lbd.health.grpc_probe import grpc_check
+
+    assert spec.matcher is not None
+    try:
+        return await grpc_check(spec.host, spec.port, spec.path, spec.matcher, spec.tls)
+    except h2.exceptions.ProtocolError as exc:
+        return ProbeResult(False, FAILED_HEALTH_CHECKS, f"malformed response ({exc})")
 
 
 async def _tcp(spec: ProbeSpec) -> ProbeResult:
@@ -115,6 +125,6 @@ def _describe(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
-    if isinstance(exc, h11.ProtocolError | h2.exceptions.ProtocolError):
+    if isinstance(exc, h11.ProtocolError):
         return f"malformed response ({exc})"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

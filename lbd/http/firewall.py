@@ -18,7 +18,7 @@ from lbd.http import errors
 from lbd.http.messages import has_body
 from lbd.routing.phrases import phrase
 from lbd.waf.acl import BlockResponse, CompiledAcl, Verdict, WafState
-from lbd.waf.request import WafRequest
+from lbd.waf.request import WafRequest, fast_request
 
 if TYPE_CHECKING:
     from lbd.config.schema import Config
@@ -46,12 +46,18 @@ class Firewall:
         return self.needs_body and has_body(exchange.headers)
 
     def check(self, exchange: Exchange, body: bytes) -> Verdict:
-        # The whole body's size only when a rule looks at the body and the request may have one (the fast
-        # path takes bodiless requests only).
+        block = exchange.head_block
+        if block is not None:
+            # The fast path's request (bodiless): its target and raw field lines as they are, split or
+            # searched only for the fields a rule of the ACL inspects (lbd/waf/plan.py).
+            return self.acl.evaluate(
+                fast_request(exchange.method, exchange.url, block, exchange.client.peer[0]), self.clock()
+            )
+        # The whole body's size only when a rule looks at the body and the request may have one.
         size = len(body)
-        if self.body_field and exchange.head_block is None:
+        if self.body_field:
             size = max(size, _content_length(exchange))
-        # Headers only when a rule reads one: on the fast path, reading them means parsing the head block.
+        # Headers only when a rule reads one.
         headers = exchange.headers if self.uses_headers else ()
         request = WafRequest.from_target(
             exchange.method, exchange.url, headers, exchange.client.peer[0], body, size

@@ -1,8 +1,10 @@
 """Downstream HTTP/2 on application listeners: the h2 connection a client opens, and its streams.
 
 HTTPS listeners negotiate ``h2`` by ALPN (RFC 9113 3.2); HTTP listeners with ``h2c: true`` (an lbd
-extension) take HTTP/2 with prior knowledge (RFC 9113 3.3). Framing, HPACK and flow control are the
-``h2`` library's; lbd adds what a load balancer must enforce on top (the defences below).
+extension) take HTTP/2 with prior knowledge (RFC 9113 3.3). Framing, HPACK and flow control are lbd's
+compiled codec's (lbd/http/h2codec.py), or the ``h2`` library's when ``LBD_H2_CODEC=h2`` is set in the
+environment (the codec before it, kept for comparison); lbd adds what a load balancer must enforce on top
+(the defences below).
 
 Each stream is served by the HTTP/1.1 data path itself, not a copy of it: the stream's request is
 written, as HTTP/1.1, into an ``HttpClientSide`` whose transport is the stream (``H2Stream``). So every
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from contextlib import suppress
 from time import monotonic
@@ -43,7 +46,7 @@ import h2.settings
 import httptools
 from hyperframe.frame import GoAwayFrame
 
-from lbd.http import grpc
+from lbd.http import grpc, h2codec
 from lbd.http.flow import HIGH_WATER, LOW_WATER
 from lbd.http.h2conn import H2Connection
 from lbd.http.proxy import HttpClientSide
@@ -75,6 +78,8 @@ MAX_EMPTY_DATA = 32
 # WINDOW_UPDATE frames allowed: this many, plus WINDOW_UPDATES_PER_DATA for each DATA frame lbd sent.
 WINDOW_UPDATE_ALLOWANCE = 100
 WINDOW_UPDATES_PER_DATA = 4
+# Which HTTP/2 implementation serves downstream connections: "lbd" (lbd/http/h2codec.py) or "h2".
+CODEC = os.environ.get("LBD_H2_CODEC", "lbd")
 
 # RFC 9113 8.2.2: connection-specific fields do not exist in HTTP/2; those of a response are dropped.
 _RESPONSE_DROPPED = frozenset(
@@ -111,7 +116,15 @@ class H2ClientSide:
         self.pool = pool
         self.slot = slot
         self.transport: asyncio.Transport | None = None
-        self.conn = H2Connection(config=_config())
+        # Both offer the calls lbd makes (h2's names); their events differ (_event, _codec_event).
+        self.codec = CODEC != "h2"
+        self.conn: Any = (
+            h2codec.H2ServerConnection(
+                MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_SIZE, STREAM_WINDOW, CONNECTION_WINDOW
+            )
+            if self.codec
+            else H2Connection(config=_config())
+        )
         self.streams: dict[int, H2Stream] = {}
         self.tls_info: tuple[str, str, str, str] | None = None
         self.peer: tuple[str, int] = ("", 0)
@@ -146,6 +159,15 @@ class H2ClientSide:
         stats.new_connections += 1
         stats.active_connections += 1
         self.tracker.add(self)
+        if self.codec:
+            # The codec leaves the stream limit to lbd (REFUSED_STREAM past 128, below).
+            self.conn.initiate_connection()
+        else:
+            self._h2_preface()
+        self._flush()
+        self._arm_timer()
+
+    def _h2_preface(self) -> None:
         conn = self.conn
         conn.local_settings = h2.settings.Settings(
             client=False,
@@ -170,11 +192,12 @@ class H2ClientSide:
             },
         )
         conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
-        self._flush()
-        self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.codec:
+            self._codec_received(data)
             return
         try:
             events = self.conn.receive_data(data)
@@ -187,10 +210,7 @@ class H2ClientSide:
                 self.conn.close_connection(exc.error_code or h2.errors.ErrorCodes.PROTOCOL_ERROR)
             self._fail()
             return
-        now = monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start = now
-            self._resets = self._pings = self._settings = self._priority = 0
+        self._new_interval()
         # h2 reports a whole read's events at once, after its state machine has seen every frame: a stream
         # opened and reset in the same read (rapid reset) is closed already and is not served at all.
         self._reset_now = {e.stream_id for e in events if isinstance(e, h2.events.StreamReset)}
@@ -200,73 +220,145 @@ class H2ClientSide:
             self._event(event)
         self._flush()
 
+    def _codec_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2codec.ConnectionError_ as exc:
+            # The codec has queued GOAWAY with the error's code: send it and close.
+            log.info("%s: HTTP/2 connection error from %s:%s: %s", self.listener.name, *self.peer, exc)
+            self._fail()
+            return
+        self._new_interval()
+        # The codec, too, reports a read's events after it has seen every frame (see data_received).
+        reset = h2codec.RESET
+        self._reset_now = {e.stream_id for e in events if e.kind == reset}
+        for event in events:
+            if self.closing:
+                return
+            self._codec_event(event)
+        self._flush()
+
+    def _new_interval(self) -> None:
+        now = monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._resets = self._pings = self._settings = self._priority = 0
+
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
-            self._empty_run = 0
-            self._request(event)
+            self._request(event.stream_id, event.headers or [], event.stream_ended is not None)
         elif isinstance(event, h2.events.DataReceived):
-            stream = self.streams.get(event.stream_id)
-            if not event.data and event.stream_ended is None:
-                self._empty_run += 1
-                if self._empty_run > MAX_EMPTY_DATA:
-                    self.calm_down("empty DATA frames")
-                    return
-            else:
-                self._empty_run = 0
-            if stream is not None:
-                stream.request_data(event.data, event.flow_controlled_length)
-            elif event.flow_controlled_length:
-                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self._data(
+                event.stream_id, event.data, event.flow_controlled_length, event.stream_ended is not None
+            )
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 stream.request_ended()
         elif isinstance(event, h2.events.TrailersReceived):
-            # HTTP/1.1 targets do not get request trailers (neither does ALB send them); an HTTP/2 target's
-            # stream takes them from here when the request ends (lbd/http/h2upstream.py).
-            stream = self.streams.get(event.stream_id)
-            if stream is not None:
-                stream.request_trailers = [(n, v) for n, v in event.headers or [] if n[:1] != b":"]
+            self._trailers(event.stream_id, event.headers or [])
         elif isinstance(event, h2.events.StreamReset):
-            stream = self.streams.pop(event.stream_id, None)
-            if stream is not None:
-                stream.reset_by_peer()
-            if event.remote_reset:
-                self._resets += 1
-                if self._resets > MAX_RESETS:
-                    self.calm_down("rapid reset")  # CVE-2023-44487
+            self._reset(event.stream_id, event.remote_reset)
         elif isinstance(event, h2.events.WindowUpdated):
-            self._window_updates += 1
-            if self._window_updates > (
-                WINDOW_UPDATE_ALLOWANCE + WINDOW_UPDATES_PER_DATA * (self._data_sent + self.opened)
-            ):
-                self.calm_down("WINDOW_UPDATE flood")
-                return
-            if event.stream_id:
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.pump()
-            else:
-                self._unblock()
+            self._window_updated(event.stream_id)
         elif isinstance(event, h2.events.PingReceived):
-            self._pings += 1
-            if self._pings > MAX_PINGS:
-                self.calm_down("PING flood")
+            self._ping()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._settings += 1
-            if self._settings > MAX_SETTINGS:
-                self.calm_down("SETTINGS flood")
-            elif h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
-                self._unblock()
+            self._settings_changed(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings)
         elif isinstance(event, h2.events.PriorityUpdated):
-            self._priority += 1
-            if self._priority > MAX_PRIORITY:
-                self.calm_down("PRIORITY flood")
+            self._priority_frame()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
-    def _request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id
+    def _codec_event(self, event: h2codec.Event) -> None:
+        kind = event.kind
+        if kind == h2codec.REQUEST:
+            self._request(event.stream_id, event.headers, event.end_stream)
+        elif kind == h2codec.DATA_RECEIVED:
+            self._data(event.stream_id, event.data, event.flow_length, event.end_stream)
+        elif kind == h2codec.WINDOW_UPDATED:
+            self._window_updated(event.stream_id)
+        elif kind == h2codec.RESET:
+            self._reset(event.stream_id, event.remote_reset)
+        elif kind == h2codec.TRAILERS:
+            self._trailers(event.stream_id, event.headers)
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.request_ended()  # trailers end the request (RFC 9113 8.1)
+        elif kind == h2codec.PING_RECEIVED:
+            self._ping()
+        elif kind == h2codec.SETTINGS_CHANGED:
+            self._settings_changed(event.window_changed)
+        elif kind == h2codec.PRIORITY_RECEIVED:
+            self._priority_frame()
+        elif kind == h2codec.TERMINATED:
+            self.close()
+
+    def _data(self, stream_id: int, data: bytes, flow_length: int, ended: bool) -> None:
+        if not data and not ended:
+            self._empty_run += 1
+            if self._empty_run > MAX_EMPTY_DATA:
+                self.calm_down("empty DATA frames")
+                return
+        else:
+            self._empty_run = 0
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.request_data(data, flow_length)
+            if ended:
+                stream.request_ended()
+        elif flow_length:
+            self.conn.acknowledge_received_data(flow_length, stream_id)
+
+    def _trailers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        # HTTP/1.1 targets do not get request trailers (neither does ALB send them); an HTTP/2 target's
+        # stream takes them from here when the request ends (lbd/http/h2upstream.py).
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.request_trailers = [(n, v) for n, v in headers if n[:1] != b":"]
+
+    def _reset(self, stream_id: int, remote_reset: bool) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.reset_by_peer()
+        if remote_reset:
+            self._resets += 1
+            if self._resets > MAX_RESETS:
+                self.calm_down("rapid reset")  # CVE-2023-44487
+
+    def _window_updated(self, stream_id: int) -> None:
+        self._window_updates += 1
+        if self._window_updates > (
+            WINDOW_UPDATE_ALLOWANCE + WINDOW_UPDATES_PER_DATA * (self._data_sent + self.opened)
+        ):
+            self.calm_down("WINDOW_UPDATE flood")
+            return
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.pump()
+        else:
+            self._unblock()
+
+    def _ping(self) -> None:
+        self._pings += 1
+        if self._pings > MAX_PINGS:
+            self.calm_down("PING flood")
+
+    def _settings_changed(self, window_changed: bool) -> None:
+        self._settings += 1
+        if self._settings > MAX_SETTINGS:
+            self.calm_down("SETTINGS flood")
+        elif window_changed:
+            self._unblock()
+
+    def _priority_frame(self) -> None:
+        self._priority += 1
+        if self._priority > MAX_PRIORITY:
+            self.calm_down("PRIORITY flood")
+
+    def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self._empty_run = 0
         self.last_stream_id = stream_id
         if self.going_away:
             # After GOAWAY only streams up to its last stream id are processed (RFC 9113 6.8).
@@ -286,12 +378,12 @@ class H2ClientSide:
         listener = self.listener
         if self.slot is not None and self.slot.runtime.kind == "http":
             listener = cast("HttpListenerRuntime", self.slot.runtime)  # new streams: the newest rules
-        stream = H2Stream(self, stream_id, event.headers or [])
+        stream = H2Stream(self, stream_id, headers)
         if not stream.valid:
             self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 8.1.1
             return
         self.streams[stream_id] = stream
-        stream.start(listener, event.stream_ended is not None)
+        stream.start(listener, ended)
         if self.opened >= MAX_STREAMS_PER_CONNECTION:
             self.drain()
 
@@ -385,10 +477,14 @@ class H2ClientSide:
         if self.going_away or self.transport is None:
             return
         self.going_away = True
-        # Written directly: h2's state machine refuses to send on streams after its own GOAWAY.
-        self._flush()
-        frame = GoAwayFrame(stream_id=0, last_stream_id=self.last_stream_id, error_code=0)
-        self.transport.write(frame.serialize())
+        if self.codec:
+            self.conn.send_goaway(0, self.last_stream_id)  # streams go on: not close_connection
+            self._flush()
+        else:
+            # Written directly: h2's state machine refuses to send on streams after its own GOAWAY.
+            self._flush()
+            frame = GoAwayFrame(stream_id=0, last_stream_id=self.last_stream_id, error_code=0)
+            self.transport.write(frame.serialize())
         if not self.streams:
             self.close()
 

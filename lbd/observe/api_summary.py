@@ -10,13 +10,15 @@ listeners' are; rates and windowed percentiles are the reader's difference of tw
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.gateway import Api, Integration, Route, Throttle, UsagePlan
-from lbd.config.schema import Config
 from lbd.observe.metrics import NodeStats
 from lbd.observe.stats import LATENCY_BUCKETS
 from lbd.observe.summary import quantile
+
+if TYPE_CHECKING:
+    from lbd.config.gateway import Api, Integration, Route, Throttle, UsagePlan
+    from lbd.config.schema import Config
 
 UNMATCHED = "-"  # the route name requests that matched no route are counted under (lbd/gateway/pipeline.py)
 ROUTE_COUNTERS = ("requests", "errors_4xx", "errors_5xx", "cache_hits", "cache_misses", "throttled")

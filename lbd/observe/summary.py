@@ -11,11 +11,13 @@ percentiles over that window can be worked out from the difference of the bucket
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lbd.config.schema import Config, Listener, LoadBalancer
-from lbd.observe.metrics import NodeStats
 from lbd.observe.stats import LATENCY_BUCKETS
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config, Listener, LoadBalancer
+    from lbd.observe.metrics import NodeStats
 
 # Counters copied as they are from the workers' listener reports (lbd/observe/stats.py's COUNTERS).
 LISTENER_COUNTERS = (

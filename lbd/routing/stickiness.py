@@ -29,30 +29,22 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from lbd.routing.cookie_keys import KEY_BYTES as KEY_BYTES  # (defined there for the supervisor)
+from lbd.routing.cookie_keys import KEY_ENV as KEY_ENV
+from lbd.routing.cookie_keys import cookie_key as cookie_key
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from lbd.config.schema import ClassicStickiness, TargetGroupStickiness
     from lbd.upstream.target import Target
 
-KEY_ENV = "LBD_COOKIE_KEY"
-KEY_BYTES = 32  # AES-256-GCM
 WEEK = 7 * 24 * 3600  # ALB's cookies always carry a 7-day Expires; the duration is checked inside the value
 OPENED_CACHE = 4096  # opened values kept per stickiness; a bound, not an LRU
 REMOVE = "_remove_"  # ALB's value for AWSALBAPP shards it does not use
 
 
 # -- keys --------------------------------------------------------------------------------------------------
-
-
-def cookie_key() -> bytes:
-    """The supervisor's process-wide key (no key file configured), or a fresh one for a lone worker."""
-    hex_key = os.environ.get(KEY_ENV)
-    if hex_key:
-        return bytes.fromhex(hex_key)
-    key = os.urandom(KEY_BYTES)  # what AESGCM.generate_key and secrets.token_bytes do
-    os.environ[KEY_ENV] = key.hex()
-    return key
 
 
 class KeyFileError(Exception):

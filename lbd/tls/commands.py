@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lbd.config.loader import ConfigError, load_config
+from lbd.config.issues import ConfigError
 from lbd.config.names import MAX_DAYS, MIN_DAYS
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ def store_of(args: argparse.Namespace) -> CertificateStore:
         return CertificateStore(args.store)
     if args.config:
         try:
+            from lbd.config.loader import load_config  # (not with the CLI's parser: lbd/validator.py)
+
             return CertificateStore(load_config(args.config).certificates.store)
         except ConfigError as exc:
             sys.exit(f"{args.config}: {exc}")

@@ -15,9 +15,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from lbd.config.plain import Record, fields, replaced, thaw_value
 
 if TYPE_CHECKING:
     # The schema (pydantic) only where targets are validated, in the supervisor: workers import this module
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 
 # On the control channel: target group -> {"add": [target dicts], "remove": [keys], "draining": [keys]}.
 Overlay = dict[str, dict[str, list[Any]]]
+# Validates saved targets: each as {"target": ...} or {"errors": ..., "text": ...} (lbd/validator.py).
+Check = Callable[[list[Any]], list[dict[str, Any]]]
 STATE_FILE = "lbd-registrations.json"
 
 
@@ -82,7 +87,7 @@ class Registry:
             for t in tg.targets:
                 key = target_key(t.id, t.port)
                 if key not in removed:
-                    out[key] = t.model_dump()
+                    out[key] = fields(t)
             out.update(self.discovered.get(group, {}))
             out.update(self.added.get(group, {}))
         return out
@@ -189,7 +194,7 @@ class Registry:
             if tg.name == group:
                 for t in tg.targets:
                     if target_key(t.id, t.port) == key:
-                        return t.model_dump()
+                        return fields(t)
         return None
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -202,14 +207,17 @@ class Registry:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Registry:
-        from lbd.config.schema import Target
-
+    def from_json(cls, data: dict[str, Any], check: Check | None = None) -> Registry:
+        """``check``: what validates the saved targets (the supervisor's validating child); by default the
+        schema's Target model, in this process."""
         registry = cls()
-        for group, targets in data.get("added", {}).items():
-            for t in targets:
-                checked = Target.model_validate(t).model_dump()
-                registry.added.setdefault(group, {})[target_key(checked["id"], checked["port"])] = checked
+        saved = [(group, t) for group, targets in data.get("added", {}).items() for t in targets]
+        answers = (check or _check_here)([t for _, t in saved]) if saved else []
+        for (group, _), checked in zip(saved, answers, strict=True):
+            if "target" not in checked:
+                raise ValueError(f"added.{group}: {checked['text']}")
+            target = checked["target"]
+            registry.added.setdefault(group, {})[target_key(target["id"], target["port"])] = target
         for group, keys in data.get("removed", {}).items():
             registry.removed[group] = {str(k) for k in keys}
         return registry
@@ -223,12 +231,18 @@ def state_path(config: Config, config_path: str) -> Path:
     return Path(config_path).resolve().with_name(STATE_FILE)
 
 
-def load_registry(path: Path) -> Registry:
+def _check_here(targets: list[Any]) -> list[dict[str, Any]]:
+    from lbd.config.target_check import checked_targets
+
+    return checked_targets(targets)
+
+
+def load_registry(path: Path, check: Check | None = None) -> Registry:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Registry()
-    return Registry.from_json(json.loads(text))
+    return Registry.from_json(json.loads(text), check)
 
 
 def save_registry(registry: Registry, path: Path) -> None:
@@ -261,8 +275,14 @@ def apply_overlay(config: Config, overlay: Overlay) -> Config:
     """The config with each target group's target list as the supervisor says."""
     if not overlay:
         return config
-    from lbd.config.schema import Target
+    # The added targets were validated when they were registered, discovered or read back from the
+    # state file: a thawed config (the supervisor's, lbd/validator.py) takes them as records.
+    if isinstance(config, Record):
+        make_target: Any = thaw_value
+    else:
+        from lbd.config.schema import Target
 
+        make_target = Target.model_validate
     groups = []
     for tg in config.target_groups:
         change = overlay.get(tg.name)
@@ -273,8 +293,8 @@ def apply_overlay(config: Config, overlay: Overlay) -> Config:
         targets = [t for t in tg.targets if target_key(t.id, t.port) not in remove]
         present = {target_key(t.id, t.port) for t in targets}
         for t in change.get("add", ()):
-            target = Target.model_validate(t)
+            target = make_target(t)
             if target_key(target.id, target.port) not in present:
                 targets.append(target)
-        groups.append(tg.model_copy(update={"targets": tuple(targets)}))
-    return config.model_copy(update={"target_groups": tuple(groups)})
+        groups.append(replaced(tg, targets=tuple(targets)))
+    return cast("Config", replaced(config, target_groups=tuple(groups)))

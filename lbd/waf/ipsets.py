@@ -14,7 +14,7 @@ from lbd.waf.request import Address
 
 
 class IpMatcher:
-    __slots__ = ("_v4", "_v6", "size")
+    """A compiled IP set (an extension type when compiled: ipsets.pxd)."""
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         v4: list[tuple[int, int]] = []
@@ -28,6 +28,9 @@ class IpMatcher:
         self.size = len(v4) + len(v6)
 
     def __contains__(self, address: Address | None) -> bool:
+        return self.contains(address)
+
+    def contains(self, address: Address | None) -> bool:
         if address is None:
             return False
         version, value = address

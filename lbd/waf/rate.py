@@ -32,7 +32,7 @@ class RateStore(Protocol):
 
 
 class _Ring:
-    __slots__ = ("counts", "slot", "total")
+    """One key's counts: a slice per ``SLOTS`` of the window (an extension type when compiled: rate.pxd)."""
 
     def __init__(self, slot: int) -> None:
         self.slot = slot

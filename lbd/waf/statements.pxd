@@ -1,5 +1,7 @@
 # Compiled types for statements.py: matchers are extension types; match() is a C call between them.
 cimport cython
+from lbd.waf.ipsets cimport IpMatcher
+from lbd.waf.plan cimport FieldPlan
 from lbd.waf.request cimport WafRequest
 
 
@@ -11,7 +13,9 @@ cdef class Matcher:
 
 cdef class FieldMatcher(Matcher):
     cdef public tuple key
-    cdef public str slot
+    cdef public FieldPlan plan
+    cdef public Py_ssize_t index
+    cdef public object unset
     cdef public object test
     cdef public str oversize
 
@@ -26,6 +30,14 @@ cdef class ContainsMatcher(FieldMatcher):
     cpdef bint match(self, WafRequest request, double now) except -1
 
 
+cdef class RegexMatcher(FieldMatcher):
+    cdef public object search
+    cdef public bint matches_empty
+
+    @cython.locals(value=object)
+    cpdef bint match(self, WafRequest request, double now) except -1
+
+
 cdef class SizeMatcher(FieldMatcher):
     cdef public object compare
     cdef public long long size
@@ -35,7 +47,8 @@ cdef class SizeMatcher(FieldMatcher):
 
 
 cdef class IpSetMatcher(Matcher):
-    cdef public object addresses, forwarded
+    cdef public IpMatcher addresses
+    cdef public object forwarded
     cdef public bytes header
 
     @cython.locals(listed=list)

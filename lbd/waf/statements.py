@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from lbd.config.web_acl_reading import statement_kind, statement_part
 from lbd.waf.ipsets import IpMatcher
+from lbd.waf.plan import FieldPlan
 from lbd.waf.rate import RateStore
-from lbd.waf.request import UNSET, FieldKey, WafRequest, memo_slot
+from lbd.waf.request import UNSET, FieldKey, WafRequest
 from lbd.waf.transforms import chain
 
 if TYPE_CHECKING:
@@ -37,13 +38,16 @@ class Matcher:
 
 
 class FieldMatcher(Matcher):
-    """Byte, regex and size statements: a field after its transformations, then one test on its bytes."""
+    """Byte, regex and size statements: a field after its transformations (the ACL plan's slot), then one
+    test on its bytes."""
 
-    def __init__(self, spec: model.FieldMatch, test: Callable[[bytes], bool]) -> None:
+    def __init__(self, spec: model.FieldMatch, test: Callable[[bytes], bool], plan: FieldPlan) -> None:
         super().__init__()
         header = spec.header.lower().encode() if spec.header else None
         self.key: FieldKey = (spec.field, header, chain(spec.transformations))
-        self.slot = memo_slot(self.key)
+        self.plan = plan
+        self.index = plan.slot(self.key)
+        self.unset = UNSET
         self.test = test
         self.needs_body = spec.field == "body"
         self.oversize = spec.oversize_handling
@@ -51,33 +55,33 @@ class FieldMatcher(Matcher):
     def match(self, request: WafRequest, now: float) -> bool:
         if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
             return self.oversize == "MATCH"
-        value = request.memo.get(self.slot, UNSET)  # the common case, a field another rule transformed
-        if value is UNSET:
-            value = request.field(self.key)
+        value = request.values[self.index]  # the common case: a field another rule transformed
+        if value is self.unset:
+            value = self.plan.value(request, self.index)
         return value is not None and self.test(value)  # type: ignore[arg-type]
 
 
 class ContainsMatcher(FieldMatcher):
     """``byte_match`` CONTAINS, the commonest statement, tested inline (no second call per rule)."""
 
-    def __init__(self, spec: model.ByteMatch) -> None:
+    def __init__(self, spec: model.ByteMatch, plan: FieldPlan) -> None:
         self.needle = needle = spec.value.encode("utf-8")
-        super().__init__(spec, lambda value: value.find(needle) >= 0)
+        super().__init__(spec, lambda value: value.find(needle) >= 0, plan)
 
     def match(self, request: WafRequest, now: float) -> bool:
         if self.needs_body and request.body_oversize and self.oversize != "CONTINUE":
             return self.oversize == "MATCH"
-        value = request.memo.get(self.slot, UNSET)
-        if value is UNSET:
-            value = request.field(self.key)
+        value = request.values[self.index]
+        if value is self.unset:
+            value = self.plan.value(request, self.index)
         # find, not "in": bytes.__contains__ first tries the needle as an int, raising and clearing a
         # TypeError each time (CPython's bytes_contains).
         return value is not None and value.find(self.needle) >= 0  # type: ignore[attr-defined]
 
 
-def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
+def byte_matcher(spec: model.ByteMatch, plan: FieldPlan) -> FieldMatcher:
     if spec.positional == "CONTAINS":
-        return ContainsMatcher(spec)
+        return ContainsMatcher(spec, plan)
     needle = spec.value.encode("utf-8")
     tests: Mapping[str, Callable[[bytes], bool]] = {
         "EXACTLY": needle.__eq__,
@@ -86,7 +90,7 @@ def byte_matcher(spec: model.ByteMatch) -> FieldMatcher:
         "CONTAINS": lambda value: value.find(needle) >= 0,
         "CONTAINS_WORD": lambda value: _contains_word(value, needle),
     }
-    return FieldMatcher(spec, tests[spec.positional])
+    return FieldMatcher(spec, tests[spec.positional], plan)
 
 
 def _contains_word(value: bytes, needle: bytes) -> bool:
@@ -101,9 +105,31 @@ def _contains_word(value: bytes, needle: bytes) -> bool:
     return False
 
 
-def regex_matcher(spec: model.RegexMatch) -> FieldMatcher:
-    search = re.compile(spec.pattern.encode("utf-8")).search  # compiled once per Snapshot
-    return FieldMatcher(spec, lambda value: search(value) is not None)
+class RegexMatcher(FieldMatcher):
+    """``regex_match``: the pattern compiled once per Snapshot, its search called inline."""
+
+    def __init__(self, spec: model.RegexMatch, plan: FieldPlan) -> None:
+        self.search = search = re.compile(spec.pattern.encode("utf-8")).search
+        super().__init__(spec, lambda value: search(value) is not None, plan)
+        self.matches_empty = search(b"") is not None  # an empty field (no query string): decided here
+
+    def match(self, request: WafRequest, now: float) -> bool:
+        value = request.values[self.index]
+        if value is self.unset:
+            value = self.plan.value(request, self.index)
+        if value is None:
+            return False
+        if not value:
+            return self.matches_empty
+        return self.search(value) is not None  # type: ignore[call-overload]
+
+
+def regex_matcher(spec: model.RegexMatch, plan: FieldPlan) -> FieldMatcher:
+    if spec.field == "body":
+        # The body's oversize handling comes first (FieldMatcher.match).
+        search = re.compile(spec.pattern.encode("utf-8")).search
+        return FieldMatcher(spec, lambda value: search(value) is not None, plan)
+    return RegexMatcher(spec, plan)
 
 
 _COMPARE: Mapping[str, Callable[[int, int], bool]] = {
@@ -117,9 +143,9 @@ _COMPARE: Mapping[str, Callable[[int, int], bool]] = {
 
 
 class SizeMatcher(FieldMatcher):
-    def __init__(self, spec: model.SizeConstraint) -> None:
+    def __init__(self, spec: model.SizeConstraint, plan: FieldPlan) -> None:
         compare, size = _COMPARE[spec.comparison], spec.size
-        super().__init__(spec, lambda value: compare(len(value), size))
+        super().__init__(spec, lambda value: compare(len(value), size), plan)
         self.compare = compare
         self.size: int = size
         # The body's size is known from its framing without reading it: only a transformed body needs it.
@@ -146,18 +172,18 @@ class IpSetMatcher(Matcher):
     def match(self, request: WafRequest, now: float) -> bool:
         forwarded = self.forwarded
         if forwarded is None:
-            return request.address() in self.addresses
+            return self.addresses.contains(request.address())
         listed = request.forwarded(self.header)
         if not listed or (
             forwarded.position != "ANY" and listed[0 if forwarded.position == "FIRST" else -1] is None
         ):
             return forwarded.fallback == "MATCH"  # WAF: no (valid) address in the header
         if forwarded.position == "FIRST":
-            return listed[0] in self.addresses
+            return self.addresses.contains(listed[0])
         if forwarded.position == "LAST":
-            return listed[-1] in self.addresses
+            return self.addresses.contains(listed[-1])
         for address in listed:  # noqa: SIM110 (a loop, not any(): no closures in compiled methods)
-            if address in self.addresses:
+            if self.addresses.contains(address):
                 return True
         return False
 
@@ -262,7 +288,9 @@ class Compiler:
         file_sets: Mapping[str, IpMatcher],
         rate_store: Callable[[model.RateBased], RateStore],
         workers: int,
+        plan: FieldPlan,
     ) -> None:
+        self.plan = plan  # the ACL's field slots, shared by all its rules
         self.ip_sets = ip_sets
         self.file_sets = file_sets
         self.rate_store = rate_store
@@ -272,11 +300,11 @@ class Compiler:
         kind = statement_kind(statement)
         part = statement_part(statement, kind)
         if kind == "byte_match":
-            return byte_matcher(part)
+            return byte_matcher(part, self.plan)
         if kind == "regex_match":
-            return regex_matcher(part)
+            return regex_matcher(part, self.plan)
         if kind == "size_constraint":
-            return SizeMatcher(part)
+            return SizeMatcher(part, self.plan)
         if kind == "label_match":
             return LabelMatcher(part)
         if kind == "ip_set":

@@ -1,0 +1,151 @@
+"""The supervisor's config, validated in a short-lived child process: ``python -m lbd.validator FILE``.
+
+Validating a config takes the YAML parser, pydantic and the schema's models: about 16 MiB of RSS that a
+supervisor would otherwise hold for as long as it runs, to use it at start and at each reload (issue 11,
+footprint). So the supervisor runs ``load_for_run`` (lbd/config/preflight.py, the function ``lbd check``
+runs: the same checks, the same messages naming key paths) in a child that prints its result as JSON and
+exits, and keeps only the answer:
+
+- the config as plain data (``compact``, lbd/config/plain.py, classic load balancers expanded), which the
+  supervisor thaws into the read-only records the workers build their Snapshots from;
+- the views of it the admin API shows that are the models' own dumps: ``GET /v1/load-balancers`` (its
+  actions without their defaults) and each web ACL as the admin API writes it;
+- or every error, as ``str(issue)`` of each ConfigIssue (what ``lbd check`` prints after the file's name).
+
+``python -m lbd.validator --targets`` checks targets the same way (a JSON list on stdin): the admin API's
+registrations and the state file's, so that these do not load the schema into the supervisor either.
+
+A child that dies without an answer (killed, out of memory) is an error too: a reload is then refused and
+the old config keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from lbd.config.issues import ConfigError, ConfigIssue
+from lbd.config.plain import thaw
+
+if TYPE_CHECKING:
+    from lbd.config.schema import Config
+
+COMMAND = (sys.executable, "-m", "lbd.validator")
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config as the supervisor holds it: records, never pydantic models."""
+
+    config: Config
+    path: str  # absolute
+    views: dict[str, Any] = field(default_factory=dict)
+
+
+def answer(path: str) -> dict[str, Any]:
+    """The child's side: validate ``path`` as ``lbd run`` must, into JSON data."""
+    from lbd.config.plain import compact
+    from lbd.config.preflight import load_for_run
+    from lbd.config.web_acls import dump
+    from lbd.observe.summary import load_balancers
+
+    try:
+        loaded = load_for_run(path)
+    except ConfigError as exc:
+        return {"ok": False, "errors": [[issue.path, issue.message] for issue in exc.issues]}
+    config = loaded.config
+    views = {
+        "load_balancers": load_balancers(config, 0)["load_balancers"],
+        "web_acls": {acl.name: dump(acl) for acl in config.web_acls},
+    }
+    return {"ok": True, "path": loaded.path, "config": compact(config), "views": views}
+
+
+def loaded_from(reply: dict[str, Any]) -> LoadedConfig:
+    """The supervisor's side: the child's answer as a LoadedConfig, or ConfigError with its issues."""
+    if not reply.get("ok"):
+        raise ConfigError([ConfigIssue(str(where), str(message)) for where, message in reply["errors"]])
+    return LoadedConfig(thaw(reply["config"]), str(reply["path"]), dict(reply["views"]))
+
+
+def _parsed(code: int | None, out: bytes, err: bytes) -> LoadedConfig:
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
+        raise ConfigError.single("", f"the config could not be validated (validator: {detail[0]})")
+    return loaded_from(json.loads(out))
+
+
+def _checked(code: int | None, out: bytes, err: bytes) -> list[dict[str, Any]]:
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
+        raise OSError(f"the targets could not be validated (validator: {detail[0]})")
+    return cast("list[dict[str, Any]]", json.loads(out))
+
+
+def targets(items: list[Any]) -> list[dict[str, Any]]:
+    """Targets checked in a child process (lbd/config/target_check.py), waiting for it (the state
+    file's, at start)."""
+    done = subprocess.run(
+        [*COMMAND, "--targets"], input=json.dumps(items).encode(), capture_output=True, check=False
+    )
+    return _checked(done.returncode, done.stdout, done.stderr)
+
+
+async def targets_async(items: list[Any]) -> list[dict[str, Any]]:
+    """Targets checked in a child process (lbd/config/target_check.py) without blocking the event loop
+    (the admin API's)."""
+    import asyncio  # (the supervisor's; the child itself runs no event loop)
+
+    child = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "--targets",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate(json.dumps(items).encode())
+    return _checked(child.returncode, out, err)
+
+
+def load(path: str) -> LoadedConfig:
+    """Validate ``path`` in a child process, waiting for it (at start, before the event loop runs)."""
+    done = subprocess.run([*COMMAND, path], capture_output=True, check=False)
+    return _parsed(done.returncode, done.stdout, done.stderr)
+
+
+async def load_async(path: str) -> LoadedConfig:
+    """Validate ``path`` in a child process without blocking the event loop (reloads)."""
+    import asyncio  # (the supervisor's; the child itself runs no event loop)
+
+    child = await asyncio.create_subprocess_exec(
+        *COMMAND, path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await child.communicate()
+    return _parsed(child.returncode, out, err)
+
+
+def read_token(config: Config) -> str | None:
+    """The admin token (after ``load_for_run`` checked that the file reads and is not empty)."""
+    name = config.admin.token_file
+    return Path(name).read_text(encoding="utf-8").strip() if name else None
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        print("usage: python -m lbd.validator FILE | --targets < JSON", file=sys.stderr)
+        return 64
+    if sys.argv[1] == "--targets":  # a JSON list of targets on stdin (the admin API's, the state file's)
+        from lbd.config.target_check import checked_targets
+
+        sys.stdout.write(json.dumps(checked_targets(json.load(sys.stdin))))
+        return 0
+    sys.stdout.write(json.dumps(answer(sys.argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
