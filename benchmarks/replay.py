@@ -53,6 +53,13 @@ TWENTY_RULES = "        rules:\n" + "".join(
     "            actions: [{type: fixed-response, status_code: 404}]\n"
     for n in range(20)
 )
+# Rules without a path condition: every request builds a view of itself and each rule's host test runs.
+TWENTY_HOST_RULES = "        rules:\n" + "".join(
+    f"          - priority: {n + 1}\n"
+    f"            conditions: [{{field: host-header, values: [api{n}.example.org, '*.v{n}.example.org']}}]\n"
+    "            actions: [{type: fixed-response, status_code: 404}]\n"
+    for n in range(20)
+)
 
 # A typical web ACL: an IP set, a path guard with transformations, a regex on the query, a counting
 # header rule and a per-client rate limit (never reached here), all evaluated for every request.
@@ -158,6 +165,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("small-get", SMALL_GET),
     Scenario("small-get-20-rules", SMALL_GET, TWENTY_RULES),
+    Scenario("small-get-20-host-rules", SMALL_GET, TWENTY_HOST_RULES),
     Scenario("30-headers", MANY_HEADERS),
     Scenario("split-head", SMALL_GET),
     Scenario("post-body", POST_BODY),

@@ -25,6 +25,8 @@ COMPILED = (
     "lbd.http.upstream",
     "lbd.http.dispatch",
     "lbd.routing.table",
+    "lbd.routing.conditions",
+    "lbd.routing.request",
     "lbd.upstream.maglev",
     "lbd.upstream.balancers",
     "lbd.upstream.target",

@@ -1,6 +1,7 @@
 # Compiled types for dispatch.py: the per-listener dispatcher and its route decisions as extension types.
 cimport cython
 from lbd.http.exchange cimport Exchange
+from lbd.routing.conditions cimport BytesMatcher
 
 @cython.final
 cdef class RouteDecision:
@@ -17,9 +18,11 @@ cdef class HttpDispatcher:
     cdef public str scheme
     cdef public bint default_port, xff_client_port, preserve_host, drop_invalid
     cdef public dict _target_hosts
-    cdef public RouteDecision _fast
+    cdef public RouteDecision _fast, _unmatched
+    cdef public BytesMatcher _gate
     cdef public object waf
 
+    @cython.locals(gate=BytesMatcher, unmatched=RouteDecision)
     cpdef RouteDecision route(self, Exchange exchange)
     @cython.locals(target_host=bytes, cached=tuple, forwarded=bytes, trace=bytes,
                    head=bytes)

@@ -17,7 +17,8 @@ from lbd.http import desync, fastpath, requestline
 from lbd.http.errors import HttpError
 from lbd.http.messages import HOP_BY_HOP
 from lbd.routing.actions import Forward, Redirect
-from lbd.routing.request import RequestView
+from lbd.routing.conditions import BytesMatcher
+from lbd.routing.request import RequestView, request_path
 from lbd.routing.stickiness import CookieSealer, current_keys
 from lbd.routing.table import RuleTable
 
@@ -112,6 +113,13 @@ class HttpDispatcher:
         group = default.single if isinstance(default, Forward) else None
         # The common case, one forward and no rules, routes without looking at the request.
         self._fast = RouteDecision("forward", group, b"", 0) if group and not self.table.has_rules else None
+        # With rules that all name a path, a request whose path passes none of them gets the default forward,
+        # decided on the target's bytes before any view of the request is built (RuleTable.path_gate).
+        self._gate: BytesMatcher | None = None
+        self._unmatched: RouteDecision | None = None
+        if group is not None and isinstance(default, Forward) and default.weights[0]:
+            self._gate = self.table.path_gate
+            self._unmatched = RouteDecision("forward", group, b"", 0)
         # The web ACL of the load balancer, set by lbd/http/firewall.py; None: no WAF, one pointer check.
         self.waf: Firewall | None = None
 
@@ -120,6 +128,10 @@ class HttpDispatcher:
     def route(self, exchange: Exchange) -> RouteDecision:
         if self._fast is not None:
             return self._fast
+        gate = self._gate
+        unmatched = self._unmatched
+        if gate is not None and unmatched is not None and not gate.matches(request_path(exchange.url)):
+            return unmatched
         # exchange.host is the Host the target gets: from an absolute-form target when there is one
         # (RFC 9112 3.2.2), so rules and target agree on the name.
         request = RequestView(

@@ -92,6 +92,49 @@ class ValueMatcher:
         return self.regex is not None and self.regex.fullmatch(text) is not None
 
 
+class BytesMatcher:
+    """A ValueMatcher over bytes: the request's path or Host as sent, with no decoding per request.
+
+    Bytes are latin-1 text (one byte, one character), so each value of the ValueMatcher is encoded once
+    and compared with the same C-level tests (set lookup, ``startswith``/``endswith`` over a tuple, one
+    bytes regex). A value holding a character above U+00FF can never equal latin-1 text and is left out.
+    Case-insensitive matchers take input that is already lowercased (``RequestView.host_key``) when it is
+    ASCII; other input is decoded and given to the ValueMatcher, which folds it as str.lower() does.
+    An extension type when compiled (conditions.pxd): the dispatcher calls ``matches`` as a C method.
+    """
+
+    def __init__(self, text: ValueMatcher) -> None:
+        self.text = text
+        self.fold = text.fold
+        self.exact = frozenset(_latin1(text.exact))
+        self.prefixes = tuple(_latin1(text.prefixes))
+        self.suffixes = tuple(_latin1(text.suffixes))
+        patterns = list(_latin1(p.pattern for p in text.patterns))
+        self.regex = re.compile(b"|".join(b"(?:%b)" % p for p in patterns), re.DOTALL) if patterns else None
+
+    def __call__(self, data: bytes) -> bool:
+        return self.matches(data)
+
+    def matches(self, data: bytes) -> bool:
+        if self.fold and not data.isascii():
+            return self.text(data.decode("latin-1"))
+        if data in self.exact:
+            return True
+        if self.prefixes and data.startswith(self.prefixes):
+            return True
+        if self.suffixes and data.endswith(self.suffixes):
+            return True
+        return self.regex is not None and self.regex.fullmatch(data) is not None
+
+
+def _latin1(values: Iterable[str]) -> Iterable[bytes]:
+    for value in values:
+        try:
+            yield value.encode("latin-1")
+        except UnicodeEncodeError:
+            continue  # matches no latin-1 text
+
+
 def _plain(text: str) -> bool:
     """No wildcard and no escape: the text is matched literally."""
     return not any(c in text for c in "*?\\")
@@ -101,20 +144,21 @@ def compile_condition(condition: Condition) -> Predicate:
     field = condition.field
     values = condition.values
     if field == "host-header":
-        host = ValueMatcher(values, ignore_case=True)
-        return lambda request: host(request.host)
+        host = BytesMatcher(ValueMatcher(values, ignore_case=True))
+        return lambda request: host.matches(request.host_key)
     if field == "path-pattern":
-        path = ValueMatcher(values, ignore_case=False)
-        return lambda request: path(request.path)
+        path = BytesMatcher(ValueMatcher(values, ignore_case=False))
+        return lambda request: path.matches(request.raw_path)
     if field == "http-request-method":
         methods = frozenset(values)
         return lambda request: request.method in methods
     if field == "http-header":
         assert condition.http_header_name is not None
         name = condition.http_header_name.lower().encode()
-        header = ValueMatcher(values, ignore_case=True)
-        # A repeated header: any of its values may match (ALB checks them in order).
-        return lambda request: any(header(v) for v in request.header_values(name))
+        header = BytesMatcher(ValueMatcher(values, ignore_case=True))
+        # A repeated header: any of its values may match (ALB checks them in order). Values are compared as
+        # sent, ASCII-lowered (BytesMatcher folds the rest as str.lower() does).
+        return lambda request: any(header.matches(v.lower()) for n, v in request.headers if n.lower() == name)
     if field == "query-string":
         return _query_condition(values)
     assert field == "source-ip"

@@ -10,7 +10,19 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RequestView:
-    __slots__ = ("_host", "_host_field", "_path", "_query", "_source", "headers", "method", "peer_ip", "url")
+    __slots__ = (
+        "_host",
+        "_host_field",
+        "_host_key",
+        "_path",
+        "_query",
+        "_raw_path",
+        "_source",
+        "headers",
+        "method",
+        "peer_ip",
+        "url",
+    )
 
     def __init__(
         self,
@@ -28,7 +40,9 @@ class RequestView:
         self.peer_ip = peer_ip
         self._host: str | None = None
         self._host_field = host
+        self._host_key: bytes | None = None
         self._path: str | None = None
+        self._raw_path: bytes | None = None
         self._query: list[tuple[str, str]] | None = None
         self._source: IPAddress | None = None
 
@@ -36,28 +50,43 @@ class RequestView:
     def host(self) -> str:
         """The Host header without its port, lowercased (host-header conditions are case-insensitive)."""
         if self._host is None:
-            value = self._host_field or b""
-            for name, raw in () if value else self.headers:
-                if len(name) == 4 and name.lower() == b"host":
-                    value = raw
-                    break
-            if not value:
-                value = _authority(self.url)
-            self._host = _bare_host(value)
+            self._host = _bare_host(self._host_value())
         return self._host
+
+    @property
+    def host_key(self) -> bytes:
+        """``host`` as bytes (latin-1), computed without decoding when the value is ASCII (valid Host
+        values always are, RFC 9110 7.2): what byte-level host-header matchers compare."""
+        if self._host_key is None:
+            value = self._host_value()
+            if value.isascii():
+                host = value.strip(_STR_WHITESPACE).lower()
+                self._host_key = host[: host.find(b"]") + 1] if host[:1] == b"[" else host.partition(b":")[0]
+            else:
+                self._host_key = self.host.encode("latin-1")
+        return self._host_key
+
+    def _host_value(self) -> bytes:
+        value = self._host_field or b""
+        for name, raw in () if value else self.headers:
+            if len(name) == 4 and name.lower() == b"host":
+                value = raw
+                break
+        return value or _authority(self.url)
 
     @property
     def path(self) -> str:
         """The path without the query (path-pattern conditions never see the query string)."""
         if self._path is None:
-            target = self.url
-            if not target.startswith(b"/"):
-                # absolute-form (RFC 9112 3.2.2): http://host/path?query
-                after_scheme = target.partition(b"://")[2]
-                slash = after_scheme.find(b"/")
-                target = after_scheme[slash:] if slash >= 0 else b"/"
-            self._path = target.partition(b"?")[0].decode("latin-1")
+            self._path = self.raw_path.decode("latin-1")
         return self._path
+
+    @property
+    def raw_path(self) -> bytes:
+        """``path`` as the bytes sent, for byte-level path matchers (latin-1: one byte, one character)."""
+        if self._raw_path is None:
+            self._raw_path = request_path(self.url)
+        return self._raw_path
 
     @property
     def query(self) -> list[tuple[str, str]]:
@@ -82,8 +111,19 @@ class RequestView:
             self._source = address
         return self._source
 
-    def header_values(self, lower_name: bytes) -> list[str]:
-        return [v.decode("latin-1") for n, v in self.headers if n.lower() == lower_name]
+
+def request_path(url: bytes) -> bytes:
+    """A request target's path, without the query."""
+    if not url.startswith(b"/"):
+        # absolute-form (RFC 9112 3.2.2): http://host/path?query
+        after_scheme = url.partition(b"://")[2]
+        slash = after_scheme.find(b"/")
+        url = after_scheme[slash:] if slash >= 0 else b"/"
+    return url.partition(b"?")[0]
+
+
+# What str.strip() removes from an ASCII string (str.isspace also counts the separators \x1c-\x1f).
+_STR_WHITESPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 
 
 def _authority(url: bytes) -> bytes:
