@@ -187,7 +187,7 @@ async def test_etcd_targets_are_watched_and_a_failing_etcd_keeps_them(
         discovered_config(port, {"type": "etcd", "endpoints": [etcd.url], "prefix": "/lbd/targets/web/"})
     )
     await proc.wait_ready()
-    await wait_for(lambda: backends_seen(port), what="the etcd target to serve")
+    await wait_for(lambda: _only(port, "a"), what="the etcd target to serve")  # 503s until etcd is read
     assert await backends_seen(port) == {"a"}
 
     await etcd.put("/lbd/targets/web/b", {"id": "127.0.0.1", "port": b.port, "weight": 2})
