@@ -340,7 +340,8 @@ class GatewayFetch:
             fields = "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1", "replace")
         if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             fields += f"content-length: {len(body)}\r\n".encode()
-        request = line.encode("latin-1", "replace") + fields + b"\r\n" + body
+        # One join: the fields carry the token (long), and each concatenation would copy them again.
+        request = b"".join([line.encode("latin-1", "replace"), fields, b"\r\n", body])
         target.outstanding += 1
         if target.stats is not None:
             target.stats.requests += 1

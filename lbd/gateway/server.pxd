@@ -34,12 +34,13 @@ cdef class GatewayClientSide:
     cpdef void _answered(self, object answer) except *
     cpdef void _served(self) except *
     cpdef bytes _forwarded_lines(self)
-    @cython.locals(body=bytes, start=bytes, out=bytes)
+    @cython.locals(body=bytes, start=bytes, tail=bytes, out=bytes)
     cpdef void _write(self, object answer, bint head, str request_id) except *
     cpdef void _arm(self) except *
 
 
-@cython.locals(headers=dict, line=str, name=str, value=str)
+@cython.locals(headers=dict, size=Py_ssize_t, at=Py_ssize_t, end=Py_ssize_t, colon=Py_ssize_t,
+               start=Py_ssize_t, stop=Py_ssize_t, c=cython.uchar, upper=bint, name=str, value=str)
 cpdef dict block_fields(bytes block)
 @cython.locals(start=Py_ssize_t, end=Py_ssize_t)
 cpdef bytes without_field(bytes block, Py_ssize_t at)
