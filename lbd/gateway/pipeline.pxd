@@ -31,12 +31,12 @@ cdef class ApiPipeline:
     cdef public bint rest, private, from_authorizer
     cdef public dict plans, _authorize_nows
 
-    @cython.locals(route=CompiledRoute, limits=object, local=LocalLimiter)
+    @cython.locals(route=CompiledRoute, limits=object, local=LocalLimiter, now=double)
     cpdef object serve(self, GatewayRequest request, Outcome outcome, object done)
     cpdef object _route(self, GatewayRequest request, Outcome outcome)
     cpdef object _authorize_now(self, CompiledRoute route, GatewayRequest request, Outcome outcome)
     cpdef object _auth_refused(self, object auth, Outcome outcome)
-    @cython.locals(buckets=list)
+    @cython.locals(buckets=list, now=double)
     cpdef object _limits(self, CompiledRoute route, GatewayRequest request, Outcome outcome, object auth)
     cpdef object _admission(self, CompiledRoute route, Outcome outcome, object admission)
     cpdef object _plan_of(self, object key)

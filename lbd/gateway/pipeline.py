@@ -205,7 +205,9 @@ class ApiPipeline:
             local = self._local
             if local is None:
                 return self._later(route, request, outcome, done, auth, True)
-            refused = self._admission(route, outcome, local.admit_now(limits[0], limits[1], self._clock()))
+            # The clock as the key's quota read it (one reading for the request's buckets and quota).
+            now = limits[2] if route.key_required else self._clock()
+            refused = self._admission(route, outcome, local.admit_now(limits[0], limits[1], now))
             if refused is not None:
                 done(refused)
                 return None
@@ -349,11 +351,13 @@ class ApiPipeline:
 
     def _limits(
         self, route: CompiledRoute, request: GatewayRequest, outcome: Outcome, auth: AuthResult | None
-    ) -> tuple[Sequence[Any], Quota | None] | Answer | None:
+    ) -> tuple[Sequence[Any], Quota | None, float] | Answer | None:
         """The API key's check, then the buckets and quota the request draws from (None: no limits), or
-        the refusal of a missing or unknown key."""
+        the refusal of a missing or unknown key; with the clock's reading for the key's quota (0.0 when
+        the route takes no key)."""
         buckets = route.stage_buckets
         quota = None
+        now = 0.0
         if route.key_required:
             value = (
                 auth.usage_identifier_key
@@ -369,7 +373,7 @@ class ApiPipeline:
             buckets = plan.buckets_for(key.counter, route.route_key, buckets)
             quota = plan.quota_for(key.counter, now)
         if buckets or quota is not None:
-            return buckets, quota
+            return buckets, quota, now
         return None
 
     def _firewall(self, waf: ApiFirewall, request: GatewayRequest, outcome: Outcome) -> Answer | None:

@@ -219,10 +219,11 @@ class GatewayClientSide:
             pipeline.name,
             pipeline.stage,
             "",
-            request_id=_request_id(),
-            received_at=time.time(),
-            raw_fields=raw,
-            raw_forwarded=self._forwarded_lines() if raw else b"",
+            None,  # path_parameters: set by the route's match
+            _request_id(),
+            time.time(),  # received_at
+            raw,  # raw_fields
+            self._forwarded_lines() if raw else b"",  # raw_forwarded (positional: no keyword dict)
         )
         self.queue.append((request, keep_alive, self._started))
         if len(self.queue) >= MAX_QUEUED:
