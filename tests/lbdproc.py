@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -49,19 +50,24 @@ def _bindable(port: int) -> bool:
     return True
 
 
+_handed_out = itertools.count(random.randrange(1 << 16))  # a walk through the range, from a random start
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free for both TCP and UDP, outside the kernel's ephemeral range.
+    """A port free for both TCP and UDP, outside the kernel's ephemeral range, never handed out twice.
 
     A port the kernel hands out for ``bind(0)`` is one it may hand out again to any outgoing connection
     (a client's source port) or any backend bound to port 0 before lbd binds it: CI once lost a run to
-    exactly that. Ports below the ephemeral range are never chosen by the kernel, and a TCP_UDP listener
-    needs the port free for both protocols. ``kind`` is kept for callers that name the one they use.
+    exactly that. Ports below the ephemeral range are never chosen by the kernel; walking through them in
+    turn (not at random) means two ports asked for before either is bound are never the same; and a
+    TCP_UDP listener needs the port free for both protocols. ``kind`` is kept for callers that name the
+    one they use.
     """
     del kind
     low, _high = _ephemeral_range()
     floor = 20000 if low > 21000 else 1024
     for _ in range(1000):
-        port = random.randrange(floor, low)
+        port = floor + next(_handed_out) % (low - floor)
         if _bindable(port):
             return port
     raise RuntimeError("no free port below the ephemeral range")
