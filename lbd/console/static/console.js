@@ -33,7 +33,8 @@ const state = {
   listenerRows: new Map(), // "lb listener" -> row cells
   pending: new Map(), // "group target" -> state shown until the server agrees (after a button)
   timer: null,
-  polling: false,
+  polling: null, // the poll in flight (a promise), or null
+  stopped: false, // signing out: no more polls
 };
 
 // -- small DOM helpers -----------------------------------------------------------------------------------
@@ -574,10 +575,17 @@ function showNode(summary, live, problem) {
   node.replaceChildren(...parts);
 }
 
-async function poll() {
-  if (state.polling) return;
-  state.polling = true;
+function poll() {
+  if (state.polling || state.stopped) return state.polling;
   clearTimeout(state.timer);
+  state.polling = refresh().finally(() => {
+    state.polling = null;
+    if (!document.hidden && !state.stopped) state.timer = setTimeout(poll, POLL_MS);
+  });
+  return state.polling;
+}
+
+async function refresh() {
   try {
     const { status, data } = await api("GET", "/v1/summary");
     if (status !== 200 || !data) throw new Error(`/v1/summary answered ${status}`);
@@ -594,10 +602,17 @@ async function poll() {
     showNode(data, true, "");
   } catch (error) {
     showNode(state.previous, false, error.message);
-  } finally {
-    state.polling = false;
-    if (!document.hidden) state.timer = setTimeout(poll, POLL_MS);
   }
+}
+
+// Signing out ends the cookie: a poll that went out after it would be a 401 (and a console error), so the
+// loop stops and the poll in flight finishes before the form is sent.
+async function signOut(event) {
+  event.preventDefault();
+  state.stopped = true;
+  clearTimeout(state.timer);
+  await state.polling;
+  event.target.submit();
 }
 
 function pollSoon() {
@@ -620,11 +635,13 @@ function start() {
   reportFaults();
   document.getElementById("interval").textContent = String(POLL_MS / 1000);
   document.getElementById("reload").addEventListener("click", reload);
-  if (document.body.dataset.session === "cookie") document.getElementById("logout").hidden = false;
+  const logout = document.getElementById("logout");
+  logout.addEventListener("submit", signOut);
+  if (document.body.dataset.session === "cookie") logout.hidden = false;
   // No polling while the tab is hidden: the page costs nothing when nobody looks at it.
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) clearTimeout(state.timer);
-    else pollSoon();
+    else if (!state.stopped) pollSoon();
   });
   poll();
 }
