@@ -325,6 +325,23 @@ async def test_a_token_header_that_is_not_utf_8_is_401(admin: Any) -> None:
     assert status == 401
 
 
+@pytest.mark.parametrize("second", [f"Bearer {TOKEN}", "Bearer wrong"])
+async def test_two_authorization_fields_are_400_and_close(admin: Any, second: str) -> None:
+    """A proxy in front may pass on the first and lbd read the last (or the other way round): neither
+    order authenticates."""
+    server = await admin(token=TOKEN)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"GET /v1/things HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Authorization: {second}\r\n\r\n".encode()
+    )
+    answer = await asyncio.wait_for(read_all(reader), 30)  # read to the end: lbd closes
+    writer.close()
+    status, headers, payload = parse_response(answer)
+    assert status == 400 and headers["connection"] == "close"
+    assert json.loads(payload) == {"error": "more than one Authorization field"}
+
+
 # -- the HTTP layer (h11 under an asyncio Protocol): framing, keep-alive, refusals ------------------------
 
 

@@ -295,6 +295,12 @@ def _decode_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("utf-8", "surrogateescape") for name, value in headers}
 
 
+def _repeated_credentials(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Authorization is a singleton field (RFC 9110 section 11.6.2 defines no list syntax for it): two
+    of them are a request that a proxy in front and lbd may read differently, so it is refused."""
+    return sum(1 for name, _ in fields if name == b"authorization") > 1
+
+
 def _split_target(target: bytes) -> tuple[str, str]:
     """The request target's path (still percent-encoded) and query; absolute-form too (RFC 9112 3.2)."""
     text = target.decode("latin-1")
@@ -402,7 +408,11 @@ class _AdminProtocol(asyncio.Protocol):
         method = event.method.decode("ascii")
         raw_path, query = _split_target(event.target)
         path = unquote(raw_path)
-        headers = _decode_headers(list(event.headers))
+        fields = list(event.headers)
+        headers = _decode_headers(fields)
+        if _repeated_credentials(fields):
+            await self._refuse(error(400, "more than one Authorization field"), method)
+            return False
         routed = self._admin.route(method, raw_path, path, headers)
         if isinstance(routed, AdminResponse):
             if self._h11.client_is_waiting_for_100_continue:
