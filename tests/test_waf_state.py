@@ -82,13 +82,19 @@ async def test_an_api_block_outlasts_a_restart_until_the_file_changes_that_acl(
     assert sorted(set(VALIDATION_ONLY) & _top_level(supervisors[0]["modules"])) == []
     monkeypatch.delenv("LBD_TEST_MODULES")
 
+    # Restored again by the next start, and kept by a reload of the unchanged file.
+    proc.start()
+    await proc.wait_ready()
+    status, body = await proc.admin("POST", "/v1/reload")
+    assert status == 200, body
+    assert await status_of(port, "/emergency") == 403
+
     # The operator edits that ACL in the file and restarts: the file wins, and the drop is logged once
     # (the state file no longer holds it).
     edited = yaml.safe_load(proc.config_path.read_text())
     edited["web_acls"][0]["rules"] = [rule("edited", 1, byte("uri_path", "EXACTLY", "/edited"))]
     proc.write_config(edited)
-    proc.start()
-    await proc.wait_ready()
+    await restart(proc)
     assert await status_of(port, "/emergency") == 200
     assert await status_of(port, "/edited") == 403
     assert (
@@ -122,13 +128,22 @@ async def test_an_unreadable_state_file_or_an_invalid_entry_is_logged_and_the_fi
     )
     state.write_bytes(state_bytes({"protect": invalid, "gone": EMERGENCY}, {"protect": file_acl, "gone": {}}))
     await restart(proc)
-    assert "web ACL gone: the change made through the admin API is dropped (the file no longer defines" in proc.log
+    dropped = "the change made through the admin API is dropped"
+    assert f"web ACL gone: {dropped} (the file no longer defines that web ACL)" in proc.log
     assert (
         "web ACL protect: the change made through the admin API is dropped "
         "(it is not valid: web_acls[0].rules[0].statement.regex_match.pattern:"
     ) in proc.log
     assert await status_of(port, "/file-blocked") == 403
     assert parse_state(state.read_text()) == {}
+
+    # A change that cannot be saved (a directory where the file goes) is in force, and the PUT says so.
+    state.unlink()
+    state.mkdir()
+    status, body = await proc.admin("PUT", "/v1/web-acls/protect", json.dumps(EMERGENCY).encode())
+    assert status == 500 and "the change is in effect but could not be saved" in body["error"], body
+    assert await status_of(port, "/emergency") == 403
+    assert [p.name for p in state_dir.iterdir() if p.name.startswith(f".{STATE_FILE}")] == []  # no temporary
 
 
 async def test_without_state_dir_api_changes_are_not_written(
@@ -165,5 +180,5 @@ def test_the_recorded_digest_is_the_definition_s_whatever_its_key_order() -> Non
     ],
 )
 def test_a_state_file_of_the_wrong_shape_is_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="web_acls|web ACL state"):
+    with pytest.raises(ValueError, match=r"web_acls|web ACL state"):
         parse_state(text)
