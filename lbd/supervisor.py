@@ -208,6 +208,7 @@ class Supervisor:
         self.checker = HealthChecker(self._broadcast_health)
         try:
             self.registry = self._load_registry()
+            await self.web_acls.restore()  # the admin API's web ACL changes saved in state_dir
             self._load_api_keys()
             self.access_keys = self._open_access_keys()
             self._probe_listeners(set())
@@ -837,10 +838,7 @@ class Supervisor:
         """What a worker builds a generation from: the validated config (classic listeners expanded) with
         the admin API's web ACLs and the registrations applied, as plain data (lbd/config/plain.py), and
         the overlay for the draining targets. Raises ConfigError when a replaced web ACL no longer fits."""
-        if self.web_acl_overrides:  # replaced through the admin API: checked with the schema's models
-            from lbd.config.web_acls import apply_overrides
-
-            config = apply_overrides(config, self.web_acl_overrides)
+        config = self.web_acls.apply(config)  # replaced through the admin API (restored from state_dir)
         overlay = registry.overlay(config)
         return {
             "op": "prepare",

@@ -13,7 +13,9 @@ exits, and keeps only the answer:
 - or every error, as ``str(issue)`` of each ConfigIssue (what ``lbd check`` prints after the file's name).
 
 ``python -m lbd.validator --targets`` checks targets the same way (a JSON list on stdin): the admin API's
-registrations and the state file's, so that these do not load the schema into the supervisor either.
+registrations and the state file's, so that these do not load the schema into the supervisor either;
+``python -m lbd.validator --web-acls FILE`` the web ACL replacements saved in state_dir (a JSON object by
+name on stdin), over FILE, as the admin API's PUT checks them (lbd/config/web_acl_state.py).
 
 A child that dies without an answer (killed, out of memory) is an error too: a reload is then refused and
 the old config keeps serving.
@@ -98,17 +100,35 @@ def targets(items: list[Any]) -> list[dict[str, Any]]:
 async def targets_async(items: list[Any]) -> list[dict[str, Any]]:
     """Targets checked in a child process (lbd/config/target_check.py) without blocking the event loop
     (the admin API's)."""
+    return _checked(*await _child_with_input(["--targets"], items))
+
+
+async def web_acls_async(path: str, replacements: dict[str, Any]) -> dict[str, Any]:
+    """Web ACL replacements saved in state_dir (by name) checked over the file at ``path`` in a child
+    process, as the admin API's PUT checks them (lbd/config/web_acl_state.py): by name, ``{"acl",
+    "record"}`` or ``{"errors"}``. ConfigError when the file itself no longer validates."""
+    code, out, err = await _child_with_input(["--web-acls", path], replacements)
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {code}"]
+        raise OSError(f"the web ACLs could not be validated (validator: {detail[0]})")
+    reply = json.loads(out)
+    if not reply.get("ok"):
+        raise ConfigError([ConfigIssue("", str(error)) for error in reply["errors"]])
+    return cast("dict[str, Any]", reply["web_acls"])
+
+
+async def _child_with_input(args: list[str], data: Any) -> tuple[int | None, bytes, bytes]:
     import asyncio  # (the supervisor's; the child itself runs no event loop)
 
     child = await asyncio.create_subprocess_exec(
         *COMMAND,
-        "--targets",
+        *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await child.communicate(json.dumps(items).encode())
-    return _checked(child.returncode, out, err)
+    out, err = await child.communicate(json.dumps(data).encode())
+    return child.returncode, out, err
 
 
 def load(path: str) -> LoadedConfig:
@@ -135,8 +155,15 @@ def read_token(config: Config) -> str | None:
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--web-acls":  # saved replacements on stdin, by name
+        from lbd.config.web_acl_state import checked_replacements
+
+        sys.stdout.write(json.dumps(checked_replacements(sys.argv[2], json.load(sys.stdin))))
+        return 0
     if len(sys.argv) != 2:
-        print("usage: python -m lbd.validator FILE | --targets < JSON", file=sys.stderr)
+        print(
+            "usage: python -m lbd.validator FILE | --targets < JSON | --web-acls FILE < JSON", file=sys.stderr
+        )
         return 64
     if sys.argv[1] == "--targets":  # a JSON list of targets on stdin (the admin API's, the state file's)
         from lbd.config.target_check import checked_targets

@@ -225,10 +225,16 @@ class Registry:
 
 def state_path(config: Config, config_path: str) -> Path:
     """state_dir from the config, else systemd's StateDirectory, else beside the config file."""
-    directory = config.state_dir or os.environ.get("STATE_DIRECTORY")
-    if directory:
-        return Path(directory.split(":")[0]) / STATE_FILE
+    directory = state_directory(config)
+    if directory is not None:
+        return directory / STATE_FILE
     return Path(config_path).resolve().with_name(STATE_FILE)
+
+
+def state_directory(config: Config) -> Path | None:
+    """state_dir from the config, else systemd's StateDirectory (its first, when it lists several)."""
+    directory = config.state_dir or os.environ.get("STATE_DIRECTORY")
+    return Path(directory.split(":")[0]) if directory else None
 
 
 def _check_here(targets: list[Any]) -> list[dict[str, Any]]:
