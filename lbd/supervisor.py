@@ -819,7 +819,7 @@ class Supervisor:
         body = fleet_view(effective, self.generation, routable, set(self.registry.draining))
         body["discovery"] = [state.describe() for state in self.discovery.states()]
         if self.config_watch is not None:  # which version of the config key this node saw last
-            body["config_source"] = self.config_watch.describe()
+            body["config_source"] = self.config_watch.describe(self.current.revision)
         return AdminResponse(200, body)
 
     async def _load_balancers_endpoint(self, request: AdminRequest) -> AdminResponse:

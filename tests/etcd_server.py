@@ -9,6 +9,7 @@ import base64
 import json
 import shutil
 import signal
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,13 +26,16 @@ def _b64(text: str) -> str:
 
 
 class Etcd:
-    """One etcd member on free loopback ports with a temporary data directory."""
+    """One etcd member on free loopback ports with a temporary data directory; clients speak HTTPS to it
+    when ``tls`` names its certificate and key (files), which ``ssl`` then trusts."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.data_dir = data_dir
         self.client_port = free_port()
         self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.client_port}"
+        self.ssl = ssl.create_default_context(cafile=tls[0]) if tls else True
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -46,6 +50,7 @@ class Etcd:
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=lbd-test={peer}",
+                *([f"--cert-file={self.tls[0]}", f"--key-file={self.tls[1]}"] if self.tls else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=(self.data_dir.parent / "etcd.log").open("ab"),
@@ -62,7 +67,10 @@ class Etcd:
         await wait_for(healthy, what="etcd to answer")
 
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.post(self.url + path, json=body) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.url + path, json=body, ssl=self.ssl) as response,
+        ):
             response.raise_for_status()
             reply: dict[str, Any] = await response.json(content_type=None)
             return reply

@@ -8,6 +8,7 @@ what ``lbd run`` would; an unreachable etcd is exit status 5 for ``lbd run``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 
 from lbd.config.issues import ConfigError
 from lbd.config.source import etcd_key
+from tests.certs import self_signed
 from tests.conftest import LbdFactory
 from tests.etcd_server import Etcd
 from tests.http_backend import HttpBackend
@@ -51,9 +53,14 @@ async def _which(port: int) -> bytes:
     return body
 
 
-def _lbd(*args: str) -> subprocess.CompletedProcess[str]:
+def _lbd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lbd", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "lbd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -89,6 +96,7 @@ async def test_lbd_runs_from_an_etcd_key_and_reloads_on_every_put(
         watched = fleet["config_source"]
         assert (watched["key"], watched["watching"], watched["last_reload"]["ok"]) == (KEY, True, False)
         assert "load_balancers[0].listeners[0].port" in watched["last_reload"]["errors"][0]
+        assert watched["seen_mod_revision"] > watched["serving_mod_revision"] > 0  # the put, the one before
         assert await _which(port) == b"two" and (await proc.readyz() or {})["generation"] == 2
 
         # A deleted key is refused too; POST /v1/reload reads the key again, with the same answer.
@@ -146,6 +154,22 @@ async def test_lbd_check_and_run_refuse_what_the_key_holds(etcd: Etcd, tmp_path:
     assert run.returncode == 5 and "no etcd member answered" in run.stderr, run.stderr
 
 
+async def test_an_etcds_key_is_read_over_https_with_the_server_certificate_checked(tmp_path: Path) -> None:
+    cert, key = self_signed("etcd", ("127.0.0.1",)).write(tmp_path, "etcd")
+    server = Etcd(tmp_path / "etcd-data", tls=(cert, key))
+    server.start()
+    try:
+        await server.ready()
+        await server.put(KEY, yaml.safe_dump(_config(free_port(), free_port(), "one", tmp_path)))
+        source = f"etcds://127.0.0.1:{server.client_port}{KEY}"
+        trusted = _lbd("check", "-c", source, env={"SSL_CERT_FILE": str(cert)})
+        assert trusted.returncode == 0 and trusted.stdout.startswith(f"{source}: OK"), trusted
+        untrusted = _lbd("check", "-c", source)  # the system's CAs do not know this certificate
+        assert untrusted.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("source", "endpoints", "key"),
     [
@@ -173,4 +197,4 @@ def test_an_etcd_source_names_its_members_and_key(source: str, endpoints: tuple[
 def test_a_malformed_etcd_source_says_what_is_wrong(source: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         etcd_key(source)
-    assert str(caught.value).startswith(f"{source} is not an etcd key URL: it {reason}")
+    assert str(caught.value).startswith(f"not an etcd key URL: it {reason}")

@@ -50,28 +50,28 @@ def etcd_key(source: str) -> EtcdKey:
     saying what is wrong with it."""
     scheme, _, rest = source.partition("://")
     if scheme not in SCHEMES:
-        raise _bad(source, "must start with etcd:// or etcds://")
+        raise _bad("must start with etcd:// or etcds://")
     authority, slash, path = rest.partition("/")
     if any(mark in rest for mark in "?#"):
-        raise _bad(source, "takes no query or fragment: etcd://HOST[:PORT][,HOST[:PORT]...]/KEY")
+        raise _bad("takes no query or fragment: etcd://HOST[:PORT][,HOST[:PORT]...]/KEY")
     if "@" in authority:
-        raise _bad(source, "takes no user information (etcd authentication is not supported)")
+        raise _bad("takes no user information (etcd authentication is not supported)")
     key = unquote(slash + path)
     if len(key) < 2:
-        raise _bad(source, "names no key: etcd://HOST[:PORT][,HOST[:PORT]...]/KEY")
+        raise _bad("names no key: etcd://HOST[:PORT][,HOST[:PORT]...]/KEY")
     endpoints = []
     for member in authority.split(","):
         match = _MEMBER.match(member)
         port = int(match["port"]) if match and match["port"] else DEFAULT_PORT
         if match is None or not 1 <= port <= 65535:
-            raise _bad(source, f"member {member!r} is not HOST[:PORT] (IPv6 addresses in brackets)")
+            raise _bad(f"member {member!r} is not HOST[:PORT] (IPv6 addresses in brackets)")
         host = f"[{match['v6']}]" if match["v6"] else match["host"]
         endpoints.append(f"{SCHEMES[scheme]}://{host}:{port}")
     return EtcdKey(source, tuple(endpoints), key)
 
 
-def _bad(source: str, reason: str) -> ConfigError:
-    return ConfigError.single("", f"{source} is not an etcd key URL: it {reason}")
+def _bad(reason: str) -> ConfigError:
+    return ConfigError.single("", f"not an etcd key URL: it {reason}")  # (the caller names it)
 
 
 def read_source(source: str | Path) -> tuple[str, str, int]:

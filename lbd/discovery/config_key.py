@@ -94,13 +94,14 @@ class ConfigKeyWatch:
             tasks.create_task(self._follow())
             tasks.create_task(self._reload_on_change())
 
-    def describe(self) -> dict[str, Any]:
-        """For the admin API (``GET /v1/fleet``): which version of the key this node saw last, whether
-        it is watching, and what the last reload the watch made came to."""
+    def describe(self, serving: int) -> dict[str, Any]:
+        """For the admin API (``GET /v1/fleet``): the version of the key in service (``serving``), the one
+        seen last, whether it is watching, and what the last reload the watch made came to."""
         body: dict[str, Any] = {
             "source": self.source.name,
             "key": self.source.key,
-            "mod_revision": self.seen,
+            "serving_mod_revision": serving,
+            "seen_mod_revision": self.seen,
             "watching": self.watching,
         }
         if self.error:
@@ -114,7 +115,11 @@ class ConfigKeyWatch:
             await self._changed.wait()
             self._changed.clear()  # puts that come during the reload make one more, of the latest
             seen = self.seen
-            result = await self._reload()
+            try:
+                result = await self._reload()
+            except Exception:  # a bug: say so, and keep watching (the next put tries again)
+                log.exception("%s: internal error in the reload of mod_revision %d", self.source.name, seen)
+                continue
             self.last = {"mod_revision": seen, "ok": result.ok, "errors": list(result.errors)}
 
     def _saw(self, mod_revision: int) -> None:
