@@ -42,9 +42,9 @@ def _config(port: int, backend: int, body: str, tmp_path: Path) -> dict[str, Any
     return config
 
 
-async def _put(etcd: Etcd, proc: Lbd, config: dict[str, Any]) -> None:
+async def _put(etcd: Etcd, proc: Lbd, config: dict[str, Any], padding: int = 0) -> None:
     config.setdefault("admin", {})["listen"] = f"127.0.0.1:{proc.admin_port}"
-    await etcd.put(KEY, yaml.safe_dump(config, sort_keys=False))
+    await etcd.put(KEY, yaml.safe_dump(config, sort_keys=False) + f"# {'x' * padding}\n")
 
 
 async def _which(port: int) -> bytes:
@@ -77,11 +77,18 @@ async def test_lbd_runs_from_an_etcd_key_and_reloads_on_every_put(
         proc.start()
         await proc.wait_ready()
         assert await _which(port) == b"one"
+
+        async def watching() -> bool:
+            status, fleet = await proc.admin("GET", "/v1/fleet")
+            return status == 200 and bool(fleet["config_source"]["watching"])
+
+        await wait_for(watching, what="the key to be watched")  # (having read it: no reload for that)
+        assert (await proc.readyz() or {})["generation"] == 1
         status, _, body = await http_request(port, "GET", "/")
         assert (status, body) == (200, b"hello from b1\n")  # forwarded to the target the key names
 
-        # A put reloads every node, without SIGHUP.
-        await _put(etcd, proc, _config(port, backend.port, "two", tmp_path))
+        # A put reloads every node, without SIGHUP (a value larger than aiohttp's default read buffer).
+        await _put(etcd, proc, _config(port, backend.port, "two", tmp_path), padding=300_000)
         await proc.wait_generation(2)
         assert await _which(port) == b"two"
 

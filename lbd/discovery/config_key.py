@@ -27,7 +27,17 @@ import aiohttp
 
 from lbd.config.issues import ConfigError
 from lbd.config.source import EtcdKey, SourceUnavailable, etcd_key
-from lbd.discovery.etcd import FAILURES, RETRY_FIRST, RETRY_MOST, b64, failure, post, unb64, watch
+from lbd.discovery.etcd import (
+    FAILURES,
+    READ_BUFFER,
+    RETRY_FIRST,
+    RETRY_MOST,
+    b64,
+    failure,
+    post,
+    unb64,
+    watch,
+)
 
 log = logging.getLogger("lbd.config")
 TIMEOUT = 5.0  # seconds to connect to a member and to have its answer to a read
@@ -90,9 +100,14 @@ class ConfigKeyWatch:
         self.last: dict[str, Any] = {}  # the last reload the watch made: its outcome
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._follow())
-            tasks.create_task(self._reload_on_change())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._follow())
+                tasks.create_task(self._reload_on_change())
+        except Exception:  # a bug: say so rather than stop watching without a word
+            self.watching = False
+            self.error = "internal error: not watching (SIGHUP and POST /v1/reload still reload)"
+            log.exception("%s: %s", self.source.name, self.error)
 
     def describe(self, serving: int) -> dict[str, Any]:
         """For the admin API (``GET /v1/fleet``): the version of the key in service (``serving``), the one
@@ -131,7 +146,8 @@ class ConfigKeyWatch:
         retry = RETRY_FIRST
         attempt = 0
         timeout = aiohttp.ClientTimeout(total=None, connect=TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        # A watch message holds the whole value: a config may be larger than aiohttp's default buffer.
+        async with aiohttp.ClientSession(timeout=timeout, read_bufsize=READ_BUFFER) as session:
             while True:
                 try:
                     endpoint, found = await read_key(session, self.source, attempt)
