@@ -10,7 +10,8 @@ Process model:
 - Reload (SIGHUP or ``POST /v1/reload``) is two-phase so that either every worker moves to the new config
   or none does: the supervisor validates the file, then asks every worker to *prepare* (parse, build the
   Snapshot, bind new sockets); only if all succeed does it send *commit*, else *abort*. An invalid file
-  is logged with every error and the old config keeps serving.
+  is logged with every error and the old config keeps serving. A config from an etcd key (``-c
+  etcd://...``) is reloaded so whenever the key changes too (lbd/discovery/config_key.py watches it).
 - Shutdown (SIGTERM/SIGINT): readiness turns 503, workers stop accepting, drain their flows for up to
   ``node.shutdown_timeout_seconds`` and exit; the supervisor exits 0.
 - A worker that dies is restarted with the current config, with exponential backoff.

@@ -1,5 +1,9 @@
 """The supervisor's config, validated in a short-lived child process: ``python -m lbd.validator FILE``.
 
+FILE may be an etcd key (``etcd://HOST:PORT/KEY``, lbd/config/source.py): the child reads it itself, as
+``lbd check`` does, and answers with the key's mod_revision besides; one whose members do not answer is
+``"unavailable"`` (``lbd run`` exits 5 for it at start, not 2).
+
 Validating a config takes the YAML parser, pydantic and the schema's models: about 16 MiB of RSS that a
 supervisor would otherwise hold for as long as it runs, to use it at start and at each reload (issue 11,
 footprint). So the supervisor runs ``load_for_run`` (lbd/config/preflight.py, the function ``lbd check``

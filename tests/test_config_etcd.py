@@ -18,7 +18,9 @@ import pytest
 import yaml
 
 from lbd.config.issues import ConfigError
+from lbd.config.loader import parse_config
 from lbd.config.source import etcd_key
+from lbd.upstream.registry import STATE_FILE, state_path
 from tests.certs import self_signed
 from tests.conftest import LbdFactory
 from tests.etcd_server import Etcd
@@ -205,3 +207,13 @@ def test_a_malformed_etcd_source_says_what_is_wrong(source: str, reason: str) ->
     with pytest.raises(ConfigError) as caught:
         etcd_key(source)
     assert str(caught.value).startswith(f"not an etcd key URL: it {reason}")
+
+
+def test_the_state_file_of_a_config_in_etcd_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    config = parse_config("{}")
+    assert state_path(config, f"etcd://127.0.0.1:2379{KEY}") == tmp_path / STATE_FILE
+    assert state_path(config, str(tmp_path / "conf" / "lbd.yaml")) == tmp_path / "conf" / STATE_FILE
