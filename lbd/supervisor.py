@@ -10,13 +10,15 @@ Process model:
 - Reload (SIGHUP or ``POST /v1/reload``) is two-phase so that either every worker moves to the new config
   or none does: the supervisor validates the file, then asks every worker to *prepare* (parse, build the
   Snapshot, bind new sockets); only if all succeed does it send *commit*, else *abort*. An invalid file
-  is logged with every error and the old config keeps serving.
+  is logged with every error and the old config keeps serving. A config from an etcd key (``-c
+  etcd://...``) is reloaded so whenever the key changes too (lbd/discovery/config_key.py watches it).
 - Shutdown (SIGTERM/SIGINT): readiness turns 503, workers stop accepting, drain their flows for up to
   ``node.shutdown_timeout_seconds`` and exit; the supervisor exits 0.
 - A worker that dies is restarted with the current config, with exponential backoff.
 
 Exit codes: 0 clean shutdown, 1 internal error, 2 invalid config (anything ``lbd check`` refuses: the
-same checks), 3 a listener or the admin API could not bind, 4 workers could not be started.
+same checks), 3 a listener or the admin API could not bind, 4 workers could not be started, 5 the config's
+etcd key could not be read (no member answered).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from lbd.admin.web_acls import WebAclControl
 from lbd.admin.websocket import ConnectionsAdmin
 from lbd.config.issues import ConfigError
 from lbd.config.plain import compact, fields
+from lbd.config.source import SourceUnavailable, is_etcd
 from lbd.console import web as console
 from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
@@ -68,11 +71,13 @@ from lbd.validator import LoadedConfig, read_token
 
 if TYPE_CHECKING:
     from lbd.config.schema import Config, TargetGroup
+    from lbd.discovery.config_key import ConfigKeyWatch
 
 log = logging.getLogger("lbd.supervisor")
 config_log = logging.getLogger("lbd.config")  # config files read, accepted or rejected
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_BIND, EXIT_WORKERS = 0, 1, 2, 3, 4
+EXIT_SOURCE = 5  # the config's etcd key could not be read: no member answered (lbd/config/source.py)
 WORKER_REPLY_TIMEOUT = 30.0
 RESTART_BACKOFF_MAX = 30.0
 
@@ -191,6 +196,8 @@ class Supervisor:
         # Web ACLs replaced through the admin API, by name (lbd/admin/web_acls.py), sent with every prepare.
         self.web_acl_overrides: dict[str, Any] = {}
         self.web_acls = WebAclControl(self)
+        self.config_watch: ConfigKeyWatch | None = None  # -c etcd://...: the key, watched
+        self._config_watch_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -224,6 +231,7 @@ class Supervisor:
             self._spawn_task(self._watch, worker)
         self._spawn_task(self._drain_loop)
         self._spawn_task(self.web_acls.watch_files, lambda: self.stopping)
+        self._watch_config_key()
         self.ready = True
         listeners = ", ".join(str(key) for key in self._snapshot_keys(self.current.config))
         log.info(
@@ -245,6 +253,8 @@ class Supervisor:
         log.info("shutting down: draining connections for up to %.0f s", deadline)
         if self.checker is not None:
             self.checker.stop()
+        if self._config_watch_task is not None:
+            self._config_watch_task.cancel()
         await self.discovery.stop()
         clean = await self._stop_workers(deadline + 5.0)
         if self._admin is not None:
@@ -350,7 +360,7 @@ class Supervisor:
         except (ConfigError, UnsupportedConfig, StartupError) as exc:
             errors = config_errors(exc)
             for error in errors:
-                config_log.error("reload rejected: %s", error)
+                config_log.error("reload rejected: %s: %s", path, error)
             config_log.error(
                 "reload rejected (%d error(s)); still serving generation %d", len(errors), self.generation
             )
@@ -759,6 +769,15 @@ class Supervisor:
 
     # -- target discovery and the fleet view ------------------------------------------------------------
 
+    def _watch_config_key(self) -> None:
+        """-c etcd://...: every change of the key reloads, as SIGHUP does (lbd/discovery/config_key.py)."""
+        if not is_etcd(self.current.path):
+            return  # a file: reloaded by SIGHUP and POST /v1/reload only (and aiohttp stays unloaded)
+        from lbd.discovery.config_key import ConfigKeyWatch
+
+        watch = self.config_watch = ConfigKeyWatch(self.current.path, self.current.revision, self.reload)
+        self._config_watch_task = asyncio.get_running_loop().create_task(watch.run(), name="config key")
+
     def _update_discovery(self) -> None:
         for group in self.discovery.update(self.current.config):
             self._spawn_task(self._discovered, group, {})  # discovery removed: its targets drain
@@ -801,6 +820,8 @@ class Supervisor:
         routable = self.checker.routable() if self.checker is not None else {}
         body = fleet_view(effective, self.generation, routable, set(self.registry.draining))
         body["discovery"] = [state.describe() for state in self.discovery.states()]
+        if self.config_watch is not None:  # which version of the config key this node saw last
+            body["config_source"] = self.config_watch.describe(self.current.revision)
         return AdminResponse(200, body)
 
     async def _load_balancers_endpoint(self, request: AdminRequest) -> AdminResponse:
@@ -888,6 +909,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, args.log_format)
     try:
         loaded = load_checked(args.config)
+    except SourceUnavailable as exc:  # etcd down: not the config's fault; systemd's Restart= tries again
+        config_log.error("not starting: cannot read %s: %s", args.config, "; ".join(config_errors(exc)))
+        return EXIT_SOURCE
     except ConfigError as exc:
         for error in config_errors(exc):
             config_log.error("%s: %s", args.config, error)
@@ -905,9 +929,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="run the load balancer (supervisor and workers)",
         description="Run the load balancer: validate the config (as lbd check does), start the workers "
         "and the admin API. Exit status: 0 clean shutdown, 1 internal error, 2 invalid config, 3 a port "
-        "could not be bound, 4 workers could not be started.",
+        "could not be bound, 4 workers could not be started, 5 no etcd member answered (-c etcd://...).",
     )
-    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
+    run.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="YAML config file, or an etcd key holding it: etcd://HOST:PORT[,HOST:PORT...]/KEY (watched: "
+        "a put reloads)",
+    )
     run.add_argument(
         "--workers",
         type=worker_count,

@@ -1,5 +1,9 @@
 """The supervisor's config, validated in a short-lived child process: ``python -m lbd.validator FILE``.
 
+FILE may be an etcd key (``etcd://HOST:PORT/KEY``, lbd/config/source.py): the child reads it itself, as
+``lbd check`` does, and answers with the key's mod_revision besides; one whose members do not answer is
+``"unavailable"`` (``lbd run`` exits 5 for it at start, not 2).
+
 Validating a config takes the YAML parser, pydantic and the schema's models: about 16 MiB of RSS that a
 supervisor would otherwise hold for as long as it runs, to use it at start and at each reload (issue 11,
 footprint). So the supervisor runs ``load_for_run`` (lbd/config/preflight.py, the function ``lbd check``
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from lbd.config.issues import ConfigError, ConfigIssue
 from lbd.config.plain import thaw
+from lbd.config.source import SourceUnavailable
 
 if TYPE_CHECKING:
     from lbd.config.schema import Config
@@ -44,8 +49,9 @@ class LoadedConfig:
     """A validated config as the supervisor holds it: records, never pydantic models."""
 
     config: Config
-    path: str  # absolute
+    path: str  # absolute, or an etcd key's URL (lbd/config/source.py)
     views: dict[str, Any] = field(default_factory=dict)
+    revision: int = 0  # an etcd key's mod_revision: the version read
 
 
 def answer(path: str) -> dict[str, Any]:
@@ -58,20 +64,25 @@ def answer(path: str) -> dict[str, Any]:
     try:
         loaded = load_for_run(path)
     except ConfigError as exc:
-        return {"ok": False, "errors": [[issue.path, issue.message] for issue in exc.issues]}
+        errors = [[issue.path, issue.message] for issue in exc.issues]
+        return {"ok": False, "errors": errors, "unavailable": isinstance(exc, SourceUnavailable)}
     config = loaded.config
     views = {
         "load_balancers": load_balancers(config, 0)["load_balancers"],
         "web_acls": {acl.name: dump(acl) for acl in config.web_acls},
     }
-    return {"ok": True, "path": loaded.path, "config": compact(config), "views": views}
+    reply = {"ok": True, "path": loaded.path, "config": compact(config), "views": views}
+    return {**reply, "revision": loaded.revision}
 
 
 def loaded_from(reply: dict[str, Any]) -> LoadedConfig:
     """The supervisor's side: the child's answer as a LoadedConfig, or ConfigError with its issues."""
     if not reply.get("ok"):
-        raise ConfigError([ConfigIssue(str(where), str(message)) for where, message in reply["errors"]])
-    return LoadedConfig(thaw(reply["config"]), str(reply["path"]), dict(reply["views"]))
+        # An etcd source that did not answer is not an invalid config: lbd run exits 5 for it, not 2.
+        error = SourceUnavailable if reply.get("unavailable") else ConfigError
+        raise error([ConfigIssue(str(where), str(message)) for where, message in reply["errors"]])
+    views = dict(reply["views"])
+    return LoadedConfig(thaw(reply["config"]), str(reply["path"]), views, int(reply.get("revision", 0)))
 
 
 def _parsed(code: int | None, out: bytes, err: bytes) -> LoadedConfig:

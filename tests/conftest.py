@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.etcd_server import etcd  # noqa: F401 (the fixture: a real etcd member per test)
 from tests.http_backend import HttpBackend
 from tests.lbdproc import Lbd, application_config, free_port
 

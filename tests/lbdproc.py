@@ -129,6 +129,7 @@ class Lbd:
         self.write_config(config)
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
+        self.source = ""  # what -c names instead of config_path: an etcd key (tests/test_config_etcd.py)
 
     def write_config(self, config: dict[str, Any]) -> None:
         config.setdefault("admin", {})["listen"] = f"127.0.0.1:{self.admin_port}"
@@ -145,7 +146,7 @@ class Lbd:
                 "lbd",
                 "run",
                 "-c",
-                str(self.config_path),
+                self.source or str(self.config_path),
                 "--workers",
                 str(self.workers),
                 "--log-level",

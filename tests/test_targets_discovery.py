@@ -7,99 +7,20 @@ says so in the listing and in /metrics. Also the HTTP consistent_hash algorithm 
 
 from __future__ import annotations
 
-import base64
-import json
 import shutil
-import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
 from lbd.config.loader import ConfigError, parse_config
 from tests.conftest import LbdFactory
+from tests.etcd_server import Etcd
 from tests.http_backend import HttpBackend
 from tests.lbdproc import application_config, free_port, http_request, wait_for
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-class Etcd:
-    """One etcd member on free loopback ports with a temporary data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.client_port = free_port()
-        self.peer_port = free_port()
-        self.url = f"http://127.0.0.1:{self.client_port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        self.process = subprocess.Popen(
-            [
-                "etcd",
-                "--name=lbd-test",
-                f"--data-dir={self.data_dir}",
-                f"--listen-client-urls={self.url}",
-                f"--advertise-client-urls={self.url}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=lbd-test={peer}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.data_dir.parent / "etcd.log").open("ab"),
-        )
-
-    async def ready(self) -> None:
-        async def healthy() -> bool:
-            try:
-                await self.post("/v3/kv/range", {"key": _b64("probe")})
-            except (aiohttp.ClientError, OSError):
-                return False
-            return True
-
-        await wait_for(healthy, what="etcd to answer")
-
-    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.post(self.url + path, json=body) as response:
-            response.raise_for_status()
-            reply: dict[str, Any] = await response.json(content_type=None)
-            return reply
-
-    async def put(self, key: str, value: Any) -> None:
-        text = value if isinstance(value, str) else json.dumps(value)
-        await self.post("/v3/kv/put", {"key": _b64(key), "value": _b64(text)})
-
-    async def delete(self, key: str) -> None:
-        await self.post("/v3/kv/deleterange", {"key": _b64(key)})
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-async def etcd(tmp_path: Path) -> AsyncIterator[Etcd]:
-    assert shutil.which("etcd"), "etcd is missing: scripts/test-tools.sh installs Debian's etcd-server"
-    server = Etcd(tmp_path / "etcd-data")
-    server.start()
-    try:
-        await server.ready()
-        yield server
-    finally:
-        server.stop()
 
 
 class Dnsmasq:

@@ -63,7 +63,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "(schema, references, port collisions, certificates in the store, admin.token_file, features "
         "this build serves). Errors go to stderr; exit status 2 if there are any.",
     )
-    check.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML config file")
+    check.add_argument(
+        "-c",
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="YAML config file, or an etcd key holding it: etcd://HOST:PORT[,HOST:PORT...]/KEY",
+    )
     check.set_defaults(func=cmd_check)
     schema = sub.add_parser(
         "schema",

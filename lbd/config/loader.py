@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from lbd.config.issues import ConfigError as ConfigError  # defined there; imported from here too
 from lbd.config.issues import ConfigIssue
 from lbd.config.schema import Config
+from lbd.config.source import read_source
 
 L4_PROTOCOLS = ("TCP", "TLS", "UDP", "TCP_UDP")
 ACTION_TAGS = frozenset({"forward", "redirect", "fixed-response"})
@@ -26,12 +27,9 @@ DISCOVERY_TAGS = frozenset({"dns", "etcd"})  # target_groups[].discovery.type
 
 
 def load_config(path: str | Path) -> Config:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.single("", f"cannot read the file: {exc.strerror or exc}") from exc
+    text, absolute, _ = read_source(path)  # a file, or an etcd key
     config = parse_config(text, source=str(path))
-    return config.model_copy(update={"config_path": str(Path(path).resolve())})
+    return config.model_copy(update={"config_path": absolute})
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:

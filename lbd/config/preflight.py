@@ -33,6 +33,7 @@ from lbd.classic import expand
 from lbd.config.edge import edge_startup_issues
 from lbd.config.gateway_checks import gateway_startup_issues
 from lbd.config.issues import ConfigIssue
+from lbd.config.source import read_source
 
 # What this build serves, by load balancer type; everything else in LISTENER_PROTOCOLS only validates.
 SERVED_LISTENERS = {
@@ -48,23 +49,21 @@ SERVED_PROTOCOL_VERSIONS = ("HTTP1", "HTTP2", "GRPC")
 class LoadedConfig:
     config: Config
     text: str
-    path: str  # absolute
+    path: str  # absolute, or an etcd key's URL
+    revision: int = 0  # an etcd key's mod_revision
 
 
 def load_for_run(path: str | Path) -> LoadedConfig:
     """Read and validate ``path`` and check that this build can start on it; else raise ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError.single("", f"cannot read the file: {exc.strerror or exc}") from exc
-    absolute = str(Path(path).resolve())
+    # A file, or an etcd key (lbd/config/source.py): the same text, the same checks.
+    text, absolute, revision = read_source(path)
     config = parse_config(text, source=str(path)).model_copy(update={"config_path": absolute})
     issues = startup_issues(config)
     if issues:
         raise ConfigError([with_line(issue, text) for issue in issues])
     # Classic listeners become listeners forwarding to target groups of their instances (lbd/classic.py),
     # after the checks, so that every error names a key of the file.
-    return LoadedConfig(expand(config), text, absolute)
+    return LoadedConfig(expand(config), text, absolute, revision)
 
 
 def startup_issues(config: Config) -> list[ConfigIssue]:

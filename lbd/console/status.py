@@ -393,7 +393,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "refused), 2 the config or token file could not be read.",
     )
     status.add_argument(
-        "-c", "--config", metavar="FILE", help="read admin.listen and admin.token_file from this config"
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="read admin.listen and admin.token_file from this config (a file, or an etcd:// key)",
     )
     status.add_argument(
         "--admin",

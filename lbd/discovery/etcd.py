@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -42,6 +43,15 @@ class WatchBroken(Exception):
     """The watch ended: read the prefix again."""
 
 
+# What an etcd member that is down, restarting or answering nonsense raises: try again, from the next one.
+FAILURES = (aiohttp.ClientError, TimeoutError, WatchBroken, ValueError, KeyError)
+
+
+def failure(endpoint: str, exc: BaseException) -> str:
+    """One of FAILURES as a log line names it (some have no message: TimeoutError)."""
+    return f"{endpoint}: {type(exc).__name__}: {exc}" if str(exc) else f"{endpoint}: {type(exc).__name__}"
+
+
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that selects every key starting with ``prefix`` (etcd's clientv3.GetPrefixRangeEnd)."""
     end = bytearray(prefix)
@@ -52,11 +62,59 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # every key
 
 
-def _b64(data: bytes) -> str:
+async def post(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """One request to the JSON gateway (``/v3/kv/range``, ``/v3/kv/put``...), its JSON reply."""
+    async with asyncio.timeout(timeout):
+        async with session.post(url, json=body) as response:
+            if response.status != 200:
+                raise WatchBroken(f"HTTP {response.status} from {url}: {(await response.text())[:200]}")
+            reply: dict[str, Any] = await response.json(content_type=None)
+            return reply
+
+
+async def watch(
+    session: aiohttp.ClientSession, endpoint: str, key: bytes, range_end: bytes | None, start_revision: int
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """The events on ``key`` (up to ``range_end``: a prefix; None: that key alone) from ``start_revision``
+    on, a batch at a time as etcd sends them; ends after a quiet RESYNC_SECONDS (the caller reads again and
+    watches anew); WatchBroken when etcd cancels the watch or the stream ends."""
+    create: dict[str, Any] = {"key": b64(key), "start_revision": str(start_revision)}
+    if range_end is not None:
+        create["range_end"] = b64(range_end)
+    async with session.post(f"{endpoint}/v3/watch", json={"create_request": create}) as response:
+        if response.status != 200:
+            raise WatchBroken(f"HTTP {response.status} from {endpoint}/v3/watch")
+        while True:
+            try:
+                async with asyncio.timeout(RESYNC_SECONDS):
+                    line = await response.content.readuntil(b"\n")
+            except TimeoutError:
+                return  # quiet: re-read, then watch again
+            if not line:
+                raise WatchBroken("the watch stream ended")
+            if line.strip():
+                events = _events(json.loads(line))
+                if events:
+                    yield events
+
+
+def _events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A watch message's events (none in the message that confirms the watch's creation)."""
+    if "error" in message:
+        raise WatchBroken(str(message["error"].get("message", message["error"])))
+    result = message.get("result", {})
+    if result.get("canceled") or "compact_revision" in result:
+        raise WatchBroken(f"the watch was canceled: {result.get('cancel_reason') or 'history compacted'}")
+    return list(result.get("events", ()))
+
+
+def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
@@ -83,12 +141,8 @@ class EtcdProvider:
                     revision = await self._read(session, endpoint)
                     retry = RETRY_FIRST
                     await self._watch(session, endpoint, revision)
-                except (aiohttp.ClientError, TimeoutError, WatchBroken, ValueError, KeyError) as exc:
-                    message = (
-                        f"{endpoint}: {type(exc).__name__}: {exc}"
-                        if str(exc)
-                        else f"{endpoint}: {type(exc).__name__}"
-                    )
+                except FAILURES as exc:
+                    message = failure(endpoint, exc)
                     self.state.failed(message)
                     log.warning(
                         "target group %s: etcd discovery of %s failed (%s); keeping the last %d known "
@@ -104,63 +158,32 @@ class EtcdProvider:
 
     async def _read(self, session: aiohttp.ClientSession, endpoint: str) -> int:
         """Every key under the prefix; the store's revision."""
-        body = {"key": _b64(self.prefix), "range_end": _b64(self.range_end)}
-        reply = await self._post(session, f"{endpoint}/v3/kv/range", body)
+        body = {"key": b64(self.prefix), "range_end": b64(self.range_end)}
+        reply = await post(session, f"{endpoint}/v3/kv/range", body, self.config.timeout_seconds)
         self._entries = {}
         self.state.invalid = {}
         for kv in reply.get("kvs", ()):
-            self._put(_unb64(kv["key"]), _unb64(kv.get("value", "")))
+            self._put(unb64(kv["key"]), unb64(kv.get("value", "")))
         await self._changed()
         return int(reply["header"]["revision"])
 
-    async def _post(self, session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with asyncio.timeout(self.config.timeout_seconds):
-            async with session.post(url, json=body) as response:
-                if response.status != 200:
-                    raise WatchBroken(f"HTTP {response.status} from {url}: {(await response.text())[:200]}")
-                reply: dict[str, Any] = await response.json(content_type=None)
-                return reply
-
     async def _watch(self, session: aiohttp.ClientSession, endpoint: str, revision: int) -> None:
         """Apply changes as they come; return to re-read after a quiet RESYNC_SECONDS."""
-        request = {
-            "create_request": {
-                "key": _b64(self.prefix),
-                "range_end": _b64(self.range_end),
-                "start_revision": str(revision + 1),
-            }
-        }
-        async with session.post(f"{endpoint}/v3/watch", json=request) as response:
-            if response.status != 200:
-                raise WatchBroken(f"HTTP {response.status} from {endpoint}/v3/watch")
-            while True:
-                try:
-                    async with asyncio.timeout(RESYNC_SECONDS):
-                        line = await response.content.readuntil(b"\n")
-                except TimeoutError:
-                    return  # quiet: re-read, then watch again
-                if not line:
-                    raise WatchBroken("the watch stream ended")
-                if line.strip():
-                    await self._message(json.loads(line))
+        changes = watch(session, endpoint, self.prefix, self.range_end, revision + 1)
+        async with contextlib.aclosing(changes):
+            async for events in changes:
+                await self._apply(events)
 
-    async def _message(self, message: dict[str, Any]) -> None:
-        if "error" in message:
-            raise WatchBroken(str(message["error"].get("message", message["error"])))
-        result = message.get("result", {})
-        if result.get("canceled") or "compact_revision" in result:
-            raise WatchBroken(f"the watch was canceled: {result.get('cancel_reason') or 'history compacted'}")
-        events = result.get("events", ())
+    async def _apply(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             kv = event["kv"]
-            key = _unb64(kv["key"])
+            key = unb64(kv["key"])
             if event.get("type") == "DELETE":
                 self._entries.pop(key, None)
                 self.state.invalid.pop(key.decode("utf-8", "replace"), None)
             else:
-                self._put(key, _unb64(kv.get("value", "")))
-        if events:
-            await self._changed()
+                self._put(key, unb64(kv.get("value", "")))
+        await self._changed()
 
     def _put(self, key: bytes, value: bytes) -> None:
         name = key.decode("utf-8", "replace")

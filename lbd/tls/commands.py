@@ -175,7 +175,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         parser: argparse.ArgumentParser = actions.add_parser(name, help=help_text)
         where = parser.add_mutually_exclusive_group()
         where.add_argument("--store", help="the store directory")
-        where.add_argument("-c", "--config", help="a config file: use its certificates.store")
+        where.add_argument("-c", "--config", help="a config file or etcd:// key: use its certificates.store")
         return parser
 
     imported = add("import", "import a certificate, its key and chain (validated as ACM does)")

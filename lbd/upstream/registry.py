@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from lbd.config.plain import Record, fields, replaced, thaw_value
+from lbd.config.source import is_etcd
 
 if TYPE_CHECKING:
     # The schema (pydantic) only where targets are validated, in the supervisor: workers import this module
@@ -224,10 +225,13 @@ class Registry:
 
 
 def state_path(config: Config, config_path: str) -> Path:
-    """state_dir from the config, else systemd's StateDirectory, else beside the config file."""
+    """state_dir from the config, else systemd's StateDirectory, else beside the config file (the working
+    directory for a config in etcd)."""
     directory = state_directory(config)
     if directory is not None:
         return directory / STATE_FILE
+    if is_etcd(config_path):  # an etcd key (lbd/config/source.py): no file to sit beside
+        return Path.cwd() / STATE_FILE
     return Path(config_path).resolve().with_name(STATE_FILE)
 
 
