@@ -6,7 +6,6 @@ or an invalid entry is logged and lbd starts from the file, and without state_di
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from tests.conftest import LbdFactory
 from tests.lbdproc import application_config, free_port, http_request, wait_for
 from tests.test_supervisor_footprint import VALIDATION_ONLY
 from tests.test_waf_alb import byte, rule, web_acl
-from tests.test_worker_footprint import HOOK, _top_level
+from tests.test_worker_footprint import _top_level, record_modules
 
 
 def protected(port: int, backend: Any, state_dir: Path | None) -> dict[str, Any]:
@@ -65,12 +64,7 @@ async def test_an_api_block_outlasts_a_restart_until_the_file_changes_that_acl(
 
     # A restart (same config, same state_dir): the API's block is in force again, before the first request;
     # the supervisor restores it from the validating child's answer without loading the schema.
-    hook, modules = tmp_path / "hook", tmp_path / "modules"
-    hook.mkdir()
-    modules.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("LBD_TEST_MODULES", str(modules))
+    modules = record_modules(tmp_path, monkeypatch)
     await restart(proc)
     assert await status_of(port, "/emergency") == 403
     assert await status_of(port, "/file-blocked") == 200  # the API's rules replaced the file's

@@ -44,6 +44,18 @@ atexit.register(_dump)
 NOT_FOR_HTTP = ("pydantic", "pydantic_core", "aiohttp", "yaml", "h2", "hyperframe", "cryptography")
 
 
+def record_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every lbd process started after this writes the modules it had loaded, at exit, into the
+    directory returned (a sitecustomize on PYTHONPATH: HOOK)."""
+    hook, out = tmp_path / "hook", tmp_path / "modules"
+    hook.mkdir()
+    out.mkdir()
+    (hook / "sitecustomize.py").write_text(HOOK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("LBD_TEST_MODULES", str(out))
+    return out
+
+
 def _top_level(modules: list[str]) -> set[str]:
     return {name.partition(".")[0] for name in modules}
 
@@ -62,12 +74,7 @@ async def _loaded_modules(
 ) -> tuple[set[str], set[str]]:
     """Run lbd on ``config``, send the requests (default: GET /hello, 200) through it, or run
     ``exchange`` instead, stop it: (supervisor's, worker's) modules."""
-    hook, out = tmp_path / "hook", tmp_path / "modules"
-    hook.mkdir()
-    out.mkdir()
-    (hook / "sitecustomize.py").write_text(HOOK)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
-    monkeypatch.setenv("LBD_TEST_MODULES", str(out))
+    out = record_modules(tmp_path, monkeypatch)
     proc = lbd(config)
     await proc.wait_ready()
     if exchange is not None:
