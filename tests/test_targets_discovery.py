@@ -68,7 +68,13 @@ def dnsmasq(tmp_path: Path) -> Iterator[Dnsmasq]:
 
 
 async def backend_of(port: int, path: str = "/", headers: dict[str, str] | None = None) -> str:
-    status, fields, _ = await http_request(port, "GET", path, headers=headers)
+    """The backend that answered, or what answered instead. "cut": the connection closed without an
+    answer, which a request in flight to a target that leaves gets with deregistration_delay_seconds 0
+    (lbd closes what still talks to it when the delay ends, as ELB does: docs/targets.md)."""
+    try:
+        status, fields, _ = await http_request(port, "GET", path, headers=headers)
+    except (IndexError, ConnectionResetError):  # no status line: closed before any answer
+        return "cut"
     return fields.get("x-backend", f"status {status}")
 
 
