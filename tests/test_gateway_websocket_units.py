@@ -109,6 +109,7 @@ def test_frames_that_fail_the_connection(raw: bytes, code: int) -> None:
     assert isinstance(closed, Closed) and closed.code == code and not closed.by_client
     [close] = answers(session, client)
     assert isinstance(close, CloseConnection) and close.code == code
+    assert session.failed  # RFC 6455 7.1.7: the TCP connection ends now, no closing handshake awaited
     assert session.receive(b"\x81\x85\x00\x00\x00\x00after") == []  # nothing more is read
     assert not session.send("late")
 
@@ -167,7 +168,7 @@ def test_a_close_without_a_code_is_1005_and_an_end_without_close_is_1006() -> No
 def test_lbds_close_waits_for_the_clients_answer() -> None:
     session, client = opened()
     assert session.close(1001, "idle timeout") == Closed(1001, "idle timeout", False)
-    assert not session.done
+    assert not session.done and not session.failed
     in_flight = client.send(TextMessage(data="in flight"))  # sent before the client saw the close
     [close] = answers(session, client)
     assert close.code == 1001

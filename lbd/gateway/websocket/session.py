@@ -85,6 +85,13 @@ class Session:
         self._frame = 0  # bytes of the frame being received
         self._message = 0  # bytes of the message being received
 
+    @property
+    def failed(self) -> bool:
+        """The WebSocket failed (RFC 6455 7.1.7: a frame that breaks the protocol, or a refused
+        handshake): nothing more is read from the client, so its closing handshake cannot complete and
+        the TCP connection is to be closed at once (lbd's output ends after ``data_to_send()``)."""
+        return self._failed
+
     # -- bytes in ------------------------------------------------------------------------------------------
 
     def receive(self, data: bytes | None) -> list[Event]:
