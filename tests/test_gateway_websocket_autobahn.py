@@ -226,24 +226,31 @@ def poll(predicate: Any, what: str) -> Any:
 
 
 class RawClient:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, early: bytes = b"", chop: int = 0) -> None:
+        """``early``: frames written with the upgrade request (in the same write, unless ``chop``: the
+        request's octets per write, the frames after it)."""
         self.gateway = gateway
         self.tag = uuid.uuid4().hex  # in the upgrade's query string: finds this connection's $connect
         self.sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
         self.sent_close = False
-        self._handshake()
+        self._handshake(early, chop)
 
-    def _handshake(self) -> None:
+    def _handshake(self, early: bytes, chop: int) -> None:
         """RFC 6455 4.1's request; 4.2.2's answer: 101, Upgrade, Connection and the key's digest."""
         key = base64.b64encode(os.urandom(16))
-        self.sock.sendall(
+        request = (
             b"GET /?case=" + self.tag.encode() + b" HTTP/1.1\r\n"
             b"Host: 127.0.0.1:" + str(self.gateway.port).encode() + b"\r\n"
             b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
+        if chop:
+            self.chops(request, chop)
+            self.sock.sendall(early)
+        else:
+            self.sock.sendall(request + early)
         while b"\r\n\r\n" not in self.buffer:
             self._fill("the 101 answer")
         head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
@@ -413,7 +420,25 @@ def _sized(kind: str, opcode: int, filler: bytes, first: int) -> list[Any]:
     ]
 
 
-FRAMING = [*_sized("text", TEXT, STAR, 1), *_sized("binary", BINARY, FE, 2)]
+# The quota is on frames as sent: two text frames of exactly 32 KB each, the first ending inside a code
+# point (the decoded text shifts 3 octets into the second frame: lbd once counted those and closed).
+SPLIT_AT_QUOTA = [STAR * (MAX_FRAME - 3) + b"\xf0\x9f\x98", b"\x80" + STAR * (MAX_FRAME - 1)]
+QUOTA_AFTER_SPLIT = [
+    case(
+        "1.1.q-text-32768-frames-split-code-point",
+        fragments(TEXT, SPLIT_AT_QUOTA),
+        Expect(TEXT, b"".join(SPLIT_AT_QUOTA)),
+        bye(),
+    ),
+    case(
+        "1.1.q-text-32769-after-split-code-point",
+        fragments(TEXT, [SPLIT_AT_QUOTA[0], SPLIT_AT_QUOTA[1] + STAR]),
+        Closes(1009),
+    ),
+]
+
+
+FRAMING = [*_sized("text", TEXT, STAR, 1), *_sized("binary", BINARY, FE, 2), *QUOTA_AFTER_SPLIT]
 
 
 @pytest.mark.parametrize("steps", FRAMING)
@@ -919,6 +944,30 @@ LIMITS = [
 @pytest.mark.parametrize("steps", LIMITS)
 def test_9_message_limit(gateway: Gateway, steps: list[Step]) -> None:
     run_case(gateway, steps)
+
+
+# -- frames a client writes with its upgrade request ------------------------------------------------------
+
+
+@pytest.mark.parametrize("chop", [0, 1], ids=["one-write", "chopped"])
+def test_frames_written_with_the_upgrade_request(gateway: Gateway, chop: int) -> None:
+    """RFC 6455 4.1 has a client wait for the 101 before it sends frames; one that does not is served
+    all the same: its frames are read once $connect has accepted it, counted against the quotas from
+    their first octet (the head's end found as h11 finds it, even when the blank line spans writes)."""
+    early = frame(PING, b"early") + frame(TEXT, b"early message") + frame(BINARY, FE * MAX_FRAME)
+    client = RawClient(gateway, early=early, chop=chop)
+    try:
+        client.run(
+            [
+                Expect(PONG, b"early"),
+                Expect(TEXT, b"early message"),
+                Expect(BINARY, FE * MAX_FRAME),  # exactly at the quota: the meter counted from the start
+                frame(BINARY, FE * (MAX_FRAME + 1)),
+                Closes(1009),
+            ]
+        )
+    finally:
+        client.close_socket()
 
 
 # -- $disconnect hears the close code ----------------------------------------------------------------------

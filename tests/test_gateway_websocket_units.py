@@ -211,6 +211,39 @@ def test_a_frame_is_measured_as_it_arrives() -> None:
     assert session.receive(data[: 40 * 1024]) == [Closed(1009, "frame larger than 32768 bytes", False)]
 
 
+def test_the_frame_quota_is_on_octets_sent_not_on_decoded_text() -> None:
+    """Two text frames of exactly 32 KB, the first ending inside a code point: within the quota, fed
+    whole or an octet at a time (the decoder moves 3 octets of it into the second frame's text)."""
+    split = "*" * 32765 + "\U0001f600" + "*" * 32767
+    for step in (None, 1):
+        session, _ = opened()
+        raw = split.encode()
+        data = _text_frame(raw[:32768], fin=False) + _text_frame(raw[32768:], fin=True, first=False)
+        chunks = [data] if step is None else [data[i : i + 4096] for i in range(0, len(data), 4096)]
+        events = [e for chunk in chunks for e in session.receive(chunk)]
+        assert events == [Message(split)]
+
+
+def _text_frame(payload: bytes, fin: bool, first: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | (1 if first else 0), 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return head + b"\x00" * 4 + payload  # a zero mask key leaves the payload as it is
+
+
+def test_frames_sent_with_the_upgrade_request_wait_for_the_accept_and_are_metered() -> None:
+    session, client = Session(), WSConnection(ConnectionType.CLIENT)
+    request = client.send(Request(host="x", target="/"))
+    early = _text_frame(b"x" * 32768, fin=True) + _text_frame(b"y" * 32769, fin=True)
+    assert session.receive(request[:-1]) == []  # the blank line that ends the head spans two reads
+    [upgrade] = session.receive(request[-1:] + early[:100])
+    assert isinstance(upgrade, Upgrade)
+    session.accept()
+    assert session.receive(b"") == []  # what came with the request: part of the first frame
+    assert session.receive(early[100:]) == [
+        Message("x" * 32768),
+        Closed(1009, "frame larger than 32768 bytes", False),
+    ]
+
+
 @pytest.mark.parametrize(
     ("request_head", "status", "field"),
     [

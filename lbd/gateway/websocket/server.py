@@ -216,7 +216,8 @@ class WebSocketClientSide(asyncio.Protocol):
     def _resume_held(self) -> None:
         self.connecting = False
         held, self.held = self.held, []
-        for data in held:
+        # b"" first: frames that came with the upgrade request itself, which the session kept.
+        for data in (b"", *held):
             self._feed(data)
         if self.transport is not None and self.session.closed is None and len(self.queue) < MAX_QUEUED:
             self._resume()
