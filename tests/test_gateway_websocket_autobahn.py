@@ -946,6 +946,94 @@ def test_9_message_limit(gateway: Gateway, steps: list[Step]) -> None:
     run_case(gateway, steps)
 
 
+# -- the opening handshake (RFC 6455 4.2.1: what the server reads; 4.2.2: 400 for what does not match) -----
+
+KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 1.3's sample nonce
+
+
+def upgrade_request(port: int, first: bytes = b"GET / HTTP/1.1", **fields: bytes) -> bytes:
+    """An opening handshake; ``fields`` replace (or, with value b"", drop) its header fields."""
+    headers = {
+        "Host": b"127.0.0.1:%d" % port,
+        "Upgrade": b"websocket",
+        "Connection": b"Upgrade",
+        "Sec-WebSocket-Key": KEY,
+        "Sec-WebSocket-Version": b"13",
+    }
+    headers.update({name.replace("_", "-"): value for name, value in fields.items()})
+    lines = [first] + [name.encode() + b": " + value for name, value in headers.items() if value]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        # 4.2.1 item 1: "An HTTP/1.1 or higher GET request".
+        pytest.param(lambda p: upgrade_request(p, b"GET / HTTP/1.0"), 400, id="http-1.0"),
+        pytest.param(lambda p: upgrade_request(p, b"POST / HTTP/1.1"), 400, id="not-get"),
+        # Item 5: "a base64-encoded value that, when decoded, is 16 bytes in length".
+        pytest.param(lambda p: upgrade_request(p, Sec_WebSocket_Key=b"c2hvcnQ="), 400, id="key-of-5-octets"),
+        pytest.param(lambda p: upgrade_request(p, Sec_WebSocket_Key=b"!" * 24), 400, id="key-not-base64"),
+        pytest.param(lambda p: upgrade_request(p, Sec_WebSocket_Key=b""), 400, id="no-key"),
+        # 11.3.1: "The |Sec-WebSocket-Key| header field MUST NOT appear more than once".
+        pytest.param(
+            lambda p: upgrade_request(p).replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Key: " + KEY + b"\r\n\r\n"),
+            400,
+            id="two-keys",
+        ),
+        # Item 6 and 4.4: a version lbd does not speak gets 426 with the one it does.
+        pytest.param(lambda p: upgrade_request(p, Sec_WebSocket_Version=b"8"), 426, id="version-8"),
+        pytest.param(lambda p: upgrade_request(p, Upgrade=b"", Connection=b""), 426, id="not-an-upgrade"),
+    ],
+)
+def test_handshakes_that_are_refused(gateway: Gateway, request_bytes: Any, status: int) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=TIMEOUT) as sock:
+        sock.sendall(request_bytes(gateway.port))
+        answer = b""
+        while chunk := sock.recv(65536):  # lbd answers, then ends the connection (a timeout fails)
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # Item 4: Connection is a list of tokens that includes "Upgrade" (Firefox sends this one);
+        # item 3: "websocket" is compared without regard to case.
+        pytest.param({"Connection": b"keep-alive, Upgrade"}, id="connection-token-list"),
+        pytest.param({"Upgrade": b"WebSocket", "Connection": b"upgrade"}, id="tokens-any-case"),
+        # Autobahn 12.x/13.x offer permessage-deflate: lbd negotiates no extension (like API Gateway),
+        # so a frame with RSV1 (a compressed one) fails the connection (RFC 6455 5.2, 9.1).
+        pytest.param(
+            {"Sec-WebSocket-Extensions": b"permessage-deflate; client_max_window_bits"}, id="deflate"
+        ),
+    ],
+)
+def test_handshakes_that_are_accepted(gateway: Gateway, fields: dict[str, bytes]) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=TIMEOUT) as sock:
+        sock.sendall(upgrade_request(gateway.port, **{k.replace("-", "_"): v for k, v in fields.items()}))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "lbd ended the connection instead of answering 101"
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=" in head.lower()  # RFC 6455 1.3's
+        assert b"sec-websocket-extensions" not in head.lower()
+        sock.sendall(
+            frame(TEXT, b"compressed?", rsv=4) if "Sec-WebSocket-Extensions" in fields else close(1000)
+        )
+        answer = rest
+        while chunk := sock.recv(65536):
+            answer += chunk
+    expected = 1002 if "Sec-WebSocket-Extensions" in fields else 1000
+    # One unmasked close frame, all of what came before the end of the connection; its code.
+    assert answer[0] == 0x88 and answer[1] == len(answer) - 2, answer[:80]
+    assert struct.unpack("!H", answer[2:4])[0] == expected
+
+
 # -- frames a client writes with its upgrade request ------------------------------------------------------
 
 

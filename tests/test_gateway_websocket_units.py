@@ -256,6 +256,18 @@ def test_frames_sent_with_the_upgrade_request_wait_for_the_accept_and_are_metere
             b"sec-websocket-version: 13",
         ),
         (b"GARBAGE\r\n\r\n", 400, b""),
+        (  # RFC 6455 4.2.1: HTTP/1.1 or higher, and a key of 16 octets in base64
+            b"GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+            b"HTTP/1.1 request",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+            b"16 octets",
+        ),
     ],
 )
 def test_requests_that_are_not_an_opening_handshake(request_head: bytes, status: int, field: bytes) -> None:

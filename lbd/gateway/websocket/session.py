@@ -14,6 +14,8 @@ write collect in ``data_to_send()``. Nothing here reads a clock or a socket.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -82,6 +84,7 @@ class Session:
         self._head_ended = False  # the opening handshake's request head is complete
         self._tail = b""  # the last octets of an incomplete request head (a blank line may span reads)
         self._early = b""  # frames sent before the 101, waiting for the accept
+        self._first_line = b""  # the start of the request head: its request line
         self.open = False  # accepted and not closing
         self.closed: Closed | None = None  # set once, when the WebSocket starts to close or fails
         self.done = False  # the TCP connection may end now (the close handshake is complete)
@@ -151,6 +154,8 @@ class Session:
         if self._head_ended:
             self._early += data
             return b""
+        if b"\n" not in self._first_line and len(self._first_line) < 8192:
+            self._first_line += data[:8192]
         seen = self._tail + data
         end = end_of_head(seen)
         if end is None:
@@ -172,6 +177,9 @@ class Session:
 
     def _on(self, event: object) -> Event | None:
         if isinstance(event, Request):
+            problem = _handshake_problem(self._first_line, event.extra_headers)
+            if problem is not None:
+                return self._refuse_handshake(problem, None)
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.extra_headers]
             headers.append(("host", event.host))
             return Upgrade(event.target, headers, tuple(event.subprotocols))
@@ -286,3 +294,25 @@ class Session:
     def data_to_send(self) -> bytes:
         out, self._out = self._out, []
         return b"".join(out)
+
+
+def _handshake_problem(head: bytes, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """What RFC 6455 4.2.1 requires of the opening handshake that wsproto does not check (4.2.2: such a
+    request gets 400): HTTP/1.1 or higher, one Sec-WebSocket-Key (11.3.1) that is 16 octets in base64,
+    one Sec-WebSocket-Version (11.3.5)."""
+    request_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    version = request_line.rsplit(b" ", 1)[-1].removeprefix(b"HTTP/")
+    major, _, minor = version.partition(b".")
+    if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < (1, 1):
+        return "the opening handshake must be an HTTP/1.1 request"
+    keys = [value for name, value in headers if name.lower() == b"sec-websocket-key"]
+    versions = [value for name, value in headers if name.lower() == b"sec-websocket-version"]
+    if len(keys) != 1 or len(versions) != 1:
+        return "Sec-WebSocket-Key and Sec-WebSocket-Version must appear once each"
+    try:
+        key = base64.b64decode(keys[0].strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 16:
+        return "Sec-WebSocket-Key must be 16 octets in base64"
+    return None
