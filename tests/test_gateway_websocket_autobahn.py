@@ -394,8 +394,8 @@ def _sized(kind: str, opcode: int, filler: bytes, first: int) -> list[Any]:
     return [
         # 1.x.1: an empty message is taken (the integration receives it), but the echo integration's empty
         # answer sends nothing back: a two-way route sends the integration's body "when not empty"
-        # (docs/websocket.md; API Gateway has no message to send for an empty body). The next message's
-        # echo is the next thing lbd sends.
+        # (docs/websocket.md: lbd's choice; API Gateway's route-response pages do not say what an empty
+        # body does). The next message's echo is the next thing lbd sends.
         case(f"1.{first}.1-{kind}-0", frame(opcode), echoed(TEXT, b"after"), Reached(b""), bye()),
         # 1.x.2-1.x.5: 7-bit lengths up to 125, then the 16-bit form from 126 (5.2).
         *(
@@ -920,6 +920,14 @@ def test_masking_and_length_rules(gateway: Gateway, steps: list[Step]) -> None:
 # -- 9.x-style limits: API Gateway's 128 KB message quota over many frames --------------------------------
 
 LIMITS = [
+    # 9.7/9.8-style: many messages back to back in one write: lbd reads them while at most 8 wait for
+    # the integration (reading pauses, then resumes) and answers every one, in order.
+    case(
+        "9.7-100-messages-in-one-write",
+        b"".join(frame(TEXT if i % 2 else BINARY, b"message %d" % i) for i in range(100)),
+        *[Expect(TEXT if i % 2 else BINARY, b"message %d" % i) for i in range(100)],
+        bye(),
+    ),
     case(
         "9.x-binary-128k-in-64-frames",
         fragments(BINARY, [FE * 2048] * 64),
