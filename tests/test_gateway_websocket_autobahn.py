@@ -438,7 +438,28 @@ QUOTA_AFTER_SPLIT = [
 ]
 
 
-FRAMING = [*_sized("text", TEXT, STAR, 1), *_sized("binary", BINARY, FE, 2), *QUOTA_AFTER_SPLIT]
+BIG, MEDIUM = frame(BINARY, FE * 65536), frame(BINARY, FE * 200)  # (one mask key each: built once)
+HEADERS_CHOPPED = [
+    # Every header form arriving an octet at a time: 7-bit, 16-bit and 64-bit lengths, and the mask key.
+    case(
+        "1.2.x-binary-125-header-chopped", Chops(frame(BINARY, FE * 125), 1), Expect(BINARY, FE * 125), bye()
+    ),
+    case(
+        "1.2.x-binary-200-header-chopped",
+        Chops(MEDIUM[:12], 1),
+        MEDIUM[12:],
+        Expect(BINARY, FE * 200),
+        bye(),
+    ),
+    case("1.2.7-binary-65536-header-chopped", Chops(BIG[:20], 1), BIG[20:], Closes(1009)),
+]
+
+FRAMING = [
+    *_sized("text", TEXT, STAR, 1),
+    *_sized("binary", BINARY, FE, 2),
+    *QUOTA_AFTER_SPLIT,
+    *HEADERS_CHOPPED,
+]
 
 
 @pytest.mark.parametrize("steps", FRAMING)
@@ -461,6 +482,7 @@ PINGS = [
     case("2.4-ping-0..125", *[[frame(PING, FE * n), Expect(PONG, FE * n)] for n in range(126)], bye()),
     # 5.5: "All control frames MUST have a payload length of 125 bytes or less".
     case("2.5-ping-126", frame(PING, FE * 126), Closes(1002)),
+    case("2.5b-pong-126", frame(PONG, FE * 126), Closes(1002)),
     case("2.6-ping-125-chopped", Chops(frame(PING, FE * 125), 1), Expect(PONG, FE * 125), bye()),
     # 5.5.3: "A Pong frame MAY be sent unsolicited ... A response to an unsolicited Pong frame is not
     # expected": nothing comes back, the connection stays open (the next message's echo comes first).
@@ -920,6 +942,18 @@ def test_masking_and_length_rules(gateway: Gateway, steps: list[Step]) -> None:
 # -- 9.x-style limits: API Gateway's 128 KB message quota over many frames --------------------------------
 
 LIMITS = [
+    # Control frames are no part of a message: pings between the four 32 KB frames of a 128 KB message
+    # leave it within the quota, and each is answered at once.
+    case(
+        "9.x-128k-with-pings-between",
+        *[
+            [frame(BINARY if i == 0 else CONT, FE * MAX_FRAME, fin=i == 3), frame(PING, b"%d" % i)]
+            for i in range(4)
+        ],
+        *[Expect(PONG, b"%d" % i) for i in range(4)],
+        Expect(BINARY, FE * MAX_MESSAGE),
+        bye(),
+    ),
     # 9.7/9.8-style: many messages back to back in one write: lbd reads them while at most 8 wait for
     # the integration (reading pauses, then resumes) and answers every one, in order.
     case(
