@@ -109,6 +109,7 @@ def test_frames_that_fail_the_connection(raw: bytes, code: int) -> None:
     assert isinstance(closed, Closed) and closed.code == code and not closed.by_client
     [close] = answers(session, client)
     assert isinstance(close, CloseConnection) and close.code == code
+    assert session.failed  # RFC 6455 7.1.7: the TCP connection ends now, no closing handshake awaited
     assert session.receive(b"\x81\x85\x00\x00\x00\x00after") == []  # nothing more is read
     assert not session.send("late")
 
@@ -167,7 +168,7 @@ def test_a_close_without_a_code_is_1005_and_an_end_without_close_is_1006() -> No
 def test_lbds_close_waits_for_the_clients_answer() -> None:
     session, client = opened()
     assert session.close(1001, "idle timeout") == Closed(1001, "idle timeout", False)
-    assert not session.done
+    assert not session.done and not session.failed
     in_flight = client.send(TextMessage(data="in flight"))  # sent before the client saw the close
     [close] = answers(session, client)
     assert close.code == 1001
@@ -210,6 +211,39 @@ def test_a_frame_is_measured_as_it_arrives() -> None:
     assert session.receive(data[: 40 * 1024]) == [Closed(1009, "frame larger than 32768 bytes", False)]
 
 
+def test_the_frame_quota_is_on_octets_sent_not_on_decoded_text() -> None:
+    """Two text frames of exactly 32 KB, the first ending inside a code point: within the quota, fed
+    whole or an octet at a time (the decoder moves 3 octets of it into the second frame's text)."""
+    split = "*" * 32765 + "\U0001f600" + "*" * 32767
+    for step in (None, 1):
+        session, _ = opened()
+        raw = split.encode()
+        data = _text_frame(raw[:32768], fin=False) + _text_frame(raw[32768:], fin=True, first=False)
+        chunks = [data] if step is None else [data[i : i + 4096] for i in range(0, len(data), 4096)]
+        events = [e for chunk in chunks for e in session.receive(chunk)]
+        assert events == [Message(split)]
+
+
+def _text_frame(payload: bytes, fin: bool, first: bool = True) -> bytes:
+    head = bytes([(0x80 if fin else 0) | (1 if first else 0), 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return head + b"\x00" * 4 + payload  # a zero mask key leaves the payload as it is
+
+
+def test_frames_sent_with_the_upgrade_request_wait_for_the_accept_and_are_metered() -> None:
+    session, client = Session(), WSConnection(ConnectionType.CLIENT)
+    request = client.send(Request(host="x", target="/"))
+    early = _text_frame(b"x" * 32768, fin=True) + _text_frame(b"y" * 32769, fin=True)
+    assert session.receive(request[:-1]) == []  # the blank line that ends the head spans two reads
+    [upgrade] = session.receive(request[-1:] + early[:100])
+    assert isinstance(upgrade, Upgrade)
+    session.accept()
+    assert session.receive(b"") == []  # what came with the request: part of the first frame
+    assert session.receive(early[100:]) == [
+        Message("x" * 32768),
+        Closed(1009, "frame larger than 32768 bytes", False),
+    ]
+
+
 @pytest.mark.parametrize(
     ("request_head", "status", "field"),
     [
@@ -222,6 +256,18 @@ def test_a_frame_is_measured_as_it_arrives() -> None:
             b"sec-websocket-version: 13",
         ),
         (b"GARBAGE\r\n\r\n", 400, b""),
+        (  # RFC 6455 4.2.1: HTTP/1.1 or higher, and a key of 16 octets in base64
+            b"GET / HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+            b"HTTP/1.1 request",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            400,
+            b"16 octets",
+        ),
     ],
 )
 def test_requests_that_are_not_an_opening_handshake(request_head: bytes, status: int, field: bytes) -> None:

@@ -56,6 +56,7 @@ class WebSocketClientSide(asyncio.Protocol):
         self.paused = False
         self.timer: asyncio.TimerHandle | None = None
         self.linger: asyncio.TimerHandle | None = None
+        self.ended_output = False  # the write side is shut (a failed WebSocket)
         self.last_active = 0.0
         self.ends_at = float("inf")
         self.disconnected = False
@@ -132,11 +133,16 @@ class WebSocketClientSide(asyncio.Protocol):
             self.runtime.stats.processed_bytes += len(out)
         if self.session.done:
             transport.close()
-        elif self.session.closed is not None and self.linger is None:
-            if self.session.refused and transport.can_write_eof():
-                # An HTTP answer with "connection: close": half-close so the client sees its end now,
-                # and keep reading for a moment so unread data does not reset the answer away.
-                transport.write_eof()
+            return
+        if self.session.failed and not self.ended_output and transport.can_write_eof():
+            # A refused handshake (an HTTP answer with "connection: close"), or a WebSocket failed by a
+            # frame that broke the protocol: RFC 6455 7.1.7 says to close the connection once the close
+            # frame is out, without waiting for a handshake that can no longer complete (the frames
+            # after the bad one are not read). Half-close so the client sees the end now, and keep
+            # reading (until its end, at most LINGER) so unread data does not reset the answer away.
+            transport.write_eof()
+            self.ended_output = True
+        if self.session.closed is not None and self.linger is None:
             if self.paused:
                 transport.resume_reading()  # to read the client's close frame
                 self.paused = False
@@ -210,7 +216,8 @@ class WebSocketClientSide(asyncio.Protocol):
     def _resume_held(self) -> None:
         self.connecting = False
         held, self.held = self.held, []
-        for data in held:
+        # b"" first: frames that came with the upgrade request itself, which the session kept.
+        for data in (b"", *held):
             self._feed(data)
         if self.transport is not None and self.session.closed is None and len(self.queue) < MAX_QUEUED:
             self._resume()

@@ -5,8 +5,8 @@ client masks every frame (5.1: an unmasked frame fails the connection with 1002)
 control-frame rules (5.4, 5.5: 1002), UTF-8 of text messages (8.1: 1007) and the close handshake (5.5.1,
 7). This class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
 WebSocket API"): frames of at most 32 KB and messages of at most 128 KB, larger ones closing the
-connection with 1009 (Message Too Big, 7.4.1), and answers what needs no application: pings (5.5.2) and
-the client's close (5.5.1).
+connection with 1009 (Message Too Big, 7.4.1; measured on the wire by meter.py), and answers what needs
+no application: pings (5.5.2) and the client's close (5.5.1).
 
 Feed bytes with ``receive``; it returns what happened (``Upgrade``, ``Message``, ``Closed``); bytes to
 write collect in ``data_to_send()``. Nothing here reads a clock or a socket.
@@ -14,6 +14,8 @@ write collect in ``data_to_send()``. Nothing here reads a clock or a socket.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -31,6 +33,8 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.utilities import RemoteProtocolError
+
+from lbd.gateway.websocket.meter import FrameMeter, end_of_head
 
 MAX_FRAME = 32 * 1024
 MAX_MESSAGE = 128 * 1024
@@ -75,6 +79,12 @@ class Session:
         self.ws = WSConnection(ConnectionType.SERVER)
         self.max_frame = max_frame
         self.max_message = max_message
+        self._meter = FrameMeter(max_frame, max_message)
+        self._accepted = False
+        self._head_ended = False  # the opening handshake's request head is complete
+        self._tail = b""  # the last octets of an incomplete request head (a blank line may span reads)
+        self._early = b""  # frames sent before the 101, waiting for the accept
+        self._first_line = b""  # the start of the request head: its request line
         self.open = False  # accepted and not closing
         self.closed: Closed | None = None  # set once, when the WebSocket starts to close or fails
         self.done = False  # the TCP connection may end now (the close handshake is complete)
@@ -82,8 +92,13 @@ class Session:
         self.refused = False  # the handshake was answered with an HTTP error: end the output after it
         self._out: list[bytes] = []
         self._parts: list[str | bytes] = []
-        self._frame = 0  # bytes of the frame being received
-        self._message = 0  # bytes of the message being received
+
+    @property
+    def failed(self) -> bool:
+        """The WebSocket failed (RFC 6455 7.1.7: a frame that breaks the protocol, or a refused
+        handshake): nothing more is read from the client, so its closing handshake cannot complete and
+        the TCP connection is to be closed at once (lbd's output ends after ``data_to_send()``)."""
+        return self._failed
 
     # -- bytes in ------------------------------------------------------------------------------------------
 
@@ -96,10 +111,18 @@ class Session:
             return []
         if self._failed:
             return []
-        try:
-            self.ws.receive_data(data)
-        except RemoteProtocolError as exc:
-            return [self._refuse_handshake(str(exc), exc.event_hint)]
+        breach, rest = None, b""
+        if data is not None:
+            data = self._frames_only(data)
+            if self._accepted and self.closed is None:
+                breach = self._meter.measure(data)
+                if breach is not None:  # what comes before the breach is parsed first: its errors win
+                    data, rest = data[: breach.within], data[breach.within :]
+        if data is None or data:  # (b"" would be the end of input to the handshake's h11)
+            try:
+                self.ws.receive_data(data)
+            except RemoteProtocolError as exc:
+                return [self._refuse_handshake(str(exc), exc.event_hint)]
         if self.closed is not None:
             self._await_close_answer()
             return []
@@ -110,10 +133,38 @@ class Session:
                 out.append(happened)
             if self.closed is not None:
                 break
+        if breach is not None and self.closed is None:
+            out.append(self.close(MESSAGE_TOO_BIG, breach.reason))
+            if rest:  # the rest of the frame, maybe the client's close: read on as after any close
+                self.ws.receive_data(rest)
+                self._await_close_answer()
         if data is None and self.closed is None:
             out.append(self._end(ABNORMAL, "", by_client=True))
             self.done = True
         return out
+
+    def _frames_only(self, data: bytes) -> bytes:
+        """What wsproto is to parse now. Until the handshake is accepted that is only the request head:
+        frames sent before the 101 (RFC 6455 4.1 says a client waits for it) wait for the accept, so
+        the meter sees every frame from its first octet."""
+        if self._accepted:
+            if self._early:
+                data, self._early = self._early + data, b""
+            return data
+        if self._head_ended:
+            self._early += data
+            return b""
+        if b"\n" not in self._first_line and len(self._first_line) < 8192:
+            self._first_line += data[:8192]
+        seen = self._tail + data
+        end = end_of_head(seen)
+        if end is None:
+            self._tail = seen[-2:]
+            return data
+        self._head_ended = True
+        cut = end - len(self._tail)
+        self._early = data[cut:]
+        return data[:cut]
 
     def _await_close_answer(self) -> None:
         """After lbd's close frame, only the client's close matters (RFC 6455 5.5.1, 7.1.1)."""
@@ -126,6 +177,9 @@ class Session:
 
     def _on(self, event: object) -> Event | None:
         if isinstance(event, Request):
+            problem = _handshake_problem(self._first_line, event.extra_headers)
+            if problem is not None:
+                return self._refuse_handshake(problem, None)
             headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in event.extra_headers]
             headers.append(("host", event.host))
             return Upgrade(event.target, headers, tuple(event.subprotocols))
@@ -139,20 +193,12 @@ class Session:
         return None  # Pong: nothing to do (lbd sends no pings of its own)
 
     def _data(self, event: TextMessage | BytesMessage) -> Event | None:
+        # (Its size was measured on the wire: meter.py.)
         chunk: str | bytes = event.data if isinstance(event.data, str) else bytes(event.data)
-        size = len(chunk.encode()) if isinstance(chunk, str) else len(chunk)
-        self._frame += size
-        self._message += size
-        if self._frame > self.max_frame:
-            return self.close(MESSAGE_TOO_BIG, f"frame larger than {self.max_frame} bytes")
-        if self._message > self.max_message:
-            return self.close(MESSAGE_TOO_BIG, f"message larger than {self.max_message} bytes")
         self._parts.append(chunk)
-        if event.frame_finished:
-            self._frame = 0
         if not event.message_finished:
             return None
-        parts, self._parts, self._message = self._parts, [], 0
+        parts, self._parts = self._parts, []
         if isinstance(chunk, str):
             return Message("".join(str(p) for p in parts))
         return Message(b"".join(p for p in parts if isinstance(p, bytes)))
@@ -178,7 +224,7 @@ class Session:
     def accept(self, subprotocol: str | None = None, headers: Sequence[tuple[str, str]] = ()) -> None:
         extra = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
         self._out.append(self.ws.send(AcceptConnection(subprotocol=subprotocol, extra_headers=extra)))
-        self.open = True
+        self.open = self._accepted = True
 
     def reject(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Closed:
         encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
@@ -248,3 +294,25 @@ class Session:
     def data_to_send(self) -> bytes:
         out, self._out = self._out, []
         return b"".join(out)
+
+
+def _handshake_problem(head: bytes, headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """What RFC 6455 4.2.1 requires of the opening handshake that wsproto does not check (4.2.2: such a
+    request gets 400): HTTP/1.1 or higher, one Sec-WebSocket-Key (11.3.1) that is 16 octets in base64,
+    one Sec-WebSocket-Version (11.3.5)."""
+    request_line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    version = request_line.rsplit(b" ", 1)[-1].removeprefix(b"HTTP/")
+    major, _, minor = version.partition(b".")
+    if not (major.isdigit() and minor.isdigit()) or (int(major), int(minor)) < (1, 1):
+        return "the opening handshake must be an HTTP/1.1 request"
+    keys = [value for name, value in headers if name.lower() == b"sec-websocket-key"]
+    versions = [value for name, value in headers if name.lower() == b"sec-websocket-version"]
+    if len(keys) != 1 or len(versions) != 1:
+        return "Sec-WebSocket-Key and Sec-WebSocket-Version must appear once each"
+    try:
+        key = base64.b64decode(keys[0].strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 16:
+        return "Sec-WebSocket-Key must be 16 octets in base64"
+    return None
