@@ -73,6 +73,20 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+_held: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A TCP port that refuses every connection for as long as the tests run: bound, never listening (the
+    kernel answers a SYN to it with RST), and held, so that no other process can take it meanwhile, as
+    one could take a port that ``free_port`` only found free."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    _held.append(held)
+    port: int = held.getsockname()[1]
+    return port
+
+
 async def wait_for(predicate: Any, timeout: float = DEADLINE, interval: float = 0.02, what: str = "") -> Any:
     """Poll ``predicate`` (sync or async) until it returns a truthy value."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ from lbd.observe.stats import LATENCY_BUCKETS
 from lbd.observe.summary import quantile
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
-from tests.lbdproc import FAST_HTTP_CHECK, application_config, free_port, http_request, wait_for
+from tests.lbdproc import FAST_HTTP_CHECK, application_config, free_port, http_request, refused_port, wait_for
 
 
 async def lbd_status(*args: str) -> tuple[int, str, str]:
@@ -53,7 +53,7 @@ async def test_lbd_status_prints_rates_errors_and_target_states(
     lbd: LbdFactory, http_backends: Callable[[str], Awaitable[HttpBackend]], tmp_path: Path
 ) -> None:
     backend = await http_backends("up")
-    down = free_port()  # nothing listens there
+    down = refused_port()  # nothing listens there
     port = free_port()
     config = application_config(port, [backend.port, down])
     config["target_groups"][0]["health_check"] = FAST_HTTP_CHECK

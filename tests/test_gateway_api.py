@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
-from tests.lbdproc import Lbd, free_port, http_request, wait_for
+from tests.lbdproc import Lbd, free_port, http_request, refused_port, wait_for
 
 Backends = Callable[[str], Awaitable[HttpBackend]]
 
@@ -246,7 +246,7 @@ async def test_mock_timeouts_failures_and_gateway_response_overrides(
     lbd: LbdFactory, http_backends: Backends
 ) -> None:
     backend = await http_backends("app")
-    dead = free_port()  # nothing listens there
+    dead = refused_port()  # nothing listens there
     port = free_port()
     routes = [
         {

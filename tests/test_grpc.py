@@ -26,7 +26,7 @@ from lbd.tls.store import CertificateStore, issue
 from tests.grpc_backend import GrpcBackend, raw
 from tests.h2_backend import H2Backend
 from tests.h2_client import H2Client, Response
-from tests.lbdproc import Lbd, free_port, http_request, wait_for
+from tests.lbdproc import Lbd, free_port, http_request, refused_port, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -134,7 +134,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
                 },
             ),
             group("grpc-tls", backend.tls_port, protocol="HTTPS"),
-            group("dead", free_port()),
+            group("dead", refused_port()),
             group("h2web", h2web.port, version="HTTP2"),
             group("goaway", goaway.port, version="HTTP2"),
             # Health checks only: ALB's defaults (/AWS.ALB/healthcheck, success code 12), and code 0 there.
@@ -146,7 +146,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
                 protocol="HTTPS",
                 health_check={"protocol": "GRPC", **CHECK},
             ),
-            group("grpc-refused", free_port(), health_check={"protocol": "GRPC", **CHECK}),
+            group("grpc-refused", refused_port(), health_check={"protocol": "GRPC", **CHECK}),
         ],
     }
     proc = Lbd(tmp, config)

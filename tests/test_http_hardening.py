@@ -19,7 +19,7 @@ from typing import Any
 from lbd.observe.access_log import ALB_FIELDS
 from tests.conftest import Alb, LbdFactory, TcpBackend
 from tests.http_client import Client
-from tests.lbdproc import Lbd, application_config, free_port, http_request, wait_for
+from tests.lbdproc import Lbd, application_config, free_port, http_request, refused_port, wait_for
 
 Backends = Callable[..., Awaitable[TcpBackend]]
 
@@ -214,7 +214,7 @@ async def _served(port: int) -> int | None:
 
 
 async def test_target_connect_warnings_are_rate_limited(alb: Alb, lbd: LbdFactory) -> None:
-    dead = free_port()  # nothing listens: every connect is refused
+    dead = refused_port()  # nothing listens: every connect is refused
     port = free_port()
     proc = lbd(application_config(port, [dead]))
     await proc.wait_ready()

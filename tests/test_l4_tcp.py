@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.conftest import TcpBackend, echo, identify_then_echo
-from tests.lbdproc import Lbd, free_port, network_config, wait_for
+from tests.lbdproc import Lbd, free_port, network_config, refused_port, wait_for
 
 MiB = 1024 * 1024
 
@@ -171,7 +171,7 @@ async def test_target_half_close_first(lbd: LbdFactory, backends: Backends) -> N
 
 async def test_dead_target_is_skipped_on_connect(lbd: LbdFactory, backends: Backends) -> None:
     live = await backends(identify_then_echo(b"live"))
-    dead_port = free_port()  # nothing listens here: connect is refused
+    dead_port = refused_port()  # nothing listens here: connect is refused
     for algorithm in ("round_robin", "flow_hash"):
         port = free_port()
         proc = lbd(network_config(port, [dead_port, live.port], algorithm=algorithm))

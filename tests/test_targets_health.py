@@ -12,7 +12,15 @@ from tests.certs import self_signed
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.http_client import Client
-from tests.lbdproc import FAST_HTTP_CHECK, Lbd, application_config, free_port, network_config, wait_for
+from tests.lbdproc import (
+    FAST_HTTP_CHECK,
+    Lbd,
+    application_config,
+    free_port,
+    network_config,
+    refused_port,
+    wait_for,
+)
 
 HTTP_CHECK = FAST_HTTP_CHECK
 
@@ -88,7 +96,7 @@ async def test_http_checks_move_traffic_and_report_elb_reasons(lbd: LbdFactory) 
 async def test_timeout_and_refused_connection_reasons(lbd: LbdFactory) -> None:
     hanging = await HttpBackend("hanging").start()
     hanging.health_status = 0  # accepts, never answers
-    closed_port = free_port()  # nothing listens here
+    closed_port = refused_port()  # nothing listens here
     port = free_port()
     proc = lbd(with_checks(application_config(port, [hanging.port, closed_port]), HTTP_CHECK))
     await proc.wait_ready()
@@ -143,7 +151,7 @@ async def test_minimum_healthy_percentage_fails_open_early(lbd: LbdFactory) -> N
 
 async def test_tcp_checks_keep_new_flows_off_a_dead_target(lbd: LbdFactory, backends: Any) -> None:
     live = await backends()
-    dead_port = free_port()
+    dead_port = refused_port()
     port = free_port()
     check = {"protocol": "TCP", "interval_seconds": 2, "timeout_seconds": 1, "unhealthy_threshold": 2}
     proc = lbd(with_checks(network_config(port, [live.port, dead_port]), check))
