@@ -12,17 +12,17 @@ function pollInterval(asked) {
   return asked !== null && Number.isFinite(seconds) && seconds >= 1 && seconds <= 60 ? seconds * 1000 : 2000;
 }
 
-// Hooks for what the admin API will grow (DESIGN: API Gateway, usage plans, CloudFront-style
-// distributions). A section renders once /v1/summary carries its key: a list of objects, each shown as
-// a row of its `columns` (missing ones blank). Nothing is fetched for a section that does not exist.
+// Hooks for what the admin API will grow. A section renders once /v1/summary carries its key: a list of
+// objects, each shown as a row of its `columns` (missing ones blank). Nothing is fetched for a section
+// that does not exist. APIs and usage plans started here and keep their place on the page.
 const EXTENSIONS = [
   { key: "apis", title: "APIs", columns: ["name", "protocol", "stages", "routes", "requests", "http_4xx", "http_5xx"] },
   { key: "usage_plans", title: "Usage plans", columns: ["name", "throttle", "quota", "keys", "used"] },
-  { key: "distributions", title: "Distributions", columns: ["name", "domain", "origins", "cache_hit_ratio", "requests", "http_5xx"] },
 ];
 
-// Sections drawn by their own script (gateway.js: apis, usage_plans) instead of the plain table above:
-// key -> function(items, summary) returning the section's element (kept between refreshes by its owner).
+// Sections drawn by their own script (gateway.js: apis, usage_plans; edge.js: distributions, web_acls)
+// instead of the plain table above: key -> function(items, summary) returning the section's element
+// (kept between refreshes by its owner). Those not in EXTENSIONS follow in the order they registered.
 const SECTION_RENDERERS = {};
 
 const state = {
@@ -543,7 +543,9 @@ function notice(kind, text, items, signIn) {
 function drawExtensions(summary) {
   const holder = document.getElementById("extensions");
   const sections = [];
-  for (const ext of EXTENSIONS) {
+  const listed = new Set(EXTENSIONS.map((ext) => ext.key));
+  const own = Object.keys(SECTION_RENDERERS).filter((name) => !listed.has(name)).map((name) => ({ key: name }));
+  for (const ext of [...EXTENSIONS, ...own]) {
     const items = summary[ext.key];
     if (!Array.isArray(items)) continue; // not served by this lbd yet
     if (SECTION_RENDERERS[ext.key]) {
