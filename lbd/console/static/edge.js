@@ -239,6 +239,7 @@ function drawRule(cells, now, before, dt) {
   cells.counted.textContent = now.counted === undefined ? "–" : rate("counted");
   cells.allowed.textContent = fmtCount(now.allowed);
   cells.blocked.textContent = fmtCount(now.blocked);
+  cells.blocked.classList.toggle("some", now.blocked > 0);
   cells.counts.textContent = now.counted === undefined ? "–" : fmtCount(now.counted);
 }
 
