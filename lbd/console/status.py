@@ -3,8 +3,10 @@
 It asks the admin API for ``/v1/summary`` twice, ``--interval`` seconds apart, and prints each listener's
 request rate, 4xx and 5xx rates, open connections and p50/p99 latency over that window (the difference
 of the counters, as the console's charts take them), then every target group's targets with their ELB
-state, reason code and description. The admin address and token come from ``--admin`` and
-``--token-file``, or from the config file's ``admin.listen`` and ``admin.token_file`` with ``-c``.
+state, reason code and description; then the APIs and usage plans (render_gateway) and the
+distributions and web ACLs (render_edge) when the config has them. The admin address and token come
+from ``--admin`` and ``--token-file``, or from the config file's ``admin.listen`` and
+``admin.token_file`` with ``-c``.
 """
 
 from __future__ import annotations
@@ -539,7 +541,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="listeners' rates and errors and every target's state, from a running lbd's admin API",
         description="Print what the console shows, as text: each listener's request rate, 4xx and 5xx "
         "rates, open connections and p50/p99 latency over --interval seconds, and every target's state, "
-        "reason code and description. Exit status: 0 printed, 1 the admin API did not answer (or "
+        "reason code and description; with them, API routes, usage plans, distributions and web ACL "
+        "rules. Exit status: 0 printed, 1 the admin API did not answer (or "
         "refused), 2 the config or token file could not be read.",
     )
     status.add_argument(
