@@ -15,8 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lbd.config.web_acl_reading import action_kind, statement_kind
-from lbd.observe.stats import LATENCY_BUCKETS
-from lbd.observe.summary import quantile
+from lbd.observe.summary import histogram
 
 if TYPE_CHECKING:
     # Models or their plain records (lbd/config/plain.py): the supervisor holds records.
@@ -48,16 +47,6 @@ COUNTERS = (
 OUTCOMES = ("allowed", "blocked", "counted")
 
 
-def _histogram(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    counts = [int(c) for c in values["counts"]] if values else [0] * (len(LATENCY_BUCKETS) + 1)
-    return {
-        "counts": counts,
-        "sum": float(values["sum"]) if values else 0.0,
-        "p50_seconds": quantile(counts, 0.5),
-        "p99_seconds": quantile(counts, 0.99),
-    }
-
-
 def edge_stats(values: Mapping[str, Any]) -> dict[str, Any]:
     """One distribution's live numbers from its summed worker reports (empty: no worker reported it)."""
     results = {name: int(values.get("results", {}).get(name, 0)) for name in RESULTS}
@@ -76,7 +65,7 @@ def edge_stats(values: Mapping[str, Any]) -> dict[str, Any]:
         "http_5xx": responses["5xx"],
     }
     stats.update({name: int(values.get(name, 0)) for name in COUNTERS})
-    stats["origin_latency"] = _histogram(values.get("origin_latency"))
+    stats["origin_latency"] = histogram(values.get("origin_latency"))
     return stats
 
 

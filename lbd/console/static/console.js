@@ -190,6 +190,21 @@ function metricCell(className) {
   return { td: el("td", { className: `metric ${className}` }, value, holder), value, holder };
 }
 
+// The "4xx/s · 5xx/s" and "p50 · p99" cells, as every section draws them: the last values and a chart.
+function showErrors(cell, e4, e5, label) {
+  cell.value.replaceChildren(
+    el("span", { className: "k4", text: fmtRate(last(e4)) }), " · ",
+    el("span", { className: "k5", text: fmtRate(last(e5)) }));
+  cell.holder.replaceChildren(sparkline([{ values: e4, cls: "k4" }, { values: e5, cls: "k5" }], fmtRate, label));
+}
+
+function showLatency(cell, p50, p99, label) {
+  cell.value.replaceChildren(
+    el("span", { text: fmtSeconds(last(p50)) }), " · ",
+    el("span", { className: "q99", text: fmtSeconds(last(p99)) }));
+  cell.holder.replaceChildren(sparkline([{ values: p50 }, { values: p99, cls: "q99" }], fmtSeconds, label));
+}
+
 // -- load balancers, listeners and rules (from /v1/load-balancers) -----------------------------------------
 
 function describeCondition(condition) {
@@ -332,14 +347,8 @@ function drawStats(summary) {
       cells.errors.value.textContent = "–";
       cells.latency.value.textContent = "–";
     } else {
-      cells.errors.value.replaceChildren(
-        el("span", { className: "k4", text: fmtRate(last(series.e4)) }), " · ",
-        el("span", { className: "k5", text: fmtRate(last(series.e5)) }));
-      cells.errors.holder.replaceChildren(sparkline([{ values: series.e4, cls: "k4" }, { values: series.e5, cls: "k5" }], fmtRate, "4xx and 5xx responses per second"));
-      cells.latency.value.replaceChildren(
-        el("span", { text: fmtSeconds(last(series.p50)) }), " · ",
-        el("span", { className: "q99", text: fmtSeconds(last(series.p99)) }));
-      cells.latency.holder.replaceChildren(sparkline([{ values: series.p50 }, { values: series.p99, cls: "q99" }], fmtSeconds, "request duration, p50 and p99"));
+      showErrors(cells.errors, series.e4, series.e5, "4xx and 5xx responses per second");
+      showLatency(cells.latency, series.p50, series.p99, "request duration, p50 and p99");
     }
     cells.active.value.textContent = fmtCount(listener.active_connections);
     cells.active.holder.replaceChildren(sparkline([{ values: series.active }], fmtCount, "open connections"));

@@ -148,14 +148,8 @@ function drawDistribution(parts, dist, before, dt, buckets) {
   cells.rate.holder.replaceChildren(sparkline([{ values: series.rps }], fmtRate, "viewer requests per second (Requests)"));
   cells.hit.value.textContent = `${fmtRatio(last(series.hit))} · ${fmtRatio(dist.cache_hit_ratio)} all`;
   cells.hit.holder.replaceChildren(sparkline([{ values: series.hit }], fmtRatio, "cache hit ratio (CacheHitRate)"));
-  cells.errors.value.replaceChildren(
-    el("span", { className: "k4", text: fmtRate(last(series.e4)) }), " · ",
-    el("span", { className: "k5", text: fmtRate(last(series.e5)) }));
-  cells.errors.holder.replaceChildren(sparkline([{ values: series.e4, cls: "k4" }, { values: series.e5, cls: "k5" }], fmtRate, "4xx and 5xx responses per second"));
-  cells.latency.value.replaceChildren(
-    el("span", { text: fmtSeconds(last(series.p50)) }), " · ",
-    el("span", { className: "q99", text: fmtSeconds(last(series.p99)) }));
-  cells.latency.holder.replaceChildren(sparkline([{ values: series.p50 }, { values: series.p99, cls: "q99" }], fmtSeconds, "OriginLatency, p50 and p99"));
+  showErrors(cells.errors, series.e4, series.e5, "4xx and 5xx responses per second");
+  showLatency(cells.latency, series.p50, series.p99, "OriginLatency, p50 and p99");
   cells.out.value.textContent = `${fmtBytes(last(series.out))}/s`;
   cells.out.holder.replaceChildren(sparkline([{ values: series.out }], fmtBytes, "body bytes sent to viewers per second (BytesDownloaded)"));
   parts.total.textContent = fmtCount(dist.requests);
