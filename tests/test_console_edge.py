@@ -87,7 +87,19 @@ def edge_config(alb_port: int, edge_port: int, origin: Origin) -> dict[str, Any]
                         ),
                     },
                 ],
-            }
+            },
+            {
+                "name": "edge-guard",
+                "associations": [{"distribution": "site"}],
+                "rules": [
+                    {
+                        "name": "no-private",
+                        "priority": 10,
+                        "action": "block",
+                        "statement": match({"field": "uri_path"}, "STARTS_WITH", "/private"),
+                    }
+                ],
+            },
         ],
     }
 
@@ -108,11 +120,12 @@ async def running(lbd: LbdFactory) -> AsyncIterator[tuple[Lbd, int, int]]:
 
 
 async def some_traffic(alb_port: int, edge_port: int) -> None:
-    """Through the distribution: a miss then two hits on /page, an uncached /api/cart; through the load
-    balancer: an allowed request, a blocked one and a counted one."""
+    """Through the distribution: a miss then two hits on /page, an uncached /api/cart and one its web ACL
+    blocks; through the load balancer: an allowed request, a blocked one and a counted one."""
     for _ in range(3):
         assert (await http_request(edge_port, "GET", "/page"))[0] == 200
     assert (await http_request(edge_port, "GET", "/api/cart"))[0] == 200
+    assert (await http_request(edge_port, "GET", "/private/notes"))[0] == 403
     assert (await http_request(alb_port, "GET", "/"))[0] == 200
     assert (await http_request(alb_port, "GET", "/admin/users"))[0] == 403
     assert (await http_request(alb_port, "GET", "/", headers=BOT))[0] == 200
@@ -146,10 +159,11 @@ async def test_the_summary_and_lbd_status_show_the_distribution_and_the_web_acl(
         assert site["origin_groups"] == [
             {"id": "ha", "members": ["app", "spare"], "failover_status_codes": [500, 502, 503, 504]}
         ]
-        assert site["requests"] == 4 and site["results"]["hit"] == 2
+        assert site["requests"] == 5 and site["results"]["hit"] == 2 and site["results"]["error"] == 1
         # The uncached behavior's request is a Miss too, as CloudFront counts it (x-edge-result-type).
         assert site["results"]["miss"] == site["cache_misses"] == 2 and site["cache_hit_ratio"] == 0.5
-        assert site["responses"]["2xx"] == 4 and site["http_5xx"] == 0
+        assert site["responses"]["2xx"] == 4 and site["http_4xx"] == 1 and site["http_5xx"] == 0
+        assert site["web_acl"] == "edge-guard"
         assert site["origin_requests"] == 2 and site["bytes_sent"] >= 3 * 700
         assert site["origin_latency"]["p50_seconds"] is not None
         assert site["invalidations"]["count"] == 1 and site["invalidations"]["in_progress"] == 0
@@ -157,7 +171,9 @@ async def test_the_summary_and_lbd_status_show_the_distribution_and_the_web_acl(
         _, _, text = await http_request(proc.admin_port, "GET", "/metrics")
         assert f'lbd_edge_cache_hits_total{{distribution="site"}} {site["cache_hits"]}.0' in text.decode()
 
-        (acl,) = summary["web_acls"]
+        acl, guard = summary["web_acls"]
+        assert guard["associations"] == [{"distribution": "site"}]
+        assert (guard["rules"][0]["blocked"], guard["default"]["allowed"], guard["requests"]) == (1, 4, 5)
         assert (acl["name"], acl["default_action"], acl["associations"]) == (
             "protect",
             "allow",
@@ -173,7 +189,7 @@ async def test_the_summary_and_lbd_status_show_the_distribution_and_the_web_acl(
         code, out, err = await lbd_status("-c", str(proc.config_path), "--interval", "0")
         assert code == 0, err
         cells = re.split(r"\s{2,}", line_with(out, "site", f"HTTP:{edge_port}"))
-        assert cells[3:5] == ["50%", "50%"] and cells[-4:] == ["4", "2", "2", "0"], cells
+        assert cells[3:5] == ["50%", "50%"] and cells[-4:] == ["5", "2", "2", "1"], cells
         assert "ha (app then spare)" in line_with(out, "site", "CachingOptimized", "1/86400/31536000")
         assert "GET_HEAD" in line_with(out, "site", "/api/*", "CachingDisabled")
         cells = re.split(r"\s{2,}", line_with(out, "protect", "no-admin"))
@@ -215,6 +231,7 @@ async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
             card = page.locator('section#distributions [data-distribution="site"]')
             await expect(card).to_contain_text(f"HTTP:{edge_port} 127.0.0.1:{edge_port}")
             await expect(card).to_contain_text("Origin group ha: app, then spare")
+            await expect(card.locator("h3")).to_contain_text("web ACL edge-guard")
             await expect(card.locator('tr[data-behavior="/api/*"]')).to_contain_text(
                 "CachingDisabled (not cached)"
             )
@@ -227,7 +244,8 @@ async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
 
             # Real requests: the counts move within a refresh, then the rates and the charts.
             await some_traffic(alb_port, edge_port)
-            await expect(card.locator(".total-count")).to_have_text("4")
+            await expect(card.locator(".total-count")).to_have_text("5")
+            await expect(card.locator(".results")).to_contain_text("1 Error")
             await expect(card.locator(".results")).to_contain_text("2 Hit")
             await expect(card.locator(".results")).to_contain_text("2 Miss")
             await expect(card.locator(".hit .value")).to_contain_text("50.0% all")
@@ -241,6 +259,7 @@ async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
             await expect(card.locator(".hit .value")).to_have_text(re.compile(r"^\d+(\.\d)?% · \d.*% all$"))
             await expect(card.locator(".latency .value")).to_have_text(re.compile(r"^\d.* · \d.*s$"))
             await expect(card.locator(".rate svg.spark path.line")).to_have_count(1)
+            await expect(card.locator(".errors .value .k4")).to_have_text(re.compile(rf"^{above_zero}$"))
             verdicts = acl.locator(".acl-stats .verdicts .value .k5")
             await expect(verdicts).to_have_text(re.compile(rf"^{above_zero}$"))  # blocked per second
             rule_rate = acl.locator('tr[data-rule="no-admin"] .rates .k5')
@@ -255,6 +274,8 @@ async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
                 )
             await page.screenshot(path=str(shots / "distributions-and-web-acls.png"), full_page=True)
             if os.environ.get("LBD_UPDATE_SCREENSHOT"):
+                # Tall enough that the sections are in view whole, clear of the sticky header.
+                await page.set_viewport_size({"width": 1360, "height": 2200})
                 await page.locator("#extensions").screenshot(path=str(DOCS_SCREENSHOT))
             assert watched.console_errors == [] and watched.page_errors == []
         finally:

@@ -67,7 +67,7 @@ async def test_the_distribution_and_web_acl_sections_run_in_firefox(lbd: LbdFact
         card = "document.querySelector('[data-distribution=\"site\"]')"
         await browser.wait_for(f"{card} !== null && {card}.textContent.includes('ha: app → spare')")
         await some_traffic(alb_port, edge_port)
-        await browser.wait_for(f"{card}.querySelector('.total-count').textContent === '4'")
+        await browser.wait_for(f"{card}.querySelector('.total-count').textContent === '5'")
         blocked = 'document.querySelector(\'[data-web-acl="protect"] tr[data-rule="no-admin"] td.blocked\')'
         await browser.wait_for(f"{blocked}.textContent === '1'")
         # A second sample: the rate charts draw a line.
