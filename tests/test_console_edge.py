@@ -26,10 +26,47 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console-edg
 BOT = {"User-Agent": "crawler-bot/1.0"}
 
 
-def edge_config(alb_port: int, edge_port: int, origin: Origin) -> dict[str, Any]:
+def web_acls() -> list[dict[str, Any]]:
+    """One ACL on the load balancer (a block rule and a count rule), one on the distribution."""
+
     def match(field: dict[str, Any], positional: str, value: str) -> dict[str, Any]:
         return {"byte_match": {**field, "positional": positional, "value": value}}
 
+    return [
+        {
+            "name": "protect",
+            "associations": [{"load_balancer": "alb"}],
+            "rules": [
+                {
+                    "name": "no-admin",
+                    "priority": 1,
+                    "action": "block",
+                    "statement": match({"field": "uri_path"}, "STARTS_WITH", "/admin"),
+                },
+                {
+                    "name": "bots",
+                    "priority": 2,
+                    "action": "count",
+                    "statement": match({"field": "single_header", "header": "User-Agent"}, "CONTAINS", "bot"),
+                },
+            ],
+        },
+        {
+            "name": "edge-guard",
+            "associations": [{"distribution": "site"}],
+            "rules": [
+                {
+                    "name": "no-private",
+                    "priority": 10,
+                    "action": "block",
+                    "statement": match({"field": "uri_path"}, "STARTS_WITH", "/private"),
+                }
+            ],
+        },
+    ]
+
+
+def edge_config(alb_port: int, edge_port: int, origin: Origin) -> dict[str, Any]:
     return {
         "node": {"zone": "zone-a", "workers": 1},
         "target_groups": [
@@ -67,40 +104,7 @@ def edge_config(alb_port: int, edge_port: int, origin: Origin) -> dict[str, Any]
                 ],
             }
         ],
-        "web_acls": [
-            {
-                "name": "protect",
-                "associations": [{"load_balancer": "alb"}],
-                "rules": [
-                    {
-                        "name": "no-admin",
-                        "priority": 1,
-                        "action": "block",
-                        "statement": match({"field": "uri_path"}, "STARTS_WITH", "/admin"),
-                    },
-                    {
-                        "name": "bots",
-                        "priority": 2,
-                        "action": "count",
-                        "statement": match(
-                            {"field": "single_header", "header": "User-Agent"}, "CONTAINS", "bot"
-                        ),
-                    },
-                ],
-            },
-            {
-                "name": "edge-guard",
-                "associations": [{"distribution": "site"}],
-                "rules": [
-                    {
-                        "name": "no-private",
-                        "priority": 10,
-                        "action": "block",
-                        "statement": match({"field": "uri_path"}, "STARTS_WITH", "/private"),
-                    }
-                ],
-            },
-        ],
+        "web_acls": web_acls(),
     }
 
 
@@ -211,6 +215,20 @@ async def test_the_summary_and_lbd_status_show_the_distribution_and_the_web_acl(
         assert float(cells[2]) > 0 and re.fullmatch(r"\d+%", cells[3]), cells  # REQ/S, HIT in the window
         cells = re.split(r"\s{2,}", line_with(out, "protect", "no-admin"))
         assert float(cells[5]) > 0, cells  # BLOCKED/S
+
+        # An ACL replaced through the admin API: the summary shows the rules in force, and says so.
+        replaced = web_acls()[0]
+        replaced["rules"][1] = {**replaced["rules"][1], "name": "crawlers", "action": "block"}
+        status, body = await proc.admin("PUT", "/v1/web-acls/protect", json.dumps(replaced).encode())
+        assert status == 200, body
+        assert (await http_request(alb_port, "GET", "/", headers=BOT))[0] == 403
+        _, summary = await proc.admin("GET", "/v1/summary")
+        acl = summary["web_acls"][0]
+        assert acl["changed_through_api"] and [(r["name"], r["action"]) for r in acl["rules"]] == [
+            ("no-admin", "block"),
+            ("crawlers", "block"),
+        ]
+        assert acl["rules"][1]["blocked"] == 1 and acl["counted"] > 1  # the old count rule's, still counted
 
 
 async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
