@@ -58,6 +58,19 @@ async def open_page(browser: Browser, shots: Path) -> Watched:
     return Watched(await context.new_page())
 
 
+async def wait_for_chart_points(page: Page, chart: str, points: int, timeout: float = 120_000) -> None:
+    """Until the first rate chart under ``chart`` (a CSS selector) draws a line through more than
+    ``points`` samples: the charts grow with each refresh (a docs picture wants some history)."""
+    await page.wait_for_function(
+        """([chart, points]) => {
+            const line = document.querySelector(`${chart} .rate svg.spark path.line`);
+            return line !== null && line.getAttribute('d').split('L').length > points;
+        }""",
+        arg=[chart, points],
+        timeout=timeout,
+    )
+
+
 def example_config(port: int, web: list[int], api: list[int]) -> dict[str, Any]:
     """conf/application.yaml's shape, on loopback: rules to an api group, the rest to web."""
     return {
@@ -188,13 +201,8 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
         await expect(listener.locator(".rate svg.spark path.line")).to_have_count(1)
         await expect(listener.locator(".latency svg.spark path.line")).to_have_count(2)
         # The charts grow with each refresh: a line through several samples.
-        await page.wait_for_function(
-            """(points) => {
-                const line = document.querySelector('tr[data-listener] .rate svg.spark path.line');
-                return line !== null && line.getAttribute('d').split('L').length > points;
-            }""",
-            arg=40 if readme else 3,
-            timeout=120_000 if readme else EXPECT_TIMEOUT,
+        await wait_for_chart_points(
+            page, "tr[data-listener]", 40 if readme else 3, 120_000 if readme else EXPECT_TIMEOUT
         )
         await page.screenshot(path=str(shots / "1-overview.png"), full_page=True)
         assert watched.console_errors == [] and watched.page_errors == []

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, expect
 from tests.conftest import LbdFactory
 from tests.edge_origin import Answer, Origin
 from tests.lbdproc import Lbd, free_port, http_request
-from tests.test_console_browser import browser, open_page  # noqa: F401 (a fixture)
+from tests.test_console_browser import browser, open_page, wait_for_chart_points  # noqa: F401 (a fixture)
 from tests.test_console_status import lbd_status, line_with
 
 DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "console-edge.png"
@@ -283,13 +283,7 @@ async def test_the_console_shows_the_distribution_and_the_web_acl_moving(
             rule_rate = acl.locator('tr[data-rule="no-admin"] .rates .k5')
             await expect(rule_rate).to_have_text(re.compile(rf"^{above_zero}$"))
             if os.environ.get("LBD_UPDATE_SCREENSHOT"):  # docs/console.md's picture wants some history
-                await page.wait_for_function(
-                    """() => {
-                        const line = document.querySelector('[data-distribution] .rate svg.spark path.line');
-                        return line !== null && line.getAttribute('d').split('L').length > 30;
-                    }""",
-                    timeout=120_000,
-                )
+                await wait_for_chart_points(page, "[data-distribution]", 30)
             await page.screenshot(path=str(shots / "distributions-and-web-acls.png"), full_page=True)
             if os.environ.get("LBD_UPDATE_SCREENSHOT"):
                 # Tall enough that the sections are in view whole, clear of the sticky header.
