@@ -53,6 +53,7 @@ from lbd.control import ControlProtocol, Message
 from lbd.discovery.node import NodeDiscovery, Targets
 from lbd.health.checker import HealthChecker
 from lbd.listener.sockets import BindError, probe_free
+from lbd.observe import edge_summary
 from lbd.observe.logs import FORMATS, LEVELS, setup_logging
 from lbd.observe.metrics import METRICS_CONTENT_TYPE, NodeStats, render
 from lbd.observe.summary import summary
@@ -198,6 +199,7 @@ class Supervisor:
         self.web_acls = WebAclControl(self)
         self.config_watch: ConfigKeyWatch | None = None  # -c etcd://...: the key, watched
         self._config_watch_task: asyncio.Task[None] | None = None
+        self.edge = EdgeAdmin(self._tell_workers, lambda: self.current.config)  # distributions' endpoints
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -539,7 +541,7 @@ class Supervisor:
         ConnectionsAdmin(self).register(router)  # WebSocket APIs' @connections
         if self.access_keys is not None:
             self.access_keys.register(router)
-        EdgeAdmin(self._tell_workers, lambda: self.current.config).register(router)  # distributions
+        self.edge.register(router)  # distributions
         router.add("GET", "/v1/fleet", self._fleet_endpoint)
         router.add("GET", "/v1/load-balancers", self._load_balancers_endpoint)
         router.add("GET", "/v1/summary", self._summary_endpoint)
@@ -840,6 +842,8 @@ class Supervisor:
             health = {name: self.checker.describe(name) for name in groups}
         body = summary(self.current.config, node, health, time.time())
         body.update(await self.gateway.summary_parts(node))  # apis, usage_plans: when configured
+        acls, changed = self.web_acls.effective(), self.web_acl_overrides
+        body.update(edge_summary.summary_parts(self.config, node, acls, changed, self.edge.invalidations))
         return AdminResponse(200, body)
 
     @property

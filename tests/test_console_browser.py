@@ -58,6 +58,19 @@ async def open_page(browser: Browser, shots: Path) -> Watched:
     return Watched(await context.new_page())
 
 
+async def wait_for_chart_points(page: Page, chart: str, points: int, timeout: float = 120_000) -> None:
+    """Until the first rate chart under ``chart`` (a CSS selector) draws a line through more than
+    ``points`` samples: the charts grow with each refresh (a docs picture wants some history)."""
+    await page.wait_for_function(
+        """([chart, points]) => {
+            const line = document.querySelector(`${chart} .rate svg.spark path.line`);
+            return line !== null && line.getAttribute('d').split('L').length > points;
+        }""",
+        arg=[chart, points],
+        timeout=timeout,
+    )
+
+
 def example_config(port: int, web: list[int], api: list[int]) -> dict[str, Any]:
     """conf/application.yaml's shape, on loopback: rules to an api group, the rest to web."""
     return {
@@ -188,13 +201,8 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
         await expect(listener.locator(".rate svg.spark path.line")).to_have_count(1)
         await expect(listener.locator(".latency svg.spark path.line")).to_have_count(2)
         # The charts grow with each refresh: a line through several samples.
-        await page.wait_for_function(
-            """(points) => {
-                const line = document.querySelector('tr[data-listener] .rate svg.spark path.line');
-                return line !== null && line.getAttribute('d').split('L').length > points;
-            }""",
-            arg=40 if readme else 3,
-            timeout=120_000 if readme else EXPECT_TIMEOUT,
+        await wait_for_chart_points(
+            page, "tr[data-listener]", 40 if readme else 3, 120_000 if readme else EXPECT_TIMEOUT
         )
         await page.screenshot(path=str(shots / "1-overview.png"), full_page=True)
         assert watched.console_errors == [] and watched.page_errors == []
@@ -253,24 +261,28 @@ async def test_the_console_shows_lbd_live_and_drives_the_admin_api(
         await page.screenshot(path=str(shots / "4-failed-reload.png"), full_page=True)
         if readme:
             shutil.copyfile(shots / "4-failed-reload.png", DOCS_SCREENSHOT)
-        # The hook: a section for distributions appears once the summary carries them (no lbd serves them
-        # yet, so the real summary gets them added on its way to the page), and none before.
-        assert await page.locator("#distributions").count() == 0
+        # The hook for what comes next: a key listed in EXTENSIONS gets a plain table once the summary
+        # carries it, and none before. Every key lbd serves today has a section of its own, so the test
+        # lists a made-up one and adds it to the real summary on its way to the page.
+        await page.evaluate(
+            'EXTENSIONS.push({key: "widgets", title: "Widgets", columns: ["name", "domain", "requests"]})'
+        )
 
-        async def with_distributions(route: Route) -> None:
+        async def with_widgets(route: Route) -> None:
             response = await route.fetch()
             body = await response.json()
-            body["distributions"] = [{"name": "static", "domain": "cdn.test", "requests": 2}]
+            body["widgets"] = [{"name": "static", "domain": "cdn.test", "requests": 2}]
             await route.fulfill(response=response, json=body)
 
-        await page.route("**/v1/summary", with_distributions)
-        distributions = page.locator("section#distributions")
-        await expect(distributions).to_contain_text("Distributions")
-        await expect(distributions.locator("td").first).to_have_text("static")
+        await page.route("**/v1/summary", with_widgets)
+        widgets = page.locator("section#widgets")
+        await expect(widgets).to_contain_text("Widgets")
+        await expect(widgets.locator("td").first).to_have_text("static")
         await page.unroute("**/v1/summary")
-        await expect(distributions).to_have_count(0)
-        # No APIs or usage plans in this config: no sections for them (tests/test_console_gateway.py).
-        assert await page.locator("#apis, #usage-plans").count() == 0
+        await expect(widgets).to_have_count(0)
+        # No APIs, usage plans, distributions or web ACLs in this config: no sections for them
+        # (tests/test_console_gateway.py and tests/test_console_edge.py have them).
+        assert await page.locator("#apis, #usage-plans, #distributions, #web-acls").count() == 0
 
         # The browser logs the 422 itself; nothing else may have gone wrong.
         assert [e for e in watched.console_errors if "status of 422" not in e] == []

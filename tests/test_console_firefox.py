@@ -57,3 +57,22 @@ async def test_the_console_runs_in_firefox_without_errors(
     finally:
         stop.set()
         await load
+
+
+async def test_the_distribution_and_web_acl_sections_run_in_firefox(lbd: LbdFactory, tmp_path: Path) -> None:
+    from tests.test_console_edge import running, some_traffic
+
+    async with running(lbd) as (proc, alb_port, edge_port), firefox() as browser:
+        await browser.goto(f"http://127.0.0.1:{proc.admin_port}/?interval=1")
+        card = "document.querySelector('[data-distribution=\"site\"]')"
+        await browser.wait_for(f"{card} !== null && {card}.textContent.includes('ha: app → spare')")
+        await some_traffic(alb_port, edge_port)
+        await browser.wait_for(f"{card}.querySelector('.total-count').textContent === '5'")
+        blocked = 'document.querySelector(\'[data-web-acl="protect"] tr[data-rule="no-admin"] td.blocked\')'
+        await browser.wait_for(f"{blocked}.textContent === '1'")
+        # A second sample: the rate charts draw a line.
+        await some_traffic(alb_port, edge_port)
+        await browser.wait_for(f"{card}.querySelector('.rate path.line') !== null")
+        await browser.screenshot(tmp_path / "firefox-edge.png")
+        problems = [e for e in browser.entries if e.get("level") in ("error", "warn")]
+        assert problems == [], problems

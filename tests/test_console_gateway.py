@@ -17,7 +17,7 @@ from playwright.async_api import Browser, expect
 from tests.conftest import LbdFactory
 from tests.http_backend import HttpBackend
 from tests.lbdproc import Lbd, free_port, http_request
-from tests.test_console_browser import browser, open_page  # noqa: F401 (a fixture)
+from tests.test_console_browser import browser, open_page, wait_for_chart_points  # noqa: F401 (a fixture)
 from tests.test_console_status import lbd_status, line_with
 
 Backends = Callable[[str], Awaitable[HttpBackend]]
@@ -226,13 +226,7 @@ async def test_the_console_shows_api_routes_moving_and_a_keys_usage(
         await expect(row.locator("svg.usage rect.used")).to_have_count(1)
         assert KEY_VALUE not in await page.content()
         if os.environ.get("LBD_UPDATE_SCREENSHOT"):  # docs/console.md's picture wants some history
-            await page.wait_for_function(
-                """() => {
-                    const line = document.querySelector('tr[data-route] .rate svg.spark path.line');
-                    return line !== null && line.getAttribute('d').split('L').length > 30;
-                }""",
-                timeout=120_000,
-            )
+            await wait_for_chart_points(page, "tr[data-route]", 30)
         await page.screenshot(path=str(shots / "apis-and-usage-plans.png"), full_page=True)
         if os.environ.get("LBD_UPDATE_SCREENSHOT"):
             apis_and_plans = page.locator("section#apis, section#usage-plans")

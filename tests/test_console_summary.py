@@ -143,3 +143,152 @@ def test_load_balancers_lists_rules_in_the_order_they_are_evaluated() -> None:
     assert listener["default_actions"][0]["type"] == "fixed-response"
     assert listener["default_actions"][0]["status_code"] == 404
     assert tcp["listeners"][0]["rules"] == []
+
+
+EDGE_CONFIG = """
+node: {zone: zone-a, workers: 2}
+load_balancers:
+  - name: front
+    type: application
+    listeners:
+      - protocol: HTTP
+        address: 127.0.0.1
+        port: 8080
+        default_actions: [{type: forward, target_group: web}]
+target_groups:
+  - {name: web, protocol: HTTP, targets: [{id: 127.0.0.1, port: 9001}]}
+  - {name: spare, protocol: HTTP, targets: [{id: 127.0.0.1, port: 9002}]}
+distributions:
+  - name: site
+    listeners: [{protocol: HTTP, address: 127.0.0.1, port: 8088}]
+    origins: [{id: app, target_group: web, origin_path: /v1}, {id: backup, target_group: spare}]
+    origin_groups: [{id: ha, members: [app, backup], failover_status_codes: [502, 503]}]
+    cache_policies: [{name: assets, default_ttl: 600}]
+    default_cache_behavior: {origin: ha}
+    cache_behaviors:
+      - {path_pattern: "/static/*", origin: app, cache_policy: assets, compress: true}
+      - path_pattern: "/api/*"
+        origin: app
+        cache_policy: {default_ttl: 0, max_ttl: 0}
+        allowed_methods: ALL
+web_acls:
+  - name: guard
+    default_action: block
+    associations: [{distribution: site}, {load_balancer: front}]
+    rules:
+      - name: count-bots
+        priority: 5
+        action: count
+        statement: {byte_match: {field: single_header, header: User-Agent, positional: CONTAINS, value: bot}}
+      - name: open
+        priority: 1
+        action: allow
+        statement: {byte_match: {field: uri_path, positional: STARTS_WITH, value: /public/}}
+"""
+
+
+def edge_report(hits: int, misses: int, latencies: list[float]) -> dict[str, Any]:
+    """What one worker answers to "stats" for the edge and the WAF: its EdgeStats and WafStats."""
+    from lbd.edge.store import DistributionCache
+    from lbd.waf.acl import WafStats
+
+    cache = DistributionCache("site", 1 << 20, 1 << 16)
+    for _ in range(hits):
+        cache.stats.count("hit", 200)
+    for _ in range(misses):
+        cache.stats.count("miss", 200)
+    cache.stats.count("error", 503)
+    cache.stats.bytes_sent = 1000 * (hits + misses)
+    cache.stats.origin_failovers = 1
+    for seconds in latencies:
+        cache.stats.origin_latency.observe(seconds)
+    waf = WafStats()
+    waf.allowed.update({"open": hits, "Default_Action": 0})
+    waf.blocked["Default_Action"] = misses
+    waf.counted["count-bots"] = 1
+    return {"distributions": [cache.report()], "web_acls": [{"web_acl": "guard", **waf.as_dict()}]}
+
+
+@pytest.mark.parametrize("held", ["models", "records"])
+def test_distributions_and_web_acls_in_the_summary_add_up_the_workers(held: str) -> None:
+    from lbd.config.plain import compact, thaw
+    from lbd.observe.edge_summary import summary_parts
+
+    config = parse_config(EDGE_CONFIG)
+    if held == "records":  # as the supervisor holds the config (lbd/validator.py)
+        config = thaw(compact(config))
+    node = NodeStats(workers=2)
+    node.add_worker(edge_report(hits=6, misses=2, latencies=[0.0004, 0.0004]))
+    node.add_worker(edge_report(hits=2, misses=0, latencies=[0.2]))
+    invalidation = {"id": "I1", "status": "InProgress", "create_time": "t", "paths": ["/a", "/b"]}
+    parts = summary_parts(config, node, config.web_acls, ["guard"], {"site": [invalidation]})
+
+    (site,) = parts["distributions"]
+    assert site["listeners"] == [
+        {"name": "HTTP:8088", "protocol": "HTTP", "address": "127.0.0.1", "port": 8088}
+    ]
+    assert site["origins"][0] == {"id": "app", "target_group": "web", "api": None, "origin_path": "/v1"}
+    assert site["origin_groups"] == [
+        {"id": "ha", "members": ["app", "backup"], "failover_status_codes": [502, 503]}
+    ]
+    static, api, default = site["behaviors"]
+    assert (static["path_pattern"], static["origins"], static["compress"]) == ("/static/*", ["app"], True)
+    assert static["cache_policy"] == {
+        "name": "assets",
+        "kind": "named",
+        "min_ttl": 0,
+        "default_ttl": 600,
+        "max_ttl": 31_536_000,
+        "caching": True,
+    }
+    assert (api["cache_policy"]["kind"], api["cache_policy"]["caching"], api["allowed_methods"]) == (
+        "inline",
+        False,
+        "ALL",
+    )
+    assert (default["path_pattern"], default["origin"], default["origins"]) == ("*", "ha", ["app", "backup"])
+    assert (default["cache_policy"]["name"], default["cache_policy"]["kind"]) == (
+        "CachingOptimized",
+        "managed",
+    )
+    assert site["web_acl"] == "guard"
+    assert site["invalidations"] == {
+        "count": 1,
+        "in_progress": 1,
+        "latest": {"id": "I1", "status": "InProgress", "create_time": "t", "paths": 2},
+    }
+    # Two workers' counters added up, as lbd_edge_* adds them.
+    assert site["requests"] == 12 and site["results"] == {
+        "hit": 8,
+        "refresh_hit": 0,
+        "miss": 2,
+        "stale": 0,
+        "error": 2,
+    }
+    assert (site["cache_hits"], site["cache_misses"], site["cache_hit_ratio"]) == (8, 2, 0.8)
+    assert (site["responses"]["2xx"], site["http_5xx"], site["http_4xx"]) == (10, 2, 0)
+    assert (site["bytes_sent"], site["origin_failovers"]) == (10_000, 2)
+    latency = site["origin_latency"]
+    assert sum(latency["counts"]) == 3 and latency["p50_seconds"] == pytest.approx(
+        0.00025 + 0.00025 * 1.5 / 2
+    )
+
+    (guard,) = parts["web_acls"]
+    assert (guard["name"], guard["default_action"], guard["changed_through_api"]) == ("guard", "block", True)
+    assert guard["associations"] == [{"distribution": "site"}, {"load_balancer": "front"}]
+    # In priority order, each with its own counts; the default action's apart; totals over all of them.
+    assert [(r["name"], r["priority"], r["action"], r["statement"]) for r in guard["rules"]] == [
+        ("open", 1, "allow", "byte_match"),
+        ("count-bots", 5, "count", "byte_match"),
+    ]
+    open_rule, bots = guard["rules"]
+    assert (open_rule["allowed"], open_rule["blocked"], bots["counted"]) == (8, 0, 2)
+    assert guard["default"] == {"allowed": 0, "blocked": 2}
+    assert (guard["allowed"], guard["blocked"], guard["counted"], guard["requests"]) == (8, 2, 2, 10)
+
+
+def test_a_config_without_distributions_or_web_acls_adds_neither_key() -> None:
+    from lbd.observe.edge_summary import summary_parts
+
+    config = parse_config(CONFIG)
+    assert summary_parts(config, NodeStats(), config.web_acls, [], {}) == {}

@@ -3,8 +3,10 @@
 It asks the admin API for ``/v1/summary`` twice, ``--interval`` seconds apart, and prints each listener's
 request rate, 4xx and 5xx rates, open connections and p50/p99 latency over that window (the difference
 of the counters, as the console's charts take them), then every target group's targets with their ELB
-state, reason code and description. The admin address and token come from ``--admin`` and
-``--token-file``, or from the config file's ``admin.listen`` and ``admin.token_file`` with ``-c``.
+state, reason code and description; then the APIs and usage plans (render_gateway) and the
+distributions and web ACLs (render_edge) when the config has them. The admin address and token come
+from ``--admin`` and ``--token-file``, or from the config file's ``admin.listen`` and
+``admin.token_file`` with ``-c``.
 """
 
 from __future__ import annotations
@@ -235,6 +237,7 @@ def render(after: dict[str, Any], before: dict[str, Any] | None, url: str) -> st
     if flags:
         lines += ["", *flags]
     lines += render_gateway(after, before)
+    lines += render_edge(after, before)
     return "\n".join(lines) + "\n"
 
 
@@ -353,6 +356,155 @@ def render_gateway(after: dict[str, Any], before: dict[str, Any] | None) -> list
     return lines
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def distribution_rows(after: dict[str, Any], before: dict[str, Any] | None) -> list[list[str]]:
+    """A row per distribution: request, 4xx and 5xx rates, the cache hit ratio over the window and since
+    start, p50/p99 of OriginLatency over the window, bytes sent per second, and totals since start."""
+    seconds = after["time"] - before["time"] if before else 0.0
+    old = {d["name"]: d for d in before.get("distributions", [])} if before else {}
+    bounds = after["latency_buckets"]
+    rows = [
+        [
+            "DISTRIBUTION",
+            "LISTENERS",
+            "REQ/S",
+            "HIT",
+            "HIT ALL",
+            "4XX/S",
+            "5XX/S",
+            "ORIGIN P50",
+            "P99",
+            "OUT/S",
+            "TOTAL",
+            "HITS",
+            "MISSES",
+            "ERRORS",
+        ]
+    ]
+    for dist in after.get("distributions", []):
+        prev = old.get(dist["name"])
+
+        def per_second(name: str, dist: dict[str, Any] = dist, prev: Any = prev) -> float | None:
+            return rate(dist[name], prev[name] if prev else None, seconds)
+
+        if prev:
+            hits = max(0, dist["cache_hits"] - prev["cache_hits"])
+            misses = max(0, dist["cache_misses"] - prev["cache_misses"])
+            window_ratio = hits / (hits + misses) if hits + misses else None
+            then = prev["origin_latency"]["counts"]
+        else:
+            window_ratio = None if before else dist["cache_hit_ratio"]
+            then = [0] * len(dist["origin_latency"]["counts"])
+        window = [max(0, a - b) for a, b in zip(dist["origin_latency"]["counts"], then, strict=True)]
+        window = window if prev or not before else []
+        rows.append(
+            [
+                dist["name"],
+                ",".join(listener["name"] for listener in dist["listeners"]),
+                fmt_rate(per_second("requests")),
+                _ratio(window_ratio),
+                _ratio(dist["cache_hit_ratio"]),
+                fmt_rate(per_second("http_4xx")),
+                fmt_rate(per_second("http_5xx")),
+                fmt_seconds(quantile(window, 0.5, bounds) if window else None),
+                fmt_seconds(quantile(window, 0.99, bounds) if window else None),
+                _bytes(per_second("bytes_sent")) + ("/s" if prev else ""),
+                str(dist["requests"]),
+                str(dist["cache_hits"]),
+                str(dist["cache_misses"]),
+                str(dist["results"]["error"]),
+            ]
+        )
+    return rows
+
+
+def behavior_rows(after: dict[str, Any]) -> list[list[str]]:
+    """A row per cache behavior of each distribution, in the order they are tried (``*`` last)."""
+    rows = [["DISTRIBUTION", "PATH PATTERN", "ORIGIN", "CACHE POLICY", "TTL MIN/DEFAULT/MAX", "METHODS"]]
+    for dist in after.get("distributions", []):
+        for behavior in dist["behaviors"]:
+            policy = behavior["cache_policy"]
+            origins = behavior["origins"]
+            rows.append(
+                [
+                    dist["name"],
+                    behavior["path_pattern"],
+                    behavior["origin"] + (f" ({' then '.join(origins)})" if len(origins) > 1 else ""),
+                    policy["name"],
+                    f"{policy['min_ttl']}/{policy['default_ttl']}/{policy['max_ttl']}",
+                    behavior["allowed_methods"],
+                ]
+            )
+    return rows
+
+
+def web_acl_rows(after: dict[str, Any], before: dict[str, Any] | None) -> list[list[str]]:
+    """A row per rule of each web ACL in priority order, then its default action's and the ACL's own:
+    allowed, blocked and counted requests per second over the window, and since start."""
+    seconds = after["time"] - before["time"] if before else 0.0
+    old = {a["name"]: a for a in before.get("web_acls", [])} if before else {}
+    rows = [
+        [
+            "WEB ACL",
+            "PRIORITY",
+            "RULE",
+            "ACTION",
+            "ALLOWED/S",
+            "BLOCKED/S",
+            "COUNTED/S",
+            "ALLOWED",
+            "BLOCKED",
+            "COUNTED",
+        ]
+    ]
+
+    def row(acl: str, first: list[str], now: dict[str, Any], prev: Any) -> list[str]:
+        def cell(name: str, per_second: bool) -> str:
+            if name not in now:
+                return "-"
+            if not per_second:
+                return str(now[name])
+            return fmt_rate(rate(now[name], prev.get(name, 0) if prev else None, seconds))
+
+        rates = [cell(n, True) for n in ("allowed", "blocked", "counted")]
+        return [acl, *first, *rates, *(cell(n, False) for n in ("allowed", "blocked", "counted"))]
+
+    for acl in after.get("web_acls", []):
+        prev_acl = old.get(acl["name"])
+        prev_rules = {r["name"]: r for r in prev_acl["rules"]} if prev_acl else {}
+        for rule in acl["rules"]:
+            first = [str(rule["priority"]), rule["name"], rule["action"]]
+            rows.append(row(acl["name"], first, rule, prev_rules.get(rule["name"])))
+        first = ["default", "Default_Action", acl["default_action"]]
+        rows.append(row(acl["name"], first, acl["default"], prev_acl["default"] if prev_acl else None))
+        rows.append(row(acl["name"], ["", "(all rules)", ""], acl, prev_acl))
+    return rows
+
+
+def render_edge(after: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
+    """The distributions and web ACLs, when the summary has them (the config defines some)."""
+    lines: list[str] = []
+    if after.get("distributions"):
+        lines += ["", *table(distribution_rows(after, before), right=frozenset(range(2, 14)))]
+        lines += ["", *table(behavior_rows(after))]
+    if after.get("web_acls"):
+        lines += ["", *table(web_acl_rows(after, before), right=frozenset({1, *range(4, 10)}))]
+    return lines
+
+
 # -- the command -------------------------------------------------------------------------------------------
 
 
@@ -389,7 +541,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="listeners' rates and errors and every target's state, from a running lbd's admin API",
         description="Print what the console shows, as text: each listener's request rate, 4xx and 5xx "
         "rates, open connections and p50/p99 latency over --interval seconds, and every target's state, "
-        "reason code and description. Exit status: 0 printed, 1 the admin API did not answer (or "
+        "reason code and description; with them, API routes, usage plans, distributions and web ACL "
+        "rules. Exit status: 0 printed, 1 the admin API did not answer (or "
         "refused), 2 the config or token file could not be read.",
     )
     status.add_argument(

@@ -21,6 +21,7 @@ ASSETS = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
     "gateway.js": "text/javascript; charset=utf-8",  # APIs and usage plans
+    "edge.js": "text/javascript; charset=utf-8",  # distributions and web ACLs
 }
 # The page loads nothing from elsewhere and runs no inline script: a stored name or description that
 # slipped into the markup could not run (it is set as text anyway).
@@ -107,4 +108,9 @@ def add_routes(router: Router, token: str | None) -> Console:
         return console.asset("gateway.js")
 
     router.add("GET", "/console/gateway.js", gateway_script)
+
+    async def edge_script(request: AdminRequest) -> AdminResponse:
+        return console.asset("edge.js")
+
+    router.add("GET", "/console/edge.js", edge_script)
     return console

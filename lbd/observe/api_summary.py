@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lbd.observe.metrics import NodeStats
 from lbd.observe.stats import LATENCY_BUCKETS
-from lbd.observe.summary import quantile
+from lbd.observe.summary import histogram as _histogram
 
 if TYPE_CHECKING:
     from lbd.config.gateway import Api, Integration, Route, Throttle, UsagePlan
@@ -31,16 +31,6 @@ WEBSOCKET_COUNTERS = (
     "client_errors",
     "execution_errors",
 )
-
-
-def _histogram(values: Mapping[str, Any] | None) -> dict[str, Any]:
-    counts = [int(c) for c in values["counts"]] if values else [0] * (len(LATENCY_BUCKETS) + 1)
-    return {
-        "counts": counts,
-        "sum": float(values["sum"]) if values else 0.0,
-        "p50_seconds": quantile(counts, 0.5),
-        "p99_seconds": quantile(counts, 0.99),
-    }
 
 
 def _hit_ratio(hits: int, misses: int) -> float | None:

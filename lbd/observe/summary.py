@@ -63,6 +63,18 @@ def quantile(counts: Sequence[int], q: float, bounds: Sequence[float] = LATENCY_
     return float(bounds[-1])
 
 
+def histogram(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A summed histogram as the summary gives it (zeros when no worker reported one), with its
+    quantiles since start."""
+    counts = [int(c) for c in values["counts"]] if values else [0] * (len(LATENCY_BUCKETS) + 1)
+    return {
+        "counts": counts,
+        "sum": float(values["sum"]) if values else 0.0,
+        "p50_seconds": quantile(counts, 0.5),
+        "p99_seconds": quantile(counts, 0.99),
+    }
+
+
 def _listener_stats(values: Mapping[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {name: int(values.get(name, 0)) for name in LISTENER_COUNTERS}
     responses = {
@@ -73,14 +85,7 @@ def _listener_stats(values: Mapping[str, Any]) -> dict[str, Any]:
     for status_class in ("4xx", "5xx"):
         stats[f"http_{status_class}"] = responses["lb"][status_class] + responses["target"][status_class]
     for name in ("request_duration", "target_response_time"):
-        histogram = values.get(name) or {"counts": [0] * (len(LATENCY_BUCKETS) + 1), "sum": 0.0}
-        counts = [int(c) for c in histogram["counts"]]
-        stats[name] = {
-            "counts": counts,
-            "sum": float(histogram["sum"]),
-            "p50_seconds": quantile(counts, 0.5),
-            "p99_seconds": quantile(counts, 0.99),
-        }
+        stats[name] = histogram(values.get(name))
     return stats
 
 

@@ -12,17 +12,17 @@ function pollInterval(asked) {
   return asked !== null && Number.isFinite(seconds) && seconds >= 1 && seconds <= 60 ? seconds * 1000 : 2000;
 }
 
-// Hooks for what the admin API will grow (DESIGN: API Gateway, usage plans, CloudFront-style
-// distributions). A section renders once /v1/summary carries its key: a list of objects, each shown as
-// a row of its `columns` (missing ones blank). Nothing is fetched for a section that does not exist.
+// Hooks for what the admin API will grow. A section renders once /v1/summary carries its key: a list of
+// objects, each shown as a row of its `columns` (missing ones blank). Nothing is fetched for a section
+// that does not exist. APIs and usage plans started here and keep their place on the page.
 const EXTENSIONS = [
   { key: "apis", title: "APIs", columns: ["name", "protocol", "stages", "routes", "requests", "http_4xx", "http_5xx"] },
   { key: "usage_plans", title: "Usage plans", columns: ["name", "throttle", "quota", "keys", "used"] },
-  { key: "distributions", title: "Distributions", columns: ["name", "domain", "origins", "cache_hit_ratio", "requests", "http_5xx"] },
 ];
 
-// Sections drawn by their own script (gateway.js: apis, usage_plans) instead of the plain table above:
-// key -> function(items, summary) returning the section's element (kept between refreshes by its owner).
+// Sections drawn by their own script (gateway.js: apis, usage_plans; edge.js: distributions, web_acls)
+// instead of the plain table above: key -> function(items, summary) returning the section's element
+// (kept between refreshes by its owner). Those not in EXTENSIONS follow in the order they registered.
 const SECTION_RENDERERS = {};
 
 const state = {
@@ -190,6 +190,21 @@ function metricCell(className) {
   return { td: el("td", { className: `metric ${className}` }, value, holder), value, holder };
 }
 
+// The "4xx/s · 5xx/s" and "p50 · p99" cells, as every section draws them: the last values and a chart.
+function showErrors(cell, e4, e5, label) {
+  cell.value.replaceChildren(
+    el("span", { className: "k4", text: fmtRate(last(e4)) }), " · ",
+    el("span", { className: "k5", text: fmtRate(last(e5)) }));
+  cell.holder.replaceChildren(sparkline([{ values: e4, cls: "k4" }, { values: e5, cls: "k5" }], fmtRate, label));
+}
+
+function showLatency(cell, p50, p99, label) {
+  cell.value.replaceChildren(
+    el("span", { text: fmtSeconds(last(p50)) }), " · ",
+    el("span", { className: "q99", text: fmtSeconds(last(p99)) }));
+  cell.holder.replaceChildren(sparkline([{ values: p50 }, { values: p99, cls: "q99" }], fmtSeconds, label));
+}
+
 // -- load balancers, listeners and rules (from /v1/load-balancers) -----------------------------------------
 
 function describeCondition(condition) {
@@ -332,14 +347,8 @@ function drawStats(summary) {
       cells.errors.value.textContent = "–";
       cells.latency.value.textContent = "–";
     } else {
-      cells.errors.value.replaceChildren(
-        el("span", { className: "k4", text: fmtRate(last(series.e4)) }), " · ",
-        el("span", { className: "k5", text: fmtRate(last(series.e5)) }));
-      cells.errors.holder.replaceChildren(sparkline([{ values: series.e4, cls: "k4" }, { values: series.e5, cls: "k5" }], fmtRate, "4xx and 5xx responses per second"));
-      cells.latency.value.replaceChildren(
-        el("span", { text: fmtSeconds(last(series.p50)) }), " · ",
-        el("span", { className: "q99", text: fmtSeconds(last(series.p99)) }));
-      cells.latency.holder.replaceChildren(sparkline([{ values: series.p50 }, { values: series.p99, cls: "q99" }], fmtSeconds, "request duration, p50 and p99"));
+      showErrors(cells.errors, series.e4, series.e5, "4xx and 5xx responses per second");
+      showLatency(cells.latency, series.p50, series.p99, "request duration, p50 and p99");
     }
     cells.active.value.textContent = fmtCount(listener.active_connections);
     cells.active.holder.replaceChildren(sparkline([{ values: series.active }], fmtCount, "open connections"));
@@ -543,7 +552,9 @@ function notice(kind, text, items, signIn) {
 function drawExtensions(summary) {
   const holder = document.getElementById("extensions");
   const sections = [];
-  for (const ext of EXTENSIONS) {
+  const listed = new Set(EXTENSIONS.map((ext) => ext.key));
+  const own = Object.keys(SECTION_RENDERERS).filter((name) => !listed.has(name)).map((name) => ({ key: name }));
+  for (const ext of [...EXTENSIONS, ...own]) {
     const items = summary[ext.key];
     if (!Array.isArray(items)) continue; // not served by this lbd yet
     if (SECTION_RENDERERS[ext.key]) {

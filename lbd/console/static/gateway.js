@@ -124,10 +124,7 @@ function drawRoute(id, now, before, dt, buckets, cells, cached) {
   push(series.p99, p99);
   cells.rate.value.textContent = `${fmtRate(last(series.rps))} /s`;
   cells.rate.holder.replaceChildren(sparkline([{ values: series.rps }], fmtRate, "requests per second (Count)"));
-  cells.errors.value.replaceChildren(
-    el("span", { className: "k4", text: fmtRate(last(series.e4)) }), " · ",
-    el("span", { className: "k5", text: fmtRate(last(series.e5)) }));
-  cells.errors.holder.replaceChildren(sparkline([{ values: series.e4, cls: "k4" }, { values: series.e5, cls: "k5" }], fmtRate, "4XXError and 5XXError per second"));
+  showErrors(cells.errors, series.e4, series.e5, "4XXError and 5XXError per second");
   if (cached) {
     cells.cache.value.textContent = `${fmtRatio(last(series.hit))} · ${fmtRatio(now.cache_hit_ratio)} all`;
     cells.cache.holder.replaceChildren(sparkline([{ values: series.hit }], fmtRatio, "cache hit ratio"));
@@ -135,10 +132,7 @@ function drawRoute(id, now, before, dt, buckets, cells, cached) {
     cells.cache.value.textContent = "not cached";
     cells.cache.holder.replaceChildren();
   }
-  cells.latency.value.replaceChildren(
-    el("span", { text: fmtSeconds(last(series.p50)) }), " · ",
-    el("span", { className: "q99", text: fmtSeconds(last(series.p99)) }));
-  cells.latency.holder.replaceChildren(sparkline([{ values: series.p50 }, { values: series.p99, cls: "q99" }], fmtSeconds, "Latency, p50 and p99"));
+  showLatency(cells.latency, series.p50, series.p99, "Latency, p50 and p99");
   cells.total.textContent = fmtCount(now.requests);
 }
 
