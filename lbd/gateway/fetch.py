@@ -294,7 +294,10 @@ class GatewayFetch:
         body: bytes,
         timeout: float,
     ) -> UpstreamReply:
-        waiter: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UpstreamReply] = loop.create_future()
         # Not a closure: compiled, this coroutine's locals live in the scope a closure holds, and the
         # closure among them made a cycle (with the reply in it) left to the garbage collector.
         call = self.start(target_group, method, path, headers, body, timeout, partial(_settle, waiter))
