@@ -89,7 +89,9 @@ async def replay(messages: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.replay_ws", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.replay_ws", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--messages", type=int, default=30_000, help="messages (default 30000)")
     args = parser.parse_args(argv)
     print(f"data path: {build.data_path()}")
