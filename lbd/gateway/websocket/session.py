@@ -3,7 +3,9 @@
 wsproto does the protocol: the opening handshake's checks (section 4.2.1), unmasking and the rule that a
 client masks every frame (5.1: an unmasked frame fails the connection with 1002), fragmentation and
 control-frame rules (5.4, 5.5: 1002), UTF-8 of text messages (8.1: 1007) and the close handshake (5.5.1,
-7). This class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
+7); the common frames (a whole unfragmented text or binary message in one read, and lbd's own frames) are
+read and written by frames.py, which checks the same rules for them and leaves all else to wsproto. This
+class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
 WebSocket API"): frames of at most 32 KB and messages of at most 128 KB, larger ones closing the
 connection with 1009 (Message Too Big, 7.4.1; measured on the wire by meter.py), and answers what needs
 no application: pings (5.5.2) and the client's close (5.5.1).
