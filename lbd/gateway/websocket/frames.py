@@ -38,7 +38,7 @@ def clean_state(connection: Connection | None) -> Any:
         return None
     proto = connection._proto
     decoder = proto._frame_decoder
-    if decoder.header is not None or len(decoder.buffer) or proto._message_decoder.opcode is not None:
+    if decoder.header is not None or decoder.buffer.buffer or proto._message_decoder.opcode is not None:
         return None
     if proto.extensions or proto._outbound_opcode is not None:
         return None
