@@ -27,6 +27,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
+from functools import partial
 from typing import TYPE_CHECKING, cast, overload
 
 import httptools
@@ -293,18 +294,13 @@ class GatewayFetch:
         body: bytes,
         timeout: float,
     ) -> UpstreamReply:
-        waiter: asyncio.Future[UpstreamReply] = asyncio.get_running_loop().create_future()
-
-        def done(reply: UpstreamReply | None, error: Exception | None) -> None:
-            if waiter.done():
-                return
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                assert reply is not None
-                waiter.set_result(reply)
-
-        call = self.start(target_group, method, path, headers, body, timeout, done)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[UpstreamReply] = loop.create_future()
+        # Not a closure: compiled, this coroutine's locals live in the scope a closure holds, and the
+        # closure among them made a cycle (with the reply in it) left to the garbage collector.
+        call = self.start(target_group, method, path, headers, body, timeout, partial(_settle, waiter))
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -501,6 +497,19 @@ def _reply_fields(head: bytes) -> list[tuple[str, str]]:
             if name not in HOP_BY_HOP:
                 fields.append((name, value.strip(" \t\r")))
     return fields
+
+
+def _settle(
+    waiter: asyncio.Future[UpstreamReply], reply: UpstreamReply | None, error: Exception | None
+) -> None:
+    """``GatewayFetch.__call__``'s callback: the reply or the error to its awaiting caller."""
+    if waiter.done():
+        return
+    if error is not None:
+        waiter.set_exception(error)
+    else:
+        assert reply is not None
+        waiter.set_result(reply)
 
 
 def _report(task: asyncio.Task[None]) -> None:

@@ -439,13 +439,21 @@ def _message_of(body: str) -> str:
 def _as_frame(answer: Answer, binary: bool) -> str | bytes:
     """A route response: binary for a binary message or an application/octet-stream answer; otherwise
     text when it decodes as UTF-8 (RFC 6455 5.6: text frames carry UTF-8), else binary."""
-    kind = next((v for n, v in answer.headers if n == "content-type"), "")
-    if binary or kind.startswith("application/octet-stream"):
+    if binary or _octet_stream(answer):
         return answer.body
     try:
         return answer.body.decode("utf-8")
     except UnicodeDecodeError:
         return answer.body
+
+
+def _octet_stream(answer: Answer) -> bool:
+    """Its content-type is application/octet-stream. A target's head (which its fields come from) is
+    parsed only if it holds those octets at all."""
+    if answer.head and b"application/octet-stream" not in answer.head:
+        return False
+    kind = next((v for n, v in answer.headers if n == "content-type"), "")
+    return kind.startswith("application/octet-stream")
 
 
 def _kept(headers: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:

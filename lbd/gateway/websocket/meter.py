@@ -59,6 +59,16 @@ class FrameMeter:
             at += take
         return None
 
+    def between_frames(self) -> bool:
+        """No frame header or payload is partly read."""
+        return not self._left and not self._head
+
+    def whole_frame(self, size: int) -> None:
+        """Count a whole frame that is a message by itself, read elsewhere (frames.py): as ``measure``
+        would have, it is the current frame and message now."""
+        self._data = True
+        self._frame = self._message = size
+
     def _read_head(self, data: bytes, at: int) -> int:
         head = self._head
         if not head and at + 2 <= len(data) and at + _head_size(data[at + 1]) <= len(data):

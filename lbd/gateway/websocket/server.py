@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from lbd.gateway.pipeline import Outcome
+from lbd.gateway.server import _request_id  # the HTTP APIs' ids: a counter, no system call per message
 from lbd.gateway.websocket.api import ClientConnection
 from lbd.gateway.websocket.connections import GONE, LIVE, TOO_MANY
 from lbd.gateway.websocket.session import ABNORMAL, GOING_AWAY, Closed, Message, Session, Upgrade
@@ -63,6 +64,8 @@ class WebSocketClientSide(asyncio.Protocol):
         self.draining = False
         self.pushes = route_stats(self.api_name, runtime.api.stage, "@connections")
         self.drained: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        # Its loop, looked up once: each asyncio.get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
 
     # -- transport callbacks -----------------------------------------------------------------------------
 
@@ -73,12 +76,12 @@ class WebSocketClientSide(asyncio.Protocol):
         self.tracker.add(self)
         self.runtime.stats.new_connections += 1
         self.runtime.stats.active_connections += 1
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.loop.time()
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         self.runtime.stats.processed_bytes += len(data)
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self.loop.time()
         if self.connecting:
             self.held.append(data)
             return
@@ -227,7 +230,7 @@ class WebSocketClientSide(asyncio.Protocol):
         if len(self.queue) >= MAX_QUEUED:
             self._pause()
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._serve())
+            self.task = self.loop.create_task(self._serve())
 
     async def _serve(self) -> None:
         try:
@@ -422,8 +425,3 @@ def _keep(task: asyncio.Task[Any]) -> None:
 def _connection_id() -> str:
     """12 random bytes, URL-safe base64 (16 characters): fits a path segment of the @connections API."""
     return base64.urlsafe_b64encode(os.urandom(12)).decode()
-
-
-def _request_id() -> str:
-    raw = os.urandom(16).hex()
-    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"

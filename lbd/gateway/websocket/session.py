@@ -3,7 +3,9 @@
 wsproto does the protocol: the opening handshake's checks (section 4.2.1), unmasking and the rule that a
 client masks every frame (5.1: an unmasked frame fails the connection with 1002), fragmentation and
 control-frame rules (5.4, 5.5: 1002), UTF-8 of text messages (8.1: 1007) and the close handshake (5.5.1,
-7). This class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
+7); the common frames (a whole unfragmented text or binary message in one read, and lbd's own frames) are
+read and written by frames.py, which checks the same rules for them and leaves all else to wsproto. This
+class adds what API Gateway adds ("Amazon API Gateway quotas for configuring and running a
 WebSocket API"): frames of at most 32 KB and messages of at most 128 KB, larger ones closing the
 connection with 1009 (Message Too Big, 7.4.1; measured on the wire by meter.py), and answers what needs
 no application: pings (5.5.2) and the client's close (5.5.1).
@@ -34,6 +36,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from lbd.gateway.websocket import frames
 from lbd.gateway.websocket.meter import FrameMeter, end_of_head
 
 MAX_FRAME = 32 * 1024
@@ -92,6 +95,7 @@ class Session:
         self.refused = False  # the handshake was answered with an HTTP error: end the output after it
         self._out: list[bytes] = []
         self._parts: list[str | bytes] = []
+        self.fast = frames.SUPPORTED  # whole frames read and written without wsproto (frames.py)
 
     @property
     def failed(self) -> bool:
@@ -112,9 +116,14 @@ class Session:
         if self._failed:
             return []
         breach, rest = None, b""
+        fast: list[Event] = []
         if data is not None:
             data = self._frames_only(data)
             if self._accepted and self.closed is None:
+                if self.fast:
+                    fast, data = self._whole_frames(data)
+                    if not data:
+                        return fast
                 breach = self._meter.measure(data)
                 if breach is not None:  # what comes before the breach is parsed first: its errors win
                     data, rest = data[: breach.within], data[breach.within :]
@@ -126,7 +135,7 @@ class Session:
         if self.closed is not None:
             self._await_close_answer()
             return []
-        out: list[Event] = []
+        out = fast
         for event in self.ws.events():
             happened = self._on(event)
             if happened is not None:
@@ -142,6 +151,26 @@ class Session:
             out.append(self._end(ABNORMAL, "", by_client=True))
             self.done = True
         return out
+
+    def _whole_frames(self, data: bytes) -> tuple[list[Event], bytes]:
+        """The messages of the whole unfragmented frames ``data`` starts with (frames.py: what wsproto
+        would make of them), read without it while it is between frames; the rest is for wsproto. The
+        quotas are those the meter would apply to a frame that is a message by itself."""
+        out: list[Event] = []
+        meter = self._meter
+        if meter.between_frames() and not self._parts and frames.clean_state(self.ws.connection) is not None:
+            limit = min(self.max_frame, self.max_message)
+            at = size = 0
+            while True:
+                frame = frames.whole_frame(data, at, limit)
+                if frame is None:
+                    break
+                message, size, at = frame
+                out.append(Message(message))
+            if at:
+                meter.whole_frame(size)
+                data = data[at:]
+        return out, data
 
     def _frames_only(self, data: bytes) -> bytes:
         """What wsproto is to parse now. Until the handshake is accepted that is only the request head:
@@ -264,6 +293,15 @@ class Session:
         # 4 bytes of UTF-8, so a quarter of the limit in characters always fits).
         step = self.max_frame // 4 if isinstance(data, str) else self.max_frame
         last = max(len(data) - 1, 0) // step
+        if self.fast and frames.clean_state(self.ws.connection) is not None:
+            # Frames written here: what wsproto would write for them (it keeps no state for a whole
+            # message sent at once).
+            opcode = frames.TEXT if isinstance(data, str) else frames.BINARY
+            for i in range(last + 1):
+                piece = data[i * step : (i + 1) * step]
+                payload = piece.encode() if isinstance(piece, str) else piece
+                self._out.append(frames.server_frame(opcode if i == 0 else 0, payload, i == last))
+            return True
         for i in range(last + 1):
             piece = data[i * step : (i + 1) * step]
             fin = i == last
