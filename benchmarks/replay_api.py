@@ -35,9 +35,23 @@ from lbd.gateway.keys import KeyStore
 from lbd.gateway.listener import ApiListenerRuntime
 from lbd.gateway.server import GatewayClientSide
 from lbd.gateway.services import SERVICES
+from lbd.gateway.websocket.listener import WebSocketListenerRuntime
 from lbd.listener.tracker import ConnectionTracker
 from lbd.observe.stats import StatsRegistry
 from lbd.runtime import Snapshot
+
+
+def pooled_target(
+    snapshot: Snapshot, runtime: ApiListenerRuntime | WebSocketListenerRuntime
+) -> _TargetConnection:
+    """A connection to the scenario's target over a fake transport, put in the gateway's pool, so that
+    the listener's requests to its integration go there (its ``data_received`` is the target's answer)."""
+    fetch = runtime.pipeline_fetch
+    assert fetch is not None
+    conn = _TargetConnection(snapshot.target_groups["backends"].targets[0], 1)
+    conn.connection_made(cast(asyncio.Transport, FakeTransport()))
+    fetch._release(conn)
+    return conn
 
 
 def wrk_request(token: str) -> bytes:
@@ -59,12 +73,7 @@ async def replay(name: str, requests: int) -> float:
         token = (state / "bench.jwt").read_text()
         snapshot = Snapshot.build(config, 1, StatsRegistry())
         runtime = cast(ApiListenerRuntime, next(iter(snapshot.listeners.values())))
-        fetch = runtime.pipeline_fetch
-        assert fetch is not None
-        target = snapshot.target_groups["backends"].targets[0]
-        conn = _TargetConnection(target, 1)
-        conn.connection_made(cast(asyncio.Transport, FakeTransport()))
-        fetch._release(conn)
+        conn = pooled_target(snapshot, runtime)
         client = GatewayClientSide(runtime, ConnectionTracker())
         out = FakeTransport()
         client.connection_made(cast(asyncio.Transport, out))

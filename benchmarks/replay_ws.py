@@ -29,10 +29,10 @@ from wsproto.events import Request, TextMessage
 
 from benchmarks.harness import SCENARIOS, lbd_ws_conf
 from benchmarks.replay import RESPONSE, FakeTransport
+from benchmarks.replay_api import pooled_target
 from benchmarks.wsload import MESSAGE
 from lbd import build
 from lbd.config.loader import parse_config
-from lbd.gateway.fetch import _TargetConnection
 from lbd.gateway.websocket.listener import WebSocketListenerRuntime
 from lbd.gateway.websocket.server import WebSocketClientSide
 from lbd.listener.tracker import ConnectionTracker
@@ -54,12 +54,7 @@ async def replay(messages: int) -> float:
     config = parse_config(lbd_ws_conf(SCENARIOS["ws"], 8080, 9901, [9001], 1))
     snapshot = Snapshot.build(config, 1, StatsRegistry())
     runtime = cast(WebSocketListenerRuntime, next(iter(snapshot.listeners.values())))
-    fetch = runtime.pipeline_fetch
-    assert fetch is not None
-    target = snapshot.target_groups["backends"].targets[0]
-    upstream = _TargetConnection(target, 1)
-    upstream.connection_made(cast(asyncio.Transport, FakeTransport()))
-    fetch._release(upstream)
+    upstream = pooled_target(snapshot, runtime)
     client = WebSocketClientSide(runtime, ConnectionTracker())
     out = FakeTransport()
     client.connection_made(cast(asyncio.Transport, out))
